@@ -1,0 +1,8 @@
+"""coarse_gpu: coarse personalization (Zhang & Misra, arXiv 2204.05793) on GPU.
+
+Step 1 (personalize): ``coarse_gpu.models`` estimates each customer's profit pi_i(t).
+Step 2 (discretize):  ``coarse_gpu.discretize`` chooses K treatments and who gets which.
+Around them: ``coarse_gpu.policy`` (baselines), ``coarse_gpu.evaluate`` (oracle and doubly robust
+values), ``coarse_gpu.experiment`` (Hydra-configured runs, reports, logging).
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,245 @@
+"""Simulated randomized promotions field experiment with a known profit surface pi_i(t).
+
+Data-generating process (documented in the README, tested in tests/test_simulator.py)
+------------------------------------------------------------------------------------
+Covariates per customer i:
+  numeric   recency, frequency, monetary, tenure, age ~ N(0, 1) (standardized units), plus
+            ``n_noise_features`` irrelevant numeric columns ``browse_1..`` ~ N(0, 1);
+  category  channel in {web, app, store}, region in {north, south, east, west}, tier in {bronze, silver, gold}.
+
+Treatment t = (discount, duration_weeks) in [0, 0.5] x [0, 4]: the discount depth (share of the
+price) and how long the offer runs. Control (no promotion) is (0, 0).
+
+Individual parameters (sigma = logistic function, 1[.] = indicator):
+  basket value  v_i     = exp(3.3 + 0.35 monetary + 0.25 1[gold] + 0.10 1[silver])
+  base utility  alpha_i = -1.2 + 0.6 frequency - 0.5 recency + 0.3 1[app] + 0.4 1[gold]
+  discount sens beta_i  = beta_max * sigma(k * (-0.5 + 1.3 recency - 0.9 monetary + 0.7 1[web] - 0.6 1[gold]
+                                            + 0.5 age * tenure))
+  duration sens gamma_i = gamma_max * sigma(k * (-0.3 + 1.2 tenure - 0.8 frequency + 0.8 1[store]
+                                            + 0.5 1[north]))
+  with k = type_sharpness (steep links make customers fall into loose "types", as real segments do).
+Purchase probability and expected profit at any treatment t = (delta, s):
+  P_i(t)  = sigma(alpha_i + beta_i * delta + gamma_i * log(1 + s))
+  pi_i(t) = v_i * (margin - delta) * P_i(t) - contact_cost * s
+Realized profit of the randomized arm t_i:
+  y_i = B_i * v_i * L_i * (margin - delta_i) - contact_cost * s_i,  B_i ~ Bernoulli(P_i(t_i)),
+  L_i ~ LogNormal(-basket_sigma^2 / 2, basket_sigma)  (so E[L_i] = 1 and E[y_i | x_i, t_i] = pi_i(t_i)).
+
+Arms: the product of ``discount_levels`` x ``duration_levels``, randomized uniformly (propensity 1/A).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coarse_gpu.data.experiment import ExperimentData
+from coarse_gpu.data.treatments import TreatmentSpace, product_grid
+
+NUMERIC = ["recency", "frequency", "monetary", "tenure", "age"]
+CATEGORICAL = {
+    "channel": ["web", "app", "store"],
+    "region": ["north", "south", "east", "west"],
+    "tier": ["bronze", "silver", "gold"],
+}
+PROMOTION_SPACE = TreatmentSpace(
+    names=("discount", "duration_weeks"), low=(0.0, 0.0), high=(0.5, 4.0), control=(0.0, 0.0)
+)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class PromotionsTruth:
+    """Ground truth of the promotions simulator: per-customer parameters of pi_i(t).
+
+    All arrays have shape (N,). ``profit`` evaluates pi on any treatments in float64.
+    """
+
+    basket_value: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    gamma: np.ndarray
+    margin: float
+    contact_cost: float
+
+    def __len__(self) -> int:
+        return int(self.alpha.shape[0])
+
+    def subset(self, rows: np.ndarray) -> "PromotionsTruth":
+        return PromotionsTruth(
+            self.basket_value[rows], self.alpha[rows], self.beta[rows], self.gamma[rows],
+            self.margin, self.contact_cost,
+        )
+
+    def purchase_probability(self, treatments: np.ndarray, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, M) purchase probability P_i(t) at M treatments (M, 2)."""
+        t = np.atleast_2d(np.asarray(treatments, dtype=np.float64))
+        sl = slice(None) if rows is None else rows
+        u = (
+            self.alpha[sl, None]
+            + self.beta[sl, None] * t[None, :, 0]
+            + self.gamma[sl, None] * np.log1p(t[None, :, 1])
+        )
+        return _sigmoid(u)
+
+    def profit(self, treatments: np.ndarray, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, M) expected profit pi_i(t) in currency units at M treatments (M, 2)."""
+        if isinstance(treatments, torch.Tensor):
+            treatments = treatments.detach().cpu().numpy()
+        t = np.atleast_2d(np.asarray(treatments, dtype=np.float64))
+        if t.shape[1] != 2:
+            raise ValueError(f"promotions truth: treatments must have 2 columns (discount, duration_weeks), got {t.shape}")
+        sl = slice(None) if rows is None else rows
+        p = self.purchase_probability(t, rows)
+        return self.basket_value[sl, None] * (self.margin - t[None, :, 0]) * p - self.contact_cost * t[None, :, 1]
+
+    def best_on(self, candidates: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's best candidate: (index (N,), profit (N,)), computed in row chunks."""
+        idx = np.empty(len(self), dtype=np.int64)
+        val = np.empty(len(self))
+        for s in range(0, len(self), chunk):
+            rows = np.arange(s, min(s + chunk, len(self)))
+            p = self.profit(candidates, rows)
+            idx[rows] = p.argmax(1)
+            val[rows] = p.max(1)
+        return idx, val
+
+
+class PromotionsSimulator:
+    """Simulated randomized promotions field experiment (see the module docstring for the DGP).
+
+    Parameters
+    ----------
+    n_customers : number of customers N.
+    discount_levels, duration_levels : the randomized arms are their Cartesian product.
+    margin : gross margin as a share of the basket value (the discount comes out of it).
+    contact_cost : cost per customer per week the offer runs (currency units).
+    beta_max, gamma_max : scale of the discount and duration sensitivities (logit units).
+    basket_sigma : log-sd of the realized basket value around its mean.
+    n_noise_features : irrelevant numeric covariates (customer data always has them).
+    seed : RNG seed; the same seed gives the same data.
+    """
+
+    def __init__(
+        self,
+        n_customers: int = 50_000,
+        discount_levels: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4),
+        duration_levels: Sequence[float] = (0.0, 2.0, 4.0),
+        margin: float = 0.5,
+        contact_cost: float = 0.35,
+        beta_max: float = 15.0,
+        gamma_max: float = 2.0,
+        basket_sigma: float = 0.4,
+        n_noise_features: int = 5,
+        type_sharpness: float = 4.0,
+        seed: int = 0,
+    ) -> None:
+        if n_customers < 2:
+            raise ValueError(f"n_customers must be at least 2, got {n_customers}")
+        if not 0 < margin <= 1:
+            raise ValueError(f"margin must lie in (0, 1], got {margin}")
+        for name, levels, lo, hi in (
+            ("discount_levels", discount_levels, 0.0, 0.5),
+            ("duration_levels", duration_levels, 0.0, 4.0),
+        ):
+            if len(levels) < 2 or any(not lo <= v <= hi for v in levels) or len(set(levels)) != len(levels):
+                raise ValueError(f"{name} must hold >= 2 distinct values in [{lo}, {hi}], got {list(levels)}")
+        self.n_customers = int(n_customers)
+        self.discount_levels = tuple(sorted(float(v) for v in discount_levels))
+        self.duration_levels = tuple(sorted(float(v) for v in duration_levels))
+        self.margin = float(margin)
+        self.contact_cost = float(contact_cost)
+        self.beta_max = float(beta_max)
+        self.gamma_max = float(gamma_max)
+        self.basket_sigma = float(basket_sigma)
+        self.n_noise_features = int(n_noise_features)
+        self.type_sharpness = float(type_sharpness)
+        self.seed = int(seed)
+        self.space = PROMOTION_SPACE
+
+    @property
+    def arms(self) -> np.ndarray:
+        """(A, 2) experimental arms, discount-major order."""
+        return product_grid([self.discount_levels, self.duration_levels])
+
+    def covariates(self, rng: np.random.Generator) -> pd.DataFrame:
+        n = self.n_customers
+        cols: dict[str, np.ndarray] = {c: rng.standard_normal(n) for c in NUMERIC}
+        for j in range(self.n_noise_features):
+            cols[f"browse_{j + 1}"] = rng.standard_normal(n)
+        probs = {"channel": [0.45, 0.35, 0.20], "region": [0.25] * 4, "tier": [0.6, 0.3, 0.1]}
+        for c, levels in CATEGORICAL.items():
+            cols[c] = rng.choice(np.asarray(levels, dtype=object), size=n, p=probs[c])
+        return pd.DataFrame(cols)
+
+    def truth_from(self, df: pd.DataFrame) -> PromotionsTruth:
+        """The documented parameter formulas applied to a covariate table."""
+        g = lambda c, v: (df[c].to_numpy() == v).astype(np.float64)  # noqa: E731 - indicator
+        r, f, m, ten, age = (df[c].to_numpy(dtype=np.float64) for c in NUMERIC)
+        v = np.exp(3.3 + 0.35 * m + 0.25 * g("tier", "gold") + 0.10 * g("tier", "silver"))
+        alpha = -1.2 + 0.6 * f - 0.5 * r + 0.3 * g("channel", "app") + 0.4 * g("tier", "gold")
+        k = self.type_sharpness
+        beta = self.beta_max * _sigmoid(
+            k * (-0.5 + 1.3 * r - 0.9 * m + 0.7 * g("channel", "web") - 0.6 * g("tier", "gold") + 0.5 * age * ten)
+        )
+        gamma = self.gamma_max * _sigmoid(
+            k * (-0.3 + 1.2 * ten - 0.8 * f + 0.8 * g("channel", "store") + 0.5 * g("region", "north"))
+        )
+        return PromotionsTruth(v, alpha, beta, gamma, self.margin, self.contact_cost)
+
+    def sample(self) -> ExperimentData:
+        """Draw one experiment: covariates, uniformly randomized arms, realized profits."""
+        rng = np.random.default_rng(self.seed)
+        df = self.covariates(rng)
+        truth = self.truth_from(df)
+        arms = self.arms
+        n, a = self.n_customers, arms.shape[0]
+        arm = rng.integers(0, a, size=n)
+        t = arms[arm]
+        p = truth.purchase_probability(arms)[np.arange(n), arm]
+        bought = rng.random(n) < p
+        s = self.basket_sigma
+        basket = truth.basket_value * rng.lognormal(-0.5 * s * s, s, size=n)
+        y = bought * basket * (self.margin - t[:, 0]) - self.contact_cost * t[:, 1]
+        X, names = model_matrix(df)
+        return ExperimentData(
+            features=df,
+            X=X,
+            feature_names=names,
+            treatment=t,
+            arm=arm.astype(np.int64),
+            arms=arms,
+            outcome=y.astype(np.float64),
+            propensity=np.full(n, 1.0 / a),
+            space=self.space,
+            truth=truth,
+            meta={"source": "promotions_simulator", "seed": self.seed},
+        )
+
+
+def model_matrix(df: pd.DataFrame, categories: Optional[dict[str, list[str]]] = None) -> tuple[np.ndarray, list[str]]:
+    """Numeric columns as they are, categorical (object/category) columns one-hot encoded.
+
+    ``categories`` fixes the levels (so that new customers get the same columns); default: the
+    simulator's levels for its own columns, else the sorted observed levels.
+    Returns the (N, p) float32 matrix and its column names.
+    """
+    blocks, names = [], []
+    for col in df.columns:
+        s = df[col]
+        if s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype):
+            levels = (categories or {}).get(col) or CATEGORICAL.get(col) or sorted(map(str, s.unique()))
+            vals = s.astype(str).to_numpy()
+            for lv in levels:
+                blocks.append((vals == lv).astype(np.float32))
+                names.append(f"{col}={lv}")
+        else:
+            blocks.append(s.to_numpy(dtype=np.float32))
+            names.append(col)
+    return np.stack(blocks, axis=1), names
