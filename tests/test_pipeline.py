@@ -1,0 +1,93 @@
+"""The main job end to end on a tiny simulated experiment: every stage, the results.json contract."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from coarse_gpu.cli import config_dir
+from coarse_gpu.experiment import pipeline
+from coarse_gpu.experiment.config import register_configs
+from coarse_gpu.experiment.pipeline import run_experiment
+
+TINY = ["data.n_customers=2000", "model.max_epochs=4", "model.hidden=32", "evaluation.n_boot=50",
+        "discretizer.n_restarts=2", "evaluation.k_values=[1,2,3]", "logger=none", "quiet=true"]
+
+
+def _cfg(extra=()):
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    results = run_experiment(_cfg(), run_dir)
+    return run_dir, results
+
+
+def test_results_json_follows_the_contract(tiny_run):
+    run_dir, _ = tiny_run
+    res = json.loads((run_dir / "results.json").read_text())
+    for key in ("config", "n_customers", "k_values", "full_personalization", "methods", "timings_s", "device",
+                "versions"):
+        assert key in res, key
+    assert res["status"] == "complete"
+    assert res["n_customers"] == 2000 and res["k_values"] == [1, 2, 3]
+    assert isinstance(res["full_personalization"]["oracle_profit"], float)
+    assert {"train", "discretize"} <= set(res["timings_s"])
+    assert set(res["methods"]) == {"ot", "kmeans_features", "kmeans_preferences", "grid", "single_best"}
+    assert set(res["methods"]["single_best"]) == {"1"}
+    n_eval = res["n_eval"]
+    for method, per_k in res["methods"].items():
+        for k, r in per_k.items():
+            assert set(r) >= {"treatments", "oracle_profit", "share_of_full", "dr_value", "dr_ci", "segment_sizes"}
+            assert len(r["treatments"]) == int(k) and all(len(t) == 2 for t in r["treatments"])
+            assert sum(r["segment_sizes"]) == n_eval
+            lo, hi = r["dr_ci"]
+            assert lo <= r["dr_value"] <= hi
+            # No coarse policy can beat each customer's own best treatment under the true profits.
+            assert r["oracle_profit"] <= res["full_personalization"]["oracle_profit"] + 1e-9, (method, k)
+    assert res["config"]["data"]["n_customers"] == 2000
+    assert res["versions"]["torch"]
+
+
+def test_ot_is_at_least_as_good_as_single_best_and_grows_with_k(tiny_run):
+    _, res = tiny_run
+    ot = res["methods"]["ot"]
+    # The estimated objective is monotone in K; the true share should not fall by much either.
+    assert ot["3"]["share_of_full"] >= ot["1"]["share_of_full"] - 0.02
+    assert ot["1"]["share_of_full"] >= res["methods"]["single_best"]["1"]["share_of_full"] - 0.02
+
+
+def test_simulator_difficulty_figures_are_reported(tiny_run):
+    _, res = tiny_run
+    checks = res["simulator_checks"]
+    assert 0.0 < checks["single_best_share_true_profits"] < 1.0
+    assert 0.0 < checks["kmeans_features_k5_share_true_profits"] < 1.0
+
+
+def test_a_failing_run_keeps_finished_k_and_says_why(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = pipeline.kmeans_preferences
+
+    def fail_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash at K=2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "kmeans_preferences", fail_second)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(_cfg(["model.max_epochs=1"]), tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "failed" and "simulated crash" in res["error"]
+    assert "1" in res["methods"]["ot"] and "1" in res["methods"]["kmeans_preferences"]
+    assert "2" not in res["methods"]["kmeans_preferences"]
+
+
+def test_unknown_method_is_named(tmp_path):
+    with pytest.raises(ValueError, match="evaluation.methods.*magic"):
+        run_experiment(_cfg(["evaluation.methods=[ot,magic]"]), tmp_path)
