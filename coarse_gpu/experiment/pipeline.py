@@ -112,15 +112,18 @@ class Evaluator:
     the surrounding arms with multilinear interpolation weights (see coarse_gpu.evaluate.dr).
     """
 
-    def __init__(self, test: ExperimentData, model, n_boot: int, ci_level: float, seed: int) -> None:
+    def __init__(self, test: ExperimentData, model, n_boot: int, ci_level: float, seed: int,
+                 control: Optional[float] = None, full: Optional[tuple[float, np.ndarray]] = None) -> None:
         self.test = test
         self.model = model
         self.n_boot = n_boot
         self.alpha = 1.0 - ci_level
         self.seed = seed
         self.mu_arms = model.predict_arms(test.X)
-        self.control = oracle_control_value(test.truth, test.space)
-        self.full, self.full_treatments = oracle_full_personalization(test.truth, test.space)
+        # Both are properties of the held-out customers' true profits only; reuse them when given.
+        self.control = control if control is not None else oracle_control_value(test.truth, test.space)
+        self.full, self.full_treatments = full if full is not None else oracle_full_personalization(
+            test.truth, test.space)
 
     def score(self, policy: Policy) -> Scored:
         value = oracle_value(self.test.truth, policy)
@@ -221,7 +224,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         t0 = time.perf_counter()
         true_cand = test.truth.profit(candidates)
         control = oracle_control_value(test.truth, space)
-        full_true, _ = oracle_full_personalization(test.truth, space)
+        full_true, full_true_treatments = oracle_full_personalization(test.truth, space)
         one = single_best(true_cand, candidates)
         seg = kmeans_features(test.X, true_cand, candidates, min(5, len(test)), seed=seed)
         checks = {
@@ -244,7 +247,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
             tracker.log({f"train/{k}": v for k, v in rec.items()})
 
         t0 = time.perf_counter()
-        evaluator = Evaluator(test, model, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed)
+        evaluator = Evaluator(test, model, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed,
+                              control=control, full=(full_true, full_true_treatments))
         profit_hat = model.predict_profit(test.X, candidates)
         oracle = model_profit_oracle(model, test.X, evaluator.mu_arms, device)
         grid_pts = space.grid([11, 9])
