@@ -60,7 +60,8 @@ def test_mean_outcome_per_arm_converges_to_mean_true_profit():
     P = truth.purchase_probability(data.arms)[rows, data.arm]
     rev = truth.basket_value * (sim.margin - data.treatment[:, 0])  # revenue if bought, E[L] = 1
     # Var(y | x, t) = P v^2 (m - delta)^2 E[L^2] - (P v (m - delta))^2, E[L^2] = exp(sigma^2)
-    var = P * rev ** 2 * np.exp(sim.basket_sigma ** 2) - (P * rev) ** 2
+    # and the outcome is the mean of n_trips independent trips.
+    var = (P * rev ** 2 * np.exp(sim.basket_sigma ** 2) - (P * rev) ** 2) / sim.n_trips
     resid = data.outcome - pi
     z_arm = []
     for a in range(data.n_arms):

@@ -21,9 +21,11 @@ Individual parameters (sigma = logistic function, 1[.] = indicator):
 Purchase probability and expected profit at any treatment t = (delta, s):
   P_i(t)  = sigma(alpha_i + beta_i * delta + gamma_i * log(1 + s))
   pi_i(t) = v_i * (margin - delta) * P_i(t) - contact_cost * s
-Realized profit of the randomized arm t_i:
-  y_i = B_i * v_i * L_i * (margin - delta_i) - contact_cost * s_i,  B_i ~ Bernoulli(P_i(t_i)),
-  L_i ~ LogNormal(-basket_sigma^2 / 2, basket_sigma)  (so E[L_i] = 1 and E[y_i | x_i, t_i] = pi_i(t_i)).
+Realized profit of the randomized arm t_i, measured per shopping trip over a window of
+``n_trips`` independent trips (a field experiment observes a customer for weeks, not once):
+  y_i = (1/n_trips) sum_j B_ij * v_i * L_ij * (margin - delta_i) - contact_cost * s_i,
+  B_ij ~ Bernoulli(P_i(t_i)),  L_ij ~ LogNormal(-basket_sigma^2 / 2, basket_sigma)
+  (so E[L_ij] = 1 and E[y_i | x_i, t_i] = pi_i(t_i); Var = [P v^2 (m-delta)^2 exp(sigma^2) - (P v (m-delta))^2] / n_trips).
 
 Arms: the product of ``discount_levels`` x ``duration_levels``, randomized uniformly (propensity 1/A).
 """
@@ -122,6 +124,10 @@ class PromotionsSimulator:
     contact_cost : cost per customer per week the offer runs (currency units).
     beta_max, gamma_max : scale of the discount and duration sensitivities (logit units).
     basket_sigma : log-sd of the realized basket value around its mean.
+    n_trips : shopping trips per customer in the measurement window; the outcome is the mean profit
+        per trip, so its noise variance falls as 1/n_trips while pi_i(t) is unchanged. With a single
+        trip the purchase coin-flip (sd ~ 6 against treatment contrasts of sd ~ 3) swamps what 30k
+        training customers can reveal about individual responses.
     n_noise_features : irrelevant numeric covariates (customer data always has them).
     seed : RNG seed; the same seed gives the same data.
     """
@@ -138,10 +144,13 @@ class PromotionsSimulator:
         basket_sigma: float = 0.4,
         n_noise_features: int = 5,
         type_sharpness: float = 4.0,
+        n_trips: int = 8,
         seed: int = 0,
     ) -> None:
         if n_customers < 2:
             raise ValueError(f"n_customers must be at least 2, got {n_customers}")
+        if int(n_trips) != n_trips or n_trips < 1:
+            raise ValueError(f"n_trips must be a positive integer, got {n_trips}")
         if not 0 < margin <= 1:
             raise ValueError(f"margin must lie in (0, 1], got {margin}")
         for name, levels, lo, hi in (
@@ -160,6 +169,7 @@ class PromotionsSimulator:
         self.basket_sigma = float(basket_sigma)
         self.n_noise_features = int(n_noise_features)
         self.type_sharpness = float(type_sharpness)
+        self.n_trips = int(n_trips)
         self.seed = int(seed)
         self.space = PROMOTION_SPACE
 
@@ -203,10 +213,10 @@ class PromotionsSimulator:
         arm = rng.integers(0, a, size=n)
         t = arms[arm]
         p = truth.purchase_probability(arms)[np.arange(n), arm]
-        bought = rng.random(n) < p
-        s = self.basket_sigma
-        basket = truth.basket_value * rng.lognormal(-0.5 * s * s, s, size=n)
-        y = bought * basket * (self.margin - t[:, 0]) - self.contact_cost * t[:, 1]
+        s, trips = self.basket_sigma, self.n_trips
+        bought = rng.random((n, trips)) < p[:, None]
+        spend = (bought * rng.lognormal(-0.5 * s * s, s, size=(n, trips))).mean(axis=1)
+        y = truth.basket_value * spend * (self.margin - t[:, 0]) - self.contact_cost * t[:, 1]
         X, names = model_matrix(df)
         return ExperimentData(
             features=df,
@@ -219,7 +229,7 @@ class PromotionsSimulator:
             propensity=np.full(n, 1.0 / a),
             space=self.space,
             truth=truth,
-            meta={"source": "promotions_simulator", "seed": self.seed},
+            meta={"source": "promotions_simulator", "seed": self.seed, "n_trips": self.n_trips},
         )
 
 

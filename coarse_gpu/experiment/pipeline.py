@@ -65,6 +65,7 @@ def build_data(data_cfg: DictConfig, seed: int) -> ExperimentData:
         type_sharpness=data_cfg.type_sharpness,
         basket_sigma=data_cfg.basket_sigma,
         n_noise_features=data_cfg.n_noise_features,
+        n_trips=data_cfg.n_trips,
         seed=seed,
     )
     return sim.sample()
@@ -85,6 +86,9 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
         patience=model_cfg.patience,
         val_fraction=model_cfg.val_fraction,
         interpolation=model_cfg.interpolation,
+        arm_heads=model_cfg.arm_heads,
+        head_hidden=model_cfg.head_hidden,
+        ema=model_cfg.ema,
         device=str(device),
         seed=seed,
         verbose=verbose,
@@ -209,7 +213,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         "n_eval": len(test),
         "k_values": k_values,
         "treatment_names": list(space.names),
-        "arms": data.arms,
+        "arms": np.asarray(data.arms).tolist(),
         "full_personalization": {},
         "methods": {m: {} for m in methods},
         "timings_s": timings,
@@ -291,7 +295,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                     elif method == "kmeans_preferences":
                         policy = kmeans_preferences(profit_hat, candidates, k, seed=seed, scale=space.span)
                     elif method == "grid":
-                        policy = grid_search(evaluator.mu_arms, data.arms, k, seed=seed)
+                        policy = grid_search(evaluator.mu_arms, model.arms_, k, seed=seed)
                     else:
                         policy = single_best(profit_hat, candidates)
                     timings["baselines"] += time.perf_counter() - t0
@@ -299,13 +303,13 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                 s = evaluator.score(policy)
                 timings["evaluate"] += time.perf_counter() - t0
                 results["methods"][method][str(k)] = {
-                    "treatments": policy.treatments,
+                    "treatments": np.asarray(policy.treatments, dtype=float).tolist(),
                     "oracle_profit": s.oracle_profit,
                     "share_of_full": s.share_of_full,
                     "dr_value": s.dr_value,
                     "dr_ci": list(s.dr_ci),
                     "dr_share_of_full": share_of_full(s.dr_value, evaluator.control, evaluator.full),
-                    "segment_sizes": policy.segment_sizes,
+                    "segment_sizes": np.asarray(policy.segment_sizes).astype(int).tolist(),
                 }
                 tracker.log({f"{method}/share_of_full": s.share_of_full, f"{method}/dr_value": s.dr_value, "K": k})
                 if method == "ot" and extra.get("trace"):

@@ -141,7 +141,7 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
 
     fig, ax = plt.subplots(figsize=(6.0, 4.4))
     arms = results.get("arms")
-    if arms:
+    if arms is not None and len(arms):
         ax.scatter([a[0] for a in arms], [a[1] for a in arms], marker="+", color="grey", s=40,
                    label="experimental arms")
     markers = {"ot": "o", "kmeans_features": "s", "kmeans_preferences": "^", "grid": "D", "single_best": "*"}
@@ -150,7 +150,7 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
         r = results["methods"][m].get(str(k)) or (results["methods"][m].get("1") if m == "single_best" else None)
         if not r:
             continue
-        sizes = r.get("segment_sizes") or [1] * len(r["treatments"])
+        sizes = list(r.get("segment_sizes") if r.get("segment_sizes") is not None else [1] * len(r["treatments"]))
         total = max(sum(sizes), 1)
         ax.scatter([t[0] for t in r["treatments"]], [t[1] for t in r["treatments"]],
                    s=[20 + 600 * s / total for s in sizes], marker=markers.get(m, "x"), alpha=0.55,

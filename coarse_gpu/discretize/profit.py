@@ -1,0 +1,355 @@
+"""Where the N x M profit matrix comes from, and the few reductions the discretizer needs over it.
+
+The discretizer never needs the N x M matrix as such. Everything it does reduces to five operations:
+
+* ``columns(idx)``      Pi[:, idx]                         (N, J)  the K chosen treatments (all restarts)
+* ``scores(P)``         P^T Pi                             (J, M)  the location update (J = restarts x K)
+* ``row_max()``         max_m Pi[i, m] and its argmax      (N,)    full personalization, ideal treatments
+* ``gains(best)``       sum_i relu(Pi[i, m] - best_i)      (M,)    greedy seeding / re-seeding empty slots
+* ``submatrix(r, c)``   Pi[r][:, c]                        small   the profit scale (for epsilon)
+
+Three sources implement them:
+
+``DenseSource``     an (N, M) array. On the device when it fits ``memory_limit_bytes``; otherwise it stays
+                    in host memory and is streamed to the device in row blocks (chunked path).
+``FactoredSource``  Pi = V @ W.T with V (N, A), W (M, A). ``columns`` and ``scores`` never touch N x M:
+                    P^T (V W^T) = (P^T V) W^T costs O(N J A). Only ``row_max`` and ``gains`` reduce over
+                    all N x M entries, and they do it lazily: with KeOps LazyTensors (one fused kernel,
+                    nothing materialized) or with row-blocked torch matmuls.
+``OracleSource``    a callable T (J, d) -> (N, J) profits evaluated on the candidate grid in column
+                    chunks, for when even the dense evaluation does not fit (a small grid is simply
+                    evaluated once into a ``DenseSource``).
+
+Why KeOps only for the factored reductions, and only by default on CUDA: the entropic plan lives on the
+N x K chosen columns (K ~ 5), so its log-sum-exp is a tiny dense tensor op; the only N x M work is the
+max/argmax and relu-sum over the M candidates, which KeOps fuses on the GPU without ever storing N x M.
+On CPU, KeOps' generated loops are slower than blocked BLAS (measured ~50x on 2 cores for A = 6), so the
+default there is the row-blocked torch matmul; ``lazy="keops"`` forces KeOps anywhere.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+_KEOPS = None
+
+
+def keops_available() -> bool:
+    """True when pykeops imports and can build kernels (checked once, lazily)."""
+    global _KEOPS
+    if _KEOPS is None:
+        try:
+            import pykeops  # noqa: F401
+            from pykeops.torch import LazyTensor  # noqa: F401
+
+            _KEOPS = True
+        except Exception:  # ImportError, missing compiler, ...
+            _KEOPS = False
+    return _KEOPS
+
+
+@dataclass
+class FactoredProfit:
+    """A low-rank profit matrix Pi = V @ W.T, never formed explicitly.
+
+    V : (N, A) per-customer predictions at A basis points (e.g. a CATE model's per-arm outputs).
+    W : (M, A) weights of the M candidate treatments on that basis (e.g. ``ArmGrid.weights``).
+    """
+
+    V: object
+    W: object
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.shape(self.V)[0]), int(np.shape(self.W)[0])
+
+    def dense(self) -> np.ndarray:
+        """The (N, M) matrix as float64 numpy (only for small problems and tests)."""
+        return _to_numpy(self.V) @ _to_numpy(self.W).T
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy().astype(np.float64, copy=False)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_tensor(x, device, dtype) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), device=device).to(dtype)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+class ProfitSource:
+    """Common interface; see the module docstring. All results are tensors on ``device`` in ``dtype``."""
+
+    n: int
+    m: int
+    device: torch.device
+    dtype: torch.dtype
+    lazy: bool = False
+    path: str = "dense"
+
+    def columns(self, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def columns64(self, idx: torch.Tensor) -> torch.Tensor:
+        """Pi[:, idx] in float64 (final objective and final assignment are computed in double)."""
+        raise NotImplementedError
+
+    def scores(self, P: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_max(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def gains(self, best: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def submatrix(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _rows_per_block(m: int, itemsize: int, memory_limit: int, floor: int = 256) -> int:
+    """Rows of an (rows, m) temporary that fit a quarter of the memory budget (at least ``floor``)."""
+    budget = max(memory_limit // 4, 1 << 20)
+    return max(floor, int(budget // max(1, m * itemsize * 2)))
+
+
+class DenseSource(ProfitSource):
+    """An explicit (N, M) matrix; resident on the device or streamed from host memory in row blocks."""
+
+    def __init__(self, profit, device: torch.device, dtype: torch.dtype, memory_limit: int) -> None:
+        self.device, self.dtype = device, dtype
+        self.host = profit  # original array (numpy or torch), kept for float64 results
+        self.n, self.m = int(profit.shape[0]), int(profit.shape[1])
+        itemsize = torch.finfo(dtype).bits // 8
+        self.block = _rows_per_block(self.m, itemsize, memory_limit)
+        self.resident = self.n * self.m * itemsize <= memory_limit
+        self.lazy = not self.resident
+        self.path = "dense" if self.resident else "dense-chunked"
+        if self.resident:
+            self.X = _as_tensor(profit, device, dtype)
+            _check_finite(self.X, "profit")
+        else:
+            self.X = None
+            for blk in self._blocks():
+                _check_finite(blk, "profit")
+        self._rowmax = None
+
+    def _block(self, lo: int, hi: int, dtype=None) -> torch.Tensor:
+        if self.resident and dtype is None:
+            return self.X[lo:hi]
+        return _as_tensor(self.host[lo:hi], self.device, dtype or self.dtype)
+
+    def _blocks(self, dtype=None):
+        for lo in range(0, self.n, self.block):
+            yield self._block(lo, min(self.n, lo + self.block), dtype)
+
+    def columns(self, idx):
+        if self.resident:
+            return self.X.index_select(1, idx)
+        return torch.cat([b.index_select(1, idx) for b in self._blocks()], 0)
+
+    def columns64(self, idx):
+        host = self.host
+        cols = idx.cpu().numpy()
+        if hasattr(host, "columns64"):  # a densely evaluated oracle: re-evaluate those columns in double
+            return host.columns64(cols)
+        if isinstance(host, torch.Tensor):
+            out = host.detach()[:, torch.as_tensor(cols, device=host.device)].to(torch.float64)
+        else:
+            out = torch.as_tensor(np.asarray(host)[:, cols].astype(np.float64, copy=False))
+        return out.to(self.device)
+
+    def scores(self, P):
+        if self.resident:
+            return P.T @ self.X
+        out = torch.zeros(P.shape[1], self.m, device=self.device, dtype=self.dtype)
+        lo = 0
+        for b in self._blocks():
+            out += P[lo:lo + b.shape[0]].T @ b
+            lo += b.shape[0]
+        return out
+
+    def row_max(self):
+        if self._rowmax is None:
+            vals, args = [], []
+            for lo in range(0, self.n, self.block):
+                v, a = self._block(lo, min(self.n, lo + self.block)).max(1)
+                vals.append(v)
+                args.append(a)
+            self._rowmax = (torch.cat(vals), torch.cat(args))
+        return self._rowmax
+
+    def gains(self, best):
+        out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
+        for lo in range(0, self.n, self.block):
+            hi = min(self.n, lo + self.block)
+            out += torch.relu(self._block(lo, hi) - best[lo:hi, None]).sum(0)
+        return out
+
+    def submatrix(self, rows, cols):
+        if self.resident:
+            return self.X[rows][:, cols]
+        host = self.host
+        r, c = rows.cpu().numpy(), cols.cpu().numpy()
+        sub = host[r][:, c] if not isinstance(host, torch.Tensor) else host.detach().cpu()[r][:, c]
+        return _as_tensor(sub, self.device, self.dtype)
+
+
+class FactoredSource(ProfitSource):
+    """Pi = V @ W.T; lazy N x M reductions by KeOps or row-blocked torch matmuls."""
+
+    def __init__(self, fp: FactoredProfit, device, dtype, memory_limit: int, lazy: str = "auto") -> None:
+        self.device, self.dtype = device, dtype
+        V, W = fp.V, fp.W
+        if np.ndim(V) != 2 or np.ndim(W) != 2:
+            raise ValueError(
+                f"profit: FactoredProfit needs V (N, A) and W (M, A) 2-D arrays, got shapes {np.shape(V)} and {np.shape(W)}"
+            )
+        if np.shape(V)[1] != np.shape(W)[1]:
+            raise ValueError(
+                f"profit: FactoredProfit shapes mismatch: V is {tuple(np.shape(V))}, W is {tuple(np.shape(W))} "
+                "(V (N, A) and W (M, A) must share A)"
+            )
+        self.V = _as_tensor(V, device, dtype).contiguous()
+        self.W = _as_tensor(W, device, dtype).contiguous()
+        _check_finite(self.V, "profit (FactoredProfit.V)")
+        _check_finite(self.W, "profit (FactoredProfit.W)")
+        self.V64_host, self.W64_host = V, W
+        self.n, self.m = self.V.shape[0], self.W.shape[0]
+        itemsize = torch.finfo(dtype).bits // 8
+        self.block = _rows_per_block(self.m, itemsize, memory_limit)
+        if lazy not in ("auto", "keops", "torch"):
+            raise ValueError(f"lazy must be 'auto', 'keops' or 'torch', got {lazy!r}")
+        if lazy == "keops" and not keops_available():
+            raise ValueError("lazy='keops' was requested but pykeops is not importable")
+        self.use_keops = lazy == "keops" or (lazy == "auto" and device.type == "cuda" and keops_available())
+        self.lazy = True
+        self.path = "factored-keops" if self.use_keops else "factored-torch"
+        self._rowmax = None
+
+    def columns(self, idx):
+        return self.V @ self.W.index_select(0, idx).T
+
+    def columns64(self, idx):
+        V = _as_tensor(self.V64_host, self.device, torch.float64)
+        W = _as_tensor(self.W64_host, self.device, torch.float64)
+        return V @ W.index_select(0, idx.to(self.device)).T
+
+    def scores(self, P):
+        # P^T (V W^T) = (P^T V) W^T: O(N J A) and no N x M intermediate.
+        return (P.T @ self.V) @ self.W.T
+
+    def _lazy_pair(self):
+        from pykeops.torch import LazyTensor
+
+        return LazyTensor(self.V[:, None, :]), LazyTensor(self.W[None, :, :])
+
+    def row_max(self):
+        if self._rowmax is None:
+            if self.use_keops:
+                Vi, Wj = self._lazy_pair()
+                v, a = (Vi | Wj).max_argmax(dim=1)
+                self._rowmax = (v.reshape(-1), a.reshape(-1).long())
+            else:
+                vals, args = [], []
+                for lo in range(0, self.n, self.block):
+                    v, a = (self.V[lo:lo + self.block] @ self.W.T).max(1)
+                    vals.append(v)
+                    args.append(a)
+                self._rowmax = (torch.cat(vals), torch.cat(args))
+        return self._rowmax
+
+    def gains(self, best):
+        if self.use_keops:
+            from pykeops.torch import LazyTensor
+
+            Vi, Wj = self._lazy_pair()
+            bi = LazyTensor(best.to(self.dtype).reshape(-1, 1, 1).contiguous())
+            return ((Vi | Wj) - bi).relu().sum(dim=0).reshape(-1)
+        out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
+        for lo in range(0, self.n, self.block):
+            hi = min(self.n, lo + self.block)
+            out += torch.relu(self.V[lo:hi] @ self.W.T - best[lo:hi, None]).sum(0)
+        return out
+
+    def submatrix(self, rows, cols):
+        return self.V[rows] @ self.W[cols].T
+
+
+class OracleSource(ProfitSource):
+    """A profit oracle evaluated on the candidate grid in column chunks (nothing N x M is kept)."""
+
+    def __init__(self, oracle: Callable, candidates: np.ndarray, n: int, device, dtype, memory_limit: int) -> None:
+        self.oracle, self.device, self.dtype = oracle, device, dtype
+        self.cand = torch.as_tensor(candidates, dtype=torch.float64, device=device)
+        self.n, self.m = int(n), int(candidates.shape[0])
+        itemsize = torch.finfo(dtype).bits // 8
+        self.chunk = max(1, int(max(memory_limit // 4, 1 << 20) // max(1, self.n * itemsize * 2)))
+        self.lazy = True
+        self.path = "oracle-chunked"
+        self._rowmax = None
+
+    def _eval(self, idx: torch.Tensor, dtype) -> torch.Tensor:
+        out = call_oracle(self.oracle, self.cand[idx], self.n, self.device, dtype)
+        return out
+
+    def columns(self, idx):
+        return self._eval(idx.to(self.device), self.dtype)
+
+    def columns64(self, idx):
+        return self._eval(idx.to(self.device), torch.float64)
+
+    def _chunks(self):
+        for lo in range(0, self.m, self.chunk):
+            idx = torch.arange(lo, min(self.m, lo + self.chunk), device=self.device)
+            yield lo, self._eval(idx, self.dtype)
+
+    def scores(self, P):
+        out = torch.empty(P.shape[1], self.m, device=self.device, dtype=self.dtype)
+        for lo, blk in self._chunks():
+            out[:, lo:lo + blk.shape[1]] = P.T @ blk
+        return out
+
+    def row_max(self):
+        if self._rowmax is None:
+            best = torch.full((self.n,), -math.inf, device=self.device, dtype=self.dtype)
+            arg = torch.zeros(self.n, dtype=torch.long, device=self.device)
+            for lo, blk in self._chunks():
+                v, a = blk.max(1)
+                better = v > best
+                best = torch.where(better, v, best)
+                arg = torch.where(better, a + lo, arg)
+            self._rowmax = (best, arg)
+        return self._rowmax
+
+    def gains(self, best):
+        out = torch.empty(self.m, device=self.device, dtype=self.dtype)
+        for lo, blk in self._chunks():
+            out[lo:lo + blk.shape[1]] = torch.relu(blk - best[:, None]).sum(0)
+        return out
+
+    def submatrix(self, rows, cols):
+        return self.columns(cols)[rows]
+
+
+def call_oracle(oracle: Callable, T: torch.Tensor, n: Optional[int], device, dtype) -> torch.Tensor:
+    """Evaluate a profit oracle on treatments T (J, d) and check that it returned an (N, J) finite array."""
+    out = oracle(T)
+    out = _as_tensor(out, device, dtype)
+    if out.ndim != 2 or out.shape[1] != T.shape[0] or (n is not None and out.shape[0] != n):
+        want = f"({n if n is not None else 'N'}, {T.shape[0]})"
+        raise ValueError(f"profit oracle returned shape {tuple(out.shape)} for {T.shape[0]} treatments; expected {want}")
+    _check_finite(out, "profit oracle output")
+    return out

@@ -1,0 +1,532 @@
+"""Shared machinery of the per-arm neural CATE models (TARNet, DragonNet).
+
+A model is fitted on a randomized experiment (x_i, t_i, y_i) whose treatments t_i take A distinct
+values, the experimental arms. It learns mu_a(x) = E[y | x, t = arm a] for every arm, and extends
+it to any treatment t with a linear interpolation operator across arms (``ArmGrid.weights``):
+
+    pi_hat(x, T) = predict_arms(x) @ grid_.weights(T, interpolation).T        (N, M)
+
+Conventions (sklearn-like): hyperparameters are stored untouched in ``__init__``; everything
+learned in ``fit`` ends with ``_``. Outcomes are in the caller's units (e.g. currency per customer):
+the network works on standardized X and y, and predictions are mapped back.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from coarse_gpu.models.interpolate import METHODS, ArmGrid
+from coarse_gpu.models.networks import count_parameters, no_decay_parameters
+from coarse_gpu.utils.device import resolve_device
+
+#: Rows per forward pass when predicting (memory bound only; results do not depend on it).
+PREDICT_BATCH = 16384
+ARM_HEADS = ("separate", "conditioned")
+
+
+# ---------------------------------------------------------------------------------------------
+# input validation
+# ---------------------------------------------------------------------------------------------
+def _to_numpy(a, name: str) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "to_numpy"):  # pandas
+        a = a.to_numpy()
+    try:
+        return np.asarray(a)
+    except Exception as err:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{name} could not be converted to a numpy array: {err}") from err
+
+
+def check_X(X, n_features: Optional[int] = None, name: str = "X") -> np.ndarray:
+    """(N, p) float64 finite feature matrix; errors name the offending column.
+
+    float64 until standardized: large raw values (incomes, timestamps) would lose digits in float32.
+    """
+    x = _to_numpy(X, name)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise TypeError(
+            f"{name} must be numeric (one-hot encode categorical columns first, e.g. with "
+            f"coarse_gpu.data.model_matrix), got dtype {x.dtype}"
+        )
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, p) array, got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no rows")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ValueError(f"{name} has {x.shape[1]} columns but the model was fitted with {n_features}")
+    x = x.astype(np.float64, copy=False)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(0))[0])
+        kind = "NaN" if np.isnan(x[:, j]).any() else "inf"
+        raise ValueError(
+            f"{name} contains {kind} in column {j} ({int(bad[:, j].sum())} rows); impute or drop them first"
+        )
+    return x
+
+
+def check_treatments(t, n: int) -> np.ndarray:
+    """(N, d) float64 treatments from (N,) labels / doses or an (N, d) array."""
+    a = _to_numpy(t, "t")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"t must be (N,) arm labels / doses or an (N, d) array of treatments, got shape {a.shape}")
+    if a.shape[0] != n:
+        raise ValueError(f"t has {a.shape[0]} rows but X has {n}: shape mismatch")
+    try:
+        a = a.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"t must be numeric (encode categorical arms as integers), got dtype {a.dtype}") from err
+    if not np.all(np.isfinite(a)):
+        j = int(np.flatnonzero(~np.isfinite(a).all(0))[0])
+        raise ValueError(f"t contains NaN or inf in treatment column {j}")
+    return a
+
+
+def check_outcome(y, n: int) -> np.ndarray:
+    a = _to_numpy(y, "y")
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(f"y must be a 1-D (N,) outcome array, got shape {a.shape}")
+    if a.shape[0] != n:
+        raise ValueError(f"y has {a.shape[0]} rows but X has {n}: shape mismatch")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"y contains NaN or inf ({int((~np.isfinite(a)).sum())} rows)")
+    return a
+
+
+def check_propensity(p, n: int) -> Optional[np.ndarray]:
+    if p is None:
+        return None
+    a = _to_numpy(p, "propensity").astype(np.float64)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(
+            f"propensity must be a 1-D (N,) array of the probability of each row's received arm with N={n}, "
+            f"got shape {a.shape}"
+        )
+    if not np.all(np.isfinite(a)) or np.any(a <= 0) or np.any(a > 1):
+        raise ValueError("propensity must lie in (0, 1] (probability of the received arm), got values outside")
+    return a
+
+
+def find_arms(treatments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct treatment rows: (arms (A, d) lexicographically sorted, arm index (N,), counts (A,))."""
+    arms, inverse, counts = np.unique(treatments, axis=0, return_inverse=True, return_counts=True)
+    return arms, inverse.reshape(-1).astype(np.int64), counts
+
+
+def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, val rows): ``val_fraction`` of each arm goes to validation, at least one row of each
+    arm stays in training (so that every head gets gradient), randomness from ``generator``."""
+    if val_fraction <= 0:
+        return np.arange(arm.shape[0]), np.empty(0, dtype=np.int64)
+    train, val = [], []
+    for a in range(int(arm.max()) + 1):
+        rows = np.flatnonzero(arm == a)
+        perm = rows[torch.randperm(rows.shape[0], generator=generator).numpy()]
+        n_val = min(int(round(val_fraction * rows.shape[0])), rows.shape[0] - 1)
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimator
+# ---------------------------------------------------------------------------------------------
+class PerArmCATEModel:
+    """Base class: representation + one outcome head per experimental arm, trained by minibatch AdamW.
+
+    Subclasses provide ``_build_network(p, A, generator)`` and ``_batch_loss(out, batch)``.
+
+    Parameters (shared by TARNet and DragonNet)
+    ----------
+    hidden : width H of the shared representation layers.
+    n_repr_layers : number of hidden (Linear + ELU) layers of the representation.
+    n_head_layers : hidden layers in each arm's outcome head (then a linear scalar output).
+    head_hidden : width of the head layers; None -> hidden // 2 with separate heads (as in DragonNet:
+        200 / 100), hidden with the conditioned head.
+    dropout : dropout probability after every hidden layer (0 = none).
+    lr : AdamW learning rate; weight_decay : AdamW decoupled weight decay (weight matrices only).
+    batch_size : rows per minibatch; max_epochs : upper bound on passes over the training rows.
+    patience : stop after this many epochs without a validation improvement (best weights restored).
+    lr_patience : halve the learning rate after this many epochs without improvement
+        (ReduceLROnPlateau); None -> max(1, patience // 3).
+    min_delta : relative validation-loss improvement that counts (1e-4 = 0.01%).
+    arm_heads : "conditioned" (default: one head MLP fed [Phi(x), standardized arm coordinates,
+        one-hot arm], evaluated at each arm, so neighbouring arms share statistical strength; markedly
+        more accurate on the noisy promotions experiment, see scripts/tune_models.py; use
+        n_head_layers >= 2 so that arm and features interact) or "separate" (classic TARNet: A
+        independent head MLPs, each trained only on its own arm's rows). Both give one prediction per
+        arm, so the interpolation and the rest of the API are the same.
+    ema : decay of an exponential moving average of the weights, updated every step (0 = off); the
+        averaged weights are validated, early-stopped and returned.
+    val_fraction : share of each arm's rows held out for early stopping (stratified by arm);
+        0 trains ``max_epochs`` epochs and keeps the last weights.
+    interpolation : "spline" | "linear", how ``predict_profit`` extends per-arm predictions to any t.
+    device : "auto" (CUDA when available) | "cpu" | "cuda" | "cuda:N".
+    seed : seeds the weight init, the validation split, the minibatch order and dropout.
+    verbose : tqdm progress bar over epochs.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 128,
+        n_repr_layers: int = 3,
+        n_head_layers: int = 3,
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 512,
+        max_epochs: int = 60,
+        patience: int = 8,
+        val_fraction: float = 0.2,
+        interpolation: str = "linear",
+        device: str = "auto",
+        seed: int = 0,
+        verbose: bool = False,
+        head_hidden: Optional[int] = None,
+        lr_patience: Optional[int] = None,
+        min_delta: float = 1e-4,
+        arm_heads: str = "conditioned",
+        ema: float = 0.0,
+    ) -> None:
+        self.hidden = hidden
+        self.n_repr_layers = n_repr_layers
+        self.n_head_layers = n_head_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.interpolation = interpolation
+        self.device = device
+        self.seed = seed
+        self.verbose = verbose
+        self.head_hidden = head_hidden
+        self.lr_patience = lr_patience
+        self.min_delta = min_delta
+        self.arm_heads = arm_heads
+        self.ema = ema
+
+    #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
+    _network_cls: type = None  # set by subclasses
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+    def _head_width(self) -> int:
+        """Width of the head layers: ``head_hidden``, else hidden // 2 for separate heads (DragonNet's
+        200 / 100 ratio: A small heads) and hidden for the one conditioned head (it serves every arm)."""
+        if self.head_hidden is not None:
+            return int(self.head_hidden)
+        return int(self.hidden) if self.arm_heads == "conditioned" else max(1, int(self.hidden) // 2)
+
+    def _build_network(self, n_features: int, n_arms: int, generator: torch.Generator) -> nn.Module:
+        return self._network_cls(
+            n_features,
+            n_arms,
+            hidden=self.hidden,
+            n_repr_layers=self.n_repr_layers,
+            head_hidden=self._head_width(),
+            n_head_layers=self.n_head_layers,
+            dropout=self.dropout,
+            generator=generator,
+            arm_coords=self._arm_coords(),
+        )
+
+    def _batch_loss(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of one minibatch and named parts to log (all scalars).
+
+        ``out`` is the network's output for ``net(x, arm)``: "mu_obs" (B,) is each row's own arm's
+        head, "phi" (B, H) the representation (DragonNet adds "logits" (B, A) and "epsilon" (A,)).
+        """
+        raise NotImplementedError
+
+    def _prepare_extra(self, arm: np.ndarray, propensity: Optional[np.ndarray]) -> dict[str, np.ndarray]:
+        """Extra per-row arrays a subclass needs in its batches (e.g. known propensities)."""
+        return {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "args", "kwargs")]
+        return {n: getattr(self, n) for n in names}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def _check_params(self) -> None:
+        ints = {"hidden": 1, "n_repr_layers": 1, "n_head_layers": 0, "batch_size": 1, "max_epochs": 1, "patience": 1}
+        for name, lo in ints.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{type(self).__name__}: {name} must be an integer >= {lo}, got {v!r}")
+        if self.head_hidden is not None and (not isinstance(self.head_hidden, (int, np.integer)) or self.head_hidden < 1):
+            raise ValueError(f"{type(self).__name__}: head_hidden must be None or an integer >= 1, got {self.head_hidden!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"{type(self).__name__}: dropout must lie in [0, 1), got {self.dropout}")
+        if not self.lr > 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"{type(self).__name__}: val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"{type(self).__name__}: ema must lie in [0, 1), got {self.ema}")
+        if self.arm_heads not in ARM_HEADS:
+            raise ValueError(f"{type(self).__name__}: arm_heads must be one of {ARM_HEADS}, got {self.arm_heads!r}")
+        if self.interpolation not in METHODS:
+            raise ValueError(f"{type(self).__name__}: interpolation must be one of {METHODS}, got {self.interpolation!r}")
+
+    def _arm_coords(self) -> Optional[torch.Tensor]:
+        """(A, d + A) arm features for ``arm_heads="conditioned"`` (None for separate heads).
+
+        Standardized treatment coordinates, so that arms close in treatment space start out with
+        similar functions and every row informs its neighbours; plus a one-hot arm indicator, so that
+        each arm can still deviate where its own rows say so (and unordered arms remain usable).
+        Measured on the promotions simulator: coordinates alone win with many closely spaced arms but
+        lose to separate heads on a coarse 3 x 2 grid; with the one-hot as well the head matches the
+        better of the two in both cases.
+        """
+        if self.arm_heads == "separate":
+            return None
+        a = self.arms_
+        sd = a.std(0)
+        coords = (a - a.mean(0)) / np.where(sd > 0, sd, 1.0)
+        return torch.as_tensor(np.hstack([coords, np.eye(a.shape[0])]), dtype=torch.float32)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X, t, y) first")
+
+    def _standardize(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, X, t, y, propensity=None) -> "PerArmCATEModel":
+        """Learn the per-arm outcome functions from a randomized experiment.
+
+        X : (N, p) numeric features (not standardized; the model standardizes on these rows).
+        t : (N,) arm labels or 1-D doses, or (N, d) treatment values; the distinct rows are the arms.
+        y : (N,) realized outcomes (any units; predictions come back in the same units).
+        propensity : optional (N,) probability that each row received its arm (known by design in an
+            experiment). TARNet ignores it; DragonNet can use it in its targeted regularization.
+        Returns self.
+        """
+        self._check_params()
+        X = check_X(X)
+        n = X.shape[0]
+        T = check_treatments(t, n)
+        y = check_outcome(y, n)
+        propensity = check_propensity(propensity, n)
+        arms, arm, counts = find_arms(T)
+        if arms.shape[0] < 2:
+            raise ValueError(f"t has a single distinct value {arms[0].tolist()}: need at least 2 arms to estimate effects")
+        few = np.flatnonzero(counts < 2)
+        if few.size:
+            raise ValueError(
+                f"{few.size} of the {arms.shape[0]} arms have fewer than 2 observations (e.g. arm "
+                f"{arms[few[0]].tolist()} with {int(counts[few[0]])}); a per-arm model needs several rows per arm "
+                "(is t a continuous dose? then bin it into arms first)"
+            )
+        self.arms_ = arms
+        self.n_arms_ = int(arms.shape[0])
+        self.arm_counts_ = counts.astype(np.int64)
+        self.n_features_in_ = int(X.shape[1])
+        try:
+            self.grid_: Optional[ArmGrid] = ArmGrid.from_arms(arms)
+        except ValueError:
+            # Not a tensor grid: the heads are still fine at the arms, but there is no interpolation.
+            self.grid_ = None
+
+        # Standardize on the fit rows; a constant column gets scale 1 (it carries no information).
+        self.x_mean_ = X.mean(0)
+        sd = X.std(0)
+        self.x_scale_ = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), sd, 1.0)
+        self.y_mean_ = float(y.mean())
+        ysd = float(y.std())
+        self.y_scale_ = ysd if ysd > 1e-12 else 1.0
+
+        self.device_ = resolve_device(self.device)
+        gen = torch.Generator().manual_seed(int(self.seed))
+        train_rows, val_rows = stratified_split(arm, float(self.val_fraction), gen)
+
+        dev = self.device_
+        cols = {
+            "x": torch.as_tensor(self._standardize(X), device=dev),
+            "arm": torch.as_tensor(arm, device=dev),
+            "y": torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float32, device=dev),
+        }
+        for k, v in self._prepare_extra(arm, propensity).items():
+            cols[k] = torch.as_tensor(v, dtype=torch.float32, device=dev)
+        tr = {k: v[torch.as_tensor(train_rows, device=dev)] for k, v in cols.items()}
+        va = {k: v[torch.as_tensor(val_rows, device=dev)] for k, v in cols.items()}
+
+        t_start = time.perf_counter()
+        # fork_rng: dropout draws from the global RNG; seeding a forked copy makes fits reproducible
+        # without changing the caller's random state.
+        fork_devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(int(self.seed))
+            self._train(tr, va, gen)
+        self.fit_time_s_ = time.perf_counter() - t_start
+        return self
+
+    def _train(self, tr: dict, va: dict, gen: torch.Generator) -> None:
+        net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(self.device_)
+        decay, no_decay = no_decay_parameters(net)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+        )
+        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, self.patience // 3)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
+        n_train = tr["y"].shape[0]
+        has_val = va["y"].shape[0] > 0
+        # Drop a last minibatch smaller than half a batch: a handful of rows gives a noisy step.
+        n_batches = max(1, math.ceil(n_train / self.batch_size))
+        if n_batches > 1 and n_train - (n_batches - 1) * self.batch_size < self.batch_size // 2:
+            n_batches -= 1
+
+        # Exponential moving average of the weights (ema > 0): with noisy outcomes the SGD iterates
+        # jitter around the optimum; their running average is a free ensemble along the trajectory.
+        # Validation, early stopping and the returned model all use the averaged weights.
+        ema = float(self.ema)
+        eval_net = copy.deepcopy(net) if ema > 0 else net
+        live_params = list(net.parameters())
+        ema_params = list(eval_net.parameters())
+
+        self.history_: list[dict] = []
+        best, best_state, best_epoch, stale = math.inf, None, 0, 0
+        bar = tqdm(range(1, self.max_epochs + 1), desc=type(self).__name__, disable=not self.verbose, leave=False)
+        for epoch in bar:
+            net.train()
+            perm = torch.randperm(n_train, generator=gen).to(self.device_)
+            total = torch.zeros((), device=self.device_)
+            for b in range(n_batches):
+                idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+                batch = {k: v[idx] for k, v in tr.items()}
+                loss, _ = self._batch_loss(net(batch["x"], batch["arm"]), batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ema > 0:
+                    with torch.no_grad():
+                        torch._foreach_lerp_(ema_params, live_params, 1.0 - ema)
+                total += loss.detach()  # summed on device: no host sync per step
+            train_loss = float(total) / n_batches
+            rec = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+            if has_val:
+                parts = self._evaluate(eval_net, va)
+                rec.update(parts)
+                val = parts["val_loss"]
+            else:
+                val = train_loss
+                rec["val_loss"] = float("nan")
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"{type(self).__name__}: training loss became {train_loss} at epoch {epoch}; lower lr"
+                )
+            self.history_.append(rec)
+            if self.verbose:
+                bar.set_postfix(train=f"{train_loss:.4f}", val=f"{rec['val_loss']:.4f}", lr=f"{rec['lr']:.1e}")
+            improved = not math.isfinite(best) or val < best - self.min_delta * abs(best)
+            if improved:
+                best, best_epoch, stale = val, epoch, 0
+                best_state = copy.deepcopy(eval_net.state_dict())
+            else:
+                stale += 1
+            if has_val:
+                sched.step(val)
+                if stale >= self.patience:
+                    break
+        bar.close()
+        net = eval_net
+        if has_val and best_state is not None:
+            net.load_state_dict(best_state)
+        else:  # no validation rows: keep the last weights
+            best_epoch = len(self.history_)
+        net.eval()
+        self.network_ = net
+        self.best_epoch_ = int(best_epoch)
+        self.best_val_loss_ = float(best) if has_val else float("nan")
+        self.n_parameters_ = count_parameters(net)
+
+    @torch.no_grad()
+    def _evaluate(self, net: nn.Module, va: dict) -> dict[str, float]:
+        """Validation metrics (standardized units); ``val_loss`` drives early stopping."""
+        net.eval()
+        sums: dict[str, float] = {}
+        n = va["y"].shape[0]
+        for s in range(0, n, PREDICT_BATCH):
+            batch = {k: v[s : s + PREDICT_BATCH] for k, v in va.items()}
+            for k, v in self._val_parts(net(batch["x"], batch["arm"]), batch).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * batch["y"].shape[0]
+        return {k: v / n for k, v in sums.items()}
+
+    def _val_parts(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-batch mean validation metrics; default: factual outcome MSE (standardized y)."""
+        return {"val_loss": torch.mean((out["mu_obs"] - batch["y"]) ** 2)}
+
+    # -- predict -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward_numpy(self, X, key: str) -> np.ndarray:
+        self._check_fitted()
+        x = self._standardize(check_X(X, self.n_features_in_))
+        self.network_.eval()
+        outs = []
+        for s in range(0, x.shape[0], PREDICT_BATCH):
+            xb = torch.as_tensor(x[s : s + PREDICT_BATCH], device=self.device_)
+            outs.append(self.network_(xb)[key].double().cpu().numpy())
+        return np.concatenate(outs, axis=0)
+
+    def predict_arms(self, X) -> np.ndarray:
+        """(N, A) float64 predicted outcome mu_a(x_i) at every experimental arm ``arms_[a]``, in y's units."""
+        mu = self._forward_numpy(X, "mu")
+        return mu * self.y_scale_ + self.y_mean_
+
+    def treatment_weights(self, T) -> np.ndarray:
+        """(M, A) linear map from per-arm predictions to treatments T (M, d) (``self.interpolation``).
+
+        With arms that are not a full tensor grid, only the arms themselves can be evaluated.
+        """
+        self._check_fitted()
+        if self.grid_ is not None:
+            return self.grid_.weights(T, self.interpolation)
+        d = self.arms_.shape[1]
+        t = _to_numpy(T, "T").astype(np.float64)
+        if t.ndim == 1:
+            t = t.reshape(-1, 1) if d == 1 else t[None, :]
+        if t.ndim != 2 or t.shape[1] != d:
+            raise ValueError(f"T must be an (M, {d}) array of treatments, got shape {t.shape}")
+        match = np.all(t[:, None, :] == self.arms_[None, :, :], axis=2)  # (M, A)
+        missing = np.flatnonzero(~match.any(1))
+        if missing.size:
+            raise ValueError(
+                f"the {self.n_arms_} experimental arms are not a full tensor-product grid, so the model can only "
+                f"predict at the arms themselves; treatment {t[missing[0]].tolist()} (row {int(missing[0])} of T) "
+                "is not an arm. Use predict_arms, or run an experiment whose arms form a grid"
+            )
+        return match.astype(np.float64)
+
+    def predict_profit(self, X, T) -> np.ndarray:
+        """(N, M) float64 predicted outcome of each customer at each of M treatments T, in y's units.
+
+        T : (M, d) treatments (or, for one treatment dimension, a list of M values, e.g. [0, 1] for the
+            two potential outcomes of a binary treatment). Values outside the arms' range are clipped
+            to it (the experiment carries no information beyond its arms).
+        Equals ``predict_arms(X) @ grid_.weights(T, interpolation).T``.
+        """
+        W = self.treatment_weights(T)
+        return self.predict_arms(X) @ W.T
