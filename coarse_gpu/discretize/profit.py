@@ -118,6 +118,10 @@ class ProfitSource:
     def submatrix(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def rows(self, idx: np.ndarray) -> Optional["ProfitSource"]:
+        """The same source restricted to customers ``idx`` (sorted int64), or None if not supported."""
+        return None
+
 
 def _rows_per_block(m: int, itemsize: int, memory_limit: int, floor: int = 256) -> int:
     """Rows of an (rows, m) temporary that fit a quarter of the memory budget (at least ``floor``)."""
@@ -130,6 +134,7 @@ class DenseSource(ProfitSource):
 
     def __init__(self, profit, device: torch.device, dtype: torch.dtype, memory_limit: int) -> None:
         self.device, self.dtype = device, dtype
+        self.memory_limit = memory_limit
         self.host = profit  # original array (numpy or torch), kept for float64 results
         self.n, self.m = int(profit.shape[0]), int(profit.shape[1])
         itemsize = torch.finfo(dtype).bits // 8
@@ -197,6 +202,16 @@ class DenseSource(ProfitSource):
             hi = min(self.n, lo + self.block)
             out += torch.relu(self._block(lo, hi) - best[lo:hi, None]).sum(0)
         return out
+
+    def rows(self, idx):
+        host = self.host
+        if hasattr(host, "columns64"):  # densely evaluated oracle: its float32 values are what we have
+            sub = self.X[torch.as_tensor(idx, device=self.X.device)]
+        elif isinstance(host, torch.Tensor):
+            sub = host.detach()[torch.as_tensor(idx, device=host.device)]
+        else:
+            sub = np.asarray(host)[idx]
+        return DenseSource(sub, self.device, self.dtype, self.memory_limit)
 
     def submatrix(self, rows, cols):
         if self.resident:
@@ -286,6 +301,18 @@ class FactoredSource(ProfitSource):
 
     def submatrix(self, rows, cols):
         return self.V[rows] @ self.W[cols].T
+
+    def rows(self, idx):
+        sub = object.__new__(FactoredSource)
+        sub.__dict__.update(self.__dict__)
+        t = torch.as_tensor(idx, device=self.device)
+        sub.V = self.V.index_select(0, t).contiguous()
+        host = self.V64_host
+        sub.V64_host = host.detach()[torch.as_tensor(idx, device=host.device)] if isinstance(host, torch.Tensor) \
+            else np.asarray(host)[idx]
+        sub.n = int(sub.V.shape[0])
+        sub._rowmax = None
+        return sub
 
 
 class OracleSource(ProfitSource):

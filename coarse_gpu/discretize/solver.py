@@ -81,6 +81,12 @@ DEFAULT_OPTIONS = dict(
     swap=True,  # sinkhorn: finish with 1-swap local search (facility-location moves) on the best solutions
     n_swap=None,  # how many of the best distinct solutions get the swap search (None: n_restarts)
     swap_rows=None,  # customers used to screen swaps (default: all when N * M <= 2**24, else a sample)
+    # Large N: search (seeding, restarts, annealing, swaps) on a random subsample of customers, then
+    # polish the winner by the exact Lloyd alternation on all N. The K locations depend on the
+    # customers only through sums over segments, so a 65k-customer sample pins them down to a
+    # sampling error far below the objective's resolution, and the full-data polish removes the rest.
+    # "auto": 65536 customers when N > 262144; None: never; an int: that sample size.
+    subsample="auto",
 )
 
 
@@ -452,6 +458,17 @@ class _Run:
         return C, obj
 
 
+def _subsample_size(option, n: int) -> Optional[int]:
+    """Customers the search runs on (None: all of them); see DEFAULT_OPTIONS["subsample"]."""
+    if option is None:
+        return None
+    if option == "auto":
+        return 65536 if n > 262144 else None
+    if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or int(option) < 1:
+        raise ValueError(f"subsample must be 'auto', None or a positive int, got {option!r}")
+    return int(option) if int(option) < n else None
+
+
 def _eps_schedule(eps_start: float, eps_target: float, decay: float) -> list[float]:
     if eps_start <= eps_target:
         return [eps_target]
@@ -491,7 +508,8 @@ def discretize(
     **options : solver ("sinkhorn" | "lloyd" | "exact"), n_restarts (8), max_iter (100), tol (1e-4),
         dtype ("float32" | "float64"), refine_oracle, bounds, memory_limit_bytes, verbose, init,
         lazy ("auto" | "keops" | "torch"), eps_start (1.0), eps_decay (0.5), iter_per_eps (4),
-        sinkhorn_iter (200), refine_rounds (5).
+        sinkhorn_iter (200), refine_rounds (5), subsample ("auto": search on 65536 sampled customers
+        when N > 262144, then an exact Lloyd polish on all N; None: search on all N; or an int).
     """
     t_start = time.perf_counter()
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
@@ -565,7 +583,16 @@ def discretize(
     else:
         from tqdm.auto import tqdm
 
-        seeds = _seeds(src, k, n_restarts, gen, init)
+        # The search runs on `run` (all customers) or on a subsample's run; see DEFAULT_OPTIONS["subsample"].
+        full_run = run
+        n_sub = _subsample_size(opts["subsample"], N)
+        sub_src = src.rows(np.sort(np.random.default_rng(int(seed)).choice(N, n_sub, replace=False))) \
+            if n_sub is not None else None
+        if sub_src is not None:
+            Ls, Hs = share_counts(n_sub, k, min_share, max_share)
+            run = _Run(sub_src, k, Ls, Hs, shares, opts, scale, trace, rel_tol)
+            info["subsample"] = n_sub
+        seeds = _seeds(run.src, k, n_restarts, gen, init)
         ids = np.arange(n_restarts)
         eps_list = _eps_schedule(float(opts["eps_start"]), eps_target, float(opts["eps_decay"]))
         pbar = tqdm(total=len(eps_list) + 2, desc=f"discretize K={k}", disable=not opts["verbose"], leave=False)
@@ -603,6 +630,11 @@ def discretize(
                         info["best_from"] = "swap"
                     if len(seen) >= int(opts["n_swap"] or n_restarts):
                         break
+        if run is not full_run:  # exact Lloyd polish of the sample's winner on every customer
+            run = full_run
+            C_f, obj_f, _ = run.lloyd(C_best[None], "polish-full", np.arange(1))
+            C_best = C_f[0]
+            info["objective_after_full_polish"] = float(obj_f[0])
 
     # ---- final hard assignment in float64 --------------------------------------------------------------
     U64 = src.columns64(C_best)
