@@ -4,10 +4,19 @@
     coarse-gpu model=dragonnet discretizer=lloyd data.n_customers=100000
     coarse-gpu -m discretizer.k=2,3             # a sweep: one run directory per value
     coarse-gpu --cfg job                        # print the composed config and exit
+    coarse-gpu -m hparams_search=optuna         # tune the CATE model on validation loss (Optuna)
+    coarse-gpu -m launcher=slurm discretizer.k=2,3,5   # the sweep as a SLURM job array (submitit)
+    coarse-gpu hydra.run.dir=outputs/<that run>        # re-run in a run directory: training resumes
 
 Every run writes into its Hydra run directory: results.json, config.yaml, run.json (seed,
-versions, device, command), table.txt, share_vs_k.png, treatments_k<K>.png, the log, and (with
-``logger=wandb``, offline by default) a ``wandb/offline-run-*`` folder.
+versions, device, command), table.txt, share_vs_k.png, treatments_k<K>.png, the log,
+checkpoints/ (per-epoch training checkpoints) and (with ``logger=wandb``, offline by default) a
+``wandb/offline-run-*`` folder.
+
+Under the Optuna sweeper (``hparams_search=optuna``) the job returns the CATE model's best
+validation loss, the value the sweeper minimizes; otherwise it returns the results dict.
+A config error (unknown key, wrong type, unknown option) stops the command before anything runs,
+naming the key and listing the allowed keys or values.
 """
 from __future__ import annotations
 
@@ -16,11 +25,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # show the real traceback, not Hydra's summary
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import ConfigCompositionException, MissingConfigException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
@@ -41,7 +52,65 @@ def config_dir() -> Path:
     return path
 
 
-def run(cfg: DictConfig) -> dict:
+def explain_config_error(err: BaseException) -> str:
+    """A one-paragraph message for a config that does not compose: the key and what is allowed."""
+    import dataclasses
+
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    cause: Optional[BaseException] = err
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:  # e.g. an unknown group option: Hydra's own message lists the options
+        text = str(err).split("\nConfig search path")[0].strip()
+        return "\n".join(line for line in text.splitlines() if not line.strip().endswith("_schema"))
+    full_key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    schema = getattr(cause, "object_type", None)
+    first = str(cause).splitlines()[0]
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        fields = {f.name: f for f in dataclasses.fields(schema) if f.name != "defaults"}
+        parent = full_key.rpartition(".")[0] if full_key else ""
+        where = f"'{parent}'" if parent else "the top level"
+        if isinstance(cause, ValidationError) and full_key and full_key.rpartition(".")[2] in fields:
+            f = fields[full_key.rpartition(".")[2]]
+            tname = getattr(f.type, "__name__", None) or str(f.type)
+            return f"config error at '{full_key}': {first}; {full_key} must be of type {tname}"
+        if isinstance(cause, (ConfigKeyError, AttributeError)) or "not in" in first:
+            return (f"config error: unknown key '{full_key}' ({first}). Allowed keys in {where} "
+                    f"({schema.__name__}): {', '.join(fields)}")
+    return f"config error at '{full_key}': {first}"
+
+
+def choice_errors(cfg: DictConfig) -> list[str]:
+    """Values outside their allowed set for the string options the schemas type only as ``str``."""
+    from coarse_gpu.discretize import SOLVERS
+    from coarse_gpu.experiment.pipeline import MODELS
+    from coarse_gpu.experiment.tracking import MODES
+    from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
+    from coarse_gpu.models.interpolate import METHODS
+
+    allowed = {
+        "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS, "model.interpolation": METHODS,
+        "model.amp": AMP_MODES, "discretizer.solver": SOLVERS, "logger.name": ("wandb", "none"),
+        "logger.mode": MODES,
+    }
+    errors = []
+    for key, values in allowed.items():
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is not None and v not in values:
+            errors.append(f"{key}={v!r} is not allowed; allowed values: {', '.join(map(str, values))}")
+    dev = str(cfg.get("device", "auto"))
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        errors.append(f"device={dev!r} is not allowed; allowed values: auto, cpu, cuda, cuda:N")
+    return errors
+
+
+def _is_optuna_sweep(hc) -> bool:
+    target = OmegaConf.select(hc, "sweeper._target_", default="") or ""
+    return "optuna" in str(target).lower()
+
+
+def run(cfg: DictConfig) -> Any:
     """One job inside Hydra: record the run, track it, run the experiment, report."""
     # Imported here so that `coarse-gpu --help` / `--cfg job` stay fast.
     from coarse_gpu.experiment.pipeline import run_experiment
@@ -50,6 +119,9 @@ def run(cfg: DictConfig) -> dict:
     from coarse_gpu.utils import atomic_write_json, atomic_write_text, environment_record, resolve_device
 
     hc = HydraConfig.get()
+    bad = choice_errors(cfg)
+    if bad:  # SystemExit: a clean message, and a sweep stops rather than failing every job the same way
+        raise SystemExit("coarse-gpu: config error: " + "; ".join(bad))
     run_dir = Path(hc.runtime.output_dir)
     container = OmegaConf.to_container(cfg, resolve=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -87,18 +159,28 @@ def run(cfg: DictConfig) -> dict:
     summary = {f"{m}/share_of_full_k{k}": r["share_of_full"] for m, per_k in results["methods"].items()
                for k, r in per_k.items()}
     summary.update({f"timings_s/{k}": v for k, v in results["timings_s"].items()})
+    tracker.log_results_table(results)
     tracker.summary(summary)
     tracker.save_file(run_dir / "results.json")
+    tracker.log_artifact(run_dir / "policies", name=f"policy-{run_dir.name}", type="policy",
+                         metadata={"k_values": results.get("k_values"), "seed": int(cfg.seed)})
     if tracker.enabled:
         log.info("W&B offline run: %s (upload later with `wandb sync %s`)", tracker.run_dir, tracker.run_dir)
     tracker.finish()
     log.info("outputs in %s: results.json, table.txt, share_vs_k.png, config.yaml, run.json", run_dir)
+    if _is_optuna_sweep(hc):
+        # The Optuna sweeper minimizes the job's return value: the CATE model's validation loss.
+        loss = (results.get("model") or {}).get("best_val_loss")
+        return float(loss) if loss is not None else float("inf")
     return results
 
 
 def main() -> None:
     register_configs()
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(run)()
+    try:
+        hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(run)()
+    except (ConfigCompositionException, MissingConfigException) as err:
+        raise SystemExit(f"coarse-gpu: {explain_config_error(err)}") from None
 
 
 if __name__ == "__main__":

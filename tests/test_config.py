@@ -35,7 +35,8 @@ def test_default_config_composes_with_every_group():
     assert cfg.discretizer.solver == "sinkhorn"
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
     assert list(cfg.evaluation.k_values) == [1, 2, 3, 4, 5, 8]
-    assert set(cfg.evaluation.methods) == {"ot", "kmeans_features", "kmeans_preferences", "grid", "single_best"}
+    assert set(cfg.evaluation.methods) == {"ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree",
+                                           "grid", "single_best"}
 
 
 def test_group_switches_and_overrides():

@@ -225,6 +225,25 @@ def test_chunked_dense_path_equals_resident():
     assert small.objective == pytest.approx(dense.objective, rel=1e-9)
 
 
+def test_subsample_search_then_full_polish_matches_full_search():
+    """Large-N path: search on a sample, exact Lloyd polish on everyone; same optimum as the full search."""
+    V, W, cand = factored_instance(3, n=12000, m=16)
+    X = V @ W.T
+    for k in (3, 5):
+        _, opt = enumerate_optimum(X, k)
+        full = discretize(FactoredProfit(V, W), k, candidates=cand, seed=0, device="cpu", subsample=None)
+        sub = discretize(FactoredProfit(V, W), k, candidates=cand, seed=0, device="cpu", subsample=1500)
+        dense_sub = discretize(X, k, candidates=cand, seed=0, device="cpu", subsample=1500)
+        assert "subsample" not in full.info and sub.info["subsample"] == 1500 == dense_sub.info["subsample"]
+        for res in (full, sub, dense_sub):
+            assert opt * (1 - 1e-3) <= res.objective <= opt * (1 + 1e-9), (k, res.objective, opt)
+        # the polish ran on all customers: the returned assignment is every customer's best chosen column
+        assert sub.objective == pytest.approx(X[:, sub.candidate_index].max(1).sum(), rel=1e-9)
+        assert sub.info["objective_after_full_polish"] == pytest.approx(sub.objective, rel=1e-5)
+    with pytest.raises(ValueError, match="subsample must be"):
+        discretize(X, 3, candidates=cand, device="cpu", subsample=0)
+
+
 def test_factored_equals_dense_and_lazy_reductions():
     V, W, cand = factored_instance(0)
     X = V @ W.T

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -38,7 +39,8 @@ def test_results_json_follows_the_contract(tiny_run):
     assert res["n_customers"] == 2000 and res["k_values"] == [1, 2, 3]
     assert isinstance(res["full_personalization"]["oracle_profit"], float)
     assert {"train", "discretize"} <= set(res["timings_s"])
-    assert set(res["methods"]) == {"ot", "kmeans_features", "kmeans_preferences", "grid", "single_best"}
+    assert set(res["methods"]) == {"ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree",
+                                   "grid", "single_best"}
     assert set(res["methods"]["single_best"]) == {"1"}
     n_eval = res["n_eval"]
     for method, per_k in res["methods"].items():
@@ -52,6 +54,10 @@ def test_results_json_follows_the_contract(tiny_run):
             assert r["oracle_profit"] <= res["full_personalization"]["oracle_profit"] + 1e-9, (method, k)
     assert res["config"]["data"]["n_customers"] == 2000
     assert res["versions"]["torch"]
+    # choosing K with no fixed cost: the K of the largest value of the ot policy
+    ck = res["choose_k"]["by_oracle_profit"]
+    best_k = max(res["methods"]["ot"], key=lambda k: (res["methods"]["ot"][k]["oracle_profit"], -int(k)))
+    assert ck["k"] == int(best_k) and res["choose_k"]["fixed_cost_per_treatment"] == 0.0
 
 
 def test_ot_is_at_least_as_good_as_single_best_and_grows_with_k(tiny_run):
@@ -91,3 +97,19 @@ def test_a_failing_run_keeps_finished_k_and_says_why(tmp_path, monkeypatch):
 def test_unknown_method_is_named(tmp_path):
     with pytest.raises(ValueError, match="evaluation.methods.*magic"):
         run_experiment(_cfg(["evaluation.methods=[ot,magic]"]), tmp_path)
+
+
+def test_warm_start_extends_the_previous_solution_greedily():
+    from coarse_gpu.experiment.pipeline import warm_start
+
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(300, 12))
+    prev = [3, 7]
+    init = warm_start(P, prev, 4)
+    assert init[:2] == prev and len(set(init)) == 4
+    # the third treatment is the one with the largest gain over the first two
+    base = P[:, prev].max(1)
+    gains = np.maximum(P - base[:, None], 0).sum(0)
+    gains[prev] = -np.inf
+    assert init[2] == int(gains.argmax())
+    assert warm_start(P, None, 3) is None and warm_start(P, [1, 2, 3], 3) is None

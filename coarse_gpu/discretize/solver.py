@@ -637,6 +637,7 @@ def discretize(
             info["objective_after_full_polish"] = float(obj_f[0])
 
     # ---- final hard assignment in float64 --------------------------------------------------------------
+    info["grid_index"] = C_best.cpu().numpy().astype(np.int64).tolist()  # before refinement: warm start for K+1
     U64 = src.columns64(C_best)
     a, prices = run.hard_assign(U64)
     assignment = a.cpu().numpy().astype(np.int64)

@@ -38,10 +38,62 @@ class SimulatedDataConfig:
 
 
 @dataclass
+class FileDataConfig:
+    """Your own randomized experiment from a CSV / Parquet file (coarse_gpu.data.file).
+
+    One row per customer. ``features``/``treatment`` are lists of column names; ``outcome`` is the
+    realized profit per customer, or a response turned into profit by
+    profit = outcome_scale * outcome - sum_j treatment_cost[j] * treatment_j.
+    """
+
+    name: str = "file"
+    path: Optional[str] = None  # CSV (.csv, .csv.gz, .tsv) or Parquet (.parquet, .pq)
+    features: List[str] = field(default_factory=list)
+    treatment: List[str] = field(default_factory=list)
+    outcome: Optional[str] = None
+    propensity: Optional[str] = None  # probability of the received arm; null = empirical arm frequency
+    id: Optional[str] = None  # unique customer id, copied to assignment outputs
+    categorical: List[str] = field(default_factory=list)  # feature columns to one-hot encode
+    treatment_low: Optional[List[float]] = None  # declared range per treatment column; rows outside = error
+    treatment_high: Optional[List[float]] = None
+    control: Optional[List[float]] = None  # the "no treatment" point; null = each column's minimum
+    min_per_arm: int = 10  # fewest customers an arm may have
+    outcome_scale: float = 1.0
+    treatment_cost: Optional[List[float]] = None
+    eval_fraction: float = 0.4
+    # null: candidates = the tensor grid of the arms' coordinates; else a regular grid with this many
+    # points per treatment dimension over [low, high] (needs arms that form a full grid).
+    candidate_points: Optional[List[int]] = None
+
+
+@dataclass
+class ThorntonDataConfig:
+    """Thornton (2008) HIV-results incentives experiment via causaldata (coarse_gpu.data.real)."""
+
+    name: str = "thornton"
+    incentive_step: float = 0.5  # the randomized incentive rounded to this step -> arms 0, 0.5, ..., 3
+    value_of_result: float = 2.0  # profit = value_of_result * got - incentive
+    min_per_arm: int = 10
+    eval_fraction: float = 0.4
+    candidate_points: Optional[List[int]] = None
+
+
+@dataclass
+class IHDPDataConfig:
+    """IHDP semi-synthetic benchmark, response surface B, via econml (coarse_gpu.data.real)."""
+
+    name: str = "ihdp"
+    treatment_cost: float = 0.0  # profit = y - treatment_cost * treat
+    min_per_arm: int = 10
+    eval_fraction: float = 0.4
+    candidate_points: Optional[List[int]] = None
+
+
+@dataclass
 class ModelConfig:
     """Step 1: the neural CATE model (coarse_gpu.models)."""
 
-    name: str = "tarnet"  # tarnet | dragonnet
+    name: str = "tarnet"  # tarnet | dragonnet | dose_logit | dose_vc
     hidden: int = 128
     n_repr_layers: int = 3
     n_head_layers: int = 3
@@ -61,8 +113,23 @@ class ModelConfig:
     # How per-arm predictions extend to any t: linear (multilinear, never overshoots between arms,
     # so the discretizer is not lured off-arm by interpolation artefacts) | spline.
     interpolation: str = "linear"
+    # Mixed precision on CUDA: auto (bf16 autocast where supported, else fp16 + GradScaler; off on
+    # CPU) | bf16 | fp16 | off.
+    amp: str = "auto"
+    # Per-epoch checkpoints in <run dir>/checkpoints/: re-running the same command with
+    # hydra.run.dir=<that run dir> resumes training where it stopped.
+    checkpoint: bool = True
     alpha: float = 1.0  # DragonNet: weight of the propensity loss
     beta: float = 1.0  # DragonNet: weight of the targeted regularization
+    # dose_logit: per-dimension transform phi_j of the treatment inside the logit (identity | log1p |
+    # sqrt | log); null = identity for every dimension.
+    transforms: Optional[List[str]] = None
+    # dose_vc: B-splines per treatment dimension (null = number of distinct doses, in [2, 8]), their
+    # degree, knot placement (uniform | quantile) and the P-spline smoothness penalty.
+    n_basis: Optional[List[int]] = None
+    degree: int = 3
+    knots: str = "uniform"
+    smoothness: float = 0.0
 
 
 @dataclass
@@ -84,10 +151,14 @@ class DiscretizerConfig:
 class EvaluationConfig:
     k_values: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 8])
     methods: List[str] = field(
-        default_factory=lambda: ["ot", "kmeans_features", "kmeans_preferences", "grid", "single_best"]
+        default_factory=lambda: ["ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree",
+                                 "grid", "single_best"]
     )
     n_boot: int = 1000  # bootstrap resamples for the doubly robust confidence intervals
     ci_level: float = 0.95
+    # Choosing K: cost of one more distinct treatment, per customer (total cost / customers it is spread
+    # over); results.json "choose_k" gives the K maximizing value - cost * K for the ot policy.
+    fixed_cost_per_treatment: float = 0.0
 
 
 @dataclass
@@ -103,6 +174,32 @@ class LoggerConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where the jobs run (configs/launcher/): ``local`` = this machine (Hydra's basic launcher),
+    ``slurm`` = a SLURM job array through hydra-submitit-launcher (these values feed hydra.launcher)."""
+
+    name: str = "local"  # local | slurm
+    partition: Optional[str] = None
+    gpus_per_node: Optional[int] = None
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    timeout_min: int = 60
+    array_parallelism: int = 256  # at most this many jobs of a sweep run at once
+    nodes: int = 1
+    tasks_per_node: int = 1
+    account: Optional[str] = None
+    qos: Optional[str] = None
+
+
+@dataclass
+class ExperimentConfig:
+    """Name and description of a saved experiment (configs/experiment/, selected by ``experiment=``)."""
+
+    name: str = "default"
+    description: str = ""
+
+
+@dataclass
 class RunConfig:
     """The whole run (configs/config.yaml)."""
 
@@ -112,16 +209,25 @@ class RunConfig:
     discretizer: DiscretizerConfig = MISSING
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     logger: LoggerConfig = MISSING
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quiet: bool = False  # no progress bars (also off when the CI environment variable is set)
 
 
 GROUP_SCHEMAS = {
-    "data": [("promotions_schema", SimulatedDataConfig)],
+    "data": [("promotions_schema", SimulatedDataConfig), ("file_schema", FileDataConfig),
+             ("thornton_schema", ThorntonDataConfig), ("ihdp_schema", IHDPDataConfig)],
     "model": [("model_schema", ModelConfig)],
     "discretizer": [("discretizer_schema", DiscretizerConfig)],
     "logger": [("logger_schema", LoggerConfig)],
+    "evaluation": [("evaluation_schema", EvaluationConfig)],
+    # launcher/ and experiment/ files are `# @package _global_` (they also set hydra.* or patch other
+    # groups); their own keys live under `launcher:` / `experiment:`, validated by these schemas
+    # through RunConfig.
+    "launcher": [("launcher_schema", LauncherConfig)],
+    "experiment": [("experiment_schema", ExperimentConfig)],
 }
 
 _registered = False

@@ -5,6 +5,7 @@ config, so tests and notebooks can call it without Hydra's command line.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -27,33 +28,53 @@ from coarse_gpu.evaluate import (
     oracle_value,
     share_of_full,
 )
+from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
-from coarse_gpu.models import DragonNet, TARNet
+from coarse_gpu.models import DoseLogit, DoseVC, DragonNet, TARNet
 from coarse_gpu.policy import (
     Policy,
     full_personalization,
     grid_search,
     kmeans_features,
     kmeans_preferences,
+    kmeans_profiles,
     single_best,
 )
+from coarse_gpu.policy.tree import policy_tree
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
 
 log = logging.getLogger("coarse_gpu")
 
-METHODS = ("ot", "kmeans_features", "kmeans_preferences", "grid", "single_best")
-MODELS = {"tarnet": TARNet, "dragonnet": DragonNet}
+METHODS = ("ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid", "single_best")
+MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC}
 
 
 def progress_enabled(cfg: DictConfig) -> bool:
     return not (cfg.get("quiet", False) or os.environ.get("CI"))
 
 
+DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
+
+
 def build_data(data_cfg: DictConfig, seed: int) -> ExperimentData:
-    """The experiment named by ``data.name`` (the built-in simulator for now)."""
-    if data_cfg.name != "promotions":
-        raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: promotions")
+    """The experiment named by ``data.name``: the simulator, a CSV/Parquet file, or a built-in real dataset."""
+    if data_cfg.name not in DATA_SOURCES:
+        raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
+    if data_cfg.name == "file":
+        from coarse_gpu.data.file import DataSchemaError, FileSpec, load_experiment
+
+        if not data_cfg.get("path"):
+            raise DataSchemaError(["data.path is not set: pass data.path=<your .csv or .parquet file>"], "data=file")
+        return load_experiment(data_cfg.path, FileSpec.from_config(data_cfg))
+    if data_cfg.name == "thornton":
+        from coarse_gpu.data.real import load_thornton
+
+        return load_thornton(data_cfg)
+    if data_cfg.name == "ihdp":
+        from coarse_gpu.data.real import load_ihdp
+
+        return load_ihdp(data_cfg, seed)
     sim = PromotionsSimulator(
         n_customers=data_cfg.n_customers,
         discount_levels=tuple(data_cfg.discount_levels),
@@ -71,7 +92,62 @@ def build_data(data_cfg: DictConfig, seed: int) -> ExperimentData:
     return sim.sample()
 
 
-def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool):
+def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarray:
+    """(M, d) candidate treatments for the discretizer and the baselines.
+
+    ``data.candidate_points`` set: a regular grid over the treatment box with that many points per
+    dimension (the model interpolates between arms, so the arms must form a full tensor grid).
+    null: the tensor grid of the arms' own coordinates (= the arms when they form a full grid).
+    """
+    from coarse_gpu.models.interpolate import ArmGrid
+
+    points = data_cfg.get("candidate_points")
+    try:
+        grid = ArmGrid.from_arms(data.arms)
+    except ValueError:
+        grid = None
+    if points is not None:
+        points = [int(p) for p in points]
+        if len(points) != data.space.dim:
+            raise ValueError(f"data.candidate_points={points} needs one count per treatment dimension "
+                             f"{list(data.space.names)}")
+        if grid is None:
+            raise ValueError(f"data.candidate_points={points}: the {data.n_arms} arms do not form a full grid, so the "
+                             "model cannot interpolate between them; leave data.candidate_points=null (the arms)")
+        return data.space.grid(points)
+    if grid is None:
+        return np.asarray(data.arms, dtype=np.float64)
+    from coarse_gpu.data.treatments import product_grid
+
+    return product_grid(grid.levels)
+
+
+def check_k_values(k_values: list[int], n_candidates: int, n_customers: int) -> None:
+    """Every K must be an integer in [1, min(M candidates, N held-out customers)]; the error names the fix."""
+    bad = [k for k in k_values if k < 1]
+    if bad:
+        raise ValueError(f"every K must be >= 1, got K={bad[0]} in k_values={k_values}")
+    too_many = [k for k in k_values if k > n_candidates]
+    if too_many:
+        raise ValueError(
+            f"K={too_many[0]} exceeds the {n_candidates} distinct candidate treatments (k_values={k_values}); "
+            f"use K <= {n_candidates}, e.g. evaluation.k_values=[{','.join(str(k) for k in range(1, min(n_candidates, 5) + 1))}], "
+            "or a finer data.candidate_points")
+    too_few = [k for k in k_values if k > n_customers]
+    if too_few:
+        raise ValueError(f"K={too_few[0]} exceeds the {n_customers} held-out customers (N < K): "
+                         "use a smaller K or more data")
+
+
+def _arm_weights(model, treatments: np.ndarray, method: str) -> np.ndarray:
+    """(M, A) linear map from per-arm predictions to ``treatments`` (arms only when they are not a grid)."""
+    if getattr(model, "grid_", None) is not None:
+        return model.grid_.weights(np.atleast_2d(treatments), method)
+    return model.treatment_weights(np.atleast_2d(treatments))
+
+
+def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,
+                checkpoint_dir: Optional[str | Path] = None):
     if model_cfg.name not in MODELS:
         raise ValueError(f"model.name={model_cfg.name!r} is not a known model; available: {sorted(MODELS)}")
     kwargs = dict(
@@ -93,8 +169,23 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
         seed=seed,
         verbose=verbose,
     )
+    # Resumable / mixed-precision training, for the model classes that support it.
+    accepted = inspect.signature(MODELS[model_cfg.name]).parameters
+    if "amp" in accepted:
+        kwargs["amp"] = model_cfg.get("amp", "auto")
+    if checkpoint_dir is not None and model_cfg.get("checkpoint", True) and "checkpoint_dir" in accepted:
+        kwargs["checkpoint_dir"] = str(checkpoint_dir)
     if model_cfg.name == "dragonnet":
         kwargs.update(alpha=model_cfg.alpha, beta=model_cfg.beta)
+    if model_cfg.name == "dose_logit":
+        tf = model_cfg.get("transforms")
+        kwargs.update(transforms=list(tf) if tf is not None else "identity")
+    if model_cfg.name == "dose_vc":
+        nb = model_cfg.get("n_basis")
+        kwargs.update(n_basis=list(nb) if nb is not None else None, degree=model_cfg.get("degree", 3),
+                      knots=model_cfg.get("knots", "uniform"), smoothness=model_cfg.get("smoothness", 0.0))
+    # per-arm options (interpolation, arm_heads) only for the models that take them
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     return MODELS[model_cfg.name](**kwargs)
 
 
@@ -124,21 +215,48 @@ class Evaluator:
         self.alpha = 1.0 - ci_level
         self.seed = seed
         self.mu_arms = model.predict_arms(test.X)
+        self.has_truth = test.truth is not None
         # Both are properties of the held-out customers' true profits only; reuse them when given.
-        self.control = control if control is not None else oracle_control_value(test.truth, test.space)
-        self.full, self.full_treatments = full if full is not None else oracle_full_personalization(
-            test.truth, test.space)
+        # Without a simulator (your own data) they are None: policies get DR values only.
+        if self.has_truth:
+            self.control = control if control is not None else oracle_control_value(test.truth, test.space)
+            self.full, self.full_treatments = full if full is not None else oracle_full_personalization(
+                test.truth, test.space, points=oracle_points(test.space))
+        else:
+            self.control, self.full, self.full_treatments = None, None, None
 
-    def score(self, policy: Policy) -> Scored:
-        value = oracle_value(self.test.truth, policy)
+    def dr(self, policy: Policy):
+        """Doubly robust value of ``policy`` on the held-out customers (DRResult: value, ci)."""
         rows = np.arange(len(self.test))
         mu_policy = self.model.predict_profit(self.test.X, policy.treatments)[rows, policy.assignment]
-        kappa = self.model.grid_.weights(policy.treatments, "linear")[policy.assignment]
+        kappa = _arm_weights(self.model, policy.treatments, "linear")[policy.assignment]
         scores = dr_scores(
             self.test.outcome, self.test.arm, self.test.propensity, self.mu_arms, mu_policy, kappa
         )
-        dr = dr_value(scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed)
+        return dr_value(scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed)
+
+    def score(self, policy: Policy) -> Scored:
+        dr = self.dr(policy)
+        if not self.has_truth:
+            return Scored(None, None, dr.value, tuple(dr.ci))
+        value = oracle_value(self.test.truth, policy)
         return Scored(value, share_of_full(value, self.control, self.full), dr.value, tuple(dr.ci))
+
+
+def _dr_share(evaluator: Evaluator, value: float) -> Optional[float]:
+    """DR value as a share of full personalization's increment: true V_0 / V_full on simulated data,
+    else the DR values of everyone-at-control and the estimated per-customer best (None if not larger)."""
+    control, full = evaluator.control, evaluator.full
+    if control is None:
+        control, full = getattr(evaluator, "dr_control", None), getattr(evaluator, "dr_full", None)
+    if control is None or full is None or not full > control:
+        return None
+    return share_of_full(value, control, full)
+
+
+def oracle_points(space) -> list[int]:
+    """Grid points per dimension for the oracle's full personalization (101 x 81 in 2-D)."""
+    return [101, 81] if space.dim == 2 else [101] * space.dim if space.dim == 1 else [41] * space.dim
 
 
 def model_profit_oracle(model, X: np.ndarray, mu_arms: np.ndarray, device: torch.device) -> Callable:
@@ -152,17 +270,34 @@ def model_profit_oracle(model, X: np.ndarray, mu_arms: np.ndarray, device: torch
 
     def oracle(treatments) -> torch.Tensor:
         t = treatments.detach().cpu().numpy() if isinstance(treatments, torch.Tensor) else np.asarray(treatments)
-        w = torch.as_tensor(model.grid_.weights(np.atleast_2d(t), interpolation), device=device, dtype=mu.dtype)
+        w = torch.as_tensor(_arm_weights(model, t, interpolation), device=device, dtype=mu.dtype)
         return mu @ w.T
 
     return oracle
 
 
+def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
+    """Seed for K from the solution at a smaller K: its grid treatments plus, one at a time, the candidate
+    with the largest profit gain over them (greedy facility location); None when there is no previous."""
+    if not previous or len(previous) >= k or len(set(previous)) != len(previous):
+        return None
+    chosen = list(previous)
+    best = profit[:, chosen].max(1)
+    while len(chosen) < k:
+        gain = np.maximum(profit - best[:, None], 0.0).sum(0)
+        gain[chosen] = -np.inf
+        m = int(gain.argmax())
+        chosen.append(m)
+        best = np.maximum(best, profit[:, m])
+    return chosen
+
+
 def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfig, oracle, space,
-              device: torch.device, seed: int) -> tuple[Policy, dict]:
+              device: torch.device, seed: int, init: Optional[list] = None) -> tuple[Policy, dict]:
+    """The OT discretizer's policy at K; ``init`` (K grid indices, e.g. ``warm_start``) seeds restart 0."""
     d = cfg.discretizer
-    options = dict(solver=d.solver, n_restarts=d.n_restarts, dtype=d.dtype)
-    if d.refine:
+    options = dict(solver=d.solver, n_restarts=d.n_restarts, dtype=d.dtype, init=init)
+    if d.refine and oracle is not None:  # no oracle: the model cannot leave the arms
         options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
     res = discretize(
         profit, k, candidates=candidates, min_share=d.min_share, max_share=d.max_share,
@@ -170,7 +305,8 @@ def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfi
     )
     info = {"solver": res.solver, "epsilon": res.epsilon, "estimated_objective": res.objective,
             "entropic_objective": res.entropic_objective, "n_trace": len(res.trace)}
-    return Policy("ot", res.treatments, res.assignment, info), {"trace": res.trace}
+    return Policy("ot", res.treatments, res.assignment, info), {"trace": res.trace,
+                                                                 "grid_index": res.info.get("grid_index")}
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
@@ -199,7 +335,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     data = build_data(cfg.data, seed)
     train, test = data.split((1.0 - cfg.data.eval_fraction, cfg.data.eval_fraction), seed=seed)
     space = data.space
-    candidates = space.grid(list(cfg.data.candidate_points))
+    candidates = candidate_treatments(data, cfg.data)
+    check_k_values(k_values, len(candidates), len(test))
     timings["data"] = time.perf_counter() - t0
     log.info("data: %d customers (%d train, %d held out), %d arms, %d candidate treatments",
              len(data), len(train), len(test), data.n_arms, len(candidates))
@@ -226,55 +363,99 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     try:
         # ---- the simulator's own difficulty figures (true profits, no estimation) --------------------
         t0 = time.perf_counter()
-        true_cand = test.truth.profit(candidates)
-        control = oracle_control_value(test.truth, space)
-        full_true, full_true_treatments = oracle_full_personalization(test.truth, space)
-        one = single_best(true_cand, candidates)
-        seg = kmeans_features(test.X, true_cand, candidates, min(5, len(test)), seed=seed)
-        checks = {
-            "single_best_share_true_profits": share_of_full(oracle_value(test.truth, one), control, full_true),
-            "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(test.truth, seg), control, full_true),
-        }
-        del true_cand
-        results["simulator_checks"] = checks
-        timings["simulator_checks"] = time.perf_counter() - t0
-        log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 keeps "
-                 "%.1f%% of full personalization's incremental profit",
-                 100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
+        control = full_true = full_true_treatments = None
+        if test.truth is not None:
+            true_cand = test.truth.profit(candidates)
+            control = oracle_control_value(test.truth, space)
+            full_true, full_true_treatments = oracle_full_personalization(test.truth, space,
+                                                                          points=oracle_points(space))
+            one = single_best(true_cand, candidates)
+            seg = kmeans_features(test.X, true_cand, candidates, min(5, len(test)), seed=seed)
+            checks = {
+                "single_best_share_true_profits": share_of_full(oracle_value(test.truth, one), control, full_true),
+                "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(test.truth, seg), control,
+                                                                       full_true),
+            }
+            del true_cand
+            results["simulator_checks"] = checks
+            timings["simulator_checks"] = time.perf_counter() - t0
+            log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 "
+                     "keeps %.1f%% of full personalization's incremental profit",
+                     100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
+        else:
+            log.info("no simulator behind %s: policies are scored by their doubly robust value only",
+                     data.meta.get("source", cfg.data.name))
 
         # ---- step 1: personalize ------------------------------------------------------------------
         t0 = time.perf_counter()
-        model = build_model(cfg.model, device, seed, verbose)
+        model = build_model(cfg.model, device, seed, verbose, checkpoint_dir=run_dir / "checkpoints")
         model.fit(train.X, train.treatment, train.outcome, propensity=train.propensity)
         timings["train"] = time.perf_counter() - t0
         for rec in getattr(model, "history_", []):
             tracker.log({f"train/{k}": v for k, v in rec.items()})
+        if getattr(model, "history_", None):
+            try:  # training curves next to results.json; a plotting problem never fails the run
+                from coarse_gpu.models.history import plot_history
+
+                plot_history(model.history_, run_dir / "training_curves.png", title=f"{cfg.model.name} training",
+                             best_epoch=getattr(model, "best_epoch_", None))
+            except Exception as err:  # pragma: no cover - matplotlib backends
+                log.warning("training curves not plotted: %s", err)
 
         t0 = time.perf_counter()
         evaluator = Evaluator(test, model, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed,
                               control=control, full=(full_true, full_true_treatments))
         profit_hat = model.predict_profit(test.X, candidates)
-        oracle = model_profit_oracle(model, test.X, evaluator.mu_arms, device)
-        grid_pts = space.grid([11, 9])
-        rmse = float(np.sqrt(np.mean((model.predict_profit(test.X, grid_pts) - test.truth.profit(grid_pts)) ** 2)))
+        # Off-arm treatments need a grid of arms to interpolate on; otherwise the OT stays on the arms.
+        if hasattr(model, "profit_oracle"):  # dose-response models: pi_hat at any t, on the device
+            oracle = model.profit_oracle(test.X, device)
+        else:
+            oracle = (model_profit_oracle(model, test.X, evaluator.mu_arms, device)
+                      if getattr(model, "grid_", None) is not None else None)
+        full_est = full_personalization(profit_hat, candidates)
+        if test.truth is not None:
+            grid_pts = space.grid([11, 9]) if space.dim == 2 else candidates
+            sq_err = (model.predict_profit(test.X, grid_pts) - test.truth.profit(grid_pts)) ** 2
+            rmse = float(np.sqrt(np.mean(sq_err)))
+            on_arm = np.isclose(grid_pts[:, None, :], np.asarray(data.arms)[None, :, :]).all(2).any(1)
+            rmse_split = {"rmse_profit_arms": float(np.sqrt(np.mean(sq_err[:, on_arm]))) if on_arm.any() else None,
+                          "rmse_profit_off_arms": float(np.sqrt(np.mean(sq_err[:, ~on_arm]))) if (~on_arm).any()
+                          else None}
+            results["full_personalization"] = {
+                "oracle_profit": evaluator.full,
+                "control_oracle_profit": evaluator.control,
+                "estimated_policy_oracle_profit": oracle_value(test.truth, full_est),
+                "estimated_policy_share_of_full": share_of_full(oracle_value(test.truth, full_est), evaluator.control,
+                                                                evaluator.full),
+            }
+        else:
+            # No true profits: the oracle fields stay null; DR values of the two reference policies
+            # (everyone at the control point, each customer's estimated best candidate) stand in.
+            rmse, rmse_split = None, {}
+            control_idx = int(np.argmin(np.abs(candidates - np.asarray(space.control)).sum(1)))
+            ctrl = Policy("control", candidates[[control_idx]], np.zeros(len(test), dtype=np.int64))
+            dr_ctrl, dr_full = evaluator.dr(ctrl), evaluator.dr(full_est)
+            evaluator.dr_control, evaluator.dr_full = dr_ctrl.value, dr_full.value
+            results["full_personalization"] = {
+                "oracle_profit": None, "control_oracle_profit": None,
+                "estimated_policy_oracle_profit": None, "estimated_policy_share_of_full": None,
+                "dr_value": dr_full.value, "dr_ci": list(dr_full.ci),
+                "control_treatment": candidates[control_idx].tolist(),
+                "control_dr_value": dr_ctrl.value, "control_dr_ci": list(dr_ctrl.ci),
+            }
         timings["predict"] = time.perf_counter() - t0
         results["model"] = {"name": cfg.model.name, "best_epoch": getattr(model, "best_epoch_", None),
-                            "rmse_profit_grid": rmse}
-        full_est = full_personalization(profit_hat, candidates)
-        results["full_personalization"] = {
-            "oracle_profit": evaluator.full,
-            "control_oracle_profit": evaluator.control,
-            "estimated_policy_oracle_profit": oracle_value(test.truth, full_est),
-            "estimated_policy_share_of_full": share_of_full(oracle_value(test.truth, full_est), evaluator.control,
-                                                            evaluator.full),
-        }
-        log.info("model %s: RMSE of estimated vs true profit on an 11x9 grid = %.3f (train %.1fs)",
-                 cfg.model.name, rmse, timings["train"])
+                            "best_val_loss": getattr(model, "best_val_loss_", None),
+                            "resumed_from_epoch": getattr(model, "resumed_from_epoch_", 0),
+                            "rmse_profit_grid": rmse, **rmse_split}
+        log.info("model %s trained in %.1fs%s", cfg.model.name, timings["train"],
+                 "" if rmse is None else f"; RMSE of estimated vs true profit = {rmse:.3f}")
 
         # ---- step 2: discretize, with the baselines, for every K -------------------------------------
         timings["discretize"] = 0.0
         timings["baselines"] = 0.0
         timings["evaluate"] = 0.0
+        ot_previous = None  # the ot solution at the previous K: warm start (k_values ascending)
         bar = tqdm(k_values, desc="K", disable=not verbose)
         for k in bar:
             for method in methods:
@@ -287,13 +468,20 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                 t0 = time.perf_counter()
                 extra: dict = {}
                 if method == "ot":
-                    policy, extra = ot_policy(profit_hat, candidates, k, cfg, oracle, space, device, seed)
+                    init = warm_start(profit_hat, ot_previous, k) if cfg.discretizer.solver != "exact" else None
+                    policy, extra = ot_policy(profit_hat, candidates, k, cfg, oracle, space, device, seed, init)
+                    ot_previous = extra.get("grid_index")
                     timings["discretize"] += time.perf_counter() - t0
                 else:
                     if method == "kmeans_features":
                         policy = kmeans_features(test.X, profit_hat, candidates, k, seed=seed)
                     elif method == "kmeans_preferences":
                         policy = kmeans_preferences(profit_hat, candidates, k, seed=seed, scale=space.span)
+                    elif method == "kmeans_profiles":
+                        policy = kmeans_profiles(profit_hat, candidates, k, seed=seed)
+                    elif method == "policy_tree":
+                        policy = policy_tree(test.X, profit_hat, candidates, k, seed=seed,
+                                             feature_names=getattr(data, "feature_names", None))
                     elif method == "grid":
                         policy = grid_search(evaluator.mu_arms, model.arms_, k, seed=seed)
                     else:
@@ -308,9 +496,21 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                     "share_of_full": s.share_of_full,
                     "dr_value": s.dr_value,
                     "dr_ci": list(s.dr_ci),
-                    "dr_share_of_full": share_of_full(s.dr_value, evaluator.control, evaluator.full),
+                    "dr_share_of_full": _dr_share(evaluator, s.dr_value),
                     "segment_sizes": np.asarray(policy.segment_sizes).astype(int).tolist(),
                 }
+                if cfg.get("save_policies", True):
+                    from coarse_gpu.policy.io import deployable, save_policy
+
+                    try:
+                        dep = deployable(policy, model, data, candidates, test.X, profit_hat,
+                                         metrics=results["methods"][method][str(k)])
+                    except NotImplementedError as why:  # no rule to assign new customers with
+                        log.warning("policy of %s at K=%d not saved: %s", method, k, why)
+                        results["methods"][method][str(k)]["policy_path"] = None
+                    else:
+                        folder = save_policy(run_dir / "policies" / f"{method}_k{k}", dep)
+                        results["methods"][method][str(k)]["policy_path"] = str(folder.relative_to(run_dir))
                 tracker.log({f"{method}/share_of_full": s.share_of_full, f"{method}/dr_value": s.dr_value, "K": k})
                 if method == "ot" and extra.get("trace"):
                     tracker.log_trace(f"ot_trace_k{k}", extra["trace"])
@@ -324,6 +524,14 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         write_results(out_path, results)
         raise
 
+    cost = float(cfg.evaluation.get("fixed_cost_per_treatment", 0.0) or 0.0)
+    ot_cells = results["methods"].get("ot", {})
+    results["choose_k"] = {
+        "method": "ot",
+        "fixed_cost_per_treatment": cost,
+        "by_dr_value": choose_k({int(k): c.get("dr_value") for k, c in ot_cells.items()}, cost),
+        "by_oracle_profit": choose_k({int(k): c.get("oracle_profit") for k, c in ot_cells.items()}, cost),
+    }
     results["status"] = "complete"
     timings["total"] = time.perf_counter() - t_start
     write_results(out_path, results)

@@ -21,6 +21,8 @@ METHOD_LABELS = {
     "ot": "OT discretizer",
     "kmeans_features": "k-means on features",
     "kmeans_preferences": "k-means on preferences",
+    "kmeans_profiles": "k-means on profit vectors",
+    "policy_tree": "policy tree (depth log2 K)",
     "grid": "grid search (arms)",
     "single_best": "one treatment for all",
 }
@@ -58,7 +60,10 @@ def format_table(results: Mapping[str, Any]) -> str:
             r = results["methods"][m].get(k)
             cells.append(f"{100 * r['share_of_full']:7.2f}%" if r and r.get("share_of_full") is not None else f"{'-':>8}")
         lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
-    if "oracle_profit" in fp:
+    if fp.get("oracle_profit") is None and fp.get("dr_value") is not None:  # no simulator (your own data)
+        lines.append(f"(no true profits without a simulator: see the doubly robust values below; full "
+                     f"personalization {fp['dr_value']:.4f}, everyone at control {fp.get('control_dr_value', float('nan')):.4f})")
+    if fp.get("oracle_profit") is not None:
         lines.append(
             f"(full personalization: {fp['oracle_profit']:.4f} per customer; no treatment: "
             f"{fp.get('control_oracle_profit', float('nan')):.4f}; the model's own per-customer argmax keeps "

@@ -7,12 +7,20 @@ everything is written under ``<run_dir>/wandb/offline-run-*`` and can be uploade
 
 Tracking is a convenience, never a point of failure: if wandb is not installed or its start-up
 fails or times out, the run logs a warning and goes on with a disabled tracker; results.json,
-config.yaml and the plots in the run directory are written either way.
+config.yaml and the plots in the run directory are written either way. The wait is bounded twice:
+W&B's own ``init_timeout`` setting, and a watchdog thread that gives up after
+``init_timeout_s + 5`` seconds even if ``wandb.init`` hangs somewhere that setting does not cover.
+
+What a run logs: the resolved config (``wandb.init(config=...)``), per-epoch training metrics
+(``train/*``), the discretizer's convergence trace and the results table (``wandb.Table``), the
+figures (``wandb.Image``), ``results.json`` and the run's policies as a ``policy`` artifact.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -21,6 +29,31 @@ from coarse_gpu.utils.io import to_jsonable
 log = logging.getLogger("coarse_gpu")
 
 MODES = ("offline", "online", "disabled")
+#: Seconds the watchdog waits beyond ``init_timeout_s`` before it gives up on ``wandb.init``.
+WATCHDOG_GRACE_S = 5.0
+
+
+def _bounded(fn, timeout: float):
+    """``fn()`` in a daemon thread; its result, its exception, or TimeoutError after ``timeout`` s.
+
+    A call that never returns is abandoned (the daemon thread cannot block the process's exit).
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            box["error"] = err
+
+    th = threading.Thread(target=target, name="wandb-init", daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        raise TimeoutError(f"wandb.init did not return within {timeout:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class Tracker:
@@ -68,8 +101,9 @@ class Tracker:
         run_dir.mkdir(parents=True, exist_ok=True)
         # Offline runs must not wait on a login prompt or a network timeout.
         os.environ.setdefault("WANDB_SILENT", "true")
+        timeout = float(logger_cfg.get("init_timeout_s", 30.0))
         try:
-            run = wandb.init(
+            run = _bounded(lambda: wandb.init(
                 project=str(logger_cfg.get("project", "coarse_gpu")),
                 entity=logger_cfg.get("entity") or None,
                 tags=list(logger_cfg.get("tags") or []),
@@ -79,9 +113,8 @@ class Tracker:
                 name=name,
                 group=group,
                 reinit="finish_previous",
-                settings=wandb.Settings(init_timeout=float(logger_cfg.get("init_timeout_s", 30.0)),
-                                        console="off", x_disable_stats=True),
-            )
+                settings=wandb.Settings(init_timeout=timeout, console="off", x_disable_stats=True),
+            ), timeout + WATCHDOG_GRACE_S)
         except Exception as err:  # noqa: BLE001 - any start-up failure must not lose the run
             log.warning("W&B could not start (%s: %s); tracking is off for this run, outputs are still "
                         "written to %s", type(err).__name__, err, run_dir)
@@ -123,6 +156,41 @@ class Tracker:
         import wandb
 
         self.run.log({name: wandb.Image(str(path))})
+
+    def log_results_table(self, results: Mapping[str, Any], name: str = "results") -> None:
+        """The results as a W&B table: one row per (method, K) with profits, shares and DR values."""
+        if self.run is None or not results.get("methods"):
+            return
+        import wandb
+
+        columns = ["method", "K", "oracle_profit", "share_of_full", "dr_value", "dr_ci_low", "dr_ci_high",
+                   "dr_share_of_full", "treatments", "segment_sizes"]
+        rows = []
+        for method, per_k in results["methods"].items():
+            for k, r in per_k.items():
+                ci = list(r.get("dr_ci") or [None, None]) + [None, None]
+                rows.append([method, int(k), r.get("oracle_profit"), r.get("share_of_full"), r.get("dr_value"),
+                             ci[0], ci[1], r.get("dr_share_of_full"), str(r.get("treatments")),
+                             str(r.get("segment_sizes"))])
+        rows = [[to_jsonable(v) for v in row] for row in rows]
+        self.run.log({name: wandb.Table(columns=columns, data=rows)})
+
+    def log_artifact(self, path: str | os.PathLike, name: str, type: str = "policy",
+                     metadata: Optional[Mapping[str, Any]] = None) -> bool:
+        """Attach a file or a folder (e.g. the run's ``policies/``) as a W&B artifact; False if absent."""
+        path = Path(path)
+        if self.run is None or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            return False
+        import wandb
+
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)  # W&B artifact names: letters, digits, - _ .
+        art = wandb.Artifact(name=name, type=type, metadata=to_jsonable(dict(metadata or {})))
+        if path.is_dir():
+            art.add_dir(str(path))
+        else:
+            art.add_file(str(path))
+        self.run.log_artifact(art)
+        return True
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Set run-level summary values (final figures shown in the W&B run table)."""

@@ -3,10 +3,19 @@
 ``TARNet`` and ``DragonNet`` learn one outcome head per experimental arm on a shared representation;
 ``predict_profit(X, T)`` extends the per-arm predictions to any treatments T with the linear
 interpolation operator of ``ArmGrid`` (coarse_gpu.models.interpolate).
+``DoseLogit`` (structured economic logit head) and ``DoseVC`` (varying-coefficient spline head) take
+the treatment into the head and answer at any t directly (coarse_gpu.models.dose).
+``CrossFitted`` gives out-of-fold predictions and seed/fold ensembles with a spread
+(coarse_gpu.models.crossfit); ``aipw_scores`` the doubly robust pseudo-outcomes per customer and arm
+(coarse_gpu.models.scores).
 """
 from coarse_gpu.models.base import PerArmCATEModel
+from coarse_gpu.models.crossfit import CrossFitted
+from coarse_gpu.models.dose import DoseLogit, DoseResponseModel, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.interpolate import ArmGrid
+from coarse_gpu.models.scores import aipw_scores, model_aipw_scores
 from coarse_gpu.models.tarnet import TARNet
 
-__all__ = ["ArmGrid", "DragonNet", "PerArmCATEModel", "TARNet"]
+__all__ = ["ArmGrid", "CrossFitted", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet", "PerArmCATEModel",
+           "TARNet", "aipw_scores", "model_aipw_scores"]

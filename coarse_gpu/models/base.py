@@ -12,10 +12,13 @@ the network works on standardized X and y, and predictions are mapped back.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import logging
 import math
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.interpolate import METHODS, ArmGrid
 from coarse_gpu.models.networks import count_parameters, no_decay_parameters
 from coarse_gpu.utils.device import resolve_device
@@ -30,6 +34,19 @@ from coarse_gpu.utils.device import resolve_device
 #: Rows per forward pass when predicting (memory bound only; results do not depend on it).
 PREDICT_BATCH = 16384
 ARM_HEADS = ("separate", "conditioned")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: Parameters that do not change what is learned: left out of the checkpoint fingerprint, so a
+#: run can resume on another device or with the progress bar switched on.
+_NOT_FINGERPRINTED = ("verbose", "device", "checkpoint_dir")
+
+log = logging.getLogger("coarse_gpu")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialized torch.distributed process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +195,21 @@ class PerArmCATEModel:
     device : "auto" (CUDA when available) | "cpu" | "cuda" | "cuda:N".
     seed : seeds the weight init, the validation split, the minibatch order and dropout.
     verbose : tqdm progress bar over epochs.
+    amp : mixed precision on CUDA: "auto" (default: bfloat16 autocast where the GPU supports it,
+        else float16 with a GradScaler; off on CPU, so the CPU path is exact float32), "bf16",
+        "fp16" (CUDA only) or "off". Validation and predictions always run in float32.
+    checkpoint_dir : folder for per-epoch checkpoints (None = none). Every epoch the model,
+        optimizer, LR scheduler, early-stopping state, best weights, history and all RNG states
+        are written atomically to ``<checkpoint_dir>/<Class>-<fingerprint>.pt``; ``fit`` on the
+        same hyperparameters and data resumes from it (a killed run continues where its last
+        finished epoch ended and, on CPU, ends with bitwise the same model; a finished run is
+        restored without training). See coarse_gpu.models.checkpoint.
+
+    Distributed data parallel: when ``fit`` runs inside an initialized torch.distributed process
+    group (``torchrun``, see coarse_gpu.models.distributed), the network is wrapped in
+    DistributedDataParallel, every rank trains on its DistributedSampler shard with
+    ``batch_size // world_size`` rows per step (so ``batch_size`` stays the global batch), and
+    only rank 0 writes checkpoints.
     """
 
     def __init__(
@@ -201,6 +233,8 @@ class PerArmCATEModel:
         min_delta: float = 1e-4,
         arm_heads: str = "conditioned",
         ema: float = 0.0,
+        amp: str = "auto",
+        checkpoint_dir: Optional[str] = None,
     ) -> None:
         self.hidden = hidden
         self.n_repr_layers = n_repr_layers
@@ -221,6 +255,8 @@ class PerArmCATEModel:
         self.min_delta = min_delta
         self.arm_heads = arm_heads
         self.ema = ema
+        self.amp = amp
+        self.checkpoint_dir = checkpoint_dir
 
     #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
     _network_cls: type = None  # set by subclasses
@@ -288,6 +324,8 @@ class PerArmCATEModel:
             raise ValueError(f"{type(self).__name__}: arm_heads must be one of {ARM_HEADS}, got {self.arm_heads!r}")
         if self.interpolation not in METHODS:
             raise ValueError(f"{type(self).__name__}: interpolation must be one of {METHODS}, got {self.interpolation!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"{type(self).__name__}: amp must be one of {AMP_MODES}, got {self.amp!r}")
 
     def _arm_coords(self) -> Optional[torch.Tensor]:
         """(A, d + A) arm features for ``arm_heads="conditioned"`` (None for separate heads).
@@ -383,8 +421,36 @@ class PerArmCATEModel:
         self.fit_time_s_ = time.perf_counter() - t_start
         return self
 
+    def _amp_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype for training on ``device_``, or None for plain float32."""
+        if self.amp == "off":
+            return None
+        if self.device_.type != "cuda":
+            if self.amp == "auto":
+                return None
+            raise ValueError(f"{type(self).__name__}: amp={self.amp!r} needs a CUDA device (device is "
+                             f"{self.device_}); use amp='auto' or 'off'")
+        if self.amp == "fp16":
+            return torch.float16
+        if self.amp == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    def _checkpoint_file(self, tr: dict, va: dict, world: int) -> Optional[Path]:
+        """``<checkpoint_dir>/<Class>-<fingerprint of hyperparameters + training data>.pt`` or None."""
+        if self.checkpoint_dir is None:
+            return None
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_FINGERPRINTED}
+        params.update(world_size=world, model=type(self).__name__)
+        arrays = [tr[k] for k in sorted(tr)] + [va[k] for k in sorted(va)]
+        if getattr(self, "arms_", None) is not None:
+            arrays.append(np.asarray(self.arms_))
+        return Path(self.checkpoint_dir) / f"{type(self).__name__}-{fingerprint(params, arrays)}.pt"
+
     def _train(self, tr: dict, va: dict, gen: torch.Generator) -> None:
-        net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(self.device_)
+        dev = self.device_
+        rank, world = _distributed()
+        net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(dev)
         decay, no_decay = no_decay_parameters(net)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -392,11 +458,24 @@ class PerArmCATEModel:
         )
         lr_patience = self.lr_patience if self.lr_patience is not None else max(1, self.patience // 3)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
+        amp_dtype = self._amp_dtype()
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         n_train = tr["y"].shape[0]
         has_val = va["y"].shape[0] > 0
+        batch_size = self.batch_size
+        sampler = None
+        if world > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            # Each rank gets a disjoint shard of every epoch's permutation (padded to equal length so
+            # every rank takes the same number of steps); the global batch stays ``batch_size``.
+            sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True,
+                                         seed=int(self.seed), drop_last=False)
+            n_train = sampler.num_samples
+            batch_size = max(1, self.batch_size // world)
         # Drop a last minibatch smaller than half a batch: a handful of rows gives a noisy step.
-        n_batches = max(1, math.ceil(n_train / self.batch_size))
-        if n_batches > 1 and n_train - (n_batches - 1) * self.batch_size < self.batch_size // 2:
+        n_batches = max(1, math.ceil(n_train / batch_size))
+        if n_batches > 1 and n_train - (n_batches - 1) * batch_size < batch_size // 2:
             n_batches -= 1
 
         # Exponential moving average of the weights (ema > 0): with noisy outcomes the SGD iterates
@@ -409,26 +488,81 @@ class PerArmCATEModel:
 
         self.history_: list[dict] = []
         best, best_state, best_epoch, stale = math.inf, None, 0, 0
-        bar = tqdm(range(1, self.max_epochs + 1), desc=type(self).__name__, disable=not self.verbose, leave=False)
+        start_epoch, finished = 1, False
+        ckpt = self._checkpoint_file(tr, va, world)
+        self.checkpoint_path_ = ckpt
+        self.resumed_from_epoch_ = 0
+        state = load_checkpoint(ckpt, map_location=dev) if ckpt is not None else None
+        if state is not None:
+            net.load_state_dict(state["net"])
+            if ema > 0:
+                eval_net.load_state_dict(state["eval_net"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if "scaler" in state and scaler.is_enabled():
+                scaler.load_state_dict(state["scaler"])
+            self.history_ = list(state["history"])
+            best, best_epoch, stale = float(state["best"]), int(state["best_epoch"]), int(state["stale"])
+            best_state = state["best_state"]
+            start_epoch, finished = int(state["epoch"]) + 1, bool(state["finished"])
+            set_rng_state(state["rng"], gen, dev)
+            if world > 1:  # dropout masks: rank-dependent, reproducible streams after a resume
+                torch.manual_seed(int(self.seed) + 1000 * int(state["epoch"]) + rank)
+            self.resumed_from_epoch_ = int(state["epoch"])
+            log.info("%s: resumed from checkpoint %s (epoch %d%s)", type(self).__name__, ckpt, state["epoch"],
+                     ", training had finished" if finished else "")
+
+        train_net = net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            on_gpu = dev.type == "cuda" and dev.index is not None
+            train_net = DistributedDataParallel(net, device_ids=[dev.index] if on_gpu else None)
+
+        def autocast():
+            if amp_dtype is None:
+                return contextlib.nullcontext()
+            return torch.autocast(device_type=dev.type, dtype=amp_dtype)
+
+        epochs = range(start_epoch, self.max_epochs + 1) if not finished else range(0)
+        bar = tqdm(epochs, desc=type(self).__name__, disable=not self.verbose or rank != 0, leave=False,
+                   initial=start_epoch - 1, total=self.max_epochs)
         for epoch in bar:
             net.train()
-            perm = torch.randperm(n_train, generator=gen).to(self.device_)
-            total = torch.zeros((), device=self.device_)
+            if sampler is None:
+                perm = torch.randperm(n_train, generator=gen).to(dev)
+            else:
+                sampler.set_epoch(epoch)
+                perm = torch.as_tensor(list(sampler), dtype=torch.long, device=dev)
+            total = torch.zeros((), device=dev)
             for b in range(n_batches):
-                idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+                idx = perm[b * batch_size : (b + 1) * batch_size]
                 batch = {k: v[idx] for k, v in tr.items()}
-                loss, _ = self._batch_loss(net(batch["x"], batch["arm"]), batch)
+                with autocast():
+                    loss, _ = self._batch_loss(train_net(batch["x"], batch["arm"]), batch)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler.is_enabled():
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
                 if ema > 0:
                     with torch.no_grad():
                         torch._foreach_lerp_(ema_params, live_params, 1.0 - ema)
-                total += loss.detach()  # summed on device: no host sync per step
+                total += loss.detach().float()  # summed on device: no host sync per step
+            if world > 1:
+                torch.distributed.all_reduce(total)
+                total /= world
             train_loss = float(total) / n_batches
             rec = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
             if has_val:
                 parts = self._evaluate(eval_net, va)
+                if world > 1:  # identical weights on every rank; rank 0's figure decides for all
+                    v = torch.tensor([parts[k] for k in sorted(parts)], dtype=torch.float64, device=dev)
+                    torch.distributed.broadcast(v, src=0)
+                    parts = dict(zip(sorted(parts), v.tolist()))
                 rec.update(parts)
                 val = parts["val_loss"]
             else:
@@ -447,10 +581,28 @@ class PerArmCATEModel:
                 best_state = copy.deepcopy(eval_net.state_dict())
             else:
                 stale += 1
+            stop = False
             if has_val:
                 sched.step(val)
-                if stale >= self.patience:
-                    break
+                stop = stale >= self.patience
+            if ckpt is not None and rank == 0:
+                save_checkpoint(ckpt, {
+                    "epoch": epoch,
+                    "finished": stop or epoch == self.max_epochs,
+                    "net": net.state_dict(),
+                    "eval_net": eval_net.state_dict() if ema > 0 else None,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "history": self.history_,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "best_state": best_state,
+                    "rng": rng_state(gen, dev),
+                })
+            if stop:
+                break
         bar.close()
         net = eval_net
         if has_val and best_state is not None:
