@@ -14,12 +14,7 @@ FAST = dict(hidden=16, n_repr_layers=1, n_head_layers=1, batch_size=128, max_epo
             device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

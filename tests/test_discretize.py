@@ -22,13 +22,7 @@ from coarse_gpu.discretize import exact as exact_mod
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads():
-    """Tiny tensors: one thread avoids thread-pool overhead on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_instance(seed: int, n: int = 200, m: int = 12, noise: float = 0.05) -> np.ndarray:

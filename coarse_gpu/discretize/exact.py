@@ -82,6 +82,16 @@ def _as_np64(U) -> np.ndarray:
     return np.asarray(U, dtype=np.float64)
 
 
+def _finite_matrix(a, name: str, shape: str) -> np.ndarray:
+    """``a`` as a float64 2-D array; ValueError naming ``name`` if it is not 2-D or not finite."""
+    X = _as_np64(a)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D {shape} array, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return X
+
+
 def certify(U: np.ndarray, a: np.ndarray, L: np.ndarray, H: np.ndarray, tol: Optional[float] = None):
     """Exact optimality certificate of an integral capacitated assignment (see module docstring).
 
@@ -184,11 +194,7 @@ def assign_with_shares(
     Returns the (N,) int64 assignment (certified optimal; see module docstring), and with
     ``return_prices=True`` also the certificate's prices g (K,).
     """
-    U = _as_np64(profit_NK)
-    if U.ndim != 2:
-        raise ValueError(f"profit_NK must be a 2-D (N, K) array, got shape {U.shape}")
-    if not np.all(np.isfinite(U)):
-        raise ValueError("profit_NK contains NaN or inf")
+    U = _finite_matrix(profit_NK, "profit_NK", "(N, K)")
     N, K = U.shape
     L, H = share_counts(N, K, min_share, max_share)
     out = _assign_with_counts(U, L, H, prices)
@@ -384,11 +390,7 @@ def enumerate_optimum(profit, k: int, min_share: Optional[float] = None, max_sha
 
     Returns (subset (k,) int64 sorted column indices, total objective float).
     """
-    X = _as_np64(profit)
-    if X.ndim != 2:
-        raise ValueError(f"profit must be a 2-D (N, M) array, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("profit contains NaN or inf")
+    X = _finite_matrix(profit, "profit", "(N, M)")
     N, M = X.shape
     if not (1 <= int(k) <= M):
         raise ValueError(f"k must be in [1, M={M}], got {k}")
