@@ -77,6 +77,24 @@ def test_sinkhorn_exact_on_noisy_tables_and_never_below_lloyd():
             assert s.objective >= opt - 1e-4 * abs(opt)
 
 
+def test_dominated_candidates_converge_without_cycling():
+    """K above the number of distinct ideal points: a treatment nobody wants stays empty, no re-seed loop.
+
+    Regression: a model interpolating between 3 arms puts every ideal point on an arm; at K=4 one
+    treatment is empty, no candidate has a positive gain, and re-seeding it cycled to max_iter.
+    """
+    rng = np.random.default_rng(0)
+    good = rng.normal(0.0, 1.0, (500, 3))
+    X = np.concatenate([good, good - 1.0, good - 2.0], 1)  # columns 3..8 strictly dominated
+    _, opt = enumerate_optimum(X, 4)
+    for solver in ("lloyd", "sinkhorn"):
+        res = discretize(X, 4, solver=solver, seed=0, device="cpu", n_restarts=4)
+        assert res.objective == pytest.approx(opt, rel=1e-9)
+        assert set(res.candidate_index[:]) >= {0, 1, 2}
+        per_restart = max(sum(1 for r in res.trace if r["phase"] == "lloyd" and r["restart"] == i) for i in range(4))
+        assert per_restart <= 5, per_restart  # converged, not max_iter (100) iterations
+
+
 def test_exact_solver_and_enumeration():
     X = smooth_instance(7, n=60, m=9)
     best, val = enumerate_optimum(X, 3)

@@ -349,17 +349,26 @@ class _Run:
                                    "objective": float(vals[j]), "marginal_error": 0.0})
                 empty = torch.nonzero(counts[j] == 0).flatten().tolist()
                 if empty:
-                    # Re-seed empty segments where they gain most (never lowers the objective).
+                    # Re-seed empty segments where they gain most (never lowers the objective). Only a
+                    # strictly positive gain counts: when every customer already has its best candidate
+                    # among the other treatments (e.g. a model whose ideal points sit on a few arms), no
+                    # candidate attracts anyone, and re-seeding would cycle to max_iter at an unchanged
+                    # objective; the empty treatment is then harmless and the location step goes on.
                     best = U[:, j].gather(1, A[:, j:j + 1])[:, 0]
                     cur = C[r].clone()
+                    reseeded = False
                     for e in empty:
                         gain = src.gains(best)
                         gain[cur] = -math.inf
                         m = int(gain.argmax())
+                        if not float(gain[m]) > self.rel_tol * (abs(float(vals[j])) + 1.0):
+                            break
                         cur[e] = m
+                        reseeded = True
                         best = torch.maximum(best, src.columns(torch.tensor([m], device=src.device))[:, 0])
-                    C[r] = cur
-                    continue
+                    if reseeded:
+                        C[r] = cur
+                        continue
                 new = _best_distinct(S[j], C[r].cpu().numpy(), self.rel_tol)
                 if new is None:
                     active[r] = False
