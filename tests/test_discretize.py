@@ -183,6 +183,13 @@ def test_share_constraints_exact(solver):
         assert res.info["share_assignment_certified_optimal"]
         _, opt = enumerate_optimum(X, k, min_share=lo, max_share=hi)
         assert opt - 1e-3 * abs(opt) <= res.objective <= opt + 1e-9 * abs(opt)
+        if solver == "sinkhorn":  # the final plan (warm-started from the LP prices) honours the box
+            assert res.info["final_marginal_error"] <= 1e-6
+            cold, _, err, _ = entropic_plan(torch.as_tensor(X[:, res.candidate_index]),
+                                            res.info["epsilon_abs"], lo, hi, tol=1e-9, max_iter=20000)
+            assert float(err) <= 1e-8
+            assert res.entropic_objective == pytest.approx(
+                float((cold * torch.as_tensor(X[:, res.candidate_index])).sum()) * N, rel=1e-5)
         # binding: the unconstrained optimum would violate the box for at least one instance type
         assert res.trace and all("objective" in t for t in res.trace)
 
@@ -350,6 +357,8 @@ def test_refine_moves_treatments_off_grid_on_a_smooth_2d_profit():
 # ---------------------------------------------------------------------------------------------------
 def test_input_errors():
     X = smooth_instance(0, n=50, m=6)
+    with pytest.raises(ValueError, match="n_anneal"):
+        discretize(X, 2, device="cpu", n_anneal=0)
     with pytest.raises(ValueError, match="k must"):
         discretize(X, 0, device="cpu")
     with pytest.raises(ValueError, match="k must"):
