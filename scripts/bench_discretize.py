@@ -10,7 +10,9 @@ Methods (K treatments chosen, then every customer takes its best chosen treatmen
   ours-dense    coarse_gpu.discretize on the materialized (N, M) matrix (solver=sinkhorn)
   ours-lazy     the same on the factored Pi = V W^T (KeOps on CUDA, row-blocked torch on CPU), never
                 storing N x M
-  ours-lloyd    the exact Lloyd alternation (the reference), dense
+  ours-lloyd    the exact Lloyd alternation (the reference), dense, the same --restarts
+  lloyd-match   Lloyd with 8, 16, 32, ... 512 restarts until it reaches ours-dense's objective: the wall
+                time of the first run that does (time to equal objective), "restarts" says how many
   pot-sinkhorn  the alternation with POT's log-domain ``ot.sinkhorn`` as the assignment step (column
                 masses = current segment shares, the same eps schedule end point), then argmax rounding
   pot-bary      POT ``ot.lp.free_support_barycenter`` of the customers' ideal treatments (K support
@@ -115,6 +117,20 @@ def run_cell(method: str, n: int, m: int, k: int, device: str, seed: int, restar
                          solver="sinkhorn" if method == "ours-dense" else "lloyd")
         cols = res.candidate_index
         info["path"] = res.info.get("path")
+    elif method == "lloyd-match":
+        X = _dense(V, W, torch, dev)
+        target = discretize(X, k, candidates=cand, device=device, seed=seed, n_restarts=restarts).objective
+        sync()
+        r = restarts
+        while True:
+            t0 = time.perf_counter()
+            res = discretize(X, k, candidates=cand, device=device, seed=seed, n_restarts=r, solver="lloyd")
+            if res.objective >= target * (1 - 1e-7) or r >= 512:
+                break
+            r *= 2
+        cols = res.candidate_index
+        info["restarts"] = r
+        info["reached_target"] = bool(res.objective >= target * (1 - 1e-7))
     elif method == "pot-sinkhorn":
         cols = _pot_sinkhorn_alternation(V, W, k, seed, torch, dev)
     elif method == "pot-bary":
@@ -211,12 +227,15 @@ def main(argv=None) -> int:
     p.add_argument("--m", type=int, nargs="+", default=[64, 1024])
     p.add_argument("--k", type=int, default=K_DEFAULT)
     p.add_argument("--methods", nargs="+",
-                   default=["ours-dense", "ours-lazy", "ours-lloyd", "pot-sinkhorn", "pot-bary", "kmeans-pref"])
+                   default=["ours-dense", "ours-lazy", "ours-lloyd", "lloyd-match", "pot-sinkhorn", "pot-bary",
+                            "kmeans-pref"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--restarts", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-dense-gb", type=float, default=6.0,
                    help="skip dense methods whose N x M float32 matrix exceeds this (the lazy path still runs)")
+    p.add_argument("--cell-timeout", type=float, default=None,
+                   help="give up on a cell after this many seconds (POT cells at N = 1e6 take ~5 min on 2 cores)")
     p.add_argument("--json", help="also write every row to this JSON file")
     p.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell, print its JSON
     args = p.parse_args(argv)
@@ -234,22 +253,30 @@ def main(argv=None) -> int:
         for m in args.m:
             cell_rows = []
             for method in args.methods:
-                dense = method in ("ours-dense", "ours-lloyd", "pot-sinkhorn", "kmeans-pref")
+                dense = method in ("ours-dense", "ours-lloyd", "lloyd-match", "pot-sinkhorn", "kmeans-pref")
                 if dense and n * m * 4 / 2**30 > args.max_dense_gb:
                     print(f"{n:>9} {m:>5} {method:<13}  skipped: N x M = {n * m * 4 / 2**30:.1f} GB float32 "
                           f"> --max-dense-gb {args.max_dense_gb}", flush=True)
                     continue
                 cmd = [sys.executable, __file__, "--cell", f"{method}:{n}:{m}", "--k", str(args.k),
                        "--device", args.device, "--seed", str(args.seed), "--restarts", str(args.restarts)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(),
+                                          timeout=args.cell_timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{n:>9} {m:>5} {method:<13}  not finished within --cell-timeout {args.cell_timeout} s",
+                          flush=True)
+                    continue
                 if proc.returncode != 0:
                     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
                     print(f"{n:>9} {m:>5} {method:<13}  FAILED: {tail[0]}", flush=True)
                     continue
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 cell_rows.append(row)
+                extra = f"  (restarts {row['restarts']}{'' if row['reached_target'] else ', target not reached'})" \
+                    if "restarts" in row else ""
                 print(f"{n:>9} {m:>5} {method:<13} {row['wall_s']:>8.2f} {row['peak_mb']:>9.0f} "
-                      f"{row['objective']:>14.1f}", flush=True)
+                      f"{row['objective']:>14.1f}{extra}", flush=True)
             best = max((r["objective"] for r in cell_rows), default=float("nan"))
             for r in cell_rows:
                 r["share_best"] = r["objective"] / best
@@ -258,6 +285,22 @@ def main(argv=None) -> int:
                 print(f"{'':>9} {'':>5} shares of the best objective: "
                       + ", ".join(f"{r['method']} {100 * r['share_best']:.3f}%" for r in cell_rows), flush=True)
             rows.extend(cell_rows)
+    # the same rows as a markdown table (the README's), one line per (N, M), one column per method
+    methods = [mt for mt in args.methods if any(r["method"] == mt for r in rows)]
+    if rows:
+        print("\n| N | M | " + " | ".join(methods) + " |\n| --- | --- |" + " --- |" * len(methods))
+        for n in args.n:
+            for m in args.m:
+                cells = {r["method"]: r for r in rows if r["n"] == n and r["m"] == m}
+                if not cells:
+                    continue
+                out = []
+                for mt in methods:
+                    r = cells.get(mt)
+                    out.append("not run" if r is None else
+                               f"{r['wall_s']:.2f} s / {r['peak_mb'] / 1024:.1f} GB / {100 * r['share_best']:.2f} %"
+                               + (f" (R={r['restarts']})" if "restarts" in r else ""))
+                print(f"| {n:,} | {m} | " + " | ".join(out) + " |")
     if args.json:
         from coarse_gpu.utils.io import atomic_write_text
 

@@ -205,6 +205,25 @@ def test_unknown_data_source():
         build_data(OmegaConf.create({"name": "excel"}), 0)
 
 
+def test_scale_override():
+    from coarse_gpu.experiment.config import register_configs  # noqa: F401 (schemas for compose)
+    from hydra import compose, initialize_config_dir
+
+    from coarse_gpu.cli import config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose("config", overrides=["experiment=field_experiment", "scale=0.01"])
+    assert cfg.scale == 0.01 and cfg.data.n_customers == 200_000
+    assert len(build_data(cfg.data, 0, cfg.scale)) == 2_000  # 200k x 0.01
+    with pytest.raises(ValueError, match=r"scale=-1.0 must be a positive number"):
+        build_data(cfg.data, 0, -1.0)
+    with pytest.raises(ValueError, match=r"scale=2.0 only applies to simulated data .*data=thornton"):
+        build_data(OmegaConf.create({"name": "thornton"}), 0, 2.0)
+    with pytest.raises(ValueError, match=r"leaves 0 customers"):
+        build_data(cfg.data, 0, 1e-9)
+
+
 # ---- K, arms, customers ------------------------------------------------------------------------
 def test_k_zero_or_negative():
     with pytest.raises(ValueError, match=r"every K must be >= 1, got K=0 in k_values=\[0, 2\]"):

@@ -212,6 +212,7 @@ class RunConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     seed: int = 0
+    scale: float = 1.0  # multiplies data.n_customers of simulated data (e.g. scale=10 device=cuda on a GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quiet: bool = False  # no progress bars (also off when the CI environment variable is set)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -57,10 +58,20 @@ def progress_enabled(cfg: DictConfig) -> bool:
 DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
 
 
-def build_data(data_cfg: DictConfig, seed: int) -> ExperimentData:
-    """The experiment named by ``data.name``: the simulator, a CSV/Parquet file, or a built-in real dataset."""
+def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> ExperimentData:
+    """The experiment named by ``data.name``: the simulator, a CSV/Parquet file, or a built-in real dataset.
+
+    ``scale`` (the top-level ``scale=`` key) multiplies the simulator's ``data.n_customers``: one switch
+    to take an experiment from the 2-CPU size to a GPU size (``scale=10``) without editing its config.
+    Real data has the size it has, so any other value there is an error.
+    """
     if data_cfg.name not in DATA_SOURCES:
         raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale={scale!r} must be a positive number (it multiplies data.n_customers)")
+    if scale != 1.0 and data_cfg.name != "promotions":
+        raise ValueError(f"scale={scale} only applies to simulated data (data=promotions); data={data_cfg.name} "
+                         "has a fixed number of customers: leave scale=1")
     if data_cfg.name == "file":
         from coarse_gpu.data.file import DataSchemaError, FileSpec, load_experiment
 
@@ -75,8 +86,12 @@ def build_data(data_cfg: DictConfig, seed: int) -> ExperimentData:
         from coarse_gpu.data.real import load_ihdp
 
         return load_ihdp(data_cfg, seed)
+    n_customers = int(round(data_cfg.n_customers * scale))
+    if n_customers < 2:
+        raise ValueError(f"scale={scale} x data.n_customers={data_cfg.n_customers} leaves {n_customers} customers; "
+                         "need at least 2")
     sim = PromotionsSimulator(
-        n_customers=data_cfg.n_customers,
+        n_customers=n_customers,
         discount_levels=tuple(data_cfg.discount_levels),
         duration_levels=tuple(data_cfg.duration_levels),
         margin=data_cfg.margin,
@@ -332,7 +347,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
 
     # ---- data -------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    data = build_data(cfg.data, seed)
+    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
     train, test = data.split((1.0 - cfg.data.eval_fraction, cfg.data.eval_fraction), seed=seed)
     space = data.space
     candidates = candidate_treatments(data, cfg.data)
