@@ -19,6 +19,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -44,6 +45,20 @@ def load_runs(sweep: Path) -> list[dict]:
     return runs
 
 
+def _cells(runs: list[dict], order: list[str], ks: list[int], key: str) -> dict:
+    """{method: {K: {mean, sd, n}}} of the per-run value ``key`` (e.g. share_of_full) where present."""
+    cells: dict = {}
+    for m in order:
+        cells[m] = {}
+        for k in ks:
+            vals = [r["methods"][m][str(k)][key] for r in runs
+                    if str(k) in r["methods"].get(m, {}) and r["methods"][m][str(k)].get(key) is not None]
+            if vals:
+                cells[m][str(k)] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+                                    else 0.0, "n": len(vals)}
+    return cells
+
+
 def summarize(runs: list[dict]) -> dict:
     methods = []
     for r in runs:
@@ -52,16 +67,10 @@ def summarize(runs: list[dict]) -> dict:
                 methods.append(m)
     order = [m for m in METHOD_LABELS if m in methods] + [m for m in methods if m not in METHOD_LABELS]
     ks = sorted({int(k) for r in runs for m in r["methods"] for k in r["methods"][m]})
-    cells: dict = {}
+    cells = _cells(runs, order, ks, "share_of_full")
     agree = total = 0
     for m in order:
-        cells[m] = {}
         for k in ks:
-            vals = [r["methods"][m][str(k)]["share_of_full"] for r in runs
-                    if str(k) in r["methods"].get(m, {}) and r["methods"][m][str(k)].get("share_of_full") is not None]
-            if vals:
-                cells[m][str(k)] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
-                                    else 0.0, "n": len(vals)}
             for r in runs:
                 c = r["methods"].get(m, {}).get(str(k))
                 if c and c.get("oracle_profit") is not None and c.get("dr_ci"):
@@ -81,6 +90,11 @@ def summarize(runs: list[dict]) -> dict:
     return {
         "n_runs": len(runs), "seeds": [r.get("seed") for r in runs], "k_values": ks, "methods": order,
         "share_of_full": cells,
+        # the paper's measure: the model's estimates for the policy, no treatment and full personalization
+        "expected_share_of_full": _cells(runs, order, ks, "expected_share_of_full"),
+        # what the model's own per-customer best keeps of the true increment (the estimation ceiling)
+        "estimated_ceiling": _mean_sd([r.get("full_personalization", {}).get("estimated_policy_share_of_full")
+                                       for r in runs]),
         "dr_agreement": {"cells": total, "oracle_inside_dr_ci": agree, "rate": agree / total if total else math.nan},
         "ot_vs_best_baseline": ot_best,
         "experiment": runs[0].get("config", {}).get("experiment", {}),
@@ -89,13 +103,20 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def table_md(s: dict) -> str:
+def _mean_sd(vals: list) -> Optional[dict]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def table_md(s: dict, key: str = "share_of_full") -> str:
     ks = s["k_values"]
     lines = ["| method | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
     for m in s["methods"]:
         row = []
         for k in ks:
-            c = s["share_of_full"][m].get(str(k))
+            c = s[key].get(m, {}).get(str(k))
             row.append(f"{100 * c['mean']:.2f} ± {100 * c['sd']:.2f}" if c else "")
         lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -146,6 +167,14 @@ def main(argv=None) -> int:
         shutil.copyfile(fig, args.out / fig.name)
         extra = f"\n\nTreatments chosen in the first run (seed {runs[0].get('seed')}):\n\n![treatments]({fig.name})\n"
     dr = s["dr_agreement"]
+    if any(s["expected_share_of_full"].get(m) for m in s["methods"]):
+        extra = ("\n\nShare of *expected* incremental profit (the paper's measure: the model's estimates for the "
+                 f"policy, no treatment and full personalization), mean ± sd:\n\n{table_md(s, 'expected_share_of_full')}"
+                 + extra)
+    if s.get("estimated_ceiling"):
+        c = s["estimated_ceiling"]
+        extra = (f"\n\nEstimation ceiling: the model's own per-customer best treatment keeps {100 * c['mean']:.2f} ± "
+                 f"{100 * c['sd']:.2f} % of the true increment." + extra)
     report = (f"# {s['experiment'].get('name', 'sweep')}\n\n{s['experiment'].get('description', '')}\n\n"
               f"{s['n_runs']} runs (seeds {s['seeds']}), {s['n_customers']} customers each, model {s['model']}.\n\n"
               "Share of full personalization's incremental profit (true profits, held-out customers), mean ± sd:\n\n"

@@ -68,6 +68,22 @@ def test_ot_is_at_least_as_good_as_single_best_and_grows_with_k(tiny_run):
     assert ot["1"]["share_of_full"] >= res["methods"]["single_best"]["1"]["share_of_full"] - 0.02
 
 
+def test_expected_share_is_the_papers_measure_and_ot_maximizes_it(tiny_run):
+    """The paper's 'expected' share uses the model's estimates throughout. ot maximizes exactly the
+    estimated profit over K treatments, so no baseline (same K, same estimates) may beat it there."""
+    _, res = tiny_run
+    for k in ("1", "2", "3"):
+        ot = res["methods"]["ot"][k]["expected_share_of_full"]
+        assert ot is not None and 0.0 < ot <= 1.01
+        for method, per_k in res["methods"].items():
+            if k in per_k:
+                assert per_k[k]["expected_share_of_full"] <= ot + 1e-3, (method, k)
+    # the estimated profit of a policy is what its expected share is made of: same ordering
+    ot = res["methods"]["ot"]
+    assert (ot["3"]["expected_profit"] >= ot["1"]["expected_profit"]) == (
+        ot["3"]["expected_share_of_full"] >= ot["1"]["expected_share_of_full"])
+
+
 def test_simulator_difficulty_figures_are_reported(tiny_run):
     _, res = tiny_run
     checks = res["simulator_checks"]

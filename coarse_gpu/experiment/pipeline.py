@@ -212,6 +212,10 @@ class Scored:
     share_of_full: float
     dr_value: float
     dr_ci: tuple[float, float]
+    # The paper's measure ("expected incremental profit"): the model's own estimates throughout, i.e.
+    # (pi_hat(policy) - pi_hat(control)) / (pi_hat(each customer's estimated best) - pi_hat(control)).
+    expected_profit: Optional[float] = None
+    expected_share_of_full: Optional[float] = None
 
 
 class Evaluator:
@@ -239,11 +243,18 @@ class Evaluator:
                 test.truth, test.space, points=oracle_points(test.space))
         else:
             self.control, self.full, self.full_treatments = None, None, None
+        # Estimated (model) control and full-personalization values per customer, for the paper's
+        # "expected" share; set by the pipeline once the profit matrix is predicted.
+        self.est_control: Optional[float] = None
+        self.est_full: Optional[float] = None
 
-    def dr(self, policy: Policy):
-        """Doubly robust value of ``policy`` on the held-out customers (DRResult: value, ci)."""
+    def _mu_policy(self, policy: Policy) -> np.ndarray:
         rows = np.arange(len(self.test))
-        mu_policy = self.model.predict_profit(self.test.X, policy.treatments)[rows, policy.assignment]
+        return self.model.predict_profit(self.test.X, policy.treatments)[rows, policy.assignment]
+
+    def dr(self, policy: Policy, mu_policy: Optional[np.ndarray] = None):
+        """Doubly robust value of ``policy`` on the held-out customers (DRResult: value, ci)."""
+        mu_policy = self._mu_policy(policy) if mu_policy is None else mu_policy
         kappa = _arm_weights(self.model, policy.treatments, "linear")[policy.assignment]
         scores = dr_scores(
             self.test.outcome, self.test.arm, self.test.propensity, self.mu_arms, mu_policy, kappa
@@ -251,11 +262,17 @@ class Evaluator:
         return dr_value(scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed)
 
     def score(self, policy: Policy) -> Scored:
-        dr = self.dr(policy)
+        mu_policy = self._mu_policy(policy)
+        dr = self.dr(policy, mu_policy)
+        expected = float(mu_policy.mean())
+        expected_share = None
+        if self.est_control is not None and self.est_full is not None and self.est_full > self.est_control:
+            expected_share = share_of_full(expected, self.est_control, self.est_full)
         if not self.has_truth:
-            return Scored(None, None, dr.value, tuple(dr.ci))
+            return Scored(None, None, dr.value, tuple(dr.ci), expected, expected_share)
         value = oracle_value(self.test.truth, policy)
-        return Scored(value, share_of_full(value, self.control, self.full), dr.value, tuple(dr.ci))
+        return Scored(value, share_of_full(value, self.control, self.full), dr.value, tuple(dr.ci), expected,
+                      expected_share)
 
 
 def _dr_share(evaluator: Evaluator, value: float) -> Optional[float]:
@@ -428,6 +445,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
             oracle = (model_profit_oracle(model, test.X, evaluator.mu_arms, device)
                       if getattr(model, "grid_", None) is not None else None)
         full_est = full_personalization(profit_hat, candidates)
+        evaluator.est_full = float(profit_hat.max(1).mean())
+        evaluator.est_control = float(model.predict_profit(test.X, np.asarray(space.control, dtype=float)[None, :])
+                                      .mean())
         if test.truth is not None:
             grid_pts = space.grid([11, 9]) if space.dim == 2 else candidates
             sq_err = (model.predict_profit(test.X, grid_pts) - test.truth.profit(grid_pts)) ** 2
@@ -512,6 +532,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                     "dr_value": s.dr_value,
                     "dr_ci": list(s.dr_ci),
                     "dr_share_of_full": _dr_share(evaluator, s.dr_value),
+                    "expected_profit": s.expected_profit,
+                    "expected_share_of_full": s.expected_share_of_full,
                     "segment_sizes": np.asarray(policy.segment_sizes).astype(int).tolist(),
                 }
                 if cfg.get("save_policies", True):

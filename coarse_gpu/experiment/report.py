@@ -69,6 +69,18 @@ def format_table(results: Mapping[str, Any]) -> str:
             f"{fp.get('control_oracle_profit', float('nan')):.4f}; the model's own per-customer argmax keeps "
             f"{100 * fp.get('estimated_policy_share_of_full', float('nan')):.2f}%)"
         )
+    if any(r.get("expected_share_of_full") is not None for m in methods for r in results["methods"][m].values()):
+        lines.append("")
+        lines.append("Share of expected incremental profit (the paper's measure: the model's estimates for the policy, "
+                     "no treatment and full personalization)")
+        lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>8}" for k in k_values))
+        for m in methods:
+            cells = []
+            for k in k_values:
+                r = results["methods"][m].get(k)
+                v = r.get("expected_share_of_full") if r else None
+                cells.append(f"{100 * v:7.2f}%" if v is not None else f"{'-':>8}")
+            lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
     lines.append("")
     lines.append("Doubly robust value per customer from held-out randomized data [95% CI] (no simulator needed)")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
