@@ -56,3 +56,18 @@ def test_plots_are_png(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 5000
     one_d = dict(_results(), treatment_names=["discount"])
     assert plot_treatments(one_d, tmp_path / "none.png", 5) is None
+    # with the heatmap of the customers' estimated best treatments under the chosen treatments
+    from coarse_gpu.data import PROMOTION_SPACE
+    from coarse_gpu.experiment.pipeline import ideal_treatment_histogram
+
+    cand = PROMOTION_SPACE.grid([5, 3])
+    ideal = cand[np.random.default_rng(0).integers(0, 15, size=300)]
+    hist = ideal_treatment_histogram(ideal, cand, PROMOTION_SPACE)
+    counts = np.asarray(hist["counts"])
+    assert counts.shape == (5, 3) and counts.sum() == 300
+    # every customer lands in the bin centred on its own candidate
+    i = np.searchsorted(hist["x_edges"], ideal[:, 0]) - 1
+    j = np.searchsorted(hist["y_edges"], ideal[:, 1]) - 1
+    assert np.array_equal(np.bincount(i * 3 + j, minlength=15).reshape(5, 3), counts)
+    p3 = plot_treatments(dict(_results(), ideal_treatments=hist), tmp_path / "heat.png", 5)
+    assert p3.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p3) > os.path.getsize(p2) * 0.5

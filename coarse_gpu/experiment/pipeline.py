@@ -308,6 +308,30 @@ def model_profit_oracle(model, X: np.ndarray, mu_arms: np.ndarray, device: torch
     return oracle
 
 
+def ideal_treatment_histogram(ideal: np.ndarray, candidates: np.ndarray, space, max_bins: int = 40) -> Optional[dict]:
+    """Where the held-out customers' estimated best treatments lie, as a 2-D histogram for the figures.
+
+    ideal : (N, 2) each customer's estimated best candidate; candidates : (M, 2) the candidate grid.
+    One bin per distinct candidate coordinate, centred on it (at most ``max_bins`` per axis, else
+    equal bins over the treatment box). None unless the space is 2-D.
+    Returns {"x_edges", "y_edges", "counts" (x bins, y bins), "source"}.
+    """
+    if space.dim != 2:
+        return None
+    edges = []
+    for j in range(2):
+        u = np.unique(candidates[:, j])
+        lo, hi = float(space.low[j]), float(space.high[j])
+        if 1 < u.size <= max_bins:
+            mids = (u[1:] + u[:-1]) / 2
+            edges.append(np.concatenate([[u[0] - (mids[0] - u[0])], mids, [u[-1] + (u[-1] - mids[-1])]]))
+        else:
+            edges.append(np.linspace(lo, hi, max_bins + 1) if u.size > 1 else np.array([lo - 0.5, hi + 0.5]))
+    counts, _, _ = np.histogram2d(ideal[:, 0], ideal[:, 1], bins=edges)
+    return {"x_edges": edges[0].tolist(), "y_edges": edges[1].tolist(), "counts": counts.astype(int).tolist(),
+            "source": "estimated best candidate per held-out customer"}
+
+
 def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
     """Seed for K from the solution at a smaller K: its grid treatments plus, one at a time, the candidate
     with the largest profit gain over them (greedy facility location); None when there is no previous."""
@@ -445,6 +469,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
             oracle = (model_profit_oracle(model, test.X, evaluator.mu_arms, device)
                       if getattr(model, "grid_", None) is not None else None)
         full_est = full_personalization(profit_hat, candidates)
+        results["ideal_treatments"] = ideal_treatment_histogram(candidates[profit_hat.argmax(1)], candidates, space)
         evaluator.est_full = float(profit_hat.max(1).mean())
         evaluator.est_control = float(model.predict_profit(test.X, np.asarray(space.control, dtype=float)[None, :])
                                       .mean())

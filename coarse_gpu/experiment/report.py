@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 
 # Display order and labels of the methods (the keys are the results.json contract).
@@ -144,43 +146,82 @@ def plot_share_vs_k(results: Mapping[str, Any], path: str | os.PathLike) -> Path
 
 
 def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int) -> Path | None:
-    """PNG: the K treatments each method chose in a 2-D treatment space, marker area = segment share.
+    """PNG: the K treatments the methods chose at K, over the heatmap of where the customers' estimated
+    best treatments lie (marker area and label = segment share), and each method's segment sizes.
 
-    Returns None when the treatment space is not 2-D or no method has that K.
+    Left panel: the OT discretizer and the two strongest baselines (k-means on preferences, grid) over
+    the heatmap of ``results["ideal_treatments"]``. Right panel: every method's segment shares at K as
+    stacked bars. Returns None when the treatment space is not 2-D or no method has that K.
     """
     names = results.get("treatment_names") or []
     if len(names) != 2:
+        return None
+    rows = []
+    for m in _method_order(results):
+        r = results["methods"][m].get(str(k)) or (results["methods"][m].get("1") if m == "single_best" else None)
+        if r:
+            rows.append((m, r))
+    if not rows:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    fig, (ax, axb) = plt.subplots(1, 2, figsize=(11.5, 4.6), gridspec_kw={"width_ratios": [1.35, 1.0]})
+    hist = results.get("ideal_treatments")
+    if hist:
+        counts = np.asarray(hist["counts"], dtype=float)
+        share = counts / max(counts.sum(), 1.0)
+        masked = np.ma.masked_where(share <= 0, share)
+        from matplotlib.colors import LogNorm
+
+        # log colours: the mass is usually concentrated on a few cells, and the tails are what matter
+        norm = LogNorm(vmin=float(share[share > 0].min()), vmax=float(share.max())) if (share > 0).sum() > 1 else None
+        mesh = ax.pcolormesh(hist["x_edges"], hist["y_edges"], masked.T, cmap="Greys", alpha=0.85, shading="flat",
+                             norm=norm)
+        fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02).set_label(
+            "share of customers whose estimated best is here (log)", fontsize=7)
     arms = results.get("arms")
     if arms is not None and len(arms):
-        ax.scatter([a[0] for a in arms], [a[1] for a in arms], marker="+", color="grey", s=40,
-                   label="experimental arms")
-    markers = {"ot": "o", "kmeans_features": "s", "kmeans_preferences": "^", "grid": "D", "single_best": "*"}
-    drawn = False
-    for m in _method_order(results):
-        r = results["methods"][m].get(str(k)) or (results["methods"][m].get("1") if m == "single_best" else None)
-        if not r:
+        ax.scatter([a[0] for a in arms], [a[1] for a in arms], marker="+", color="tab:grey", s=30,
+                   label="experimental arms", zorder=2)
+    styles = {"ot": ("o", "tab:red"), "kmeans_preferences": ("^", "tab:blue"), "grid": ("D", "tab:green")}
+    for m, r in rows:
+        if m not in styles:
             continue
         sizes = list(r.get("segment_sizes") if r.get("segment_sizes") is not None else [1] * len(r["treatments"]))
         total = max(sum(sizes), 1)
-        ax.scatter([t[0] for t in r["treatments"]], [t[1] for t in r["treatments"]],
-                   s=[20 + 600 * s / total for s in sizes], marker=markers.get(m, "x"), alpha=0.55,
-                   label=METHOD_LABELS.get(m, m))
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
+        mk, col = styles[m]
+        xs, ys = [t[0] for t in r["treatments"]], [t[1] for t in r["treatments"]]
+        ax.scatter(xs, ys, s=[25 + 700 * s_ / total for s_ in sizes], marker=mk, facecolors="none", edgecolors=col,
+                   linewidths=1.6, label=METHOD_LABELS.get(m, m), zorder=3)
+        if m == "ot":
+            for x, y, s_ in zip(xs, ys, sizes):
+                ax.annotate(f"{100 * s_ / total:.0f}%", (x, y), textcoords="offset points", xytext=(6, 6),
+                            fontsize=7, color=col)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title(f"Treatments chosen at K={k} (area = share of customers)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", markerscale=0.6)
+    ax.set_title(f"Treatments at K={k} over the customers' estimated best treatments", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, markerscale=0.5, frameon=False)
+    # segment sizes: one stacked bar per method, largest segment first
+    labels = []
+    for i, (m, r) in enumerate(rows):
+        sizes = np.sort(np.asarray(r.get("segment_sizes") or [1], dtype=float))[::-1]
+        frac = 100 * sizes / max(sizes.sum(), 1.0)
+        left = 0.0
+        for j, f in enumerate(frac):
+            axb.barh(i, f, left=left, color=plt.cm.tab10(j % 10), edgecolor="white", height=0.7)
+            if f >= 8:
+                axb.text(left + f / 2, i, f"{f:.0f}", ha="center", va="center", fontsize=6, color="white")
+            left += f
+        labels.append(METHOD_LABELS.get(m, m))
+    axb.set_yticks(range(len(rows)), labels, fontsize=7)
+    axb.invert_yaxis()
+    axb.set_xlim(0, 100)
+    axb.set_xlabel("share of customers per segment (largest first, %)")
+    axb.set_title(f"Segment sizes at K={k}", fontsize=9)
+    fig.tight_layout()
     out = _save_figure(fig, path)
     plt.close(fig)
     return out
