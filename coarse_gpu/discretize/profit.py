@@ -84,9 +84,35 @@ def _as_tensor(x, device, dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), device=device).to(dtype)
 
 
+# CPU temporaries of 2^19 elements (2 MB in float32) stay in cache; one pass over a whole N x M
+# temporary is ~10x slower on CPU (measured on 1e4 x 1024: 86 ms against 8 ms), mostly page faults.
+_CACHE_ELEMENTS = 1 << 19
+
+
+def _row_step(t: torch.Tensor, m: int) -> int:
+    """Rows per block for an elementwise pass over (rows, m): cache-sized on CPU, everything on GPU."""
+    return t.shape[0] if t.device.type == "cuda" else max(64, _CACHE_ELEMENTS // max(1, m))
+
+
 def _check_finite(t: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+    t2 = t.reshape(t.shape[0], -1) if t.ndim > 1 else t.reshape(-1, 1)
+    step = _row_step(t2, t2.shape[1])
+    for lo in range(0, t2.shape[0], step):
+        if not bool(torch.isfinite(t2[lo:lo + step]).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
+def relu_colsum(X: torch.Tensor, best: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(M,) sum over rows i of (X_im - best_i)_+ for X (N, M), best (N,); row blocks on CPU (see above).
+
+    ``out`` (M,), if given, is added to in place and returned.
+    """
+    n, m = X.shape
+    out = torch.zeros(m, device=X.device, dtype=X.dtype) if out is None else out
+    step = _row_step(X, m)
+    for lo in range(0, n, step):
+        out += (X[lo:lo + step] - best[lo:lo + step, None]).clamp_min_(0).sum(0)
+    return out
 
 
 class ProfitSource:
@@ -200,7 +226,7 @@ class DenseSource(ProfitSource):
         out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
         for lo in range(0, self.n, self.block):
             hi = min(self.n, lo + self.block)
-            out += torch.relu(self._block(lo, hi) - best[lo:hi, None]).sum(0)
+            relu_colsum(self._block(lo, hi), best[lo:hi], out)
         return out
 
     def rows(self, idx):
@@ -294,9 +320,10 @@ class FactoredSource(ProfitSource):
             bi = LazyTensor(best.to(self.dtype).reshape(-1, 1, 1).contiguous())
             return ((Vi | Wj) - bi).relu().sum(dim=0).reshape(-1)
         out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
-        for lo in range(0, self.n, self.block):
-            hi = min(self.n, lo + self.block)
-            out += torch.relu(self.V[lo:hi] @ self.W.T - best[lo:hi, None]).sum(0)
+        step = min(self.block, _row_step(self.V, self.m))
+        for lo in range(0, self.n, step):
+            hi = min(self.n, lo + step)
+            out += (self.V[lo:hi] @ self.W.T - best[lo:hi, None]).clamp_min_(0).sum(0)
         return out
 
     def submatrix(self, rows, cols):
@@ -364,7 +391,7 @@ class OracleSource(ProfitSource):
     def gains(self, best):
         out = torch.empty(self.m, device=self.device, dtype=self.dtype)
         for lo, blk in self._chunks():
-            out[lo:lo + blk.shape[1]] = torch.relu(blk - best[:, None]).sum(0)
+            out[lo:lo + blk.shape[1]] = relu_colsum(blk, best)
         return out
 
     def submatrix(self, rows, cols):

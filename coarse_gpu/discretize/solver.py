@@ -56,6 +56,7 @@ from coarse_gpu.discretize.profit import (
     OracleSource,
     ProfitSource,
     call_oracle,
+    relu_colsum,
 )
 from coarse_gpu.discretize.refine import grid_steps, refine_treatments
 from coarse_gpu.discretize.sinkhorn import entropic_plan
@@ -446,7 +447,7 @@ class _Run:
                 if k > 1:
                     r = torch.where(top.indices[:, 0] == j, top.values[:, 1], top.values[:, 0])
                     # sum_i max(r_i, X_im) = sum_i r_i + sum_i (X_im - r_i)_+ (the relu sum is small: accurate)
-                    G[j] = torch.relu(Xs - r[:, None]).sum(0).to(torch.float64) + r.to(torch.float64).sum()
+                    G[j] = relu_colsum(Xs, r).to(torch.float64) + r.to(torch.float64).sum()
                 else:
                     G[j] = Xs.sum(0).to(torch.float64)
             G[:, C] = -math.inf
