@@ -359,6 +359,14 @@ def test_input_errors():
     X = smooth_instance(0, n=50, m=6)
     with pytest.raises(ValueError, match="n_anneal"):
         discretize(X, 2, device="cpu", n_anneal=0)
+    # the finite check sums first: a huge but finite table (its float32 sum overflows) is accepted,
+    # a single NaN among huge values is still caught
+    big = np.full((400, 6), 5e35, dtype=np.float32)
+    big[np.arange(400), np.arange(400) % 6] = 5.1e35
+    assert discretize(big, 2, device="cpu", n_restarts=1).k == 2
+    big[17, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        discretize(big, 2, device="cpu", n_restarts=1)
     with pytest.raises(ValueError, match="k must"):
         discretize(X, 0, device="cpu")
     with pytest.raises(ValueError, match="k must"):
