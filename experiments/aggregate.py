@@ -131,7 +131,7 @@ def plot(s: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m in s["methods"]:
         ks = [k for k in s["k_values"] if str(k) in s["share_of_full"][m]]
-        if len(ks) < 2:
+        if not ks:  # (a method with a single K, e.g. one treatment for all, is drawn as one marker)
             continue
         mu = np.array([100 * s["share_of_full"][m][str(k)]["mean"] for k in ks])
         sd = np.array([100 * s["share_of_full"][m][str(k)]["sd"] for k in ks])
