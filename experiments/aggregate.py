@@ -51,11 +51,9 @@ def _cells(runs: list[dict], order: list[str], ks: list[int], key: str) -> dict:
     for m in order:
         cells[m] = {}
         for k in ks:
-            vals = [r["methods"][m][str(k)][key] for r in runs
-                    if str(k) in r["methods"].get(m, {}) and r["methods"][m][str(k)].get(key) is not None]
-            if vals:
-                cells[m][str(k)] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
-                                    else 0.0, "n": len(vals)}
+            c = _mean_sd([r["methods"][m][str(k)].get(key) for r in runs if str(k) in r["methods"].get(m, {})])
+            if c:
+                cells[m][str(k)] = c
     return cells
 
 

@@ -325,10 +325,9 @@ class FactoredSource(ProfitSource):
             bi = LazyTensor(best.to(self.dtype).reshape(-1, 1, 1).contiguous())
             return ((Vi | Wj) - bi).relu().sum(dim=0).reshape(-1)
         out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
-        step = min(self.block, _row_step(self.V, self.m))
+        step = min(self.block, _row_step(self.V, self.m))  # each product block is cache-sized on CPU
         for lo in range(0, self.n, step):
-            hi = min(self.n, lo + step)
-            out += (self.V[lo:hi] @ self.W.T - best[lo:hi, None]).clamp_min_(0).sum(0)
+            relu_colsum(self.V[lo:lo + step] @ self.W.T, best[lo:lo + step], out)
         return out
 
     def submatrix(self, rows, cols):

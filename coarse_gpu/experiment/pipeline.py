@@ -469,8 +469,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
             oracle = (model_profit_oracle(model, test.X, evaluator.mu_arms, device)
                       if getattr(model, "grid_", None) is not None else None)
         full_est = full_personalization(profit_hat, candidates)
-        results["ideal_treatments"] = ideal_treatment_histogram(candidates[profit_hat.argmax(1)], candidates, space)
-        evaluator.est_full = float(profit_hat.max(1).mean())
+        # full_est already holds each customer's estimated best candidate and its mean estimated value
+        results["ideal_treatments"] = ideal_treatment_histogram(full_est.treatments[full_est.assignment], candidates,
+                                                                space)
+        evaluator.est_full = float(full_est.info["estimated_value"])
         evaluator.est_control = float(model.predict_profit(test.X, np.asarray(space.control, dtype=float)[None, :])
                                       .mean())
         if test.truth is not None:
