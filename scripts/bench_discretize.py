@@ -27,6 +27,7 @@ on CUDA) belongs to that cell only; the timing excludes process start and data g
 
     python scripts/bench_discretize.py                              # N in {1e4,1e5,1e6} x M in {64,1024}
     python scripts/bench_discretize.py --n 1000000 --m 256          # the 2-core CPU target (< 10 s)
+    python scripts/bench_discretize.py --repeat 3 --methods ours-lazy lloyd-lazy   # median of 3 processes
     python scripts/bench_discretize.py --device cuda --n 10000000 --m 1024 --methods ours-lazy
 """
 from __future__ import annotations
@@ -118,12 +119,14 @@ def run_cell(method: str, n: int, m: int, k: int, device: str, seed: int, restar
                          solver="sinkhorn" if method == "ours-lazy" else "lloyd")
         cols = res.candidate_index
         info["path"] = res.info.get("path")
+        info["phase_s"] = {key: round(v, 3) for key, v in res.info.get("phase_s", {}).items()}
     elif method in ("ours-dense", "ours-lloyd"):
         X = _dense(V, W, torch, dev)
         res = discretize(X, k, candidates=cand, device=device, seed=seed, n_restarts=restarts,
                          solver="sinkhorn" if method == "ours-dense" else "lloyd")
         cols = res.candidate_index
         info["path"] = res.info.get("path")
+        info["phase_s"] = {key: round(v, 3) for key, v in res.info.get("phase_s", {}).items()}
     elif method == "lloyd-match":
         X = _dense(V, W, torch, dev)
         target = discretize(X, k, candidates=cand, device=device, seed=seed, n_restarts=restarts).objective
@@ -243,6 +246,8 @@ def main(argv=None) -> int:
                    help="skip dense methods whose N x M float32 matrix exceeds this (the lazy path still runs)")
     p.add_argument("--cell-timeout", type=float, default=None,
                    help="give up on a cell after this many seconds (POT cells at N = 1e6 take ~5 min on 2 cores)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each cell this many times (a fresh process each) and report the median wall time")
     p.add_argument("--json", help="also write every row to this JSON file")
     p.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell, print its JSON
     args = p.parse_args(argv)
@@ -267,18 +272,25 @@ def main(argv=None) -> int:
                     continue
                 cmd = [sys.executable, __file__, "--cell", f"{method}:{n}:{m}", "--k", str(args.k),
                        "--device", args.device, "--seed", str(args.seed), "--restarts", str(args.restarts)]
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(),
-                                          timeout=args.cell_timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{n:>9} {m:>5} {method:<13}  not finished within --cell-timeout {args.cell_timeout} s",
-                          flush=True)
+                reps = []
+                for _ in range(max(1, args.repeat)):
+                    try:
+                        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(),
+                                              timeout=args.cell_timeout)
+                    except subprocess.TimeoutExpired:
+                        print(f"{n:>9} {m:>5} {method:<13}  not finished within --cell-timeout {args.cell_timeout} s",
+                              flush=True)
+                        break
+                    if proc.returncode != 0:
+                        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                        print(f"{n:>9} {m:>5} {method:<13}  FAILED: {tail[0]}", flush=True)
+                        break
+                    reps.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                if len(reps) < max(1, args.repeat):
                     continue
-                if proc.returncode != 0:
-                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-                    print(f"{n:>9} {m:>5} {method:<13}  FAILED: {tail[0]}", flush=True)
-                    continue
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                # the run with the median wall time (same seed and instance: the objective is the same)
+                row = sorted(reps, key=lambda r: r["wall_s"])[len(reps) // 2]
+                row["wall_s_all"] = [round(r["wall_s"], 3) for r in reps]
                 cell_rows.append(row)
                 extra = f"  (restarts {row['restarts']}{'' if row['reached_target'] else ', target not reached'})" \
                     if "restarts" in row else ""

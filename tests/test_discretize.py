@@ -50,13 +50,14 @@ def factored_instance(seed: int, n: int = 3000, m: int = 40, a: int = 6):
 # ---------------------------------------------------------------------------------------------------
 # exactness on small instances
 # ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("solver", ["sinkhorn", "lloyd"])
-def test_matches_brute_force_optimum(solver):
+@pytest.mark.parametrize("solver,opts", [("sinkhorn", {}), ("sinkhorn", {"greedy_seed": False}), ("lloyd", {})],
+                         ids=["sinkhorn", "sinkhorn-no-greedy", "lloyd"])
+def test_matches_brute_force_optimum(solver, opts):
     for seed in range(4):
         X = smooth_instance(seed)
         for k in (2, 3, 4):
             _, opt = enumerate_optimum(X, k)
-            res = discretize(X, k, solver=solver, seed=seed, device="cpu")
+            res = discretize(X, k, solver=solver, seed=seed, device="cpu", **opts)
             assert res.objective <= opt + 1e-9 * abs(opt)
             assert res.objective >= opt - 1e-3 * abs(opt), (seed, k, res.objective, opt)
             # the reported objective is the value of the returned assignment
@@ -75,6 +76,12 @@ def test_sinkhorn_exact_on_noisy_tables_and_never_below_lloyd():
             l = discretize(X, k, solver="lloyd", seed=seed, device="cpu")
             assert s.objective >= l.objective - 1e-9 * abs(l.objective)
             assert s.objective >= opt - 1e-4 * abs(opt)
+            # the large-problem default: the annealed solution in place of the greedy-seeded restart
+            a = discretize(X, k, solver="sinkhorn", seed=seed, device="cpu", greedy_seed=False)
+            assert len(a.info["restart_objectives"]["lloyd"]) == 7 and len(a.info["restart_objectives"]["sinkhorn"]) == 1
+            # the seven k-means++ restarts are Lloyd's restarts 1..7, the same seeds
+            assert a.info["restart_objectives"]["lloyd"] == pytest.approx(l.info["restart_objectives"]["lloyd"][1:], rel=1e-12)
+            assert a.objective >= opt - 1e-4 * abs(opt), (seed, k, a.objective, opt)
 
 
 def test_dominated_candidates_converge_without_cycling():
@@ -261,6 +268,41 @@ def test_subsample_search_then_full_polish_matches_full_search():
         assert sub.info["objective_after_full_polish"] == pytest.approx(sub.objective, rel=1e-5)
     with pytest.raises(ValueError, match="subsample must be"):
         discretize(X, 3, candidates=cand, device="cpu", subsample=0)
+
+
+def test_large_search_skips_greedy_seed_and_still_matches_lloyd():
+    """N x M >= 2**22: sinkhorn anneals (on a 16k sample) instead of the greedy seed, draws its k-means++
+    seeds on that sample, and still reaches at least Lloyd's objective with its full seeding."""
+    V, W, cand = factored_instance(5, n=70000, m=64)
+    fp = FactoredProfit(V, W)
+    for k in (3, 5):
+        s = discretize(fp, k, candidates=cand, seed=0, device="cpu")
+        l = discretize(fp, k, candidates=cand, seed=0, device="cpu", solver="lloyd")
+        g = discretize(fp, k, candidates=cand, seed=0, device="cpu", greedy_seed=True)
+        assert len(s.info["restart_objectives"]["lloyd"]) == 7 and len(s.info["restart_objectives"]["sinkhorn"]) == 1
+        assert len(g.info["restart_objectives"]["lloyd"]) == 8  # forced: the small-search behaviour
+        assert s.objective >= l.objective * (1 - 1e-9), (k, s.objective, l.objective)
+        assert g.objective >= l.objective * (1 - 1e-9)
+        anneal_rows = {r["rows"] for r in s.trace if r["phase"] == "anneal"}
+        assert anneal_rows == {16384}  # the whole annealing ran on the sample
+    with pytest.raises(ValueError, match="greedy_seed must be"):
+        discretize(V[:100] @ W.T, 2, device="cpu", greedy_seed="yes")
+
+
+def test_swap_values_equal_brute_force():
+    """G[k, m] = total profit after replacing treatment k by candidate m, for every (k, m) pair."""
+    from coarse_gpu.discretize.profit import swap_values
+
+    gen = torch.Generator().manual_seed(0)
+    for n, m, k in [(3000, 30, 4), (700, 9, 1), (2000, 12, 2)]:
+        X = torch.randn(n, m, generator=gen, dtype=torch.float64)
+        C = torch.randperm(m, generator=gen)[:k].tolist()
+        G = swap_values(X, X[:, C])
+        assert G.shape == (k, m)
+        for j in range(k):
+            for c in range(m):
+                cols = C[:j] + C[j + 1:] + [c]
+                assert float(G[j, c]) == pytest.approx(float(X[:, cols].max(1).values.sum()), rel=1e-12, abs=1e-9)
 
 
 def test_factored_equals_dense_and_lazy_reductions():

@@ -21,10 +21,13 @@ free or boxed by the shares through the dual potentials g), the location step ma
 sum_i P_ik Pi_im, and eps decreases geometrically from ``eps_start`` to ``epsilon`` (both relative to the
 profit scale: the root-mean-square over customers of the std of their profits across candidates),
 warm-starting the potentials. Each annealed solution is then rounded to a hard assignment and polished
-by the exact Lloyd alternation. Only the first ``n_anneal`` (default 1) seeds are annealed: from
-eps_start = 1 every seed flows to the same solution. All seeds are also run through plain Lloyd, and
+by the exact Lloyd alternation. Only ``n_anneal`` (default 1) restarts are annealed: from eps_start = 1
+every start flows to the same solution. The other restarts are plain Lloyd from k-means++ seeds, and
 the best ``n_swap`` (2) distinct solutions get a 1-swap local search (``_Run.swap``); the best of all
-is returned, so the sinkhorn result is never below Lloyd's from the same seed and restarts.
+is returned. Small searches (N M < 2**22) and share constraints also run Lloyd's greedy-seeded
+restart, so there the result is never below Lloyd's from the same seeds; large ones skip it and draw
+the k-means++ seeds on the annealing sample, because seeding on all N x M profits is most of Lloyd's
+time at scale (``greedy_seed``).
 
 ``exact``: enumerate all C(M, K) subsets (``exact.enumerate_optimum``), for small problems.
 
@@ -56,10 +59,10 @@ from coarse_gpu.discretize.profit import (
     OracleSource,
     ProfitSource,
     call_oracle,
-    relu_colsum,
+    swap_values,
 )
 from coarse_gpu.discretize.refine import grid_steps, refine_treatments
-from coarse_gpu.discretize.sinkhorn import entropic_plan
+from coarse_gpu.discretize.sinkhorn import entropic_plan, entropic_value
 from coarse_gpu.utils.device import resolve_device
 
 SOLVERS = ("sinkhorn", "lloyd", "exact")
@@ -86,8 +89,8 @@ DEFAULT_OPTIONS = dict(
     # the benchmark instances). Annealing one seed and spending the rest on plain Lloyd restarts (cheap)
     # and the swap search (which is what closes the last 0.1-0.5 %) is the faster mix.
     n_anneal=1,  # sinkhorn: how many of the restarts are annealed (the first ones; None: all)
-    # Annealing at every temperature but the last on this many sampled customers (None: all of them);
-    # see _Run.anneal. 16384 customers estimate a segment's mean profit curve to ~1 % of its spread.
+    # Annealing on this many sampled customers, then the Lloyd polish on all (None: all of them);
+    # see _Run.anneal. The k-means++ seeds of the non-greedy path are drawn from the same sample. 16384 customers estimate a segment's mean profit curve to ~1 % of its spread.
     anneal_rows=16384,
     swap=True,  # sinkhorn: finish with 1-swap local search (facility-location moves) on the best solutions
     n_swap=2,  # how many of the best distinct solutions get the swap search (None: n_restarts)
@@ -98,7 +101,15 @@ DEFAULT_OPTIONS = dict(
     # sampling error far below the objective's resolution, and the full-data polish removes the rest.
     # "auto": 65536 customers when N > 262144; None: never; an int: that sample size.
     subsample="auto",
+    # sinkhorn: restart 0 of the plain Lloyd restarts is the greedy facility-location seed (True) or is
+    # left to the annealed solution (False). The greedy seed costs K relu-sum passes over all N x M
+    # profits (0.5 s of a 1.5 s Lloyd run on the 65k x 1024 search sample; the k-means++ seeds need one
+    # row max), while annealing needs only plan x profit products (O(N K A) on a factored source).
+    # "auto": greedy while the search's N x M < 2**22 entries (cheap there) or under share constraints
+    # (no swap search there); True / False: always / never. solver="lloyd" always seeds greedily.
+    greedy_seed="auto",
 )
+_SMALL_SEARCH = 1 << 22  # N x M entries below which sinkhorn also runs the greedy-seeded restart ("auto")
 
 
 @dataclass
@@ -265,11 +276,16 @@ def _sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
     return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
 
 
-def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init) -> torch.Tensor:
-    """(R, K) distinct candidate indices per restart: init / greedy for restart 0, k-means++ for the rest."""
+def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init, first: bool = True) -> torch.Tensor:
+    """(R, K) distinct candidate indices per restart: init / greedy for restart 0, k-means++ for the rest.
+
+    ``first=False``: only the R - 1 k-means++ seeds (the same ones, drawn from ``gen`` in the same order).
+    """
     N, M = src.n, src.m
     seeds = []
-    if init is not None:
+    if not first:
+        pass
+    elif init is not None:
         seeds.append([int(x) for x in init])
     else:
         colmean = src.scores(torch.full((N, 1), 1.0 / N, device=src.device, dtype=src.dtype))[0]
@@ -302,7 +318,34 @@ def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, ini
             chosen.append(m)
             best = torch.maximum(best, src.columns(torch.tensor([m], device=src.device))[:, 0])
         seeds.append(chosen)
-    return torch.tensor(seeds, dtype=torch.long, device=src.device)
+    return torch.tensor(seeds, dtype=torch.long, device=src.device).reshape(-1, k)
+
+
+def _anneal_starts(src: ProfitSource, r: int, k: int, gen: torch.Generator, init) -> torch.Tensor:
+    """(R, K) starts for annealing without the Lloyd seeding: ``init`` or the K best columns on average
+    for start 0, random distinct candidates for the others.
+
+    Costs one column-mean pass (O(N A) on a factored source) where the greedy / k-means++ seeding of
+    ``_seeds`` needs K relu-sum passes and a row max over all N x M profits. From ``eps_start`` = 1
+    the annealing forgets its start (8 random starts flowed to one solution on the benchmark).
+    """
+    N, M = src.n, src.m
+    if init is not None:
+        first = torch.as_tensor(np.asarray(init, dtype=np.int64))
+    else:
+        colmean = src.scores(torch.full((N, 1), 1.0 / N, device=src.device, dtype=src.dtype))[0]
+        first = colmean.topk(k).indices.cpu()
+    starts = [first] + [torch.randperm(M, generator=gen)[:k] for _ in range(1, r)]
+    return torch.stack(starts).to(src.device)
+
+
+def _greedy_seed(option, n: int, m: int, shares: bool) -> bool:
+    """Whether ``sinkhorn`` runs the greedy-seeded Lloyd restart; see DEFAULT_OPTIONS["greedy_seed"]."""
+    if option == "auto":
+        return shares or n * m < _SMALL_SEARCH
+    if not isinstance(option, bool):
+        raise ValueError(f"greedy_seed must be 'auto', True or False, got {option!r}")
+    return option
 
 
 def _best_distinct(S: np.ndarray, current: np.ndarray, rel_tol: float) -> Optional[np.ndarray]:
@@ -390,17 +433,19 @@ class _Run:
     def anneal(self, C0: torch.Tensor, eps_list, restart_ids, pbar=None, coarse: Optional[ProfitSource] = None):
         """Deterministic annealing with the entropic plan; returns (C (R, K), potentials g (R, K)).
 
-        ``coarse``: a random subsample of the customers used at every temperature but the last. At a
-        high temperature the plan is smooth and the location step only needs the segments' average
-        profit curves, which a sample estimates well; the cost per step on CPU is one skinny (RK x N)
-        @ (N x M) product, memory-bound, so it scales with the rows read.
+        ``coarse``: a random subsample of the customers the whole annealing runs on. The location step
+        only needs the segments' average profit curves, which a sample estimates well, and the exact
+        Lloyd polish on all the search's customers follows; the cost per step on CPU is one skinny
+        (RK x N) @ (N x M) product, memory-bound, so it scales with the rows read. (Running the last
+        temperature on all customers instead gave the same objectives on the 72 stress instances of
+        the closing note, at 2x the time.)
         """
         k, M = self.k, self.src.m
         R = C0.shape[0]
         C = C0.clone()
         g = None
         for li, rel in enumerate(eps_list):
-            src = coarse if coarse is not None and li < len(eps_list) - 1 else self.src
+            src = coarse if coarse is not None else self.src
             N = src.n
             eps = rel * self.scale
             for it in range(int(self.opts["iter_per_eps"])):
@@ -435,10 +480,10 @@ class _Run:
         """1-swap local search: replace one treatment by one candidate while that raises the objective.
 
         The value of swapping slot k for candidate m is sum_i max(r_ik, Pi_im), r_ik = the best profit of
-        customer i without slot k, i.e. sum_i r_ik + gains_m(r_k): all (k, m) pairs cost K reductions
-        over a screening sample of customers (all customers when N * M is small: then the screening is
-        exact). The best screened swaps are verified on all customers; an accepted swap is followed by
-        a Lloyd polish. Stops when no verified swap improves. (No share constraints.)
+        customer i without slot k: all (k, m) pairs cost two passes over a screening sample of customers
+        (``swap_values``; all customers when N * M is small: then the screening is exact). The best
+        screened swaps are verified on all customers. When no swap improves, a Lloyd polish; stops
+        when neither a swap nor the polish improves. (No share constraints.)
         """
         src, k, N, M = self.src, self.k, self.src.n, self.src.m
         if k >= M:
@@ -450,18 +495,11 @@ class _Run:
         rows = torch.arange(N, device=src.device) if exact_screen else \
             torch.randperm(N, generator=gen)[:n_s].sort().values.to(src.device)
         Xs = src.submatrix(rows, torch.arange(M, device=src.device))
+        polished = True  # the starts are Lloyd fixed points
         for rnd in range(int(self.opts["max_iter"])):
             Us = Xs[:, C]
-            top = Us.topk(2, dim=1) if k > 1 else None
             base = Us.max(1).values
-            G = torch.empty(k, M, dtype=torch.float64, device=src.device)
-            for j in range(k):
-                if k > 1:
-                    r = torch.where(top.indices[:, 0] == j, top.values[:, 1], top.values[:, 0])
-                    # sum_i max(r_i, X_im) = sum_i r_i + sum_i (X_im - r_i)_+ (the relu sum is small: accurate)
-                    G[j] = relu_colsum(Xs, r).to(torch.float64) + r.to(torch.float64).sum()
-                else:
-                    G[j] = Xs.sum(0).to(torch.float64)
+            G = swap_values(Xs, Us)
             G[:, C] = -math.inf
             delta = (G - base.to(torch.float64).sum()).flatten()
             tol = self.rel_tol * (abs(obj) + 1.0)
@@ -479,11 +517,19 @@ class _Run:
                     break
             self.trace.append({"restart": restart_id, "phase": "swap", "eps": 0.0, "iter": rnd, "objective": obj,
                                "marginal_error": 0.0, "accepted": accepted})
-            if not accepted:
+            if accepted:
+                polished = False
+                continue
+            if polished:  # no improving swap from a Lloyd fixed point: done
                 break
+            # One Lloyd polish per run of accepted swaps (not one per swap: each polish costs a few
+            # full passes over the profits, a swap round one screening pass and a verification).
             Cp, objp, _ = self.lloyd(C[None], "swap-polish", [restart_id])
-            if float(objp[0]) >= obj:
-                C, obj = Cp[0], max(obj, self.objective(Cp[0]))
+            polished = True
+            val = self.objective(Cp[0])
+            if not val > obj + tol:
+                break
+            C, obj = Cp[0], val
         return C, obj
 
 
@@ -564,6 +610,7 @@ def discretize(
         raise ValueError(f"max_iter must be >= 1, got {opts['max_iter']}")
     if not (0.0 < float(opts["eps_decay"]) < 1.0):
         raise ValueError(f"eps_decay must lie in (0, 1), got {opts['eps_decay']}")
+    _greedy_seed(opts["greedy_seed"], 0, 0, False)  # validates the option before any work
     dev = resolve_device(device)
     mem = int(opts["memory_limit_bytes"]) if opts["memory_limit_bytes"] is not None else _default_memory_limit(dev)
     if mem <= 0:
@@ -625,30 +672,47 @@ def discretize(
             run = _Run(sub_src, k, Ls, Hs, shares, opts, scale, trace, rel_tol)
             info["subsample"] = n_sub
         phase_s: dict[str, float] = {}  # wall time per phase (info["phase_s"])
+        greedy = solver == "lloyd" or _greedy_seed(opts["greedy_seed"], run.src.n, M, shares)
+        n_a = n_restarts if opts["n_anneal"] is None else min(n_restarts, int(opts["n_anneal"]))
+        eps_list = _eps_schedule(float(opts["eps_start"]), eps_target, float(opts["eps_decay"]))
         t_ph = time.perf_counter()
-        seeds = _seeds(run.src, k, n_restarts, gen, init)
+        # The annealing sample (see _Run.anneal): every temperature but the last runs on it.
+        a_rows, coarse = opts["anneal_rows"], None
+        if solver == "sinkhorn" and a_rows is not None and run.src.n > 2 * int(a_rows) and len(eps_list) > 1:
+            coarse = run.src.rows(np.sort(np.random.default_rng(int(seed) + 1).choice(
+                run.src.n, int(a_rows), replace=False)))  # None where the source cannot subsample
+        if greedy:  # restart 0 greedy (or init), 1.. k-means++; the first n_a of them also annealed
+            seeds = _seeds(run.src, k, n_restarts, gen, init)
+            anneal_from, lloyd_ids = seeds[:n_a], np.arange(n_restarts)
+        else:  # restarts 0..n_a-1 annealed from cheap starts, n_a.. k-means++ Lloyd
+            anneal_from = _anneal_starts(run.src, n_a, k, gen, init)
+            # k-means++ draws customers in proportion to their regret: drawing them from the annealing
+            # sample (a uniform subsample) gives the same distribution of seeds at a fraction of the
+            # row-max pass; the Lloyd restarts themselves then run on all the search's customers.
+            seeds = _seeds(coarse if coarse is not None else run.src, k, n_restarts - n_a + 1, gen, None, first=False)
+            lloyd_ids = np.arange(n_a, n_restarts)
         phase_s["seed"] = time.perf_counter() - t_ph
         ids = np.arange(n_restarts)
-        eps_list = _eps_schedule(float(opts["eps_start"]), eps_target, float(opts["eps_decay"]))
         pbar = tqdm(total=len(eps_list) + 2, desc=f"discretize K={k}", disable=not opts["verbose"], leave=False)
-        t_ph = time.perf_counter()
-        C_l, obj_l, _ = run.lloyd(seeds, "lloyd", ids)
-        phase_s["lloyd"] = time.perf_counter() - t_ph
-        pbar.update(1)
-        results = [(C_l, obj_l)]
-        if solver == "sinkhorn":
-            n_a = n_restarts if opts["n_anneal"] is None else min(n_restarts, int(opts["n_anneal"]))
+        results, result_ids = [], []  # (C (R, K), objective (R,)) per phase, and the restart id of each row
+        info["restart_objectives"] = {}
+        if lloyd_ids.size:
             t_ph = time.perf_counter()
-            a_rows = opts["anneal_rows"]
-            coarse = None
-            if a_rows is not None and run.src.n > 2 * int(a_rows) and len(eps_list) > 1:
-                coarse = run.src.rows(np.sort(np.random.default_rng(int(seed) + 1).choice(
-                    run.src.n, int(a_rows), replace=False)))  # None where the source cannot subsample
-            C_a, g = run.anneal(seeds[:n_a], eps_list, ids[:n_a], pbar, coarse=coarse)
+            C_l, obj_l, _ = run.lloyd(seeds, "lloyd", lloyd_ids)
+            phase_s["lloyd"] = time.perf_counter() - t_ph
+            results.append((C_l, obj_l))
+            result_ids.extend(lloyd_ids.tolist())
+            info["restart_objectives"]["lloyd"] = obj_l.tolist()
+        pbar.update(1)
+        if solver == "sinkhorn":
+            t_ph = time.perf_counter()
+            C_a, g = run.anneal(anneal_from, eps_list, ids[:n_a], pbar, coarse=coarse)
             prices = [g[r].to(torch.float64).cpu().numpy() for r in range(n_a)] if shares else None
             C_p, obj_p, _ = run.lloyd(C_a, "polish", ids[:n_a], prices=prices)
             phase_s["anneal"] = time.perf_counter() - t_ph
             results.append((C_p, obj_p))
+            result_ids.extend(ids[:n_a].tolist())
+            info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
             eps_used = eps_target
         else:
             eps_used = 0.0
@@ -658,10 +722,8 @@ def discretize(
         allobj = torch.cat([o for _, o in results], 0)
         best = int(allobj.argmax())
         C_best = allC[best]
-        info["restart_objectives"] = {"lloyd": obj_l.tolist()}
         if solver == "sinkhorn":
-            info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
-            info["best_from"] = "lloyd" if best < n_restarts else "sinkhorn"
+            info["best_from"] = "lloyd" if best < lloyd_ids.size else "sinkhorn"
             if opts["swap"] and not shares:
                 t_ph = time.perf_counter()
                 seen, best_obj = [], float(allobj[best])
@@ -670,12 +732,11 @@ def discretize(
                     if key in seen:
                         continue
                     seen.append(key)
-                    Cs, objs = run.swap(allC[idx].clone(), float(allobj[idx]), gen,
-                                        idx if idx < n_restarts else idx - n_restarts)
+                    Cs, objs = run.swap(allC[idx].clone(), float(allobj[idx]), gen, result_ids[idx])
                     if objs > best_obj:
                         C_best, best_obj = Cs, objs
                         info["best_from"] = "swap"
-                    if len(seen) >= int(opts["n_swap"] or n_restarts):
+                    if len(seen) >= int(opts["n_swap"] or len(result_ids)):
                         break
                 phase_s["swap"] = time.perf_counter() - t_ph
         if run is not full_run:  # exact Lloyd polish of the sample's winner on every customer
@@ -712,12 +773,15 @@ def discretize(
         # Warm start from the hard assignment's LP prices (same sign convention: a_i = argmax_k U_ik + g_k);
         # at a small eps the entropic potentials are within O(eps) of them, so this converges in a few
         # iterations where a cold start needs hundreds (10 s at N = 1e5 with binding shares).
-        g0 = torch.as_tensor(np.asarray(prices, dtype=np.float64), device=U64.device) \
-            if shares and prices is not None else None
-        P, _, err, _ = entropic_plan(U64, eps_target * scale, run.lo, run.hi, g=g0,
-                                     tol=min(float(opts["tol"]), 1e-6), max_iter=max(1000, int(opts["sinkhorn_iter"])))
-        entropic = float((P * U64).sum()) * N
-        info["final_marginal_error"] = float(err)
+        if shares:
+            g0 = torch.as_tensor(np.asarray(prices, dtype=np.float64), device=U64.device) if prices is not None else None
+            P, _, err, _ = entropic_plan(U64, eps_target * scale, run.lo, run.hi, g=g0, tol=min(float(opts["tol"]), 1e-6),
+                                         max_iter=max(1000, int(opts["sinkhorn_iter"])))
+            entropic = float((P * U64).sum()) * N
+            info["final_marginal_error"] = float(err)
+        else:  # free column masses: the plan is a row softmax, its rows sum to 1/N exactly
+            entropic = entropic_value(U64, eps_target * scale)
+            info["final_marginal_error"] = 0.0
     else:
         entropic = objective
     if shares:
