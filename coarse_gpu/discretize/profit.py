@@ -329,6 +329,10 @@ class FactoredSource(ProfitSource):
         # P^T (V W^T) = (P^T V) W^T: O(N J A) and no N x M intermediate.
         return (P.T @ self.V) @ self.W.T
 
+    def _product_rows(self) -> int:
+        """Rows per (rows, M) block of V W^T in the torch reductions: cache-sized on CPU, within budget."""
+        return min(self.block, _row_step(self.V, self.m))
+
     def _lazy_pair(self):
         from pykeops.torch import LazyTensor
 
@@ -342,7 +346,7 @@ class FactoredSource(ProfitSource):
                 self._rowmax = (v.reshape(-1), a.reshape(-1).long())
             else:
                 vals, args = [], []
-                step = min(self.block, _row_step(self.V, self.m))  # cache-sized product blocks on CPU
+                step = self._product_rows()
                 for lo in range(0, self.n, step):
                     v, a = (self.V[lo:lo + step] @ self.W.T).max(1)
                     vals.append(v)
@@ -358,7 +362,7 @@ class FactoredSource(ProfitSource):
             bi = LazyTensor(best.to(self.dtype).reshape(-1, 1, 1).contiguous())
             return ((Vi | Wj) - bi).relu().sum(dim=0).reshape(-1)
         out = torch.zeros(self.m, device=self.device, dtype=self.dtype)
-        step = min(self.block, _row_step(self.V, self.m))  # each product block is cache-sized on CPU
+        step = self._product_rows()
         for lo in range(0, self.n, step):
             relu_colsum(self.V[lo:lo + step] @ self.W.T, best[lo:lo + step], out)
         return out

@@ -276,6 +276,11 @@ def _sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
     return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
 
 
+def _column_means(src: ProfitSource) -> torch.Tensor:
+    """(M,) mean profit of each candidate over the customers (one P^T Pi product)."""
+    return src.scores(torch.full((src.n, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
+
+
 def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init, first: bool = True) -> torch.Tensor:
     """(R, K) distinct candidate indices per restart: init / greedy for restart 0, k-means++ for the rest.
 
@@ -283,13 +288,10 @@ def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, ini
     """
     N, M = src.n, src.m
     seeds = []
-    if not first:
-        pass
-    elif init is not None:
+    if first and init is not None:
         seeds.append([int(x) for x in init])
-    else:
-        colmean = src.scores(torch.full((N, 1), 1.0 / N, device=src.device, dtype=src.dtype))[0]
-        chosen = [int(colmean.argmax())]
+    elif first:
+        chosen = [int(_column_means(src).argmax())]
         best = src.columns(torch.tensor(chosen, device=src.device))[:, 0]
         for _ in range(1, k):
             gain = src.gains(best)
@@ -329,13 +331,11 @@ def _anneal_starts(src: ProfitSource, r: int, k: int, gen: torch.Generator, init
     ``_seeds`` needs K relu-sum passes and a row max over all N x M profits. From ``eps_start`` = 1
     the annealing forgets its start (8 random starts flowed to one solution on the benchmark).
     """
-    N, M = src.n, src.m
     if init is not None:
         first = torch.as_tensor(np.asarray(init, dtype=np.int64))
     else:
-        colmean = src.scores(torch.full((N, 1), 1.0 / N, device=src.device, dtype=src.dtype))[0]
-        first = colmean.topk(k).indices.cpu()
-    starts = [first] + [torch.randperm(M, generator=gen)[:k] for _ in range(1, r)]
+        first = _column_means(src).topk(k).indices.cpu()
+    starts = [first] + [torch.randperm(src.m, generator=gen)[:k] for _ in range(1, r)]
     return torch.stack(starts).to(src.device)
 
 
@@ -676,7 +676,7 @@ def discretize(
         n_a = n_restarts if opts["n_anneal"] is None else min(n_restarts, int(opts["n_anneal"]))
         eps_list = _eps_schedule(float(opts["eps_start"]), eps_target, float(opts["eps_decay"]))
         t_ph = time.perf_counter()
-        # The annealing sample (see _Run.anneal): every temperature but the last runs on it.
+        # The annealing sample (see _Run.anneal): the annealing runs on it, the polish on all run rows.
         a_rows, coarse = opts["anneal_rows"], None
         if solver == "sinkhorn" and a_rows is not None and run.src.n > 2 * int(a_rows) and len(eps_list) > 1:
             coarse = run.src.rows(np.sort(np.random.default_rng(int(seed) + 1).choice(
@@ -692,7 +692,7 @@ def discretize(
             seeds = _seeds(coarse if coarse is not None else run.src, k, n_restarts - n_a + 1, gen, None, first=False)
             lloyd_ids = np.arange(n_a, n_restarts)
         phase_s["seed"] = time.perf_counter() - t_ph
-        ids = np.arange(n_restarts)
+        anneal_ids = np.arange(n_a)  # the annealed restarts are restarts 0..n_a-1 on both paths
         pbar = tqdm(total=len(eps_list) + 2, desc=f"discretize K={k}", disable=not opts["verbose"], leave=False)
         results, result_ids = [], []  # (C (R, K), objective (R,)) per phase, and the restart id of each row
         info["restart_objectives"] = {}
@@ -706,12 +706,12 @@ def discretize(
         pbar.update(1)
         if solver == "sinkhorn":
             t_ph = time.perf_counter()
-            C_a, g = run.anneal(anneal_from, eps_list, ids[:n_a], pbar, coarse=coarse)
+            C_a, g = run.anneal(anneal_from, eps_list, anneal_ids, pbar, coarse=coarse)
             prices = [g[r].to(torch.float64).cpu().numpy() for r in range(n_a)] if shares else None
-            C_p, obj_p, _ = run.lloyd(C_a, "polish", ids[:n_a], prices=prices)
+            C_p, obj_p, _ = run.lloyd(C_a, "polish", anneal_ids, prices=prices)
             phase_s["anneal"] = time.perf_counter() - t_ph
             results.append((C_p, obj_p))
-            result_ids.extend(ids[:n_a].tolist())
+            result_ids.extend(anneal_ids.tolist())
             info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
             eps_used = eps_target
         else:
