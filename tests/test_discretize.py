@@ -289,6 +289,66 @@ def test_large_search_skips_greedy_seed_and_still_matches_lloyd():
         discretize(V[:100] @ W.T, 2, device="cpu", greedy_seed="yes")
 
 
+def test_two_level_search_runs_restarts_on_the_sample_and_polishes_the_best_on_all():
+    """Large search: every restart runs on the 16k annealing sample, only the n_swap best distinct
+    ones are polished on all the search's customers; the result is still a fixed point there and at
+    least Lloyd's objective on this instance (as with the restarts on all customers)."""
+    V, W, cand = factored_instance(5, n=70000, m=64)
+    fp = FactoredProfit(V, W)
+    X = V @ W.T
+    for k in (3, 5):
+        s = discretize(fp, k, candidates=cand, seed=0, device="cpu")
+        one = discretize(fp, k, candidates=cand, seed=0, device="cpu", coarse_restarts=False)
+        l = discretize(fp, k, candidates=cand, seed=0, device="cpu", solver="lloyd")
+        phases = {}
+        for r in s.trace:
+            phases.setdefault(r["phase"], set()).add(r["restart"])
+        assert phases["lloyd-coarse"] == set(range(1, 8)) and phases["polish-coarse"] == {0}
+        assert phases["anneal"] == {0} and 1 <= len(phases["polish"]) <= 2  # n_swap = 2 kept
+        assert "lloyd" not in phases  # no k-means++ restart iterated on all 70k customers
+        # N M < 2**24: Lloyd's greedy restart (its K passes are cheap here) also runs on all customers,
+        # as restart 8, so the result is at least Lloyd's restart 0
+        assert phases["greedy"] == {8}
+        assert s.info["restart_objectives"]["greedy"][0] == pytest.approx(l.info["restart_objectives"]["lloyd"][0], rel=1e-7)
+        assert s.objective >= l.info["restart_objectives"]["lloyd"][0] * (1 - 1e-7)  # float32 restart sums
+        assert "greedy" not in {r["phase"] for r in discretize(fp, k, candidates=cand, seed=0, device="cpu",
+                                                                 greedy_seed=False).trace}
+        assert "lloyd" in {r["phase"] for r in one.trace}  # coarse_restarts=False: the one-level search
+        assert s.objective >= l.objective * (1 - 1e-9), (k, s.objective, l.objective)
+        # a Lloyd fixed point on all customers: every customer on its best chosen column, and no other
+        # set of K distinct candidates serves the same segments better (the location step's assignment)
+        from scipy.optimize import linear_sum_assignment
+
+        U = X[:, s.candidate_index]
+        assert np.array_equal(s.assignment, U.argmax(1))
+        S = np.stack([X[s.assignment == c].sum(0) for c in range(k)])  # (K, M) segment profit at each candidate
+        rows, cols = linear_sum_assignment(S, maximize=True)
+        assert S[np.arange(k), s.candidate_index].sum() >= S[rows, cols].sum() * (1 - 1e-6)
+
+
+def test_dense_segment_sums_rows_and_panels_equal_the_plain_products():
+    """The CPU shortcuts of DenseSource (index_add_ segment sums, numpy row gathers, column panels) give
+    the same numbers as the one-hot product / torch indexing they replace."""
+    from coarse_gpu.discretize.profit import DenseSource, ProfitSource
+
+    gen = torch.Generator().manual_seed(0)
+    for n, m, r in [(3000, 512, 1), (2000, 1024, 2), (2000, 300, 1), (1000, 64, 3)]:
+        X = torch.randn(n, m, generator=gen, dtype=torch.float64)
+        src = DenseSource(X, torch.device("cpu"), torch.float64, 1 << 30)
+        A = torch.randint(0, 4, (n, r), generator=gen)
+        onehot = torch.nn.functional.one_hot(A, 4).to(torch.float64)  # (n, r, 4)
+        want = torch.einsum("nrk,nm->rkm", onehot, X)
+        torch.testing.assert_close(src.segment_scores(A, 4), want, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(ProfitSource.segment_scores(src, A, 4), want, rtol=1e-12, atol=1e-9)
+        P = torch.rand(n, 7, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(src.scores(P), P.T @ X, rtol=1e-12, atol=1e-9)
+        idx = np.sort(np.random.default_rng(0).choice(n, 100, replace=False))
+        assert torch.equal(src.rows(idx).X, X[torch.as_tensor(idx)])
+        rows, cols = torch.as_tensor(idx), torch.tensor([5, 1, 3])
+        assert torch.equal(src.submatrix(rows, cols), X[rows][:, cols])
+        assert torch.equal(src.submatrix(rows, torch.arange(m)), X[rows])
+
+
 def test_swap_values_equal_brute_force():
     """G[k, m] = total profit after replacing treatment k by candidate m, for every (k, m) pair."""
     from coarse_gpu.discretize.profit import swap_values

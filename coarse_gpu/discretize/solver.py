@@ -27,7 +27,10 @@ the best ``n_swap`` (2) distinct solutions get a 1-swap local search (``_Run.swa
 is returned. Small searches (N M < 2**22) and share constraints also run Lloyd's greedy-seeded
 restart, so there the result is never below Lloyd's from the same seeds; large ones skip it and draw
 the k-means++ seeds on the annealing sample, because seeding on all N x M profits is most of Lloyd's
-time at scale (``greedy_seed``).
+time at scale (``greedy_seed``). Large searches also run on two levels (``coarse_restarts``): the
+restarts and the annealing on the 16k annealing sample, the best ``n_swap`` polished on all the
+search's customers (``_two_level_search``); below N M = 2**24 the greedy restart is added back on all
+of them, where it is cheap.
 
 ``exact``: enumerate all C(M, K) subsets (``exact.enumerate_optimum``), for small problems.
 
@@ -106,10 +109,18 @@ DEFAULT_OPTIONS = dict(
     # profits (0.5 s of a 1.5 s Lloyd run on the 65k x 1024 search sample; the k-means++ seeds need one
     # row max), while annealing needs only plan x profit products (O(N K A) on a factored source).
     # "auto": greedy while the search's N x M < 2**22 entries (cheap there) or under share constraints
-    # (no swap search there); True / False: always / never. solver="lloyd" always seeds greedily.
+    # (no swap search there); in the two-level search (coarse_restarts) below 2**24 entries, Lloyd's
+    # greedy restart also runs on all the search's customers, next to the sampled restarts (on
+    # Gaussian-noise tables it is Lloyd's best restart every time, and no sampled restart reaches it).
+    # True / False: always / never. solver="lloyd" always seeds greedily.
     greedy_seed="auto",
+    # sinkhorn, large search without the greedy seed and without shares: the k-means++ Lloyd restarts run
+    # to their fixed points on the annealing sample too (a quarter of the 65k search rows), and only the
+    # best n_swap distinct solutions are polished on all the search's customers before the swap search.
+    coarse_restarts=True,
 )
 _SMALL_SEARCH = 1 << 22  # N x M entries below which sinkhorn also runs the greedy-seeded restart ("auto")
+_GREEDY_AFFORDABLE = 1 << 24  # two-level search below this: Lloyd's greedy restart on all search rows too
 
 
 @dataclass
@@ -123,6 +134,8 @@ class Discretization:
         temperature on the returned treatments (equals ``objective`` for lloyd / exact).
     trace : per-iteration records {"restart", "phase", "eps", "iter", "objective", "marginal_error", ...};
         "eps" is relative to the profit scale; during annealing "objective" is the argmax rounding.
+        Phases run on a sample of the customers ("anneal" with a "rows" field, "lloyd-coarse",
+        "polish-coarse") report the sample's totals scaled to all the search's customers (estimates).
     solver : solver used. epsilon : target temperature, relative (0 for lloyd / exact).
     candidate_index : (K,) index of each treatment in the candidates, -1 when refined off the grid.
     shares : (K,) fraction of customers on each treatment.
@@ -368,6 +381,7 @@ class _Run:
         self.opts, self.scale, self.trace, self.rel_tol = opts, scale, trace, rel_tol
         self.lo = float(L[0]) / src.n
         self.hi = float(H[0]) / src.n
+        self.unit = 1.0  # trace objectives are reported x unit (a sample's totals in units of the search's)
 
     def hard_assign(self, U: torch.Tensor, prices=None):
         """Hard assignment of one restart's (N, K) profits: argmax or exact capacitated; returns (a, prices)."""
@@ -394,13 +408,12 @@ class _Run:
             for j, r in enumerate(act):
                 A[:, j], prices[r] = self.hard_assign(U[:, j], prices[r])
             vals = U.gather(2, A[:, :, None])[:, :, 0].to(torch.float64).sum(0).cpu()
-            onehot = torch.nn.functional.one_hot(A, k).to(src.dtype)  # (N, Ra, K)
-            counts = onehot.sum(0)
-            S = src.scores(onehot.reshape(N, act.size * k)).view(act.size, k, M).to(torch.float64).cpu().numpy()
+            counts = torch.stack([torch.bincount(A[:, j], minlength=k) for j in range(act.size)])  # (Ra, K)
+            S = src.segment_scores(A, k).to(torch.float64).cpu().numpy()  # (Ra, K, M)
             for j, r in enumerate(act):
                 obj[r] = vals[j]
                 self.trace.append({"restart": int(restart_ids[r]), "phase": phase, "eps": 0.0, "iter": it,
-                                   "objective": float(vals[j]), "marginal_error": 0.0})
+                                   "objective": float(vals[j]) * self.unit, "marginal_error": 0.0})
                 empty = torch.nonzero(counts[j] == 0).flatten().tolist()
                 if empty:
                     # Re-seed empty segments where they gain most (never lowers the objective). Only a
@@ -454,8 +467,8 @@ class _Run:
                                                 max_iter=int(self.opts["sinkhorn_iter"]))
                 S = src.scores(P.reshape(N, R * k)).view(R, k, M).to(torch.float64).cpu().numpy()
                 # totals in units of all the run's customers (estimates while on the coarse sample)
-                soft = (P * U).to(torch.float64).sum((0, 2)).cpu() * self.src.n
-                hard = U.max(2).values.to(torch.float64).sum(0).cpu() * (self.src.n / N)
+                soft = (P * U).to(torch.float64).sum((0, 2)).cpu() * (self.src.n * self.unit)
+                hard = U.max(2).values.to(torch.float64).sum(0).cpu() * (self.src.n * self.unit / N)
                 changed = False
                 for r in range(R):
                     self.trace.append({"restart": int(restart_ids[r]), "phase": "anneal", "eps": rel, "iter": it,
@@ -531,6 +544,46 @@ class _Run:
                 break
             C, obj = Cp[0], val
         return C, obj
+
+
+def _two_level_search(run: _Run, coarse: ProfitSource, seeds, anneal_from, eps_list, lloyd_ids, anneal_ids,
+                      n_keep: int, pbar, phase_s: dict, info: dict):
+    """Restarts to their fixed points on the annealing sample, the best ``n_keep`` distinct ones polished
+    on all the search's customers; returns (C (R, K), objective (R,), restart ids), R <= n_keep.
+
+    Every Lloyd iteration of a restart costs a pass over its customers' profits; on the sample (16k of the
+    65k search customers) most iterations cost a quarter, and only the few solutions worth keeping pay
+    for passes over all of them (typically 1-2 polish iterations: the sample's fixed point is close).
+    """
+    k = run.k
+    crun = _Run(coarse, k, *share_counts(coarse.n, k, None, None), False, run.opts, run.scale, run.trace, run.rel_tol)
+    crun.unit = run.src.n / coarse.n  # trace in units of the search's customers
+    t_ph = time.perf_counter()
+    if lloyd_ids.size:
+        C_l, obj_l, _ = crun.lloyd(seeds, "lloyd-coarse", lloyd_ids)
+    else:
+        C_l, obj_l = anneal_from[:0], torch.empty(0, dtype=torch.float64)
+    phase_s["lloyd"] = time.perf_counter() - t_ph
+    pbar.update(1)
+    t_ph = time.perf_counter()
+    C_a, _ = crun.anneal(anneal_from, eps_list, anneal_ids, pbar)
+    C_a, obj_a, _ = crun.lloyd(C_a, "polish-coarse", anneal_ids)
+    phase_s["anneal"] = time.perf_counter() - t_ph
+    info["restart_objectives"] = {"lloyd": (obj_l * crun.unit).tolist(), "sinkhorn": (obj_a * crun.unit).tolist()}
+    C_all, obj_all = torch.cat([C_a, C_l], 0), torch.cat([obj_a, obj_l], 0)
+    ids = np.concatenate([anneal_ids, lloyd_ids])
+    keep, seen = [], set()
+    for i in torch.argsort(obj_all, descending=True).tolist():
+        key = tuple(sorted(C_all[i].tolist()))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+        if len(keep) >= max(1, n_keep):
+            break
+    t_ph = time.perf_counter()
+    C_p, obj_p, _ = run.lloyd(C_all[keep], "polish", ids[keep])
+    phase_s["polish"] = time.perf_counter() - t_ph
+    return C_p, obj_p, ids[keep].tolist()
 
 
 def _subsample_size(option, n: int) -> Optional[int]:
@@ -681,11 +734,16 @@ def discretize(
         if solver == "sinkhorn" and a_rows is not None and run.src.n > 2 * int(a_rows) and len(eps_list) > 1:
             coarse = run.src.rows(np.sort(np.random.default_rng(int(seed) + 1).choice(
                 run.src.n, int(a_rows), replace=False)))  # None where the source cannot subsample
+        # Two-level search (sinkhorn, large search, no shares): every restart runs to its fixed point on
+        # the annealing sample, and only the best n_swap distinct ones are polished on all the search's
+        # customers (see DEFAULT_OPTIONS["coarse_restarts"]).
+        two_level = solver == "sinkhorn" and coarse is not None and not greedy and not shares \
+            and bool(opts["coarse_restarts"])
         if greedy:  # restart 0 greedy (or init), 1.. k-means++; the first n_a of them also annealed
             seeds = _seeds(run.src, k, n_restarts, gen, init)
             anneal_from, lloyd_ids = seeds[:n_a], np.arange(n_restarts)
         else:  # restarts 0..n_a-1 annealed from cheap starts, n_a.. k-means++ Lloyd
-            anneal_from = _anneal_starts(run.src, n_a, k, gen, init)
+            anneal_from = _anneal_starts(coarse if two_level else run.src, n_a, k, gen, init)
             # k-means++ draws customers in proportion to their regret: drawing them from the annealing
             # sample (a uniform subsample) gives the same distribution of seeds at a fraction of the
             # row-max pass; the Lloyd restarts themselves then run on all the search's customers.
@@ -696,26 +754,41 @@ def discretize(
         pbar = tqdm(total=len(eps_list) + 2, desc=f"discretize K={k}", disable=not opts["verbose"], leave=False)
         results, result_ids = [], []  # (C (R, K), objective (R,)) per phase, and the restart id of each row
         info["restart_objectives"] = {}
-        if lloyd_ids.size:
-            t_ph = time.perf_counter()
-            C_l, obj_l, _ = run.lloyd(seeds, "lloyd", lloyd_ids)
-            phase_s["lloyd"] = time.perf_counter() - t_ph
-            results.append((C_l, obj_l))
-            result_ids.extend(lloyd_ids.tolist())
-            info["restart_objectives"]["lloyd"] = obj_l.tolist()
-        pbar.update(1)
-        if solver == "sinkhorn":
-            t_ph = time.perf_counter()
-            C_a, g = run.anneal(anneal_from, eps_list, anneal_ids, pbar, coarse=coarse)
-            prices = [g[r].to(torch.float64).cpu().numpy() for r in range(n_a)] if shares else None
-            C_p, obj_p, _ = run.lloyd(C_a, "polish", anneal_ids, prices=prices)
-            phase_s["anneal"] = time.perf_counter() - t_ph
-            results.append((C_p, obj_p))
-            result_ids.extend(anneal_ids.tolist())
-            info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
+        if two_level:
+            C_r, obj_r, ids_r = _two_level_search(run, coarse, seeds, anneal_from, eps_list, lloyd_ids, anneal_ids,
+                                                  int(opts["n_swap"] or n_restarts), pbar, phase_s, info)
+            results.append((C_r, obj_r))
+            result_ids.extend(ids_r)
+            if opts["greedy_seed"] == "auto" and run.src.n * M < _GREEDY_AFFORDABLE:
+                # Lloyd's own greedy restart on all the search's customers, where its K passes are cheap
+                t_ph = time.perf_counter()
+                C_g, obj_g, _ = run.lloyd(_seeds(run.src, k, 1, gen, None), "greedy", [n_restarts])
+                phase_s["greedy"] = time.perf_counter() - t_ph
+                results.append((C_g, obj_g))
+                result_ids.append(n_restarts)
+                info["restart_objectives"]["greedy"] = obj_g.tolist()
             eps_used = eps_target
         else:
-            eps_used = 0.0
+            if lloyd_ids.size:
+                t_ph = time.perf_counter()
+                C_l, obj_l, _ = run.lloyd(seeds, "lloyd", lloyd_ids)
+                phase_s["lloyd"] = time.perf_counter() - t_ph
+                results.append((C_l, obj_l))
+                result_ids.extend(lloyd_ids.tolist())
+                info["restart_objectives"]["lloyd"] = obj_l.tolist()
+            pbar.update(1)
+            if solver == "sinkhorn":
+                t_ph = time.perf_counter()
+                C_a, g = run.anneal(anneal_from, eps_list, anneal_ids, pbar, coarse=coarse)
+                prices = [g[r].to(torch.float64).cpu().numpy() for r in range(n_a)] if shares else None
+                C_p, obj_p, _ = run.lloyd(C_a, "polish", anneal_ids, prices=prices)
+                phase_s["anneal"] = time.perf_counter() - t_ph
+                results.append((C_p, obj_p))
+                result_ids.extend(anneal_ids.tolist())
+                info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
+                eps_used = eps_target
+            else:
+                eps_used = 0.0
         pbar.update(1)
         pbar.close()
         allC = torch.cat([c for c, _ in results], 0)
@@ -723,7 +796,8 @@ def discretize(
         best = int(allobj.argmax())
         C_best = allC[best]
         if solver == "sinkhorn":
-            info["best_from"] = "lloyd" if best < lloyd_ids.size else "sinkhorn"
+            best_id = result_ids[best]
+            info["best_from"] = "sinkhorn" if best_id in set(anneal_ids.tolist()) else "lloyd"
             if opts["swap"] and not shares:
                 t_ph = time.perf_counter()
                 seen, best_obj = [], float(allobj[best])
