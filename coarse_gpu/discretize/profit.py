@@ -1,12 +1,16 @@
 """Where the N x M profit matrix comes from, and the few reductions the discretizer needs over it.
 
-The discretizer never needs the N x M matrix as such. Everything it does reduces to five operations:
+The discretizer never needs the N x M matrix as such. Everything it does reduces to these operations:
 
 * ``columns(idx)``      Pi[:, idx]                         (N, J)  the K chosen treatments (all restarts)
 * ``scores(P)``         P^T Pi                             (J, M)  the location update (J = restarts x K)
 * ``row_max()``         max_m Pi[i, m] and its argmax      (N,)    full personalization, ideal treatments
 * ``gains(best)``       sum_i relu(Pi[i, m] - best_i)      (M,)    greedy seeding / re-seeding empty slots
-* ``submatrix(r, c)``   Pi[r][:, c]                        small   the profit scale (for epsilon)
+* ``submatrix(r, c)``   Pi[r][:, c] (c None: all columns)  small   the profit scale (for epsilon), the
+                                                                   swap screening sample
+* ``segment_scores(A)`` P^T Pi for one-hot plans P         (J, M)  the Lloyd location update (a default
+                                                                   through ``scores``; sources may do better)
+* ``rows(idx)``         the source restricted to rows idx          the search / annealing samples
 
 Three sources implement them:
 
@@ -182,7 +186,8 @@ class ProfitSource:
     def gains(self, best: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def submatrix(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def submatrix(self, rows: torch.Tensor, cols: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pi[rows][:, cols] (cols None: every candidate)."""
         raise NotImplementedError
 
     def rows(self, idx: np.ndarray) -> Optional["ProfitSource"]:
@@ -311,15 +316,15 @@ class DenseSource(ProfitSource):
             sub = np.asarray(host)[idx]
         return DenseSource(sub, self.device, self.dtype, self.memory_limit, checked=True)
 
-    def submatrix(self, rows, cols):
+    def submatrix(self, rows, cols=None):
         if self.resident:
-            sub = _take_rows(self.X, rows.cpu().numpy()) if self.X.device.type == "cpu" else self.X[rows]
-            return sub if cols.numel() == self.m and bool((cols == torch.arange(self.m, device=cols.device)).all()) \
-                else sub[:, cols]
-        host = self.host
-        r, c = rows.cpu().numpy(), cols.cpu().numpy()
-        sub = host[r][:, c] if not isinstance(host, torch.Tensor) else host.detach().cpu()[r][:, c]
-        return _as_tensor(sub, self.device, self.dtype)
+            sub = _take_rows(self.X, rows.cpu().numpy())
+        else:
+            host = self.host
+            r = rows.cpu().numpy()
+            sub = _as_tensor(host[r] if not isinstance(host, torch.Tensor) else host.detach().cpu()[r],
+                             self.device, self.dtype)
+        return sub if cols is None else sub[:, cols.to(sub.device)]
 
 
 class FactoredSource(ProfitSource):
@@ -410,8 +415,8 @@ class FactoredSource(ProfitSource):
             relu_colsum(self.V[lo:lo + step] @ self.W.T, best[lo:lo + step], out)
         return out
 
-    def submatrix(self, rows, cols):
-        return self.V[rows] @ self.W[cols].T
+    def submatrix(self, rows, cols=None):
+        return self.V[rows] @ (self.W if cols is None else self.W[cols]).T
 
     def rows(self, idx):
         sub = object.__new__(FactoredSource)
@@ -478,8 +483,8 @@ class OracleSource(ProfitSource):
             out[lo:lo + blk.shape[1]] = relu_colsum(blk, best)
         return out
 
-    def submatrix(self, rows, cols):
-        return self.columns(cols)[rows]
+    def submatrix(self, rows, cols=None):
+        return self.columns(torch.arange(self.m, device=self.device) if cols is None else cols)[rows]
 
 
 def call_oracle(oracle: Callable, T: torch.Tensor, n: Optional[int], device, dtype) -> torch.Tensor:

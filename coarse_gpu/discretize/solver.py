@@ -507,7 +507,7 @@ class _Run:
         exact_screen = n_s == N
         rows = torch.arange(N, device=src.device) if exact_screen else \
             torch.randperm(N, generator=gen)[:n_s].sort().values.to(src.device)
-        Xs = src.submatrix(rows, torch.arange(M, device=src.device))
+        Xs = src.submatrix(rows)
         polished = True  # the starts are Lloyd fixed points
         for rnd in range(int(self.opts["max_iter"])):
             Us = Xs[:, C]
@@ -546,6 +546,19 @@ class _Run:
         return C, obj
 
 
+def _best_distinct_sets(C: torch.Tensor, obj: torch.Tensor, n: int) -> list[int]:
+    """Rows of C (R, K) holding the n best distinct treatment sets by objective (R,), best first."""
+    keep, seen = [], set()
+    for i in torch.argsort(obj, descending=True).tolist():
+        key = tuple(sorted(C[i].tolist()))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+            if len(keep) >= max(1, n):
+                break
+    return keep
+
+
 def _two_level_search(run: _Run, coarse: ProfitSource, seeds, anneal_from, eps_list, lloyd_ids, anneal_ids,
                       n_keep: int, pbar, phase_s: dict, info: dict):
     """Restarts to their fixed points on the annealing sample, the best ``n_keep`` distinct ones polished
@@ -572,14 +585,7 @@ def _two_level_search(run: _Run, coarse: ProfitSource, seeds, anneal_from, eps_l
     info["restart_objectives"] = {"lloyd": (obj_l * crun.unit).tolist(), "sinkhorn": (obj_a * crun.unit).tolist()}
     C_all, obj_all = torch.cat([C_a, C_l], 0), torch.cat([obj_a, obj_l], 0)
     ids = np.concatenate([anneal_ids, lloyd_ids])
-    keep, seen = [], set()
-    for i in torch.argsort(obj_all, descending=True).tolist():
-        key = tuple(sorted(C_all[i].tolist()))
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-        if len(keep) >= max(1, n_keep):
-            break
+    keep = _best_distinct_sets(C_all, obj_all, n_keep)
     t_ph = time.perf_counter()
     C_p, obj_p, _ = run.lloyd(C_all[keep], "polish", ids[keep])
     phase_s["polish"] = time.perf_counter() - t_ph
@@ -800,18 +806,12 @@ def discretize(
             info["best_from"] = "sinkhorn" if best_id in set(anneal_ids.tolist()) else "lloyd"
             if opts["swap"] and not shares:
                 t_ph = time.perf_counter()
-                seen, best_obj = [], float(allobj[best])
-                for idx in torch.argsort(allobj, descending=True).tolist():
-                    key = tuple(sorted(allC[idx].tolist()))
-                    if key in seen:
-                        continue
-                    seen.append(key)
+                best_obj = float(allobj[best])
+                for idx in _best_distinct_sets(allC, allobj, int(opts["n_swap"] or len(result_ids))):
                     Cs, objs = run.swap(allC[idx].clone(), float(allobj[idx]), gen, result_ids[idx])
                     if objs > best_obj:
                         C_best, best_obj = Cs, objs
                         info["best_from"] = "swap"
-                    if len(seen) >= int(opts["n_swap"] or len(result_ids)):
-                        break
                 phase_s["swap"] = time.perf_counter() - t_ph
         if run is not full_run:  # exact Lloyd polish of the sample's winner on every customer
             run = full_run
