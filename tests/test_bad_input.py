@@ -361,7 +361,7 @@ def test_model_class_outside_the_package_is_refused(saved, tmp_path):
     doc = json.loads((f / "policy.json").read_text())
     doc["model"]["class"] = "os.system"
     (f / "policy.json").write_text(json.dumps(doc))
-    with pytest.raises(PolicyFileError, match="is not a coarse_gpu.models class; refusing to load it"):
+    with pytest.raises(PolicyFileError, match="model class .os.system. is not one this version of coarse_gpu loads"):
         load_policy(f)
 
 

@@ -14,7 +14,7 @@ from coarse_gpu.models import ArmGrid, DoseLogit, DoseVC, TARNet
 from coarse_gpu.models.dose import SplineBasis1D, TensorSplineBasis
 
 FAST = dict(hidden=32, n_repr_layers=2, n_head_layers=1, batch_size=128, max_epochs=80, patience=10,
-            lr=3e-3, device="cpu", seed=0)
+            lr=3e-3, device="cpu", seed=0, n_ensemble=1)
 LEVELS = np.array([0.0, 0.1, 0.2, 0.3, 0.4])  # the randomized discount depths
 GRID = np.linspace(0.025, 0.5, 20)  # evaluation grid up to 0.5, as the promotions treatment space
 OFF = GRID[~np.isclose(GRID[:, None], LEVELS[None, :]).any(1)]  # 16 points: between and beyond the arms

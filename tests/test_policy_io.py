@@ -84,7 +84,10 @@ def test_weights_are_safetensors_and_json_needs_no_pickle(fitted, tmp_path):
     assert doc["format"] == "coarse_gpu.policy/1" and doc["model"]["class"] == "coarse_gpu.models.tarnet.TARNet"
     assert doc["feature_schema"]["categorical"]["tier"] == ["bronze", "gold", "silver"]
     tensors = load_file(str(folder / doc["model"]["weights"]))
-    assert any(k.startswith("network.") for k in tensors) and "fitted.x_mean_" in tensors
+    # the default TARNet on 1,500 rows is a 5-network ensemble: one state dict per member
+    assert len(model.members_) == 5 and doc["model"]["children"]["members_"]["rows"] is None
+    assert all(any(k.startswith(f"members_.{j}.network.") for k in tensors) for j in range(5))
+    assert "fitted.x_mean_" in tensors
     np.testing.assert_allclose(tensors["fitted.arms_"].numpy(), model.arms_)
 
 

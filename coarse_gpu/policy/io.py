@@ -36,7 +36,6 @@ predicted_profit = pi_hat(x, tau_segment), in the outcome's (profit) units.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import time
@@ -61,9 +60,6 @@ RULES = ("argmax", "feature_centroid", "preference_centroid", "profile_centroid"
 ARGMAX_METHODS = ("ot", "grid", "single_best")
 #: Rows per block when assigning (memory ~ rows x max(A, M) float64 whatever N is).
 ASSIGN_CHUNK = 65536
-#: Model attributes that are rebuilt on load rather than stored.
-_REBUILT = ("network_", "grid_", "device_", "history_", "checkpoint_path_")
-_NOT_STORED_PARAMS = ("device", "verbose", "checkpoint_dir")
 
 
 class PolicyFileError(ValueError):
@@ -74,66 +70,21 @@ class PolicyFileError(ValueError):
 # the model <-> tensors + JSON
 # ---------------------------------------------------------------------------------------------
 def model_tensors(model) -> tuple[dict[str, torch.Tensor], dict]:
-    """A fitted per-arm CATE model as (tensors, JSON metadata); see ``load_model``."""
-    if not hasattr(model, "network_"):
-        raise ValueError(f"{type(model).__name__} is not fitted: nothing to save")
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.network_.state_dict().items():
-        tensors[f"network.{k}"] = v.detach().cpu().contiguous().clone()
-    fitted: dict[str, Any] = {}
-    for name, v in vars(model).items():
-        if not name.endswith("_") or name.startswith("_") or name in _REBUILT:
-            continue
-        if isinstance(v, np.ndarray) and v.dtype != object:
-            tensors[f"fitted.{name}"] = torch.from_numpy(np.ascontiguousarray(v.astype(np.uint8) if v.dtype == bool else v))
-        elif isinstance(v, (bool, int, float, str, np.integer, np.floating, np.bool_)) or v is None:
-            fitted[name] = to_jsonable(v)
-    cls = type(model)
-    params = {k: to_jsonable(v) for k, v in model.get_params().items() if k not in _NOT_STORED_PARAMS}
-    meta = {"class": f"{cls.__module__}.{cls.__qualname__}", "params": params, "fitted": fitted}
-    return tensors, meta
+    """A fitted CATE model (any registered kind: network, boosted trees, ensemble, cross-fitted folds)
+    as (tensors, JSON metadata); see coarse_gpu.models.serialize."""
+    from coarse_gpu.models.serialize import to_state
+
+    return to_state(model)
 
 
 def load_model(tensors: dict[str, torch.Tensor], meta: dict, device: str = "cpu"):
-    """Rebuild a fitted model from ``model_tensors`` output (classes of coarse_gpu.models only)."""
-    from coarse_gpu.models.interpolate import ArmGrid
-    from coarse_gpu.utils.device import resolve_device
+    """Rebuild a fitted model from ``model_tensors`` output (registered coarse_gpu.models classes only)."""
+    from coarse_gpu.models.serialize import ModelStateError, from_state
 
-    path = str(meta.get("class", ""))
-    mod_name, _, cls_name = path.rpartition(".")
-    if not mod_name.startswith("coarse_gpu.models"):
-        raise PolicyFileError(f"model class {path!r} is not a coarse_gpu.models class; refusing to load it")
     try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as err:
-        raise PolicyFileError(f"model class {path!r} is not available in this version of coarse_gpu") from err
-    import inspect
-
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    params = {k: v for k, v in meta.get("params", {}).items() if k in accepted}
-    model = cls(**params, device=device) if "device" in accepted else cls(**params)
-    for name, v in meta.get("fitted", {}).items():
-        setattr(model, name, v)
-    for key, t in tensors.items():
-        if key.startswith("fitted."):
-            setattr(model, key[len("fitted."):], t.numpy().copy())
-    for need in ("arms_", "n_features_in_", "x_mean_", "x_scale_"):
-        if not hasattr(model, need):
-            raise PolicyFileError(f"model weights lack the fitted attribute '{need}'")
-    model.n_arms_ = int(np.asarray(model.arms_).shape[0])
-    try:
-        model.grid_ = ArmGrid.from_arms(model.arms_)
-    except ValueError:
-        model.grid_ = None
-    model.device_ = resolve_device(device)
-    net = model._build_network(int(model.n_features_in_), model.n_arms_, torch.Generator().manual_seed(0))
-    state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise PolicyFileError(f"model weights do not fit the {cls_name} architecture: {err}") from err
-    model.network_ = net.to(model.device_).eval()
-    return model
+        return from_state(tensors, meta, device=device)
+    except ModelStateError as err:
+        raise PolicyFileError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------
