@@ -84,13 +84,15 @@ def explain_config_error(err: BaseException) -> str:
 def choice_errors(cfg: DictConfig) -> list[str]:
     """Values outside their allowed set for the string options the schemas type only as ``str``."""
     from coarse_gpu.discretize import SOLVERS
-    from coarse_gpu.experiment.pipeline import MODELS
+    from coarse_gpu.experiment.personalize import MODELS
     from coarse_gpu.experiment.tracking import MODES
     from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
     from coarse_gpu.models.interpolate import METHODS
+    from coarse_gpu.models.scaling import TRANSFORMS
 
     allowed = {
-        "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS, "model.interpolation": METHODS,
+        "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS + ("auto",),
+        "model.x_transform": TRANSFORMS, "model.interpolation": METHODS,
         "model.amp": AMP_MODES, "discretizer.solver": SOLVERS, "logger.name": ("wandb", "none"),
         "logger.mode": MODES,
     }

@@ -116,7 +116,7 @@ def test_unknown_method_is_named(tmp_path):
 
 
 def test_warm_start_extends_the_previous_solution_greedily():
-    from coarse_gpu.experiment.pipeline import warm_start
+    from coarse_gpu.experiment.methods import warm_start
 
     rng = np.random.default_rng(0)
     P = rng.normal(size=(300, 12))

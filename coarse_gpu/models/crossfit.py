@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Union
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
 
@@ -61,14 +62,19 @@ class CrossFitted:
     (distinct training treatments), X_ (the training features, for the out-of-fold predictions).
     """
 
-    def __init__(self, model_factory: Union[Callable, object], n_folds: int = 5, n_seeds: int = 1, seed: int = 0,
-                 stratify: bool = True, max_strata: int = 100) -> None:
+    def __init__(self, model_factory: Union[Callable, object] = None, n_folds: int = 5, n_seeds: int = 1,
+                 seed: int = 0, stratify: bool = True, max_strata: int = 100, verbose: bool = False) -> None:
         self.model_factory = model_factory
         self.n_folds = n_folds
         self.n_seeds = n_seeds
         self.seed = seed
         self.stratify = stratify
         self.max_strata = max_strata
+        self.verbose = verbose
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"model_factory": self.model_factory, "n_folds": self.n_folds, "n_seeds": self.n_seeds,
+                "seed": self.seed, "stratify": self.stratify, "max_strata": self.max_strata, "verbose": self.verbose}
 
     def _make(self, seed: int):
         f = self.model_factory
@@ -96,6 +102,8 @@ class CrossFitted:
         self.fold_ = fold_indices(n, self.n_folds, self.seed, strata) if self.n_folds > 1 else np.zeros(n, np.int64)
         p = None if propensity is None else np.asarray(propensity, dtype=np.float64)
         self.models_ = []
+        bar = tqdm(total=self.n_folds * self.n_seeds, desc="folds", disable=not self.verbose, leave=False,
+                   mininterval=5.0)
         for k in range(self.n_folds):
             train = np.flatnonzero(self.fold_ != k) if self.n_folds > 1 else np.arange(n)
             members = []
@@ -103,7 +111,9 @@ class CrossFitted:
                 m = self._make(int(self.seed) + 1000 * k + s)
                 m.fit(X[train], T[train], y[train], propensity=None if p is None else p[train])
                 members.append(m)
+                bar.update(1)
             self.models_.append(members)
+        bar.close()
         self.arms_ = arms
         self.n_train_ = n
         self.X_ = X
@@ -155,4 +165,25 @@ class CrossFitted:
     def predict_arms(self, X, return_std: bool = False):
         """(N, A) ensemble mean at the arms ``arms_`` (and the std across members)."""
         self._check_fitted()
-        return self.predict_profit(X, self.arms_, return_std)
+        members = self.members()
+        same_arms = all(np.array_equal(getattr(m, "arms_", None), self.arms_) for m in members)
+        if return_std or not same_arms:
+            return self.predict_profit(X, self.arms_, return_std)
+        return np.mean([m.predict_arms(X) for m in members], axis=0)
+
+    # The members share the training arms: the arm-to-treatment map is theirs (per-arm members).
+    @property
+    def grid_(self):
+        return getattr(self.members()[0], "grid_", None)
+
+    @property
+    def interpolation(self):
+        return getattr(self.members()[0], "interpolation", "linear")
+
+    @property
+    def n_arms_(self) -> int:
+        return int(self.arms_.shape[0])
+
+    def treatment_weights(self, T) -> np.ndarray:
+        """(M, A) map from per-arm predictions to treatments T, as the members' (see ArmModel)."""
+        return self.members()[0].treatment_weights(T)

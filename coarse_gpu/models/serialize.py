@@ -192,7 +192,7 @@ def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = "")
                 s += r
             flat = nested
         setattr(model, name, flat)
-    if hasattr(model, "arms_"):
+    if hasattr(model, "arms_") and not isinstance(getattr(cls, "grid_", None), property):
         model.n_arms_ = int(np.asarray(model.arms_).shape[0])
         try:
             model.grid_ = ArmGrid.from_arms(model.arms_)
