@@ -32,6 +32,7 @@ from coarse_gpu.evaluate import (
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
+from coarse_gpu.experiment.validate import validate_config
 from coarse_gpu.models import DoseLogit, DoseVC, DragonNet, TARNet
 from coarse_gpu.policy import (
     Policy,
@@ -367,6 +368,7 @@ def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfi
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
     """Run the whole job and write its outputs into ``run_dir``. Returns the results dict."""
+    validate_config(cfg)  # every value and cross-field rule, naming the key, before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
