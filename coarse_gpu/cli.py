@@ -25,6 +25,7 @@ line on stderr, its traceback in cli.log (coarse_gpu.experiment.errors).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -40,7 +41,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.experiment.config import register_configs
-from coarse_gpu.experiment.errors import JobFailed, debug_requested, exit_code, log_traceback, one_line
+from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
 
 log = logging.getLogger("coarse_gpu")
 
@@ -198,19 +199,22 @@ def _job(cfg: DictConfig, hc, plan) -> Any:
     return results
 
 
-def _failure(err: BaseException, plan) -> JobFailed:
+def _failure(err: BaseException, plan) -> str:
     """The one line ``coarse-gpu`` prints for ``err``, saying what the run folder still holds."""
     line = one_line(err)
     if plan is not None and isinstance(err, KeyboardInterrupt):
         res = plan.out_dir / "results.json"
-        where = (f"{res} has status 'interrupted'" if res.exists() else "no results were written yet")
+        try:
+            where = f"{res} has status {json.loads(res.read_text(encoding='utf-8')).get('status')!r}"
+        except (OSError, ValueError):
+            where = "no results were written yet"
         line += (f": {where}; the last training checkpoint is in {plan.run_dir / 'checkpoints'}; run the same "
                  "command again to resume")
         if plan.staged:
             line += f" (the earlier complete results in {plan.run_dir} are unchanged)"
     elif plan is not None and plan.kept():
         line += "; " + plan.kept()
-    return JobFailed(line, exit_code(err))
+    return line
 
 
 #: Set by main() before it sets HYDRA_FULL_ERROR itself: whether the *user* asked for tracebacks.
@@ -231,8 +235,8 @@ def run(cfg: DictConfig) -> Any:
     plan = None
     try:
         with stop_on_signals():
-            # Every config problem at once, before the run folder is touched. A SystemExit-free error:
-            # a sweep marks this job FAILED and stops, like any failing job.
+            # Every config problem at once, before the run folder is touched. A config error stops a
+            # sweep (its other jobs would fail the same way); any other error fails only its job.
             problems = choice_errors(cfg) + config_problems(cfg)
             if problems:
                 raise ConfigValueError(problems)
@@ -250,7 +254,10 @@ def run(cfg: DictConfig) -> Any:
             log_traceback(err)
         if _user_debug() or bool(cfg.get("debug", False)):
             raise
-        raise _failure(err, plan) from err
+        line, code = _failure(err, plan), exit_code(err)
+        if hc.mode == RunMode.MULTIRUN and not isinstance(err, (ConfigValueError, KeyboardInterrupt)):
+            raise JobFailed(line, code) from err  # this job failed; the sweep runs the others
+        raise JobExit(line, code) from err
 
 
 def main() -> None:
@@ -268,7 +275,7 @@ def main() -> None:
         if debug:
             raise
         raise SystemExit(f"coarse-gpu: {_flat_config_error(err)}") from None
-    except JobFailed as err:
+    except (JobExit, JobFailed) as err:
         print(f"coarse-gpu: {err.line}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
     except (Exception, KeyboardInterrupt) as err:  # Hydra's own errors (override syntax, ...), Ctrl-C there

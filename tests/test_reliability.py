@@ -468,3 +468,59 @@ def test_error_lines_flatten_multi_problem_messages_and_locate_unexpected_errors
     assert "in check_k_values)" in text
     assert debug_requested({"COARSE_GPU_DEBUG": "1"}) and debug_requested({}, ["debug=true"])
     assert not debug_requested({}, ["model.debug_x=1"]) and not debug_requested({"HYDRA_FULL_ERROR": "0"})
+
+
+def test_a_swap_stopped_halfway_is_finished_by_the_next_job(tmp_path, caplog):
+    """A job killed among the final renames: the next job on the folder completes the swap first."""
+    from coarse_gpu.experiment.rundir import COMMIT_LIST, STAGING, prepare_run_dir
+
+    run = tmp_path / "run"
+    (run / "policies" / "ot_k3").mkdir(parents=True)  # the earlier run (K up to 3)
+    (run / "policies" / "ot_k3" / "policy.json").write_text("old")
+    (run / "treatments_k3.png").write_text("old")
+    (run / "results.json").write_text(json.dumps({"config": {"seed": 1}, "status": "complete", "v": "old"}))
+    (run / "checkpoints").mkdir()
+    staging = run / STAGING
+    (staging / "policies" / "ot_k2").mkdir(parents=True)  # the rerun (K up to 2), complete
+    (staging / "policies" / "ot_k2" / "policy.json").write_text("new")
+    (staging / "treatments_k2.png").write_text("new")
+    (staging / "results.json").write_text(json.dumps({"config": {"seed": 2}, "status": "complete", "v": "new"}))
+    (staging / COMMIT_LIST).write_text(json.dumps({"items": ["policies", "treatments_k2.png", "results.json"]}))
+    # killed after the first rename: the new policies are in, everything else is still the old run's
+    os.replace(run / "policies", run / ".replaced_policies")
+    (run / ".replaced").mkdir()
+    os.replace(run / ".replaced_policies", run / ".replaced" / "policies")
+    os.replace(staging / "policies", run / "policies")
+
+    with caplog.at_level("INFO", logger="coarse_gpu"):
+        plan = prepare_run_dir(run, {"seed": 2})  # the next job: the rerun's config, now complete
+    plan.release()
+    assert "finished swapping in the outputs of a completed rerun" in caplog.text
+    assert plan.mode == "rerun" and plan.staged  # it found the swapped-in complete run of its config
+    assert json.loads((run / "results.json").read_text())["v"] == "new"
+    assert (run / "policies" / "ot_k2" / "policy.json").read_text() == "new"
+    assert not (run / "policies" / "ot_k3").exists() and not (run / "treatments_k3.png").exists()
+    assert (run / "treatments_k2.png").read_text() == "new" and not (run / ".replaced").exists()
+
+
+def test_signals_end_the_job_as_interrupted_and_a_folder_without_locks_is_said(tmp_path, monkeypatch, caplog):
+    from coarse_gpu.experiment import rundir
+    from coarse_gpu.experiment.errors import exit_code, one_line as line_of
+    from coarse_gpu.experiment.interrupt import Terminated, stop_on_signals
+
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        with pytest.raises(Terminated) as info:
+            with stop_on_signals():
+                os.kill(os.getpid(), sig)
+                time.sleep(1)  # the handler raises at the next bytecode
+        assert exit_code(info.value) == code and line_of(info.value) == f"interrupted by {sig.name}"
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="coarse_gpu"):
+        plan = rundir.prepare_run_dir(tmp_path / "run", {"seed": 0})
+    plan.release()
+    assert f"run folder {tmp_path / 'run'} cannot be locked (No locks available): a second job on it would " \
+           "not be detected" in caplog.text

@@ -25,11 +25,23 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
-class JobFailed(SystemExit):
+class JobFailed(Exception):
     """A job's error as the line to print and the exit code; the original is its ``__cause__``.
 
-    A SystemExit, so that it passes Hydra's job runner, which would otherwise print its own
-    "Error executing job with overrides" report, to ``coarse-gpu``'s main, which prints ``line``.
+    Raised from a job of a sweep: Hydra records the job as failed and runs the others.
+    """
+
+    def __init__(self, line: str, exit_code: int = 1) -> None:
+        self.line = line
+        self.exit_code = int(exit_code)
+        super().__init__(line)
+
+
+class JobExit(SystemExit):
+    """``JobFailed`` for a single run (or an error every job of a sweep would have: a config error).
+
+    A SystemExit passes Hydra's job runner, which would otherwise print its own "Error executing job
+    with overrides" report, straight to ``coarse-gpu``'s main, which prints ``line``.
     """
 
     def __init__(self, line: str, exit_code: int = 1) -> None:
@@ -119,4 +131,4 @@ def log_traceback(err: BaseException, where: str = "") -> None:
             h.handle(record)
 
 
-__all__ = ["DEBUG_ENV", "JobFailed", "debug_requested", "exit_code", "log_traceback", "one_line"]
+__all__ = ["DEBUG_ENV", "JobExit", "JobFailed", "debug_requested", "exit_code", "log_traceback", "one_line"]
