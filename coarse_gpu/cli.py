@@ -292,7 +292,7 @@ def main() -> None:
 
 
 def _flat_config_error(err: BaseException) -> str:
-    return " ".join(explain_config_error(err).split("\n"))
+    return " ".join(explain_config_error(err).split())  # one line: newlines and tabs of the option list
 
 
 if __name__ == "__main__":
