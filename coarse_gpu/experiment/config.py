@@ -237,6 +237,10 @@ class RunConfig:
     scale: float = 1.0  # multiplies data.n_customers of simulated data (e.g. scale=10 device=cuda on a GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quiet: bool = False  # no progress bars (also off when the CI environment variable is set)
+    # Rerun into a run folder that holds a run with another config: replace it (its outputs stay until
+    # the new run completes). Without it such a rerun is refused (coarse_gpu.experiment.rundir).
+    overwrite: bool = False
+    debug: bool = False  # print the full traceback of an error (it is always in the run's cli.log)
 
 
 GROUP_SCHEMAS = {

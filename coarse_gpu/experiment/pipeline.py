@@ -30,6 +30,7 @@ from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_sprea
 from coarse_gpu.experiment.personalize import MODELS, ProfitEstimates, _first, personalize  # noqa: F401
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
+from coarse_gpu.experiment.validate import validate_config
 from coarse_gpu.models import CrossFitted
 from coarse_gpu.policy import Policy, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
@@ -321,6 +322,7 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
     """Run the whole job and write its outputs into ``run_dir``. Returns the results dict."""
+    validate_config(cfg)  # every value and cross-field rule, naming the key, before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
