@@ -18,7 +18,7 @@ from coarse_gpu.experiment.config import register_configs
 ROOT = Path(__file__).resolve().parents[1]
 
 # The smallest run that still exercises every stage (seconds on 2 cores).
-TINY = ["data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
+TINY = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
         "discretizer.n_restarts=2", "quiet=true"]
 
 

@@ -190,7 +190,7 @@ def test_pipeline_builds_dose_models():
 
     from coarse_gpu.cli import config_dir
     from coarse_gpu.experiment.config import register_configs
-    from coarse_gpu.experiment.pipeline import build_model
+    from coarse_gpu.experiment.personalize import build_model
 
     register_configs()
     for name, cls in (("dose_logit", DoseLogit), ("dose_vc", DoseVC)):
@@ -228,7 +228,7 @@ def test_main_job_with_dose_vc(tmp_path):
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            "model=dose_vc", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
+            "model=dose_vc", "model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
             "discretizer.n_restarts=1", "evaluation.k_values=[2]", "logger=none", "quiet=true", "device=cpu",
             "evaluation.methods=[ot,grid]"])
     run_experiment(cfg, tmp_path)

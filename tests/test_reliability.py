@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 import torch
 
-from coarse_gpu.experiment import pipeline
+from coarse_gpu.experiment import methods, pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data.n_customers=2000", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
+SMALL = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=2000", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
          "discretizer.n_restarts=2", "evaluation.k_values=[1,2,3]", "evaluation.methods=[ot,kmeans_features]",
          "logger=none", "quiet=true"]
 UMASK = 0o027  # the reference run's umask: files must come out 0640
@@ -148,14 +148,14 @@ def finished(reference, tmp_path):
 
 def stop_at_k2(monkeypatch, action):
     """Make the K loop call ``action()`` when it reaches K=2 (kmeans_features is called with k=2 only there)."""
-    real = pipeline.kmeans_features
+    real = methods.kmeans_features
 
     def patched(X, profit, candidates, k, **kwargs):
         if k == 2:
             action()
         return real(X, profit, candidates, k, **kwargs)
 
-    monkeypatch.setattr(pipeline, "kmeans_features", patched)
+    monkeypatch.setattr(methods, "kmeans_features", patched)
 
 
 # A job in its own process that stops at K=2: blocks (holding the run folder) until a file exists,
@@ -164,8 +164,8 @@ CHILD = textwrap.dedent("""
     import os, signal, sys, time
     import torch
     torch.set_num_threads(1)
-    from coarse_gpu.experiment import pipeline
-    action, real = os.environ["RELIABILITY_ACTION"], pipeline.kmeans_features
+    from coarse_gpu.experiment import methods
+    action, real = os.environ["RELIABILITY_ACTION"], methods.kmeans_features
     def patched(X, profit, candidates, k, **kw):
         if k == 2:
             if action == "kill9":
@@ -175,7 +175,7 @@ CHILD = textwrap.dedent("""
             while not os.path.exists(go):
                 time.sleep(0.05)
         return real(X, profit, candidates, k, **kw)
-    pipeline.kmeans_features = patched
+    methods.kmeans_features = patched
     from coarse_gpu.cli import main
     sys.argv = ["coarse-gpu", *sys.argv[1:]]
     main()
@@ -239,9 +239,11 @@ def test_sigterm_in_the_k_loop_then_the_same_command_resumes_to_the_uninterrupte
                     "to resume")
     res = results(run_dir)
     assert res["status"] == "interrupted" and res["error"] == "Terminated: received SIGTERM"
-    assert set(res["methods"]["ot"]) == {"1", "2"} and set(res["methods"]["kmeans_features"]) == {"1"}
-    (ckpt,) = (run_dir / "checkpoints").glob("TARNet-*.pt")
-    assert torch.load(ckpt, weights_only=True)["finished"]
+    # a K is recorded whole (every method scored together, one bootstrap): K=2 was under way, K=1 is kept
+    assert set(res["methods"]["ot"]) == {"1"} and set(res["methods"]["kmeans_features"]) == {"1"}
+    ckpts = sorted((run_dir / "checkpoints").glob("TARNet-*.pt"))
+    assert len(ckpts) == 2  # one per cross-fitting fold (model.n_folds=2), both trained to the end
+    assert all(torch.load(c, weights_only=True)["finished"] for c in ckpts)
     assert signal.getsignal(signal.SIGTERM) == handler  # the job's handler is gone again
 
     monkeypatch.undo()
@@ -277,7 +279,7 @@ def test_failed_rerun_keeps_the_complete_results_and_every_policy(finished, monk
     code, err = cli(finished, *SMALL)
     line = one_line(err)
     assert code == 1
-    assert line.startswith("coarse-gpu: RuntimeError: simulated crash at K=2 (at coarse_gpu/experiment/pipeline.py:")
+    assert line.startswith("coarse-gpu: RuntimeError: simulated crash at K=2 (at coarse_gpu/experiment/methods.py:")
     assert line.endswith(f"the earlier run's outputs in {finished} are unchanged (this run's partial outputs are "
                          f"in {finished / 'partial'})")
     assert_kept(before, snapshot(finished), new_under=("partial",))
@@ -331,7 +333,8 @@ def test_a_checkpoint_of_another_architecture_is_set_aside_not_a_crash(tmp_path,
     rng = np.random.default_rng(0)
     X, t = rng.normal(size=(400, 3)), rng.integers(0, 2, size=400)
     y = X[:, 0] * t + 0.3 * rng.normal(size=400)
-    params = dict(hidden=8, n_repr_layers=1, n_head_layers=1, max_epochs=2, batch_size=128, device="cpu", seed=3)
+    params = dict(hidden=8, n_repr_layers=1, n_head_layers=1, max_epochs=2, batch_size=128, device="cpu", seed=3,
+                  n_ensemble=1)
     wide = TARNet(checkpoint_dir=str(tmp_path), **{**params, "hidden": 16}).fit(X, t, y)
     ref = TARNet(**params).fit(X, t, y)
     narrow = TARNet(checkpoint_dir=str(tmp_path), **params).fit(X, t, y)

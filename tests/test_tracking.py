@@ -127,7 +127,7 @@ main()
 """
 
 # grid search instead of the OT discretizer: the quickest full pipeline (the discretizer has its own tests)
-FAST = ["data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
+FAST = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
         "evaluation.k_values=[2]", "evaluation.methods=[grid]", "quiet=true"]
 
 

@@ -512,7 +512,8 @@ class PerArmCATEModel(ArmModel):
         ckpt = self._checkpoint_file(tr, va, world)
         self.checkpoint_path_ = ckpt
         self.resumed_from_epoch_ = 0
-        state = load_checkpoint(ckpt, map_location=dev) if ckpt is not None else None
+        state = (load_checkpoint(ckpt, map_location=dev, modules={"net": net, "eval_net": eval_net if ema > 0 else None})
+                 if ckpt is not None else None)
         if state is not None:
             net.load_state_dict(state["net"])
             if ema > 0:
