@@ -132,6 +132,8 @@ def test_adaptive_defaults_count_steps_and_keep_explicit_values():
                    "n_ensemble": "auto", "weight_decay": None, "val_fraction": 0.2}, 400_000, 15)
     assert big["batch_size"] == 512 and big["n_ensemble"] == 1 and big["arm_heads"] == "conditioned"
     assert big["patience"] == 8 and big["max_epochs"] == 48  # 625 steps per epoch, 30k steps
+    mid = resolve({"batch_size": None, "max_epochs": None, "patience": None, "val_fraction": 0.2}, 40_000, 15)
+    assert mid == {"batch_size": 512, "max_epochs": 300, "patience": 10}  # 63 steps per epoch
     assert resolve({"batch_size": 100, "n_ensemble": 2, "val_fraction": 0.0}, 672, 2) == {"batch_size": 100,
                                                                                         "n_ensemble": 2}
 
