@@ -359,10 +359,12 @@ def test_other_format(saved, tmp_path):
 def test_model_class_outside_the_package_is_refused(saved, tmp_path):
     f = _copy(saved, tmp_path)
     doc = json.loads((f / "policy.json").read_text())
-    doc["model"]["class"] = "os.system"
-    (f / "policy.json").write_text(json.dumps(doc))
-    with pytest.raises(PolicyFileError, match="is not a coarse_gpu.models class; refusing to load it"):
-        load_policy(f)
+    for cls in ("os.system", "coarse_gpu.models.base.PerArmCATEModel", "coarse_gpu.models.checkpoint.os.system"):
+        doc["model"]["class"] = cls  # a name prefix is no allowlist: only MODEL_CLASSES' keys load
+        (f / "policy.json").write_text(json.dumps(doc))
+        with pytest.raises(PolicyFileError, match=rf"model class '{cls}' is not a registered coarse_gpu model class "
+                                                  r"\(known: \[.*'coarse_gpu.models.tarnet.TARNet'.*refusing to load it"):
+            load_policy(f)
 
 
 def test_policy_applied_to_a_different_feature_schema(saved, tmp_path, capsys):
