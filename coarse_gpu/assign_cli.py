@@ -88,11 +88,6 @@ def check_output(out: Path, source: Path, policy: Path) -> None:
     """Refuse an ``out`` that would destroy what the user owns or that cannot be written as asked:
     an existing folder, an unsupported extension, the input file (same resolved path or the same
     file under another name), anything inside the policy folder. UsageError naming the reason."""
-    if out.is_dir():
-        raise UsageError(f"out={out} is an existing folder; give the assignments file, e.g. out={out / 'assignments.csv'}")
-    if not out.name.lower().endswith(OUT_SUFFIXES):
-        raise UsageError(f"out={out}: cannot write '{''.join(out.suffixes) or out.name}' files; the assignments are "
-                         f"written as {', '.join(OUT_SUFFIXES)}")
     real = out.resolve()
     if real == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source)):
         raise UsageError(f"out={out} is the input file data.path={source}: writing the assignments there would "
@@ -104,6 +99,11 @@ def check_output(out: Path, source: Path, policy: Path) -> None:
     if inside:
         raise UsageError(f"out={out} lies inside the policy folder {policy}: writing there could destroy the policy; "
                          "choose another out=")
+    if out.is_dir():
+        raise UsageError(f"out={out} is an existing folder; give the assignments file, e.g. out={out / 'assignments.csv'}")
+    if not out.name.lower().endswith(OUT_SUFFIXES):
+        raise UsageError(f"out={out}: cannot write '{''.join(out.suffixes) or out.name}' files; the assignments are "
+                         f"written as {', '.join(OUT_SUFFIXES)}")
 
 
 class _Writer:
@@ -222,15 +222,20 @@ def _error_lines(err: Exception) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from coarse_gpu.data.file import DataSchemaError
-    from coarse_gpu.policy.io import PolicyFileError
-
     debug = os.environ.get("COARSE_GPU_DEBUG", "") not in ("", "0")
     try:
-        run_assign(parse_args(argv))
+        args = parse_args(argv)  # before the heavy imports: --help and typos answer at once
     except HelpRequested:
         print(__doc__)
         return 0
+    except UsageError as err:
+        print(f"coarse-gpu-assign: error: {err}", file=sys.stderr)
+        return 2
+    from coarse_gpu.data.file import DataSchemaError
+    from coarse_gpu.policy.io import PolicyFileError
+
+    try:
+        run_assign(args)
     except (UsageError, DataSchemaError, PolicyFileError) as err:
         if debug:
             raise
