@@ -156,3 +156,39 @@ def test_splits_are_disjoint_and_cover_the_customers():
     assert len(train) + len(test) == 601 and len(train) == 361
     ids = lambda part: {tuple(r) for r in np.round(part.X[:, :5], 12)}  # noqa: E731 (continuous: unique rows)
     assert len(ids(data)) == 601 and not ids(train) & ids(test) and ids(train) | ids(test) == ids(data)
+
+
+# ---- habits: units, small gaps, the number a reader sees ----------------------------------------
+def test_models_do_not_depend_on_the_features_units():
+    """Inputs are standardized, so income in dollars or in thousands of dollars trains the same network
+    (up to float rounding); a model that only centred its inputs would see dollars 1000x larger."""
+    data = experiment_from_frame(realistic_frame(1000, seed=4), REAL_SPEC)
+    j = data.feature_names.index("income")
+    X_k = data.X.copy()
+    X_k[:, j] /= 1000.0
+    kw = dict(hidden=16, max_epochs=4, device="cpu", seed=0)
+    a = single(TARNet, **kw).fit(data.X, data.treatment, data.outcome).predict_arms(data.X)
+    b = single(TARNet, **kw).fit(X_k, data.treatment, data.outcome).predict_arms(X_k)
+    assert np.max(np.abs(a - b)) < 1e-3 * np.std(a)
+
+
+def test_certificate_rejects_an_assignment_a_hair_from_optimal():
+    """A customer left 1e-4 of the profit range below its best column is not optimal: the certificate's
+    tolerance is rounding-sized (1e-9 of the range), not a fraction of a percent."""
+    from coarse_gpu.discretize.exact import certify
+
+    U = np.array([[0.0, 0.01], [0.0, 0.0], [100.0, 100.0]])
+    L, H = np.zeros(2, dtype=np.int64), np.full(2, 3, dtype=np.int64)
+    ok, _ = certify(U, np.array([0, 1, 0]), L, H)
+    assert not ok
+    ok, g = certify(U, np.array([1, 1, 0]), L, H)
+    assert ok and g is not None
+
+
+def test_table_prints_shares_as_percentages():
+    from coarse_gpu.experiment.report import format_table
+
+    res = {"k_values": [2], "methods": {"ot": {"2": {"share_of_full": 0.4321, "dr_value": 1.0, "dr_ci": [0.5, 1.5]}}},
+           "full_personalization": {}}
+    row = next(x for x in format_table(res).splitlines() if x.startswith("OT discretizer"))
+    assert row.split()[-1] == "43.21%"
