@@ -116,6 +116,7 @@ class CrossFitted:
         bar.close()
         self.arms_ = arms
         self.n_train_ = n
+        self.n_features_in_ = int(X.shape[1])
         self.X_ = X
         return self
 

@@ -19,6 +19,7 @@ histories, devices, checkpoint paths; ``grid_`` is rebuilt from ``arms_``.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,17 @@ def to_state(model, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+#: What a stored attribute name may look like: public fitted state ending in "_" (never a dunder,
+#: a method or private state: a file must not be able to replace them through setattr).
+_FITTED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_$")
+
+
+def _check_names(names, where: str) -> None:
+    bad = sorted(str(n) for n in names if not isinstance(n, str) or not _FITTED_NAME.match(n))
+    if bad:
+        raise ModelStateError(f"stored {where} names {bad} are not fitted-state names; refusing to set them")
+
+
 def _get_trees(tensors: dict, key: str) -> BoostedTrees:
     arrays = {k[len(key) + 1:]: v.numpy() for k, v in tensors.items() if k.startswith(key + ".")}
     try:
@@ -162,6 +174,8 @@ def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = "")
         model = cls(**params, device=device) if "device" in accepted else cls(**params)
     except (TypeError, ValueError) as err:
         raise ModelStateError(f"stored parameters do not build a {cls.__name__}: {err}") from err
+    _check_names(list(meta.get("fitted") or {}) + list(meta.get("tuples") or {}) + list(meta.get("trees") or {}),
+                 "attribute")
     for name, v in (meta.get("fitted") or {}).items():
         setattr(model, name, v)
     for name, v in (meta.get("tuples") or {}).items():
@@ -171,6 +185,7 @@ def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = "")
     for key, t in tensors.items():
         if key.startswith(head) and "." not in key[len(head):]:
             name = key[len(head):]
+            _check_names([name], "array")
             a = t.numpy().copy()
             setattr(model, name, a.astype(bool) if name in bools else a)
     for name, count in (meta.get("trees") or {}).items():
