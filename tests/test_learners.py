@@ -166,3 +166,14 @@ def test_an_ensemble_averages_its_members_and_member_zero_is_the_single_model():
     np.testing.assert_array_equal(again.predict_arms(X), ens.predict_arms(X))
     assert TARNet(**dict(NET, n_ensemble="auto")).fit(X, t, y).n_ensemble_ == 5  # 800 rows: five networks
     torch.manual_seed(0)
+
+
+def test_cross_fitting_in_worker_processes_gives_the_same_models_as_in_process():
+    from coarse_gpu.models import CrossFitted
+
+    X, t, y, _ = binary(12_000, seed=6)
+    kw = dict(NET, max_epochs=3)
+    seq = CrossFitted(TARNet(**kw), n_folds=2, n_jobs=1).fit(X, t, y)
+    par = CrossFitted(TARNet(**kw), n_folds=2, n_jobs=2).fit(X, t, y)
+    np.testing.assert_array_equal(seq.predict_arms_oof(), par.predict_arms_oof())
+    np.testing.assert_array_equal(seq.predict_arms(X[:100]), par.predict_arms(X[:100]))

@@ -31,6 +31,7 @@ from coarse_gpu.policy import (
     kmeans_profiles,
     single_best,
 )
+from coarse_gpu.policy.baselines import profile_embedding
 from coarse_gpu.policy.tree import policy_tree
 
 __all__ = ["METHODS", "MethodContext", "ensemble_spread", "method_policy", "ot_policy", "warm_start"]
@@ -39,7 +40,7 @@ log = logging.getLogger("coarse_gpu")
 
 METHODS = ("ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid", "single_best")
 #: Customers on which the spread re-runs the discretizer per fold model (a uniform subsample).
-SPREAD_ROWS = 10_000
+SPREAD_ROWS = 5_000
 
 
 @dataclass
@@ -60,6 +61,7 @@ class MethodContext:
     seed: int
     ot_previous: Optional[list] = field(default=None)  # the ot grid solution at the previous K
     fold_arms: Optional[list] = field(default=None)  # per fold model: (N, A) estimates (ensemble_spread)
+    cache: dict = field(default_factory=dict)  # work that does not depend on K (baselines' embeddings)
 
 
 def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
@@ -115,7 +117,9 @@ def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Pol
     if method == "kmeans_preferences":
         return kmeans_preferences(p, cand, k, seed=seed, scale=ctx.scored.space.span), {}
     if method == "kmeans_profiles":
-        return kmeans_profiles(p, cand, k, seed=seed), {}
+        if "profiles" not in ctx.cache:  # the projection does not depend on K: once per run
+            ctx.cache["profiles"] = profile_embedding(p, seed=seed)
+        return kmeans_profiles(p, cand, k, seed=seed, embedding=ctx.cache["profiles"]), {}
     if method == "policy_tree":
         return policy_tree(ctx.scored.X, p, cand, k, seed=seed,
                            feature_names=getattr(ctx.scored, "feature_names", None)), {}

@@ -289,7 +289,10 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
     for method in methods:
         t0 = time.perf_counter()
         out = method_policy(method, k, ctx)
-        timings["discretize" if method == "ot" else "baselines"] += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        timings["discretize" if method == "ot" else "baselines"] += dt
+        by_method = timings.setdefault("methods", {})
+        by_method[method] = by_method.get(method, 0.0) + dt
         if out is not None:
             policies[method], extras[method] = out
     t0 = time.perf_counter()
@@ -298,7 +301,9 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
         cells["ot"]["ensemble_spread"] = ensemble_spread(model, ctx, policies["ot"], k)
     timings["evaluate"] += time.perf_counter() - t0
     if cfg.get("save_policies", True):
+        t0 = time.perf_counter()
         _save_policies(run_dir, policies, cells, model, data, ctx, k)
+        timings["save_policies"] = timings.get("save_policies", 0.0) + time.perf_counter() - t0
     for m, cell in cells.items():
         results["methods"][m][str(k)] = cell
         tracker.log({f"{m}/share_of_full": cell["share_of_full"], f"{m}/dr_value": cell["dr_value"], "K": k})

@@ -228,18 +228,14 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
         params = {"candidates": np.asarray(candidates, dtype=np.float64), "pref_scale": s,
                   "centroids": np.asarray(policy.info["centroids"], dtype=np.float64) / s}
     elif method == "kmeans_profiles":
-        p = np.asarray(profit, dtype=np.float64)
-        mu, sd = p.mean(0), p.std(0)
-        sd[sd <= 1e-12] = 1.0  # as coarse_gpu.policy.baselines._standardize
-        z = (p - mu) / sd
-        params = {"candidates": np.asarray(candidates, dtype=np.float64), "p_mean": mu, "p_scale": sd}
-        n_comp = policy.info.get("n_components")
-        if n_comp is not None and z.shape[1] > int(n_comp):
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=int(n_comp), random_state=int(policy.info.get("seed", 0))).fit(z)
-            params.update(components=pca.components_, pca_mean=pca.mean_)
-            z = (z - pca.mean_) @ pca.components_.T
+        # the baseline's own projection (policy.info): new customers are mapped exactly as it mapped these
+        info = policy.info
+        params = {"candidates": np.asarray(candidates, dtype=np.float64), "p_mean": np.asarray(info["p_mean"]),
+                  "p_scale": np.asarray(info["p_scale"])}
+        z = (np.asarray(profit, dtype=np.float64) - params["p_mean"]) / params["p_scale"]
+        if info.get("components") is not None:
+            params.update(components=np.asarray(info["components"]), pca_mean=np.asarray(info["pca_mean"]))
+            z = (z - params["pca_mean"]) @ params["components"].T
         cent = np.full((policy.k, z.shape[1]), np.nan)
         for s in np.flatnonzero(policy.segment_sizes):
             cent[s] = z[policy.assignment == s].mean(0)
