@@ -195,8 +195,10 @@ def _job(cfg: DictConfig, hc, plan) -> Any:
     tracker.finish()
     log.info("outputs in %s: results.json, table.txt, share_vs_k.png, config.yaml, run.json", run_dir)
     if _is_optuna_sweep(hc):
-        # The Optuna sweeper minimizes the job's return value: the CATE model's validation loss.
-        loss = (results.get("model") or {}).get("best_val_loss")
+        # The Optuna sweeper minimizes the job's return value: the model's held-out decision loss (the
+        # error of its out-of-fold profit differences between arms; coarse_gpu.models.select).
+        sel = results.get("model_selection") or {}
+        loss = ((sel.get("candidates") or {}).get(sel.get("winner")) or {}).get("decision_loss")
         return float(loss) if loss is not None else float("inf")
     return results
 

@@ -32,7 +32,7 @@ import torch
 from coarse_gpu.experiment import methods, pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=2000", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
+SMALL = ["model=tarnet", "model.n_ensemble=1", "model.n_folds=2", "data.n_customers=2000", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
          "discretizer.n_restarts=2", "evaluation.k_values=[1,2,3]", "evaluation.methods=[ot,kmeans_features]",
          "logger=none", "quiet=true"]
 UMASK = 0o027  # the reference run's umask: files must come out 0640
