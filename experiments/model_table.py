@@ -168,7 +168,9 @@ def score(fam: dict, p_arms: np.ndarray, p_cand: np.ndarray, rep: int) -> dict:
     value = float(true_cand[np.arange(len(te)), res.candidate_index[res.assignment]].mean())
     control = float(true_cand[:, 0].mean())
     full = float(true_cand.max(1).mean())
-    out["ot_k5_true_share"] = share_of_full(value, control, full)
+    # no share where targeting cannot matter (IHDP surface A: the same effect for everyone)
+    out["ot_k5_true_share"] = share_of_full(value, control, full) if full - control > 1e-9 * max(1.0, abs(full)) \
+        else None
     return out
 
 
@@ -225,17 +227,22 @@ def table(path: Path) -> str:
         for m in MODELS:
             mine = [r for r in cells if r["model"] == m]
             if mine:
-                stats[m] = {key: _mean_se([r[key] for r in mine]) for key in (metric, "ot_k5_true_share", "fit_s")}
+                stats[m] = {key: _mean_se([r[key] for r in mine if r[key] is not None])
+                            for key in (metric, "ot_k5_true_share", "fit_s")}
                 stats[m]["chose"] = sorted({r["selected"] for r in mine if r.get("selected")})
         best_err = min(v[metric][0] for v in stats.values())
-        best_share = max(v["ot_k5_true_share"][0] for v in stats.values())
+        shares = [v["ot_k5_true_share"][0] for v in stats.values() if v["ot_k5_true_share"][0] is not None]
+        best_share = max(shares) if shares else None
         for m, v in stats.items():
             e, es = v[metric]
             s, ss = v["ot_k5_true_share"]
             e_txt = f"{e:.3f} ± {es:.3f}"
-            s_txt = f"{100 * s:.2f} ± {100 * ss:.2f} %"
             e_txt = f"**{e_txt}**" if e == best_err else (e_txt + " *" if e - es <= best_err else e_txt)
-            s_txt = f"**{s_txt}**" if s == best_share else (s_txt + " *" if s + ss >= best_share else s_txt)
+            if s is None:
+                s_txt = "— (one effect for all)"
+            else:
+                s_txt = f"{100 * s:.2f} ± {100 * ss:.2f} %"
+                s_txt = f"**{s_txt}**" if s == best_share else (s_txt + " *" if s + ss >= best_share else s_txt)
             chose = ", ".join(v["chose"]) if v["chose"] else ""
             lines.append(f"| {m} | {e_txt} | {s_txt} | {v['fit_s'][0]:.1f} | {chose} |")
     return "\n".join(lines)
@@ -243,6 +250,8 @@ def table(path: Path) -> str:
 
 def _mean_se(v):
     a = np.asarray(v, dtype=np.float64)
+    if a.size == 0:
+        return None, None
     return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
 
 

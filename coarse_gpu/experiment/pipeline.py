@@ -27,7 +27,7 @@ from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
-from coarse_gpu.experiment.personalize import MODELS, ProfitEstimates, _first, personalize  # noqa: F401
+from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
 from coarse_gpu.experiment.validate import validate_config

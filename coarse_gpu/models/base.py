@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
 from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.arms import ArmModel, as_array, find_arms
-from coarse_gpu.models.interpolate import METHODS, ArmGrid
+from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.networks import count_parameters, no_decay_parameters
 from coarse_gpu.models.scaling import TRANSFORMS, apply_scaling, fit_scaling
 from coarse_gpu.utils.device import resolve_device
@@ -131,6 +131,13 @@ def check_propensity(p, n: int) -> Optional[np.ndarray]:
     if not np.all(np.isfinite(a)) or np.any(a <= 0) or np.any(a > 1):
         raise ValueError("propensity must lie in (0, 1] (probability of the received arm), got values outside")
     return a
+
+
+def check_inputs(X, t, y, propensity=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """``fit``'s inputs validated together: X (N, p) float64, T (N, d) float64, y (N,), propensity (N,) or None."""
+    X = check_X(X)
+    n = X.shape[0]
+    return X, check_treatments(t, n), check_outcome(y, n), check_propensity(propensity, n)
 
 
 def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -371,11 +378,8 @@ class PerArmCATEModel(ArmModel):
         Returns self.
         """
         self._check_params()
-        X = check_X(X)
+        X, T, y, propensity = check_inputs(X, t, y, propensity)
         n = X.shape[0]
-        T = check_treatments(t, n)
-        y = check_outcome(y, n)
-        propensity = check_propensity(propensity, n)
         # Hyperparameters left to adapt are resolved from the data (coarse_gpu.models.defaults).
         for key, v in resolve(self.get_params(), n, int(find_arms(T)[0].shape[0])).items():
             setattr(self, key + "_", v)

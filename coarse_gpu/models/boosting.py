@@ -22,14 +22,12 @@ completely randomized experiment).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from coarse_gpu.models.arms import ArmModel
-from coarse_gpu.models.base import check_outcome, check_propensity, check_treatments, check_X
+from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.trees import BoostedTrees
 
@@ -81,11 +79,7 @@ class _Boosted(ArmModel, BaseEstimator):
                 raise ValueError(f"{name}: {key} must be an integer >= {lo}, got {v!r}")
         if not self.l2_regularization >= 0:
             raise ValueError(f"{name}: l2_regularization must be >= 0, got {self.l2_regularization}")
-        X = check_X(X)
-        n = X.shape[0]
-        T = check_treatments(t, n)
-        y = check_outcome(y, n)
-        e = check_propensity(propensity, n)
+        X, T, y, e = check_inputs(X, t, y, propensity)
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
         return X, T, y, e, arm

@@ -55,7 +55,6 @@ from coarse_gpu.models.base import (
     PREDICT_BATCH,
     PerArmCATEModel,
     _to_numpy,
-    check_treatments,
     check_X,
     find_arms,
     stratified_split,

@@ -43,7 +43,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from coarse_gpu.models.arms import ArmModel
-from coarse_gpu.models.base import check_outcome, check_propensity, check_treatments, check_X
+from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.crossfit import CrossFitted, fold_indices
 from coarse_gpu.models.dragonnet import DragonNet
@@ -215,11 +215,8 @@ class AutoCATE(ArmModel, BaseEstimator):
 
     def fit(self, X, t, y, propensity=None) -> "AutoCATE":
         names = self._validate_params()
-        X = check_X(X)
+        X, T, y, e = check_inputs(X, t, y, propensity)
         n = X.shape[0]
-        T = check_treatments(t, n)
-        y = check_outcome(y, n)
-        e = check_propensity(propensity, n)
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
         if self.n_folds > n // 2:

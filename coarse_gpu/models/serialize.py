@@ -159,7 +159,6 @@ def _get_trees(tensors: dict, key: str) -> BoostedTrees:
 def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = ""):
     """Rebuild the model ``to_state`` described (registered classes only)."""
     from coarse_gpu.models.interpolate import ArmGrid
-    from coarse_gpu.utils.device import resolve_device
 
     if not isinstance(meta, dict):
         raise ModelStateError("model metadata is not a JSON object")

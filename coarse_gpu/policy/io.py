@@ -52,7 +52,7 @@ import torch
 from coarse_gpu.data.file import DataSchemaError, FeatureSchema, RowTally
 from coarse_gpu.models.serialize import MODEL_CLASSES
 from coarse_gpu.policy.policy import Policy
-from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json, to_jsonable
+from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["FORMAT", "MAX_POLICY_JSON_BYTES", "MAX_WEIGHTS_BYTES", "MODEL_CLASSES", "DeployedPolicy",
            "PolicyFileError", "deployable", "feature_schema_of", "load_model", "load_policy", "model_tensors",
