@@ -47,6 +47,7 @@ from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.crossfit import CrossFitted, fold_indices
 from coarse_gpu.models.dragonnet import DragonNet
+from coarse_gpu.models.scores import pseudo_outcomes
 from coarse_gpu.models.tarnet import TARNet
 
 __all__ = ["AutoCATE", "Blend", "CANDIDATES", "PROPENSITY_FLOOR", "decision_losses", "make_candidate",
@@ -71,15 +72,6 @@ def make_candidate(name: str, seed: int, device: str = "auto", checkpoint_dir: O
         if checkpoint_dir is not None:
             kw.setdefault("checkpoint_dir", checkpoint_dir)
     return CANDIDATES[name](seed=int(seed), **kw)
-
-
-def pseudo_outcomes(y: np.ndarray, arm: np.ndarray, e: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """(N, A) AIPW pseudo-outcomes Gamma_ia from outcomes y (N,), received arms (N,), their
-    propensities e (N,) and held-out outcome predictions mu (N, A) (module docstring)."""
-    gamma = np.array(mu, dtype=np.float64)
-    rows = np.arange(y.shape[0])
-    gamma[rows, arm] += (y - mu[rows, arm]) / e
-    return gamma
 
 
 def decision_losses(gamma: np.ndarray, mu_hat: np.ndarray) -> np.ndarray:
