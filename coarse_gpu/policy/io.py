@@ -260,6 +260,33 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
 # ---------------------------------------------------------------------------------------------
 # save / load
 # ---------------------------------------------------------------------------------------------
+def _same_file(path: Path, size: int, digest: str) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    except OSError:
+        return False
+
+
+def _write_weights(folder: Path, weights: str, blob: bytes, digest: str) -> None:
+    """The weights file, written atomically -- or hard-linked from a sibling policy folder that holds
+    the same bytes: a run saves every method and K with the same model (a cross-fitted ensemble is
+    MBs), and a hard link keeps each folder self-contained (copying it copies the file) at no cost."""
+    target = folder / weights
+    if _same_file(target, len(blob), digest):
+        return
+    for sibling in sorted(folder.parent.glob(f"*/{weights}")):
+        if sibling.parent != folder and _same_file(sibling, len(blob), digest):
+            tmp = folder / f".{weights}.{os.getpid()}.link"
+            try:
+                os.link(sibling, tmp)
+                os.replace(tmp, target)  # atomic: the name holds the old file or the complete new one
+                return
+            except OSError:  # no hard links here (another filesystem, FAT): write a copy
+                tmp.unlink(missing_ok=True)
+                break
+    atomic_write_bytes(target, blob)
+
+
 def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
     """Write ``policy`` into ``folder`` atomically (module docstring); returns the folder."""
     from safetensors.torch import save as st_save
@@ -275,8 +302,7 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
     blob = st_save(tensors, metadata={"format": FORMAT})
     digest = hashlib.sha256(blob).hexdigest()
     weights = f"model-{digest[:16]}.safetensors"
-    if not (folder / weights).is_file() or hashlib.sha256((folder / weights).read_bytes()).hexdigest() != digest:
-        atomic_write_bytes(folder / weights, blob)
+    _write_weights(folder, weights, blob, digest)
     doc = {
         "format": FORMAT,
         "method": policy.method,
