@@ -28,7 +28,7 @@ def synthetic(n: int, p: int, n_arms: int, seed: int):
     arms = np.linspace(0.0, 0.4, n_arms)
     arm = rng.integers(0, n_arms, n)
     slope = 2.0 * np.tanh(X[:, 0]) + X[:, 1] * X[:, 2]          # heterogeneous dose response
-    mu = 1.0 + X[:, 3] + slope[:, None] * arms[None, :] - 3.0 * arms[None, :] ** 2
+    mu = 1.0 + X[:, 3, None] + slope[:, None] * arms[None, :] - 3.0 * arms[None, :] ** 2
     y = mu[np.arange(n), arm] + rng.standard_normal(n)
     return X, arms[arm], y.astype(np.float32), mu, arms
 

@@ -55,3 +55,16 @@ def test_arrays_work_too_and_errors_name_the_problem():
         CoarsePersonalizer(k=2).fit(num, t, y[:10])
     with pytest.raises(RuntimeError, match="not fitted"):
         CoarsePersonalizer().assign(num)
+
+
+def test_a_saved_auto_policy_reloads_and_assigns_identically(tmp_path):
+    X, t, y, _ = _experiment(1500, 2)
+    cp = CoarsePersonalizer(k=3, model="auto", n_folds=2, seed=0,
+                            model_params={"candidates": ["gb_s", "gb_t"]}).fit(X, t, y)
+    sel = cp.model_selection_
+    assert set(sel["candidates"]) >= {"gb_s", "gb_t"} and sel["winner"] in sel["candidates"]
+    Xn = _experiment(1000, 3)[0]
+    seg = cp.assign(Xn)
+    again = CoarsePersonalizer.load(cp.save(tmp_path / "auto_k3"))
+    np.testing.assert_array_equal(again.assign(Xn), seg)
+    np.testing.assert_array_equal(again.predict_profit(Xn, cp.treatments_), cp.predict_profit(Xn, cp.treatments_))
