@@ -471,21 +471,87 @@ class PerArmCATEModel(ArmModel):
         return Path(self.checkpoint_dir) / f"{type(self).__name__}-{fingerprint(params, arrays)}.pt"
 
     def _train(self, tr: dict, va: dict, gen: torch.Generator) -> None:
+        """Fit ``network_`` on the training tensors ``tr`` (early stopping on ``va``), resuming from the
+        checkpoint when one matches; dicts hold x (N, p), arm (N,), y (N,) and the loss's extras."""
         dev = self.device_
         rank, world = _distributed()
         net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(dev)
+        opt, sched, scaler, amp_dtype = self._optimizer(net)
+        sampler, n_train, batch_size, n_batches = self._batch_plan(tr["y"].shape[0], rank, world)
+        has_val = va["y"].shape[0] > 0
+        # Exponential moving average of the weights (ema > 0): with noisy outcomes the SGD iterates
+        # jitter around the optimum; their running average is a free ensemble along the trajectory.
+        # Validation, early stopping and the returned model all use the averaged weights.
+        ema = float(self.ema)
+        eval_net = copy.deepcopy(net) if ema > 0 else net
+        modules = {"net": net, "eval_net": eval_net if ema > 0 else None, "optimizer": opt, "scheduler": sched,
+                   "scaler": scaler}
+        self.history_: list[dict] = []
+        loop = {"best": math.inf, "best_state": None, "best_epoch": 0, "stale": 0, "start_epoch": 1,
+                "finished": False}
+        ckpt = self._checkpoint_file(tr, va, world)
+        self.checkpoint_path_ = ckpt
+        self.resumed_from_epoch_ = 0
+        if ckpt is not None:
+            self._resume(ckpt, modules, loop, gen, dev, rank, world)
+        train_net = _data_parallel(net, dev, world)
+        patience, max_epochs = int(self._hp("patience")), int(self._hp("max_epochs"))
+        epochs = range(loop["start_epoch"], max_epochs + 1) if not loop["finished"] else range(0)
+        bar = tqdm(epochs, desc=type(self).__name__, disable=not self.verbose or rank != 0, leave=False,
+                   initial=loop["start_epoch"] - 1, total=max_epochs)
+        for epoch in bar:
+            net.train()
+            if sampler is None:
+                perm = torch.randperm(n_train, generator=gen).to(dev)
+            else:
+                sampler.set_epoch(epoch)
+                perm = torch.as_tensor(list(sampler), dtype=torch.long, device=dev)
+            batches = [perm[b * batch_size: (b + 1) * batch_size] for b in range(n_batches)]
+            train_loss = self._epoch(train_net, modules, tr, batches, amp_dtype, world)
+            rec = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+            if has_val:
+                val = self._validate(eval_net, va, rec, world, dev)
+            else:
+                val, rec["val_loss"] = train_loss, float("nan")
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"{type(self).__name__}: training loss became {train_loss} at epoch {epoch}; lower lr"
+                )
+            self.history_.append(rec)
+            if self.verbose:
+                bar.set_postfix(train=f"{train_loss:.4f}", val=f"{rec['val_loss']:.4f}", lr=f"{rec['lr']:.1e}")
+            best = loop["best"]
+            if not math.isfinite(best) or val < best - self.min_delta * abs(best):
+                loop.update(best=val, best_epoch=epoch, stale=0, best_state=copy.deepcopy(eval_net.state_dict()))
+            else:
+                loop["stale"] += 1
+            stop = False
+            if has_val:
+                sched.step(val)
+                stop = loop["stale"] >= patience
+            if ckpt is not None and rank == 0:
+                self._save_state(ckpt, modules, loop, epoch, stop or epoch == max_epochs, gen, dev)
+            if stop:
+                break
+        bar.close()
+        self._keep(eval_net, loop, has_val)
+
+    def _optimizer(self, net: nn.Module):
+        """AdamW (no decay on biases and norms), plateau schedule, AMP scaler and autocast dtype."""
         decay, no_decay = no_decay_parameters(net)
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self._hp("weight_decay")}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        patience, max_epochs = int(self._hp("patience")), int(self._hp("max_epochs"))
+        patience = int(self._hp("patience"))
         lr_patience = self.lr_patience if self.lr_patience is not None else max(1, patience // 3)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
         amp_dtype = self._amp_dtype()
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        n_train = tr["y"].shape[0]
-        has_val = va["y"].shape[0] > 0
+        return opt, sched, scaler, amp_dtype
+
+    def _batch_plan(self, n_train: int, rank: int, world: int):
+        """(sampler or None, rows per epoch on this rank, batch size on this rank, batches per epoch)."""
         batch_size = full_batch = int(self._hp("batch_size"))
         sampler = None
         if world > 1:
@@ -501,143 +567,101 @@ class PerArmCATEModel(ArmModel):
         n_batches = max(1, math.ceil(n_train / batch_size))
         if n_batches > 1 and n_train - (n_batches - 1) * batch_size < batch_size // 2:
             n_batches -= 1
+        return sampler, n_train, batch_size, n_batches
 
-        # Exponential moving average of the weights (ema > 0): with noisy outcomes the SGD iterates
-        # jitter around the optimum; their running average is a free ensemble along the trajectory.
-        # Validation, early stopping and the returned model all use the averaged weights.
+    def _resume(self, ckpt, modules: dict, loop: dict, gen, dev, rank: int, world: int) -> None:
+        """Load a matching checkpoint into the modules and the loop state (nothing when there is none)."""
+        state = load_checkpoint(ckpt, map_location=dev, modules={"net": modules["net"], "eval_net": modules["eval_net"]})
+        if state is None:
+            return
+        modules["net"].load_state_dict(state["net"])
+        if modules["eval_net"] is not None:
+            modules["eval_net"].load_state_dict(state["eval_net"])
+        modules["optimizer"].load_state_dict(state["optimizer"])
+        modules["scheduler"].load_state_dict(state["scheduler"])
+        if "scaler" in state and modules["scaler"].is_enabled():
+            modules["scaler"].load_state_dict(state["scaler"])
+        self.history_ = list(state["history"])
+        loop.update(best=float(state["best"]), best_epoch=int(state["best_epoch"]), stale=int(state["stale"]),
+                    best_state=state["best_state"], start_epoch=int(state["epoch"]) + 1,
+                    finished=bool(state["finished"]))
+        set_rng_state(state["rng"], gen, dev)
+        if world > 1:  # dropout masks: rank-dependent, reproducible streams after a resume
+            torch.manual_seed(int(self.seed) + 1000 * int(state["epoch"]) + rank)
+        self.resumed_from_epoch_ = int(state["epoch"])
+        log.info("%s: resumed from checkpoint %s (epoch %d%s)", type(self).__name__, ckpt, state["epoch"],
+                 ", training had finished" if loop["finished"] else "")
+
+    def _epoch(self, train_net, modules: dict, tr: dict, batches: list, amp_dtype, world: int) -> float:
+        """One pass over ``batches`` (index tensors into ``tr``); the mean training loss (all ranks)."""
+        net, opt, scaler = modules["net"], modules["optimizer"], modules["scaler"]
         ema = float(self.ema)
-        eval_net = copy.deepcopy(net) if ema > 0 else net
         live_params = list(net.parameters())
-        ema_params = list(eval_net.parameters())
-
-        self.history_: list[dict] = []
-        best, best_state, best_epoch, stale = math.inf, None, 0, 0
-        start_epoch, finished = 1, False
-        ckpt = self._checkpoint_file(tr, va, world)
-        self.checkpoint_path_ = ckpt
-        self.resumed_from_epoch_ = 0
-        state = (load_checkpoint(ckpt, map_location=dev, modules={"net": net, "eval_net": eval_net if ema > 0 else None})
-                 if ckpt is not None else None)
-        if state is not None:
-            net.load_state_dict(state["net"])
+        ema_params = list(modules["eval_net"].parameters()) if ema > 0 else live_params
+        dev = self.device_
+        autocast = (contextlib.nullcontext if amp_dtype is None
+                    else lambda: torch.autocast(device_type=dev.type, dtype=amp_dtype))
+        total = torch.zeros((), device=dev)
+        for idx in batches:
+            batch = {k: v[idx] for k, v in tr.items()}
+            with autocast():
+                loss, _ = self._batch_loss(train_net(batch["x"], batch["arm"]), batch)
+            opt.zero_grad(set_to_none=True)
+            if scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             if ema > 0:
-                eval_net.load_state_dict(state["eval_net"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if "scaler" in state and scaler.is_enabled():
-                scaler.load_state_dict(state["scaler"])
-            self.history_ = list(state["history"])
-            best, best_epoch, stale = float(state["best"]), int(state["best_epoch"]), int(state["stale"])
-            best_state = state["best_state"]
-            start_epoch, finished = int(state["epoch"]) + 1, bool(state["finished"])
-            set_rng_state(state["rng"], gen, dev)
-            if world > 1:  # dropout masks: rank-dependent, reproducible streams after a resume
-                torch.manual_seed(int(self.seed) + 1000 * int(state["epoch"]) + rank)
-            self.resumed_from_epoch_ = int(state["epoch"])
-            log.info("%s: resumed from checkpoint %s (epoch %d%s)", type(self).__name__, ckpt, state["epoch"],
-                     ", training had finished" if finished else "")
-
-        train_net = net
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, live_params, 1.0 - ema)
+            total += loss.detach().float()  # summed on device: no host sync per step
         if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
+            torch.distributed.all_reduce(total)
+            total /= world
+        return float(total) / len(batches)
 
-            on_gpu = dev.type == "cuda" and dev.index is not None
-            train_net = DistributedDataParallel(net, device_ids=[dev.index] if on_gpu else None)
+    def _validate(self, eval_net, va: dict, rec: dict, world: int, dev) -> float:
+        """Validation loss parts into ``rec``; returns the early-stopping criterion ``val_loss``."""
+        parts = self._evaluate(eval_net, va)
+        if world > 1:  # identical weights on every rank; rank 0's figure decides for all
+            v = torch.tensor([parts[k] for k in sorted(parts)], dtype=torch.float64, device=dev)
+            torch.distributed.broadcast(v, src=0)
+            parts = dict(zip(sorted(parts), v.tolist()))
+        rec.update(parts)
+        return parts["val_loss"]
 
-        def autocast():
-            if amp_dtype is None:
-                return contextlib.nullcontext()
-            return torch.autocast(device_type=dev.type, dtype=amp_dtype)
+    def _save_state(self, ckpt, modules: dict, loop: dict, epoch: int, finished: bool, gen, dev) -> None:
+        scaler = modules["scaler"]
+        save_checkpoint(ckpt, {
+            "epoch": epoch,
+            "finished": finished,
+            "net": modules["net"].state_dict(),
+            "eval_net": modules["eval_net"].state_dict() if modules["eval_net"] is not None else None,
+            "optimizer": modules["optimizer"].state_dict(),
+            "scheduler": modules["scheduler"].state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "history": self.history_,
+            "best": loop["best"],
+            "best_epoch": loop["best_epoch"],
+            "stale": loop["stale"],
+            "best_state": loop["best_state"],
+            "rng": rng_state(gen, dev),
+        })
 
-        epochs = range(start_epoch, max_epochs + 1) if not finished else range(0)
-        bar = tqdm(epochs, desc=type(self).__name__, disable=not self.verbose or rank != 0, leave=False,
-                   initial=start_epoch - 1, total=max_epochs)
-        for epoch in bar:
-            net.train()
-            if sampler is None:
-                perm = torch.randperm(n_train, generator=gen).to(dev)
-            else:
-                sampler.set_epoch(epoch)
-                perm = torch.as_tensor(list(sampler), dtype=torch.long, device=dev)
-            total = torch.zeros((), device=dev)
-            for b in range(n_batches):
-                idx = perm[b * batch_size : (b + 1) * batch_size]
-                batch = {k: v[idx] for k, v in tr.items()}
-                with autocast():
-                    loss, _ = self._batch_loss(train_net(batch["x"], batch["arm"]), batch)
-                opt.zero_grad(set_to_none=True)
-                if scaler.is_enabled():
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                if ema > 0:
-                    with torch.no_grad():
-                        torch._foreach_lerp_(ema_params, live_params, 1.0 - ema)
-                total += loss.detach().float()  # summed on device: no host sync per step
-            if world > 1:
-                torch.distributed.all_reduce(total)
-                total /= world
-            train_loss = float(total) / n_batches
-            rec = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
-            if has_val:
-                parts = self._evaluate(eval_net, va)
-                if world > 1:  # identical weights on every rank; rank 0's figure decides for all
-                    v = torch.tensor([parts[k] for k in sorted(parts)], dtype=torch.float64, device=dev)
-                    torch.distributed.broadcast(v, src=0)
-                    parts = dict(zip(sorted(parts), v.tolist()))
-                rec.update(parts)
-                val = parts["val_loss"]
-            else:
-                val = train_loss
-                rec["val_loss"] = float("nan")
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"{type(self).__name__}: training loss became {train_loss} at epoch {epoch}; lower lr"
-                )
-            self.history_.append(rec)
-            if self.verbose:
-                bar.set_postfix(train=f"{train_loss:.4f}", val=f"{rec['val_loss']:.4f}", lr=f"{rec['lr']:.1e}")
-            improved = not math.isfinite(best) or val < best - self.min_delta * abs(best)
-            if improved:
-                best, best_epoch, stale = val, epoch, 0
-                best_state = copy.deepcopy(eval_net.state_dict())
-            else:
-                stale += 1
-            stop = False
-            if has_val:
-                sched.step(val)
-                stop = stale >= patience
-            if ckpt is not None and rank == 0:
-                save_checkpoint(ckpt, {
-                    "epoch": epoch,
-                    "finished": stop or epoch == max_epochs,
-                    "net": net.state_dict(),
-                    "eval_net": eval_net.state_dict() if ema > 0 else None,
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "history": self.history_,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                    "best_state": best_state,
-                    "rng": rng_state(gen, dev),
-                })
-            if stop:
-                break
-        bar.close()
-        net = eval_net
-        if has_val and best_state is not None:
-            net.load_state_dict(best_state)
+    def _keep(self, eval_net, loop: dict, has_val: bool) -> None:
+        """The returned model: the best validated weights (the last ones without validation rows)."""
+        net, best_epoch = eval_net, loop["best_epoch"]
+        if has_val and loop["best_state"] is not None:
+            net.load_state_dict(loop["best_state"])
         else:  # no validation rows: keep the last weights
             best_epoch = len(self.history_)
         net.eval()
         self.network_ = net
         self.best_epoch_ = int(best_epoch)
-        self.best_val_loss_ = float(best) if has_val else float("nan")
+        self.best_val_loss_ = float(loop["best"]) if has_val else float("nan")
         self.n_parameters_ = count_parameters(net)
 
     @torch.no_grad()
@@ -674,3 +698,13 @@ class PerArmCATEModel(ArmModel):
         """(N, A) float64 predicted outcome mu_a(x_i) at every experimental arm ``arms_[a]``, in y's units."""
         mu = self._forward_numpy(X, "mu")
         return mu * self.y_scale_ + self.y_mean_
+
+
+def _data_parallel(net: nn.Module, dev: torch.device, world: int) -> nn.Module:
+    """The module the training steps call: ``net`` itself, or wrapped in DDP under torch.distributed."""
+    if world <= 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_gpu = dev.type == "cuda" and dev.index is not None
+    return DistributedDataParallel(net, device_ids=[dev.index] if on_gpu else None)
