@@ -135,14 +135,14 @@ class SideConstraints:
 # ----------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------
-def _vector(x, n: int, what: str, label: str) -> np.ndarray:
+def _vector(x, n: int, what: str, label: str, per: str) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
     try:
         a = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{label}: {what} must be numeric, got {type(x).__name__}") from err
     if a.ndim != 1 or a.shape[0] != n:
-        raise ValueError(f"{label}: {what} must have shape ({n},), got {a.shape}")
+        raise ValueError(f"{label}: {what} must have shape ({n},) (one per {per}), got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{label}: {what} contains NaN or inf")
     return a
@@ -173,8 +173,8 @@ def check_constraints(constraints, n: int, m: int, k: int) -> Optional[SideConst
         label = f"constraints[{j}] ({name!r})"
         if name in names:
             raise ValueError(f"{label}: the name {name!r} is used twice")
-        W.append(_vector(c.weights, n, "weights", label + f" (N={n} customers)"))
-        V.append(_vector(c.values, m, "values", label + f" (M={m} candidates)"))
+        W.append(_vector(c.weights, n, "weights", label, "customer"))
+        V.append(_vector(c.values, m, "values", label, "candidate"))
         b = []
         for side, val in (("lo", c.lo), ("hi", c.hi)):
             if val is None:

@@ -34,6 +34,28 @@ of them, where it is cheap.
 
 ``exact``: enumerate all C(M, K) subsets (``exact.enumerate_optimum``), for small problems.
 
+``mip``: the exact joint problem as a mixed-integer program (``mip.py``: strong facility-location
+formulation, HiGHS through scipy), with shares and side constraints; N M up to about 1e5 entries.
+The reference of the tests.
+
+Under share bounds or side constraints the swap search is ``_Run.swap_constrained``: each candidate
+swap's value is bounded by weak duality with the current set's prices, swaps are verified by the exact
+constrained assignment in decreasing bound, and (exact screening) the search stops when no bound
+exceeds the current objective. Measured on four mid-size share-bounded instances (N = 1,200-2,000,
+M = 42-60, K = 4-8, shares 10-40 %) against the MIP: 0.0001 %, 0 % and above the MIP's incumbent on
+the other two (HiGHS stopped at its 300 s limit there); before it, 0.035 % below on one of them.
+
+Side constraints (``constraints.py``, ``Constraint``): every hard assignment is the exact assignment
+under the constraints (restricted LP + MILP rounding, certified), the search compares sets by their
+LP optimum (the rounding, a HiGHS MILP, runs once at the end), Lloyd's location step is priced by the
+current assignment's multipliers (segment profit minus lam_c times the segment's constraint weight at
+each candidate: the LP-guided move), the annealing carries one multiplier per constraint in the
+entropic plan and runs first, and the Lloyd restarts are seeded on the profits priced by its
+multipliers (``PricedSource``), so that they start near feasibility. Restarts whose treatments admit no
+feasible assignment score -inf and are moved by phase-one prices (large multipliers on the violated
+constraints). Measured on 16 random 300 x 20 instances with a binding budget and a parity band (with
+and without shares 10-40 %): at most 0.002 % below the MIP, never above its dual bound.
+
 All restarts run batched: one pass over Pi serves every restart (a (N, R K) plan times Pi).
 
 Shares: the annealing uses the boxed plan; every hard assignment is the exact capacitated assignment
@@ -545,8 +567,10 @@ class _Run:
                                                     max_iter=int(self.opts["sinkhorn_iter"]))
                 else:  # one multiplier per constraint and restart; the location step pays its price
                     Vk = Vt[C.reshape(-1)].view(R, k, -1).transpose(1, 2)  # (R, C, K)
+                    # fewer inner iterations: the multipliers' Newton steps keep improving across the
+                    # location updates and temperatures (warm starts), and the polish prices exactly
                     P, g, err, n_in, lam = entropic_plan(U, eps, self.lo, self.hi, g=g, tol=float(self.opts["tol"]),
-                                                         max_iter=int(self.opts["sinkhorn_iter"]),
+                                                         max_iter=min(50, int(self.opts["sinkhorn_iter"])),
                                                          side=(Wt, Vk, *bounds), lam=lam)
                 S = src.scores(P.reshape(N, R * k)).view(R, k, M)
                 if side is not None:

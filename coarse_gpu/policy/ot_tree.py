@@ -20,7 +20,7 @@ share of the OT policy's incremental profit over no promotion that the tree keep
     distill    87.7 %  87.8 %  88.5 %  89.8 %  89.4 %  89.4 %
     policy     87.3 %  85.2 %  87.5 %  88.7 %  89.0 %  89.4 %
 
-(the rest of the gap to 100 % is the price of reading the segments off 14 covariates with at most
+(the rest of the gap to 100 % is the price of reading the segments off 20 model-matrix columns with at most
 2**depth leaves), so the default is ``distill``: it keeps as much or more at every K.
 
 The stored tree (``Policy.info["tree"]``) has the arrays format of ``policy_tree`` (feature, threshold,
