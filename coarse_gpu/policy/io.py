@@ -277,7 +277,7 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
             cent[s] = z[policy.assignment == s].mean(0)
         params["centroids"] = cent
         rule = "profile_centroid"
-    elif method == "policy_tree":
+    elif method in ("policy_tree", "ot_tree"):
         rule = "tree"
         params = {"tree_" + key: np.asarray(v, dtype=np.float64 if key == "threshold" else np.int64)
                   for key, v in policy.info["tree"].items()}
