@@ -20,7 +20,7 @@ Methods (K treatments chosen, then every customer takes its best chosen treatmen
                 points, Wasserstein-2 k-means in treatment space), snapped to the grid
   kmeans-pref   scikit-learn k-means on the ideal treatments (segment on preferences), best treatment per segment
 Constrained cells (the lazy path, solver=sinkhorn; objective = the constrained assignment's total profit):
-  ours-shares   share bounds 10-30 % per treatment
+  ours-shares   share bounds 15-25 % per treatment
   ours-budget   the same shares and a budget: mean cost per customer <= 80 % of the mean cost of the
                 customers' ideal treatments, cost of (t1, t2) = t1 + t2 / 2 (weights 1/N); the row
                 reports the budget's value and dual multiplier (profit per unit of budget per customer)
@@ -126,7 +126,7 @@ def run_cell(method: str, n: int, m: int, k: int, device: str, seed: int, restar
     if method in ("ours-shares", "ours-budget"):
         from coarse_gpu.discretize import Constraint
 
-        kw = dict(min_share=0.1, max_share=0.3)
+        kw = dict(min_share=0.15, max_share=0.25)
         if method == "ours-budget":
             cost = cand[:, 0] + 0.5 * cand[:, 1]
             budget = 0.8 * float(np.mean(ideal[:, 0] + 0.5 * ideal[:, 1]))

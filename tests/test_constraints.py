@@ -241,3 +241,42 @@ def test_mip_without_constraints_equals_enumeration():
         _, opt_s = enumerate_optimum(X, k, min_share=0.25, max_share=0.5)
         res = discretize(X, k, device="cpu", solver="mip", min_share=0.25, max_share=0.5)
         assert res.objective == pytest.approx(opt_s, rel=1e-4) and res.objective <= opt_s + 1e-9
+
+
+def _support(t, seed, n_min=40, n=300):
+    """Five randomized arms; a candidate is supported by the customers randomized to its nearest arm."""
+    from coarse_gpu.discretize import Support
+
+    arms = np.array([0, 5, 10, 15, 19])
+    received = np.random.default_rng(seed).integers(len(arms), size=n)
+    nearest = np.abs(t[:, None] - t[arms][None]).argmin(1)
+    return Support(received, nearest, n_min), received, nearest
+
+
+def test_support_per_segment_matches_the_mip():
+    X, t, _ = instance(0, n=300, m=20)
+    sup, received, nearest = _support(t, 0)
+    free = discretize(X, 4, device="cpu", seed=0)
+    ref = discretize(X, 4, device="cpu", solver="mip", support=sup, min_share=0.1)
+    res = discretize(X, 4, device="cpu", seed=0, support=sup, min_share=0.1)
+    for r in (ref, res):
+        held = [int(np.sum(received[r.assignment == s] == nearest[r.candidate_index[s]])) for s in range(4)]
+        assert min(held) >= 40 and r.info["support"]["segment_counts"] == held
+        assert np.bincount(r.assignment, minlength=4).min() >= 30
+    assert min(np.sum(received[free.assignment == s] == nearest[free.candidate_index[s]]) for s in range(4)) < 40
+    assert res.objective <= ref.info["mip_dual_bound"] * (1 + 1e-12)
+    assert res.objective >= ref.objective * (1 - 5e-4)
+    assert all(d <= 0 for d in res.info["support"]["dual"])  # a floor can only cost profit
+
+
+def test_bad_support_is_named():
+    from coarse_gpu.discretize import Support
+
+    X, t, _ = instance(0, n=100, m=20)
+    sup, received, nearest = _support(t, 0, n=100)
+    with pytest.raises(ValueError, match=r"support: customer_group must be an integer array of shape \(100,\)"):
+        discretize(X, 3, device="cpu", support=Support(received[:50], nearest, 5))
+    with pytest.raises(ValueError, match="support: n must be a positive integer"):
+        discretize(X, 3, device="cpu", support=Support(received, nearest, 0))
+    with pytest.raises(ValueError, match="only 0 candidates have at least n=60"):
+        discretize(X, 3, device="cpu", support=Support(received, nearest, 60))

@@ -73,6 +73,69 @@ class Constraint:
 
 
 @dataclass
+class Support:
+    """Experimental support per segment: the segment served treatment m must hold at least ``n``
+    customers i with ``customer_group[i] == candidate_group[m]``.
+
+    With customer_group = the experimental arm each customer received and candidate_group = the arm
+    nearest each candidate, every segment then holds >= n customers randomized to (near) its own
+    treatment, so its doubly robust value is estimable from them. customer_group : (N,) int (-1: supports
+    no candidate). candidate_group : (M,) int. n : int >= 1 (for a sample of the customers, the
+    proportional count is required).
+    """
+
+    customer_group: Any
+    candidate_group: Any
+    n: float
+
+    def matrix(self, cols) -> np.ndarray:
+        """(N, K) 0/1: customer i supports the treatment in slot k (candidate cols[k])."""
+        c = np.asarray(self.candidate_group)[np.asarray(cols, dtype=np.int64)]
+        g = np.asarray(self.customer_group)
+        return ((g[:, None] == c[None, :]) & (g[:, None] >= 0)).astype(np.float64)
+
+    def counts(self) -> np.ndarray:
+        """(M,) number of customers supporting each candidate."""
+        g = np.asarray(self.customer_group)
+        per_group = np.bincount(g[g >= 0], minlength=int(max(np.max(self.candidate_group), g.max(initial=-1))) + 1)
+        return per_group[np.asarray(self.candidate_group)]
+
+    def rows(self, idx: np.ndarray) -> "Support":
+        """The requirement on the customers idx: n scaled by len(idx) / N."""
+        N = len(self.customer_group)
+        return Support(np.asarray(self.customer_group)[idx], self.candidate_group, self.n * len(idx) / max(1, N))
+
+    def segment_counts(self, a: np.ndarray, cols) -> np.ndarray:
+        """(K,) supporting customers in each segment of the assignment a (N,)."""
+        S = self.matrix(cols)
+        return np.bincount(a, weights=S[np.arange(S.shape[0]), a], minlength=S.shape[1])
+
+
+def check_support(support, n: int, m: int, k: int, H: int) -> Optional[Support]:
+    """Validate a ``Support`` for N customers, M candidates, K treatments, at most H customers per
+    treatment; ValueError naming the problem (before any work). None passes through."""
+    if support is None:
+        return None
+    if not isinstance(support, Support):
+        raise ValueError(f"support must be a Support(customer_group, candidate_group, n), got {type(support).__name__}")
+    g = np.asarray(support.customer_group)
+    c = np.asarray(support.candidate_group)
+    for name, a, size in (("customer_group", g, n), ("candidate_group", c, m)):
+        if a.ndim != 1 or a.shape[0] != size or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"support: {name} must be an integer array of shape ({size},), got {a.dtype} {a.shape}")
+    if np.any(c < 0):
+        raise ValueError("support: candidate_group must be >= 0 (the group whose customers support a candidate)")
+    if isinstance(support.n, bool) or not float(support.n) >= 1 or int(support.n) != support.n:
+        raise ValueError(f"support: n must be a positive integer, got {support.n!r}")
+    sup = Support(g.astype(np.int64), c.astype(np.int64), int(support.n))
+    able = np.minimum(sup.counts(), H) >= sup.n
+    if int(able.sum()) < k:
+        raise ValueError(f"support: only {int(able.sum())} candidates have at least n={sup.n} supporting customers "
+                         f"(within the largest segment, {H}); k={k} treatments need {k}")
+    return sup
+
+
+@dataclass
 class Prices:
     """Dual prices of a constrained assignment: g (K,) per treatment, lam (C,) per side constraint."""
 
@@ -278,8 +341,8 @@ class _Problem:
 
 
 def assign_constrained(U, L, H, side: Optional[SideConstraints], cols, prices: Optional[Prices] = None,
-                       integral: bool = True):
-    """Exact assignment of N customers to K fixed treatments under shares and side constraints.
+                       integral: bool = True, support: Optional[Support] = None):
+    """Exact assignment of N customers to K fixed treatments under shares, side constraints and support.
 
     U : (N, K) float64 profits of the chosen treatments. L, H : (K,) integer count bounds.
     side : the validated constraints (over the same N customers) or None; cols : (K,) candidate index
@@ -290,20 +353,25 @@ def assign_constrained(U, L, H, side: Optional[SideConstraints], cols, prices: O
         changes the value by less than one customer's margin).
     Returns (a (N,) int64, Prices, feasible: bool). When infeasible, a minimizes the violation (shares
     kept) and the prices carry a large multiplier on each violated constraint (module docstring).
+    support : each segment's minimum of supporting customers: K more rows of the same form,
+        sum_i s_ik x_ik >= n (weights s_ik = 1 where customer i supports slot k's candidate), whose
+        multipliers follow the side constraints' in ``Prices.lam`` (C + K entries).
     """
     from coarse_gpu.discretize.exact import _assign_with_counts
 
     U = np.asarray(U, dtype=np.float64)
     N, K = U.shape
-    if side is None or side.n_constraints == 0:
+    if (side is None or side.n_constraints == 0) and support is None:
         a, g = _assign_with_counts(U, L, H, None if prices is None else prices.g)
         return a, Prices(np.asarray(g, dtype=np.float64), np.zeros(0)), True
-    prob = _Problem(U, np.asarray(L), np.asarray(H), side.W, side.at(cols), side.lo, side.hi, side.tol, side.vrange)
-    bad = _infeasible_range(prob)
+    prob = _problem(U, L, H, side, cols, support)
+    n_rows = prob.Wc.shape[1]
+    bad = _infeasible_range(prob) if support is None else _support_collision(prob, support, cols)
+    bad = bad if bad is not None or support is None else _infeasible_range(prob)
     if bad is not None:
         return bad
     res = None
-    if prices is not None and prices.lam.shape[0] == side.n_constraints:
+    if prices is not None and prices.lam.shape[0] == n_rows:
         # warm prices (the previous Lloyd iteration's, a swap's parent set): one restricted LP, if they
         # are close enough that its certificate holds (the common case near a fixed point) ...
         res = _certified_lp(prob, prices, patience=1)
@@ -319,16 +387,65 @@ def assign_constrained(U, L, H, side: Optional[SideConstraints], cols, prices: O
     if res == "infeasible":
         res = None
     if res is None:  # the LP itself is infeasible (constraints jointly, with these treatments)
-        return (*_phase_one(prob, np.zeros(side.n_constraints)), False)
+        return (*_phase_one(prob, _violated(prob)), False)
     x, prices = res
     prices.lp_value = float((prob.U * x).sum())
     if not integral:
         return x.argmax(1), prices, True
     a, ok, gap = _round(prob, x, prices)
     if not ok:  # the LP is feasible but no integral assignment is (e.g. a very narrow parity band)
-        return (*_phase_one(prob, np.zeros(side.n_constraints)), False)
+        return (*_phase_one(prob, _violated(prob)), False)
     prices.rounding_gap = gap
     return a, prices, True
+
+
+def _problem(U, L, H, side: Optional[SideConstraints], cols, support: Optional[Support]) -> _Problem:
+    """The assignment problem of the K treatments cols: side rows, then one support row per slot."""
+    N, K = U.shape
+    Wc, Vk = [np.zeros((N, 0))], [np.zeros((0, K))]
+    lo, hi, tol, vr = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
+    if side is not None:
+        Wc.append(side.W)
+        Vk.append(side.at(cols))
+        lo.append(side.lo), hi.append(side.hi), tol.append(side.tol), vr.append(side.vrange)
+    if support is not None:
+        Wc.append(support.matrix(cols))
+        Vk.append(np.eye(K))
+        lo.append(np.full(K, float(support.n))), hi.append(np.full(K, np.inf))
+        tol.append(np.full(K, 1e-9)), vr.append(np.ones(K))
+    return _Problem(U, np.asarray(L), np.asarray(H), np.concatenate(Wc, 1), np.concatenate(Vk, 0),
+                    *(np.concatenate(x) for x in (lo, hi, tol, vr)))
+
+
+def _violated(prob: _Problem) -> np.ndarray:
+    """(C,) phase-one multipliers when the rows are jointly infeasible: +-rho on the rows the plain
+    capacitated assignment violates (so the search moves toward feasibility), 0 on the others."""
+    from coarse_gpu.discretize.exact import _assign_with_counts
+
+    a, _ = _assign_with_counts(prob.U, prob.L, prob.H)
+    v = prob.values(a)
+    rho = _rho(prob)
+    return np.where(v > prob.hi + prob.tol, rho, np.where(v < prob.lo - prob.tol, -rho, 0.0))
+
+
+def _support_collision(prob: _Problem, support: Support, cols):
+    """Slots whose candidates share a supporting group need n supporters each from it: infeasible
+    (phase one, multipliers on those slots' rows) when the group has fewer than that; else None."""
+    groups = np.asarray(support.candidate_group)[np.asarray(cols, dtype=np.int64)]
+    size = np.bincount(np.asarray(support.customer_group)[np.asarray(support.customer_group) >= 0],
+                       minlength=int(groups.max()) + 1)
+    C = prob.Wc.shape[1]
+    K = groups.shape[0]
+    lam = np.zeros(C)
+    rho = _rho(prob)
+    for grp in np.unique(groups):
+        slots = np.flatnonzero(groups == grp)
+        if slots.size * support.n > size[grp] if grp < size.shape[0] else True:
+            lam[C - K + slots] = -rho[C - K + slots]
+    if not np.any(lam):
+        return None
+    a, p = _phase_one(prob, lam)
+    return a, p, False
 
 
 def _rho(prob: _Problem) -> np.ndarray:
@@ -656,7 +773,11 @@ def _rows(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.
         kinds += [("L", k, 1.0) for k in low]
     for c in range(prob.Wc.shape[1]):
         coef = (prob.Wc[F, c][:, None] * prob.Vk[c][None, :]).ravel()
-        s = float(np.abs(coef).max()) or 1.0
+        s = float(np.abs(coef).max())
+        if s == 0.0:  # no free customer can change this row (HiGHS' IPM fails on empty rows): check it here
+            if vfix[c] > prob.hi[c] + prob.tol[c] or vfix[c] < prob.lo[c] - prob.tol[c]:
+                kinds.append(("infeasible", c, 1.0))
+            continue
         row = sparse.csr_matrix(coef[None, :] / s)
         if np.isfinite(prob.hi[c]):
             blocks.append(row)
@@ -678,11 +799,16 @@ def _lp(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.nd
     if np.any(L > H) or L.sum() > n or H.sum() < n:
         return None
     A_eq, A_ub, b_ub, kinds = _rows(prob, F, L, H, vfix)
+    if any(kind == "infeasible" for kind, _, _ in kinds):
+        return None
     u = float(np.abs(prob.U[F]).max()) or 1.0  # objective in units of u: duals scale back by u
     # interior point + crossover: a vertex (few split customers) at 5x the speed of dual simplex on
     # these LPs (0.2 s against 1.0 s for 4096 x 5 with two dense side rows, measured)
-    res = linprog(-prob.U[F].ravel() / u, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(n), bounds=(0, None),
-                  method="highs-ipm", options={"dual_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9})
+    for method in ("highs-ipm", "highs-ds"):  # dual simplex when the interior point method fails numerically
+        res = linprog(-prob.U[F].ravel() / u, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(n), bounds=(0, None),
+                      method=method, options={"dual_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9})
+        if res.status in (0, 2):
+            break
     if res.status == 2:
         return None
     if res.status != 0:
@@ -767,6 +893,8 @@ def _milp(prob: _Problem, F: np.ndarray, a: np.ndarray):
     shrink = np.zeros(prob.Wc.shape[1])
     for _ in range(4):
         A_eq, A_ub, b_ub, kinds = _rows(prob, F, L, H, vfix)
+        if any(kind == "infeasible" for kind, _, _ in kinds):
+            return None
         cons = [LinearConstraint(A_eq, 1.0, 1.0)]
         if A_ub is not None:
             tight = np.array([shrink[j] / s if kind in ("hi", "lo") else 0.0 for kind, j, s in kinds])

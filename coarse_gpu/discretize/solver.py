@@ -76,7 +76,13 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from coarse_gpu.discretize.constraints import PricedSource, Prices, assign_constrained, check_constraints
+from coarse_gpu.discretize.constraints import (
+    PricedSource,
+    Prices,
+    assign_constrained,
+    check_constraints,
+    check_support,
+)
 from coarse_gpu.discretize.exact import _assign_with_counts, certify, enumerate_optimum, share_counts
 from coarse_gpu.discretize.profit import (
     DenseSource,
@@ -126,7 +132,8 @@ DEFAULT_OPTIONS = dict(
     # polish the winner by the exact Lloyd alternation on all N. The K locations depend on the
     # customers only through sums over segments, so a 65k-customer sample pins them down to a
     # sampling error far below the objective's resolution, and the full-data polish removes the rest.
-    # "auto": 65536 customers when N > 262144; None: never; an int: that sample size.
+    # "auto": 65536 customers when N > 262144 (16384 when N > 65536 under side constraints, see
+    # _subsample_size); None: never; an int: that sample size.
     subsample="auto",
     # sinkhorn: restart 0 of the plain Lloyd restarts is the greedy facility-location seed (True) or is
     # left to the annealed solution (False). The greedy seed costs K relu-sum passes over all N x M
@@ -142,6 +149,9 @@ DEFAULT_OPTIONS = dict(
     # to their fixed points on the annealing sample too (a quarter of the 65k search rows), and only the
     # best n_swap distinct solutions are polished on all the search's customers before the swap search.
     coarse_restarts=True,
+    # Experimental support per segment: a constraints.Support (each segment must hold >= n customers of
+    # the group supporting its treatment, e.g. those randomized to the arm nearest it); None: none.
+    support=None,
     mip_time_limit=None,  # solver="mip": seconds before HiGHS stops with its incumbent (info["mip_gap"])
     mip_rel_gap=1e-4,  # solver="mip": relative gap to the dual bound at which it stops (HiGHS default)
 )
@@ -407,14 +417,22 @@ class _Run:
     hard assignment; they warm-start the next one and price the location step under side constraints.
     """
 
-    def __init__(self, src, k, L, H, shares, opts, scale, trace, rel_tol, side=None):
+    def __init__(self, src, k, L, H, shares, opts, scale, trace, rel_tol, side=None, support=None):
         self.src, self.k, self.L, self.H, self.shares = src, k, L, H, shares
         self.opts, self.scale, self.trace, self.rel_tol = opts, scale, trace, rel_tol
         self.lo = float(L[0]) / src.n
         self.hi = float(H[0]) / src.n
         self.unit = 1.0  # trace objectives are reported x unit (a sample's totals in units of the search's)
-        self.side = side
-        self.constrained = shares or side is not None
+        self.side, self.support = side, support
+        self.n_side = 0 if side is None else side.n_constraints
+        self.rows_priced = side is not None or support is not None  # assignments come with LP multipliers
+        self.constrained = shares or self.rows_priced
+        if support is not None:  # candidates that can never hold n supporters: off limits to the location step
+            self.forbidden = np.minimum(support.counts(), H[0]) < support.n
+            self.cand_group = np.asarray(support.candidate_group)
+            g = np.asarray(support.customer_group)
+            size = np.bincount(g[g >= 0], minlength=int(self.cand_group.max()) + 1)
+            self.group_cap = np.floor(size / support.n).astype(np.int64)  # slots a group can support
         if side is not None:
             self.side_W = torch.as_tensor(side.W, device=src.device, dtype=src.dtype)  # (N, C)
             self.side_V = torch.as_tensor(side.V, device=src.device, dtype=src.dtype)  # (M, C)
@@ -428,11 +446,12 @@ class _Run:
         if not self.constrained:
             return U.argmax(1), None, True
         U64 = U.detach().to(torch.float64).cpu().numpy()
-        if self.side is None:
+        if not self.rows_priced:
             a, g = _assign_with_counts(U64, self.L, self.H, None if prices is None else prices.g)
             return torch.as_tensor(a, device=U.device), Prices(np.asarray(g, dtype=np.float64)), True
         c = np.asarray(cols.cpu() if isinstance(cols, torch.Tensor) else cols, dtype=np.int64)
-        a, p, ok = assign_constrained(U64, self.L, self.H, self.side, c, prices, integral=integral)
+        a, p, ok = assign_constrained(U64, self.L, self.H, self.side, c, prices, integral=integral,
+                                      support=self.support)
         return torch.as_tensor(a, device=U.device), p, ok
 
     def value(self, U: torch.Tensor, a: torch.Tensor, prices, feasible: bool) -> float:
@@ -440,7 +459,7 @@ class _Run:
         constraints (``hard_assign(integral=False)``), -inf when infeasible."""
         if not feasible:
             return -math.inf
-        if self.side is not None and prices is not None and prices.lp_value is not None:
+        if self.rows_priced and prices is not None and prices.lp_value is not None:
             return prices.lp_value
         return float(U.gather(1, a[:, None]).to(torch.float64).sum())
 
@@ -449,13 +468,27 @@ class _Run:
         profits minus the multipliers times the segment's constraint weight at every candidate,
         S_km - sum_c lam_c (sum_{i in k} w_ic) v_mc, so a move that would break a binding constraint
         pays its price (the LP-guided location step)."""
-        if self.side is None or prices is None or not np.any(prices.lam):
+        k, C = self.k, self.n_side
+        if self.support is not None:
+            S = S.copy()
+            S[:, self.forbidden] = S.min() - 1e6 * (np.abs(S).max() + 1.0)
+        if prices is None or not np.any(prices.lam):
             return S
-        k = self.k
-        Wseg = torch.zeros(k, self.side_W.shape[1], dtype=self.side_W.dtype, device=self.side_W.device)
-        Wseg.index_add_(0, A, self.side_W)
-        lam = torch.as_tensor(prices.lam, dtype=self.side_W.dtype, device=self.side_W.device)
-        return S - ((Wseg * lam) @ self.side_V.T).to(torch.float64).cpu().numpy()
+        if self.side is not None and np.any(prices.lam[:C]):
+            Wseg = torch.zeros(k, C, dtype=self.side_W.dtype, device=self.side_W.device)
+            Wseg.index_add_(0, A, self.side_W)
+            lam = torch.as_tensor(prices.lam[:C], dtype=self.side_W.dtype, device=self.side_W.device)
+            S = S - ((Wseg * lam) @ self.side_V.T).to(torch.float64).cpu().numpy()
+        if self.support is not None and np.any(prices.lam[C:]):
+            # support rows: segment k gains -lam_k (>= 0 when binding) per supporter of candidate m it holds
+            g = np.asarray(self.support.customer_group)
+            a = A.cpu().numpy()
+            G = int(max(self.cand_group.max(), g.max(initial=-1))) + 1
+            cnt = np.zeros((k, G))
+            ok = g >= 0
+            np.add.at(cnt, (a[ok], g[ok]), 1.0)
+            S = S - prices.lam[C:][:, None] * cnt[:, self.cand_group]
+        return S
 
     def lloyd(self, C0: torch.Tensor, phase: str, restart_ids, prices=None):
         """Exact alternation from (R, K) starts; returns (C (R, K), objective (R,) float64, prices).
@@ -471,7 +504,7 @@ class _Run:
         obj = torch.full((R,), -math.inf, dtype=torch.float64)
         active = np.ones(R, dtype=bool)
         prices = list(prices) if prices is not None else [None] * R
-        guard = self.side is not None
+        guard = self.rows_priced
         best = [(C[r].clone(), -math.inf, prices[r]) for r in range(R)] if guard else None
         for it in range(int(self.opts["max_iter"])):
             act = np.flatnonzero(active)
@@ -522,7 +555,12 @@ class _Run:
                     if reseeded:
                         C[r] = cur
                         continue
-                new = _best_distinct(self.priced_scores(S[j], A[:, j], prices[r]), C[r].cpu().numpy(), self.rel_tol)
+                Sj = self.priced_scores(S[j], A[:, j], prices[r])
+                new = _best_distinct(Sj, C[r].cpu().numpy(), self.rel_tol)
+                if self.support is not None:  # no more slots on a supporting group than it can fill
+                    fixed = _repair_groups(Sj, new if new is not None else C[r].cpu().numpy(), self.cand_group,
+                                           self.group_cap)
+                    new = fixed if new is not None or not np.array_equal(fixed, C[r].cpu().numpy()) else None
                 if new is None:
                     active[r] = False
                 else:
@@ -665,8 +703,9 @@ class _Run:
         Pi~ = Pi - sum_c lam_c w_c v_c^T the priced profits, r_ij = customer i's best priced profit without
         slot j (K relu-sum passes over the screening rows). Swaps are verified (exact constrained
         assignment) in decreasing B_jm; with exact screening (all customers, N M <= 2**22) the search
-        stops as soon as B_jm <= the current objective, so the whole 1-swap neighbourhood is covered;
-        otherwise the first ``n_verify`` (16) candidates per round are verified. An accepted swap
+        stops as soon as B_jm <= the current objective (or after 32 verifications), so the 1-swap
+        neighbourhood is covered as far as the bounds are tight; otherwise the first 16 candidates
+        per round are verified. An accepted swap
         refreshes the prices; a run of swaps ends with a Lloyd polish, as in ``swap``.
         """
         src, k, N, M = self.src, self.k, self.src.n, self.src.m
@@ -688,8 +727,10 @@ class _Run:
             order = torch.argsort(B.flatten(), descending=True)
             accepted = False
             for n_ver, f in enumerate(order.tolist()):
+                # at most 32 verifications a round even with exact screening: bounds that leave out
+                # the support multipliers, or of sets far from this one, can be loose
                 if float(B.flatten()[f]) <= (obj + tol if exact_screen else -math.inf) or n_ver >= (
-                        1 << 30 if exact_screen else 16):
+                        32 if exact_screen else 16):
                     break
                 j, m = divmod(f, M)
                 C2 = C.clone()
@@ -721,11 +762,13 @@ class _Run:
         Xp = Xs
         const = -float(np.sum(np.maximum(prices.g, 0) * self.L - np.maximum(-prices.g, 0) * self.H))
         if self.side is not None and prices.lam.size:
-            lam = torch.as_tensor(prices.lam, dtype=torch.float64, device=Xs.device)
+            # support multipliers are left out (0): weak duality holds for any multipliers
+            lam = torch.as_tensor(prices.lam[:self.n_side], dtype=torch.float64, device=Xs.device)
             Xp = Xs - (Ws * lam) @ self.side_V.to(torch.float64).T
             hi = np.where(np.isfinite(self.side.hi), self.side.hi, 0.0)  # lam > 0 only on a finite hi
             lo = np.where(np.isfinite(self.side.lo), self.side.lo, 0.0)
-            const += float(np.sum(np.maximum(prices.lam, 0) * hi - np.maximum(-prices.lam, 0) * lo))
+            lam_c = prices.lam[:self.n_side]
+            const += float(np.sum(np.maximum(lam_c, 0) * hi - np.maximum(-lam_c, 0) * lo))
         Up = Xp[:, C] + g  # (n, K) priced profits of the current treatments
         B = torch.empty(k, Xs.shape[1], dtype=torch.float64, device=Xs.device)
         for j in range(k):
@@ -735,6 +778,31 @@ class _Run:
                 continue
             B[j] = r.sum() + relu_colsum(Xp + g[j], r)
         return B * unit + const
+
+
+def _repair_groups(S: np.ndarray, cols: np.ndarray, groups: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """K distinct candidates with at most cap[g] of them in supporting group g (``Support``): while a
+    group is over-subscribed, the slot on it whose best candidate in a group with room loses the
+    least score S (K, M) moves there. (The K x M linear assignment of the location step cannot hold
+    group capacities; two slots on one arm's candidates would split its supporters and both fall
+    short.)"""
+    cols = np.asarray(cols, dtype=np.int64).copy()
+    M = S.shape[1]
+    while True:
+        used = np.bincount(groups[cols], minlength=cap.size)
+        over = np.flatnonzero(used > cap)
+        if over.size == 0:
+            return cols
+        room = (used[groups] < cap[groups]) & ~np.isin(np.arange(M), cols)
+        if not room.any():
+            return cols
+        best = None
+        for k in np.flatnonzero(np.isin(groups[cols], over)):
+            m = int(np.flatnonzero(room)[S[k, room].argmax()])
+            loss = S[k, cols[k]] - S[k, m]
+            if best is None or loss < best[0]:
+                best = (loss, k, m)
+        cols[best[1]] = best[2]
 
 
 def _best_distinct_sets(C: torch.Tensor, obj: torch.Tensor, n: int) -> list[int]:
@@ -783,11 +851,18 @@ def _two_level_search(run: _Run, coarse: ProfitSource, seeds, anneal_from, eps_l
     return C_p, obj_p, ids[keep].tolist()
 
 
-def _subsample_size(option, n: int) -> Optional[int]:
-    """Customers the search runs on (None: all of them); see DEFAULT_OPTIONS["subsample"]."""
+def _subsample_size(option, n: int, side: bool = False) -> Optional[int]:
+    """Customers the search runs on (None: all of them); see DEFAULT_OPTIONS["subsample"].
+
+    Under side constraints "auto" means 16384 customers when N > 65536: every Lloyd iteration and
+    verified swap then costs an exact constrained assignment of the search's customers (restricted LP
+    + certificate, ~0.1 s at 20,000 customers, seconds at 1e5), and the exact polish on all N follows.
+    """
     if option is None:
         return None
     if option == "auto":
+        if side:
+            return 16384 if n > 65536 else None
         return 65536 if n > 262144 else None
     if isinstance(option, bool) or not isinstance(option, (int, np.integer)) or int(option) < 1:
         raise ValueError(f"subsample must be 'auto', None or a positive int, got {option!r}")
@@ -858,7 +933,8 @@ def discretize(
     L, H = share_counts(N, k, min_share, max_share)
     shares = bool(L[0] > 0 or H[0] < N)
     side = check_constraints(constraints, N, M, k)
-    init, refine_oracle, bounds = _check_search_inputs(opts, k, M, cand, side)
+    support = check_support(opts["support"], N, M, k, int(H[0]))
+    init, refine_oracle, bounds = _check_search_inputs(opts, k, M, cand, side if side is not None else support)
     if solver == "mip":
         from coarse_gpu.discretize.mip import check_size
 
@@ -871,7 +947,7 @@ def discretize(
     scale = _profit_scale(src, gen)
     info["profit_scale"] = scale
     rel_tol = 1e-6 if dtype == torch.float32 else 1e-12
-    run = _Run(src, k, L, H, shares, opts, scale, trace, rel_tol, side=side)
+    run = _Run(src, k, L, H, shares, opts, scale, trace, rel_tol, side=side, support=support)
 
     best_prices, fixed_assignment = None, None
     if solver == "exact":
@@ -932,11 +1008,11 @@ def _check_search_inputs(opts: dict, k: int, M: int, cand: np.ndarray, side):
     refine_oracle = opts["refine_oracle"]
     if refine_oracle is not None and not callable(refine_oracle):
         raise ValueError("refine_oracle must be a callable (T, d) -> (N, T) profits")
-    if side is not None and refine_oracle is not None:
-        raise ValueError("constraints cannot be combined with refine_oracle: constraint values are given per "
+    if side is not None and refine_oracle is not None:  # side: the constraints or the support
+        raise ValueError("constraints and support cannot be combined with refine_oracle: they are given per "
                          "candidate, so treatments must stay on the grid")
     if side is not None and opts["solver"] == "exact":
-        raise ValueError("solver='exact' (subset enumeration) does not take constraints; use solver='mip'")
+        raise ValueError("solver='exact' (subset enumeration) does not take constraints or support; use solver='mip'")
     bounds = opts["bounds"]
     if bounds is not None:
         try:
@@ -962,12 +1038,12 @@ def _mip_solve(run: _Run, src, k: int, L, H, side, opts: dict, info: dict):
     from coarse_gpu.discretize.mip import solve_mip
 
     X = src.columns64(torch.arange(src.m, device=src.device)).cpu().numpy()
-    kw = dict(side=side, time_limit=opts["mip_time_limit"], rel_gap=float(opts["mip_rel_gap"]),
+    kw = dict(side=side, support=run.support, time_limit=opts["mip_time_limit"], rel_gap=float(opts["mip_rel_gap"]),
               verbose=bool(opts["verbose"]))
     cols, _, mip_info = solve_mip(X, k, int(L[0]), int(H[0]), integral_x=False, **kw)
     info.update(mip_info)
     C = torch.as_tensor(cols, device=src.device)
-    if side is None:
+    if not run.rows_priced:
         return C, None
     a, _, ok = run.hard_assign(torch.as_tensor(X[:, cols]), None, C)
     bound = mip_info["mip_dual_bound"] if mip_info["mip_dual_bound"] is not None else mip_info["mip_objective"]
@@ -996,11 +1072,13 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
     shares = run.shares
     # The search runs on `run` (all customers) or on a subsample's run; see DEFAULT_OPTIONS["subsample"].
     full_run = run
-    n_sub = _subsample_size(opts["subsample"], N)
+    n_sub = _subsample_size(opts["subsample"], N, run.rows_priced)
     if n_sub is not None:
-        sub_src, sub_side = _rows_of(src, side, np.sort(np.random.default_rng(int(seed)).choice(N, n_sub, replace=False)))
+        sub_idx = np.sort(np.random.default_rng(int(seed)).choice(N, n_sub, replace=False))
+        sub_src, sub_side = _rows_of(src, side, sub_idx)
         Ls, Hs = share_counts(n_sub, k, min_share, max_share)
-        run = _Run(sub_src, k, Ls, Hs, shares, opts, run.scale, run.trace, run.rel_tol, side=sub_side)
+        sub_sup = run.support.rows(sub_idx) if run.support is not None else None
+        run = _Run(sub_src, k, Ls, Hs, shares, opts, run.scale, run.trace, run.rel_tol, side=sub_side, support=sub_sup)
         info["subsample"] = n_sub
     phase_s: dict[str, float] = {}  # wall time per phase (info["phase_s"])
     greedy = solver == "lloyd" or _greedy_seed(opts["greedy_seed"], run.src.n, M, run.constrained)
@@ -1034,7 +1112,7 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
         result_ids.extend(anneal_ids.tolist())
         result_prices.extend(p_p)
         info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
-        lam0 = p_p[int(obj_p.argmax())].lam
+        lam0 = p_p[int(obj_p.argmax())].lam[:run.n_side]
         seed_src = PricedSource(run.src, run.side.W, run.side.V, lam0)
         t_ph = time.perf_counter()
     if greedy:  # restart 0 greedy (or init), 1.. k-means++; the first n_a of them also annealed
@@ -1104,8 +1182,8 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
         C_best, best_prices = C_f[0], p_f[0]
         info["objective_after_full_polish"] = float(obj_f[0])
     info["phase_s"] = phase_s
-    if not math.isfinite(float(allobj.max())) and side is not None:
-        _raise_infeasible(side, shares, L, H)
+    if not math.isfinite(float(allobj.max())) and run.rows_priced:
+        _raise_infeasible(full_run)
     return C_best, best_prices, (eps_target if solver == "sinkhorn" else 0.0)
 
 
@@ -1115,8 +1193,10 @@ def _anneal_and_polish(run: _Run, starts, eps_list, ids, pbar, coarse, coarse_si
     prices = None
     if run.constrained:
         f = run.src.n / coarse.n if coarse is not None else 1.0  # the sample's multipliers, per customer
+        pad = np.zeros(run.k if run.support is not None else 0)  # the support rows' multipliers: cold
         prices = [Prices(g[r].to(torch.float64).cpu().numpy(),
-                         np.zeros(0) if lam is None else lam[r].to(torch.float64).cpu().numpy() * f)
+                         np.concatenate([np.zeros(0) if lam is None else lam[r].to(torch.float64).cpu().numpy() * f,
+                                         pad]))
                   for r in range(C_a.shape[0])]
     return run.lloyd(C_a, "polish", ids, prices=prices)
 
@@ -1140,10 +1220,14 @@ def _swap_phase(run: _Run, allC, allobj, result_ids, result_prices, C_best, best
     return C_best, best_prices
 
 
-def _raise_infeasible(side, shares: bool, L, H):
-    what = ", ".join(repr(n) for n in side.names)
-    extra = f" with the share bounds (counts in [{int(L[0])}, {int(H[0])}])" if shares else ""
-    raise ValueError(f"constraints {what} could not be satisfied{extra}: no restart found K treatments with a "
+def _raise_infeasible(run: _Run):
+    parts = []
+    if run.side is not None:
+        parts.append("constraints " + ", ".join(repr(n) for n in run.side.names))
+    if run.support is not None:
+        parts.append(f"the support of {run.support.n:g} customers per segment")
+    extra = f" with the share bounds (counts in [{int(run.L[0])}, {int(run.H[0])}])" if run.shares else ""
+    raise ValueError(f"{' and '.join(parts)} could not be satisfied{extra}: no restart found K treatments with a "
                      "feasible assignment; loosen them, or check with solver='mip' whether any exist")
 
 
@@ -1159,7 +1243,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
     else:
         a, prices, feasible = run.hard_assign(U64, prices, C_best)
     if not feasible:
-        _raise_infeasible(run.side, run.shares, run.L, run.H)
+        _raise_infeasible(run)
     assignment = a.cpu().numpy().astype(np.int64)
     T = cand[C_best.cpu().numpy()].copy()
     cand_index = C_best.cpu().numpy().astype(np.int64)
@@ -1180,12 +1264,18 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
     entropic = objective
     if solver == "sinkhorn":
         entropic = _final_entropic(run, U64, prices, cand_index, eps_target, opts, info)
-    if run.shares and run.side is None:
+    if run.shares and not run.rows_priced:
         ok, _ = certify(U64.cpu().numpy(), assignment, run.L, run.H)
         info["share_assignment_certified_optimal"] = bool(ok)
+    lam = prices.lam if prices is not None and prices.lam is not None else np.zeros(0)
     if run.side is not None:
         vals = run.side.values(assignment, cand_index)
-        info["constraints"] = run.side.report(vals, prices.lam if prices is not None else np.zeros(0))
+        info["constraints"] = run.side.report(vals, lam[:run.n_side])
+    if run.support is not None:
+        info["support"] = {"n": run.support.n,
+                           "segment_counts": run.support.segment_counts(assignment, cand_index).astype(int).tolist(),
+                           "dual": [float(x) for x in lam[run.n_side:]] or [0.0] * k}
+    if run.rows_priced:
         info["constraint_rounding_gap"] = float(prices.rounding_gap) if prices is not None else 0.0
     counts = np.bincount(assignment, minlength=k)
     info["epsilon_abs"] = eps_used * run.scale
@@ -1220,7 +1310,7 @@ def _final_entropic(run: _Run, U64, prices, cols, eps_target: float, opts: dict,
     if run.side is not None:
         side = (torch.as_tensor(run.side.W, device=U64.device), torch.as_tensor(run.side.at(cols), device=U64.device),
                 torch.as_tensor(run.side.lo), torch.as_tensor(run.side.hi))
-        lam0 = torch.as_tensor(prices.lam, device=U64.device) if prices is not None else None
+        lam0 = torch.as_tensor(prices.lam[:run.n_side], device=U64.device) if prices is not None else None
         P, _, err, _, _ = entropic_plan(U64, eps_target * scale, run.lo, run.hi, side=side, lam=lam0, **kw)
     else:
         P, _, err, _ = entropic_plan(U64, eps_target * scale, run.lo, run.hi, **kw)

@@ -96,12 +96,28 @@ def ot_tree(X, profit, candidates, k: int, variant: str = "distill", depth: Opti
 
 
 def _arrays(tr, leaf_slot: np.ndarray) -> dict:
-    """A fitted tree's structure (sklearn ``tree_`` layout) in the stored-tree format."""
-    return {"feature": np.asarray(tr.feature).astype(int).tolist(),
-            "threshold": np.asarray(tr.threshold, dtype=np.float64).tolist(),
-            "left": np.asarray(tr.children_left).astype(int).tolist(),
-            "right": np.asarray(tr.children_right).astype(int).tolist(),
-            "leaf_slot": np.asarray(leaf_slot).astype(int).tolist()}
+    """A fitted tree's structure (sklearn ``tree_`` layout) in the stored-tree format, with every split
+    whose two sides end in the same treatment collapsed into a leaf (the relabelled leaves often agree:
+    such splits change nobody's treatment and only lengthen the rules)."""
+    feature = np.asarray(tr.feature).astype(int)
+    threshold = np.asarray(tr.threshold, dtype=np.float64)
+    left = np.asarray(tr.children_left).astype(int)
+    right = np.asarray(tr.children_right).astype(int)
+    slot = np.asarray(leaf_slot).astype(int).copy()
+
+    def collapse(node: int) -> None:
+        if left[node] < 0:
+            return
+        collapse(left[node])
+        collapse(right[node])
+        l, r = left[node], right[node]
+        if left[l] < 0 and left[r] < 0 and slot[l] == slot[r]:
+            left[node] = right[node] = -1
+            feature[node], threshold[node], slot[node] = -2, -2.0, slot[l]
+
+    collapse(0)
+    return {"feature": feature.tolist(), "threshold": threshold.tolist(), "left": left.tolist(),
+            "right": right.tolist(), "leaf_slot": slot.tolist()}
 
 
 def _best_per_leaf(leaves: np.ndarray, U: np.ndarray, n_nodes: int) -> np.ndarray:
