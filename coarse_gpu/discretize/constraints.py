@@ -21,9 +21,11 @@ dV/d lo_c <= 0 where the lower one does, 0 when slack).
 HiGHS solves the LP on all customers at ~0.4 s for 2,000 x 8 and ~30 s for 20,000 x 5 (measured), far
 too slow for the assignment step of every Lloyd iteration, so the LP is solved *restricted*, as
 ``exact.assign_with_shares`` does for the share bounds alone:
-  1. prices: warm ones (the previous iteration's), else those of a random 1/8 subsample solved the same
-     way (multilevel), down to 8192 customers, where the entropic plan with one multiplier per
-     constraint (``sinkhorn.entropic_plan(side=...)``, eps decreasing to 1 % of the profit spread) gives them;
+  1. prices: warm ones (the previous Lloyd iteration's, a swap's parent set) when one restricted LP
+     certifies them; else those of a random 1/8 subsample solved the same way (multilevel), down to
+     8192 customers, where damped Newton on the entropically smoothed dual (K + C variables, eps
+     decreasing to 0.3 % of the profit spread, ``_newton_prices``) gives them; warm or sampled prices
+     are refined by the same Newton on (a sample of) 8192 customers;
   2. the customers whose priced margin (best minus second best) is large are fixed to their priced
      argmax; HiGHS solves the LP of the others (the smallest margins, 4096 or more) with the residual
      bounds; its duals are checked on EVERY customer (reduced costs >= 0): then the combined solution
@@ -35,9 +37,14 @@ too slow for the assignment step of every Lloyd iteration, so the LP is solved *
      against LP*, so when every fixed customer's margin is >= Delta no better integral assignment exists:
      the result is the exact integer optimum for the K treatments, and it satisfies every constraint
      and share bound exactly (to float rounding, 1e-9 of the constraint's scale sum_i |w_i| max |v|).
-A set of treatments under which a constraint cannot hold (its range over all capacitated assignments,
-two exact capacitated assignments, misses [lo, hi]) is reported infeasible without an LP; the
-assignment returned then minimizes the violation, and the prices push the search toward feasibility.
+A set of treatments under which a constraint cannot hold (its exact range over all capacitated
+assignments, ``_min_value``, misses [lo, hi]) is reported infeasible without an LP; the assignment
+returned then minimizes the violation, and the prices push the search toward feasibility.
+
+Experimental support (``Support``): segment k must hold at least n customers of the group that
+supports its treatment. With the treatments fixed these are K more rows of the same form
+(weights s_ik in {0, 1}, values e_k, lo = n), so the LP, the rounding and the certificates above
+cover them unchanged; their multipliers follow the side constraints' in ``Prices.lam``.
 """
 from __future__ import annotations
 

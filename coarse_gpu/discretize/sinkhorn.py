@@ -134,14 +134,7 @@ def entropic_plan(
             b = g + eps_rk * (log_hi - logS)
             g = torch.maximum(a, torch.minimum(torch.zeros_like(b), b))
         if side is not None:
-            eps_r = eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t
-            d = -(slope / eps_r).clamp_min(tiny)  # d value / d lam < 0
-            lam_hi = lam + (chi - val) / d  # linearized value = chi
-            lam_lo = lam + (clo - val) / d  # linearized value = clo (lam_hi <= lam_lo)
-            new = torch.maximum(lam_hi, torch.minimum(torch.zeros_like(lam_lo), lam_lo))
-            cap = 8.0 * eps_r / swing.clamp_min(tiny)
-            new = torch.where(swing > 0, lam + (new - lam).clamp(-cap, cap), lam)
-            lam = torch.nan_to_num(new, nan=0.0)
+            lam = _multiplier_step(lam, val, slope, clo, chi, swing, eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t)
     P = torch.exp(logP)
     if not free or side is not None:
         S = P.sum(0)
@@ -153,6 +146,19 @@ def entropic_plan(
         out = (P[:, 0, :], g[0], err[0], n_iter)
         return out + (lam[0],) if side is not None else out
     return (P, g, err, n_iter, lam) if side is not None else (P, g, err, n_iter)
+
+
+def _multiplier_step(lam, val, slope, clo, chi, swing, eps_r) -> torch.Tensor:
+    """One capped Newton step of every multiplier (R, C) toward its exact block update: project 0 onto
+    {lam : clo <= linearized value <= chi}; the value decreases in lam with slope -Var / eps."""
+    tiny = torch.finfo(lam.dtype).tiny
+    d = -(slope / eps_r).clamp_min(tiny)  # d value / d lam < 0
+    lam_hi = lam + (chi - val) / d  # linearized value = chi
+    lam_lo = lam + (clo - val) / d  # linearized value = clo (lam_hi <= lam_lo)
+    new = torch.maximum(lam_hi, torch.minimum(torch.zeros_like(lam_lo), lam_lo))
+    cap = 8.0 * eps_r / swing.clamp_min(tiny)
+    new = torch.where(swing > 0, lam + (new - lam).clamp(-cap, cap), lam)
+    return torch.nan_to_num(new, nan=0.0)
 
 
 def _side_error(val, lam, clo, chi, cscale) -> torch.Tensor:

@@ -1101,19 +1101,8 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
     info["restart_objectives"] = {}
     seed_src = run.src
     if solver == "sinkhorn" and run.side is not None:
-        # Side constraints: anneal first (its multipliers learn the constraints' prices), then draw the
-        # Lloyd seeds on the profits priced by them, so that the restarts start near feasibility.
-        t_ph = time.perf_counter()
-        C_p, obj_p, p_p = _anneal_and_polish(run, _anneal_starts(coarse if coarse is not None else run.src, n_a, k,
-                                                                 gen, init), eps_list, anneal_ids, pbar, coarse,
-                                             coarse_side)
-        phase_s["anneal"] = time.perf_counter() - t_ph
-        results.append((C_p, obj_p))
-        result_ids.extend(anneal_ids.tolist())
-        result_prices.extend(p_p)
-        info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
-        lam0 = p_p[int(obj_p.argmax())].lam[:run.n_side]
-        seed_src = PricedSource(run.src, run.side.W, run.side.V, lam0)
+        seed_src = _anneal_first(run, coarse, coarse_side, n_a, k, gen, init, eps_list, anneal_ids, pbar, phase_s,
+                                 results, result_ids, result_prices, info)
         t_ph = time.perf_counter()
     if greedy:  # restart 0 greedy (or init), 1.. k-means++; the first n_a of them also annealed
         seeds = _seeds(seed_src, k, n_restarts, gen, init)
@@ -1185,6 +1174,23 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
     if not math.isfinite(float(allobj.max())) and run.rows_priced:
         _raise_infeasible(full_run)
     return C_best, best_prices, (eps_target if solver == "sinkhorn" else 0.0)
+
+
+def _anneal_first(run: _Run, coarse, coarse_side, n_a, k, gen, init, eps_list, anneal_ids, pbar, phase_s,
+                  results, result_ids, result_prices, info):
+    """Side constraints: anneal first (its multipliers learn the constraints' prices), record the
+    polished restarts, and return the profits priced by the best one's multipliers, on which the Lloyd
+    seeds are drawn so that the restarts start near feasibility."""
+    t_ph = time.perf_counter()
+    starts = _anneal_starts(coarse if coarse is not None else run.src, n_a, k, gen, init)
+    C_p, obj_p, p_p = _anneal_and_polish(run, starts, eps_list, anneal_ids, pbar, coarse, coarse_side)
+    phase_s["anneal"] = time.perf_counter() - t_ph
+    results.append((C_p, obj_p))
+    result_ids.extend(anneal_ids.tolist())
+    result_prices.extend(p_p)
+    info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
+    lam0 = p_p[int(obj_p.argmax())].lam[:run.n_side]
+    return PricedSource(run.src, run.side.W, run.side.V, lam0)
 
 
 def _anneal_and_polish(run: _Run, starts, eps_list, ids, pbar, coarse, coarse_side):
