@@ -15,27 +15,33 @@ checkpoints/ (per-epoch training checkpoints) and (with ``logger=wandb``, offlin
 
 Under the Optuna sweeper (``hparams_search=optuna``) the job returns the CATE model's best
 validation loss, the value the sweeper minimizes; otherwise it returns the results dict.
-A config error (unknown key, wrong type, unknown option) stops the command before anything runs,
-naming the key and listing the allowed keys or values.
+A config error (unknown key, wrong type, unknown option, a value out of range) stops the command
+before anything runs, naming the key and listing the allowed keys or values.
+
+Reliability (README "Reliability"): the run folder is locked and a rerun resumes, is refused or (with
+``overwrite=true``) replaces the earlier run only once complete (coarse_gpu.experiment.rundir);
+SIGTERM / SIGINT end the run as "interrupted" (coarse_gpu.experiment.interrupt); every error is one
+line on stderr, its traceback in cli.log (coarse_gpu.experiment.errors).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # show the real traceback, not Hydra's summary
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import ConfigCompositionException, MissingConfigException  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from coarse_gpu.experiment.config import register_configs  # noqa: E402
+from coarse_gpu.experiment.config import register_configs
+from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
 
 log = logging.getLogger("coarse_gpu")
 
@@ -84,13 +90,15 @@ def explain_config_error(err: BaseException) -> str:
 def choice_errors(cfg: DictConfig) -> list[str]:
     """Values outside their allowed set for the string options the schemas type only as ``str``."""
     from coarse_gpu.discretize import SOLVERS
-    from coarse_gpu.experiment.pipeline import MODELS
+    from coarse_gpu.experiment.personalize import MODELS
     from coarse_gpu.experiment.tracking import MODES
     from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
     from coarse_gpu.models.interpolate import METHODS
+    from coarse_gpu.models.scaling import TRANSFORMS
 
     allowed = {
-        "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS, "model.interpolation": METHODS,
+        "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS + ("auto",),
+        "model.x_transform": TRANSFORMS, "model.interpolation": METHODS,
         "model.amp": AMP_MODES, "discretizer.solver": SOLVERS, "logger.name": ("wandb", "none"),
         "logger.mode": MODES,
     }
@@ -110,30 +118,52 @@ def _is_optuna_sweep(hc) -> bool:
     return "optuna" in str(target).lower()
 
 
-def run(cfg: DictConfig) -> Any:
-    """One job inside Hydra: record the run, track it, run the experiment, report."""
-    # Imported here so that `coarse-gpu --help` / `--cfg job` stay fast.
-    from coarse_gpu.experiment.pipeline import run_experiment
+def _job_record(hc) -> dict:
+    return {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "overrides": list(hc.overrides.task),
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _write_hydra_files(cfg: DictConfig, hc, out_dir: Path) -> None:
+    """What Hydra writes to ``.hydra/`` (configs/config.yaml turns that off), once the folder is ours."""
+    from coarse_gpu.utils import atomic_write_text
+
+    hydra_dir = out_dir / ".hydra"
+    atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
+
+
+def _report(results: dict, out_dir: Path) -> tuple[Path, Optional[Path], int]:
+    """table.txt and the figures into ``out_dir``; returns (share png, treatments png or None, K plotted)."""
     from coarse_gpu.experiment.report import format_table, plot_share_vs_k, plot_treatments
+    from coarse_gpu.utils import atomic_write_text
+
+    table = format_table(results)
+    atomic_write_text(out_dir / "table.txt", table + "\n")
+    print("\n" + table + "\n", flush=True)
+    share_png = plot_share_vs_k(results, out_dir / "share_vs_k.png")
+    k_plot = 5 if 5 in results["k_values"] else max(results["k_values"])
+    return share_png, plot_treatments(results, out_dir / f"treatments_k{k_plot}.png", k_plot), k_plot
+
+
+def _job(cfg: DictConfig, hc, plan) -> Any:
+    """The job in the folder ``plan`` chose: record, track, run the experiment, report, swap in."""
+    from coarse_gpu.experiment.pipeline import run_experiment
     from coarse_gpu.experiment.tracking import Tracker
     from coarse_gpu.utils import atomic_write_json, atomic_write_text, environment_record, resolve_device
 
-    hc = HydraConfig.get()
-    bad = choice_errors(cfg)
-    if bad:  # SystemExit: a clean message, and a sweep stops rather than failing every job the same way
-        raise SystemExit("coarse-gpu: config error: " + "; ".join(bad))
-    run_dir = Path(hc.runtime.output_dir)
+    run_dir, out_dir = plan.run_dir, plan.out_dir
     container = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    _write_hydra_files(cfg, hc, out_dir)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     device = resolve_device(cfg.device)
-    record = {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "overrides": list(hc.overrides.task),
-        "seed": int(cfg.seed),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **environment_record(device),
-    }
-    atomic_write_json(run_dir / "run.json", record)
+    record = {**_job_record(hc), "seed": int(cfg.seed), "run_folder_mode": plan.mode, **environment_record(device)}
+    atomic_write_json(out_dir / "run.json", record)
 
     is_sweep = hc.mode == RunMode.MULTIRUN
     tracker = Tracker.from_config(
@@ -142,17 +172,13 @@ def run(cfg: DictConfig) -> Any:
         group=Path(hc.sweep.dir).name if is_sweep else None,
     )
     try:
-        results = run_experiment(cfg, run_dir, tracker)
+        results = run_experiment(cfg, out_dir, tracker)
+        share_png, treat_png, k_plot = _report(results, out_dir)
+        plan.commit()  # a staged rerun replaces the earlier outputs only now, complete
     except BaseException:
         tracker.finish(exit_code=1)
         raise
-
-    table = format_table(results)
-    atomic_write_text(run_dir / "table.txt", table + "\n")
-    print("\n" + table + "\n", flush=True)
-    share_png = plot_share_vs_k(results, run_dir / "share_vs_k.png")
-    k_plot = 5 if 5 in results["k_values"] else max(results["k_values"])
-    treat_png = plot_treatments(results, run_dir / f"treatments_k{k_plot}.png", k_plot)
+    share_png, treat_png = run_dir / share_png.name, (run_dir / treat_png.name) if treat_png is not None else None
     tracker.log_image("share_vs_k", share_png)
     if treat_png is not None:
         tracker.log_image(f"treatments_k{k_plot}", treat_png)
@@ -169,18 +195,108 @@ def run(cfg: DictConfig) -> Any:
     tracker.finish()
     log.info("outputs in %s: results.json, table.txt, share_vs_k.png, config.yaml, run.json", run_dir)
     if _is_optuna_sweep(hc):
-        # The Optuna sweeper minimizes the job's return value: the CATE model's validation loss.
-        loss = (results.get("model") or {}).get("best_val_loss")
+        # The Optuna sweeper minimizes the job's return value: the model's held-out decision loss (the
+        # error of its out-of-fold profit differences between arms; coarse_gpu.models.select).
+        sel = results.get("model_selection") or {}
+        loss = ((sel.get("candidates") or {}).get(sel.get("winner")) or {}).get("decision_loss")
         return float(loss) if loss is not None else float("inf")
     return results
 
 
+def _failure(err: BaseException, plan) -> str:
+    """The one line ``coarse-gpu`` prints for ``err``, saying what the run folder still holds."""
+    line = one_line(err)
+    if plan is not None and isinstance(err, KeyboardInterrupt):
+        res = plan.out_dir / "results.json"
+        try:
+            where = f"{res} has status {json.loads(res.read_text(encoding='utf-8')).get('status')!r}"
+        except (OSError, ValueError):
+            where = "no results were written yet"
+        line += (f": {where}; the last training checkpoint is in {plan.run_dir / 'checkpoints'}; run the same "
+                 "command again to resume")
+        if plan.staged:
+            line += f" (the earlier complete results in {plan.run_dir} are unchanged)"
+    elif plan is not None and plan.kept():
+        line += "; " + plan.kept()
+    return line
+
+
+#: Set by main() before it sets HYDRA_FULL_ERROR itself: whether the *user* asked for tracebacks.
+_DEBUG: Optional[bool] = None
+
+
+def _user_debug() -> bool:
+    return _DEBUG if _DEBUG is not None else debug_requested(argv=sys.argv[1:])
+
+
+def run(cfg: DictConfig) -> Any:
+    """One job inside Hydra: validate, take the run folder, run the job; errors become one line."""
+    from coarse_gpu.experiment.interrupt import stop_on_signals
+    from coarse_gpu.experiment.rundir import RunFolderBusy, prepare_run_dir
+    from coarse_gpu.experiment.validate import ConfigValueError, config_problems
+
+    hc = HydraConfig.get()
+    plan = None
+    try:
+        with stop_on_signals():
+            # Every config problem at once, before the run folder is touched. A config error stops a
+            # sweep (its other jobs would fail the same way); any other error fails only its job.
+            problems = choice_errors(cfg) + config_problems(cfg)
+            if problems:
+                raise ConfigValueError(problems)
+            run_dir = Path(hc.runtime.output_dir)
+            plan = prepare_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=True),
+                                   overwrite=bool(cfg.get("overwrite", False)), job=_job_record(hc))
+            try:
+                return _job(cfg, hc, plan)
+            finally:
+                plan.release()
+    except BaseException as err:
+        if isinstance(err, SystemExit):
+            raise
+        if not isinstance(err, RunFolderBusy):  # a busy folder is another job's: its log is not ours
+            log_traceback(err)
+        if _user_debug() or bool(cfg.get("debug", False)):
+            raise
+        line, code = _failure(err, plan), exit_code(err)
+        if hc.mode == RunMode.MULTIRUN and not isinstance(err, (ConfigValueError, KeyboardInterrupt)):
+            raise JobFailed(line, code) from err  # this job failed; the sweep runs the others
+        raise JobExit(line, code) from err
+
+
 def main() -> None:
+    """``coarse-gpu``: Hydra's command line; every error ends as one line on stderr (errors module)."""
+    global _DEBUG
     register_configs()
+    debug = _DEBUG = debug_requested(argv=sys.argv[1:])
+    # Let errors reach this function instead of Hydra's own multi-line report; restored afterwards so
+    # that a process calling main() does not pass it on to its children as if the user had set it.
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(run)()
     except (ConfigCompositionException, MissingConfigException) as err:
-        raise SystemExit(f"coarse-gpu: {explain_config_error(err)}") from None
+        if debug:
+            raise
+        raise SystemExit(f"coarse-gpu: {_flat_config_error(err)}") from None
+    except (JobExit, JobFailed) as err:
+        print(f"coarse-gpu: {err.line}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
+    except (Exception, KeyboardInterrupt) as err:  # Hydra's own errors (override syntax, ...), Ctrl-C there
+        if debug:
+            raise
+        print(f"coarse-gpu: {one_line(err)}", file=sys.stderr, flush=True)
+        raise SystemExit(exit_code(err)) from None
+    finally:
+        _DEBUG = None
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _flat_config_error(err: BaseException) -> str:
+    return " ".join(explain_config_error(err).split())  # one line: newlines and tabs of the option list
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def main() -> None:
     cls = TARNet if args.model == "tarnet" else DragonNet
     model = cls(hidden=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs, patience=args.patience,
                 lr=args.lr, device=device, seed=args.seed, verbose=ddp.is_main_process(),
-                checkpoint_dir=args.checkpoint_dir)
+                checkpoint_dir=args.checkpoint_dir, n_ensemble=1)  # one network: its replicas are compared
     t0 = time.perf_counter()
     model.fit(train.X, train.treatment, train.outcome, propensity=train.propensity)
     train_s = time.perf_counter() - t0

@@ -170,6 +170,93 @@ def test_empty_feature_list(df):
     assert any("data.features is empty" in p for p in problems(df, spec(features=[], categorical=[])))
 
 
+# ---- experiments that would give meaningless numbers (issue 18) ---------------------------------
+def warnings_of(df, s=None) -> list[str]:
+    return check_frame(df, s or spec())
+
+
+def test_constant_outcome_is_an_error(df):
+    assert one(df.assign(profit=3.0)) == (
+        "outcome column 'profit' is constant (value 3.0 in all 600 rows): there is no outcome variation, so every "
+        "policy would look equally good; check data.outcome")
+
+
+def test_outcome_that_is_a_function_of_the_arm_alone_is_a_named_warning(df):
+    w = warnings_of(df.assign(profit=10.0 * df.discount + df.duration_weeks))
+    assert w == ["outcome_depends_only_on_arm: outcome column 'profit' is constant within every one of the 15 arms "
+                 "(a function of the treatment alone): the data show no difference between customers, so every "
+                 "personalized policy reduces to one treatment for all"]
+
+
+def test_no_treatment_effect_is_neither_an_error_nor_a_warning(df):
+    rng = np.random.default_rng(0)
+    assert warnings_of(df.assign(profit=rng.normal(5.0, 1.0, len(df)))) == []  # arm means equal up to noise
+
+
+def test_propensity_of_one_in_a_multi_arm_experiment_is_an_error(df):
+    assert one(df.assign(p=1.0), spec(propensity="p")) == (
+        "propensity column 'p' is 1 in all 600 rows, but the experiment has 15 arms: the column must hold the "
+        "probability of the arm each customer received (e.g. 1/A under uniform randomization)")
+
+
+def test_propensities_that_disagree_with_the_arm_frequencies_are_an_error(df):
+    msg = one(df.assign(p=0.5), spec(propensity="p"))  # 15 arms of ~40 rows: sum(1/p) ~ 80, not N = 600
+    assert msg.startswith("propensity column 'p' disagrees with the arms' frequencies: for 15 of the 15 arms "
+                          "sum(1/p) over the arm's rows is off N=600 by more than a factor 2, e.g. arm (")
+    assert "in a randomized experiment it estimates N for every arm" in msg
+    too_small = df.assign(p=1.0 / 15)
+    too_small.loc[too_small.discount == 0.4, "p"] = 0.01  # sum(1/p) ~ 3 N for those arms
+    assert "for 3 of the 15 arms" in one(too_small, spec(propensity="p"))
+    assert warnings_of(df.assign(p=1.0 / 12), spec(propensity="p")) == []  # off by 25 %: noise-sized, no error
+
+
+def test_propensities_inconsistent_at_one_covariate_pattern_are_named_warnings(df):
+    s = spec(features=CATS, categorical=CATS, propensity="p")  # 3 x 4 x 3 = 36 patterns, ~17 rows each
+    assert warnings_of(df.assign(p=1.0 / 15), s) == []
+    w = warnings_of(df.assign(p=np.where(np.arange(len(df)) % 2 == 0, 1.0 / 15, 1.0 / 14)), s)
+    assert [x.split(":")[0] for x in w] == ["propensity_inconsistent", "propensity_sum"]
+    assert "group(s) of customers with identical covariates who received the same arm have different " \
+           "propensities (e.g. rows [" in w[0]
+    assert "covariate pattern(s) the propensities of the different arms received sum to more than 1" in w[1]
+    two = df.iloc[:300].assign(p=0.3, discount=np.where(np.arange(300) % 2 == 0, 0.0, 0.4))  # 0.3 + 0.3 < 1
+    w2 = warnings_of(two, spec(features=CATS, categorical=CATS, treatment=["discount"], propensity="p", min_per_arm=5))
+    assert any(x.startswith("propensity_sum: at ") and "sum to less than 1 although all 2 arms were received" in x
+               for x in w2), w2
+
+
+def test_declared_range_or_control_beyond_the_received_treatments_is_an_error(df):
+    msg = one(df, spec(treatment_low=[0.0, 0.0], treatment_high=[0.8, 4.0]))
+    assert msg == ("data.treatment_high[0]=0.8 for treatment column 'discount' lies beyond the largest treatment any "
+                   "customer received (0.4): its effect cannot be estimated (the models would clip it to 0.4); set it "
+                   "to 0.4 or leave it unset")
+    assert one(df, spec(control=[-0.1, 0.0])) == ("data.control[0]=-0.1 for treatment column 'discount' lies outside "
+                                                  "the received treatments [0, 0.4]: the control's profit cannot be "
+                                                  "estimated there")
+
+
+def test_duplicate_column_names_in_the_header(tmp_path):
+    import hashlib
+
+    text = frame(300).to_csv(index=False)
+    path = tmp_path / "dup.csv"
+    path.write_text(text.replace("customer_id,recency,frequency", "customer_id,recency,recency", 1))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(DataSchemaError) as exc:
+        load_experiment(path, spec(min_per_arm=5))
+    assert exc.value.problems[0] == (
+        "column name 'recency' occurs 2 times in the header (columns [1, 2]); pandas would read the copies as "
+        "['recency', 'recency.1']: rename or drop the duplicates so that the column is unambiguous")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    # a duplicated column the spec does not use is only a warning, recorded on the experiment
+    df2 = frame(300)
+    df2.insert(1, "junk", 0)
+    df2["junk2"] = 1
+    path.write_text(df2.to_csv(index=False).replace(",junk2", ",junk", 1))
+    data = load_experiment(path, spec(min_per_arm=5))
+    assert [w.split(":")[0] for w in data.meta["warnings"]] == ["duplicate_unused_column"]
+    assert "column name 'junk' occurs 2 times in the header" in data.meta["warnings"][0]
+
+
 # ---- files -----------------------------------------------------------------------------------
 def test_file_does_not_exist(tmp_path):
     with pytest.raises(DataSchemaError, match=r"file '.*nope\.csv' does not exist \(data\.path\)"):
@@ -361,7 +448,7 @@ def test_model_class_outside_the_package_is_refused(saved, tmp_path):
     doc = json.loads((f / "policy.json").read_text())
     doc["model"]["class"] = "os.system"
     (f / "policy.json").write_text(json.dumps(doc))
-    with pytest.raises(PolicyFileError, match="is not a coarse_gpu.models class; refusing to load it"):
+    with pytest.raises(PolicyFileError, match="model class .os.system. is not one this version of coarse_gpu loads"):
         load_policy(f)
 
 

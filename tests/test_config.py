@@ -18,7 +18,7 @@ from coarse_gpu.experiment.config import register_configs
 ROOT = Path(__file__).resolve().parents[1]
 
 # The smallest run that still exercises every stage (seconds on 2 cores).
-TINY = ["data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
+TINY = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=50",
         "discretizer.n_restarts=2", "quiet=true"]
 
 
@@ -31,7 +31,7 @@ def _compose(overrides=()):
 def test_default_config_composes_with_every_group():
     cfg = _compose()
     assert cfg.data.name == "promotions" and cfg.data.n_customers == 50_000
-    assert cfg.model.name == "tarnet"
+    assert cfg.model.name == "auto" and list(cfg.model.candidates) == ["tarnet", "gb_s", "gb_t"]
     assert cfg.discretizer.solver == "sinkhorn"
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
     assert list(cfg.evaluation.k_values) == [1, 2, 3, 4, 5, 8]

@@ -11,7 +11,7 @@ from coarse_gpu.models.crossfit import fold_indices
 from coarse_gpu.models.scores import aipw_ate
 
 FAST = dict(hidden=16, n_repr_layers=1, n_head_layers=1, batch_size=128, max_epochs=30, patience=5, lr=3e-3,
-            device="cpu")
+            device="cpu", n_ensemble=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -112,7 +112,7 @@ def test_candidates_are_the_arm_grid_or_a_configured_grid():
         candidate_treatments(d2, OmegaConf.create({"candidate_points": [5, 5]}))
 
 
-TINY = ["model.max_epochs=3", "model.hidden=32", "evaluation.n_boot=30", "discretizer.n_restarts=2",
+TINY = ["model.n_ensemble=1", "model.n_folds=2", "model.max_epochs=3", "model.hidden=32", "evaluation.n_boot=30", "discretizer.n_restarts=2",
         "evaluation.k_values=[1,2,3]", "logger=none", "quiet=true"]
 
 
@@ -126,7 +126,7 @@ def file_run(tmp_path_factory):
         cfg = compose(config_name="config", overrides=TINY + [
             "data=file", f"data.path={tmp / 'experiment.csv'}", f"data.features=[{','.join(FEATURES)}]",
             f"data.categorical=[{','.join(CATS)}]", "data.treatment=[discount,duration_weeks]", "data.outcome=profit",
-            "data.id=customer_id"])
+            "data.id=customer_id", "data.eval_fraction=0.4"])  # a held-out share: the saved ensemble scores it
     results = run_experiment(cfg, tmp / "run")
     return tmp, results
 
@@ -194,7 +194,7 @@ def test_saved_policies_reproduce_the_runs_segments_on_the_held_out_customers(fi
     tmp, res = file_run
     data = load_experiment(tmp / "experiment.csv", spec())
     _, test = data.split((0.6, 0.4), seed=0)
-    assert len(test) == res["n_eval"]
+    assert len(test) == res["n_eval"] and res["estimates"] == "held-out"
     for method in ("grid", "kmeans_features", "kmeans_preferences", "ot"):
         for k in ("2", "3"):
             r = res["methods"][method][k]

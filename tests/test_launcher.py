@@ -80,7 +80,7 @@ def test_optuna_search_space_composes():
 def test_experiment_group_patches_the_config():
     cfg = _compose(["experiment=quick"])
     assert cfg.experiment.name == "quick" and cfg.data.n_customers == 5000
-    assert cfg.model.name == "tarnet" and cfg.model.max_epochs == 20
+    assert cfg.model.name == "auto" and cfg.model.max_epochs == 20 and cfg.model.n_folds == 3
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -12,7 +12,7 @@ import torch
 from coarse_gpu.data import PromotionsSimulator
 from coarse_gpu.models import ArmGrid, DragonNet, TARNet
 
-FAST = dict(hidden=32, n_repr_layers=2, n_head_layers=2, batch_size=256, device="cpu")
+FAST = dict(hidden=32, n_repr_layers=2, n_head_layers=2, batch_size=256, device="cpu", n_ensemble=1)
 
 
 def _sigmoid(z):

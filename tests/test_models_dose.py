@@ -14,7 +14,7 @@ from coarse_gpu.models import ArmGrid, DoseLogit, DoseVC, TARNet
 from coarse_gpu.models.dose import SplineBasis1D, TensorSplineBasis
 
 FAST = dict(hidden=32, n_repr_layers=2, n_head_layers=1, batch_size=128, max_epochs=80, patience=10,
-            lr=3e-3, device="cpu", seed=0)
+            lr=3e-3, device="cpu", seed=0, n_ensemble=1)
 LEVELS = np.array([0.0, 0.1, 0.2, 0.3, 0.4])  # the randomized discount depths
 GRID = np.linspace(0.025, 0.5, 20)  # evaluation grid up to 0.5, as the promotions treatment space
 OFF = GRID[~np.isclose(GRID[:, None], LEVELS[None, :]).any(1)]  # 16 points: between and beyond the arms
@@ -190,7 +190,7 @@ def test_pipeline_builds_dose_models():
 
     from coarse_gpu.cli import config_dir
     from coarse_gpu.experiment.config import register_configs
-    from coarse_gpu.experiment.pipeline import build_model
+    from coarse_gpu.experiment.personalize import build_model
 
     register_configs()
     for name, cls in (("dose_logit", DoseLogit), ("dose_vc", DoseVC)):
@@ -228,7 +228,7 @@ def test_main_job_with_dose_vc(tmp_path):
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            "model=dose_vc", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
+            "model=dose_vc", "model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
             "discretizer.n_restarts=1", "evaluation.k_values=[2]", "logger=none", "quiet=true", "device=cpu",
             "evaluation.methods=[ot,grid]"])
     run_experiment(cfg, tmp_path)

@@ -8,11 +8,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from coarse_gpu.cli import config_dir
-from coarse_gpu.experiment import pipeline
+from coarse_gpu.experiment import methods
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.pipeline import run_experiment
 
-TINY = ["data.n_customers=2000", "model.max_epochs=4", "model.hidden=32", "evaluation.n_boot=50",
+TINY = ["model.n_ensemble=1", "model.n_folds=2", "data.n_customers=2000", "model.max_epochs=4", "model.hidden=32", "evaluation.n_boot=50",
         "discretizer.n_restarts=2", "evaluation.k_values=[1,2,3]", "logger=none", "quiet=true"]
 
 
@@ -93,7 +93,7 @@ def test_simulator_difficulty_figures_are_reported(tiny_run):
 
 def test_a_failing_run_keeps_finished_k_and_says_why(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = pipeline.kmeans_preferences
+    real = methods.kmeans_preferences
 
     def fail_second(*args, **kwargs):
         calls["n"] += 1
@@ -101,7 +101,7 @@ def test_a_failing_run_keeps_finished_k_and_says_why(tmp_path, monkeypatch):
             raise RuntimeError("simulated crash at K=2")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "kmeans_preferences", fail_second)
+    monkeypatch.setattr(methods, "kmeans_preferences", fail_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_experiment(_cfg(["model.max_epochs=1"]), tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())
@@ -116,7 +116,7 @@ def test_unknown_method_is_named(tmp_path):
 
 
 def test_warm_start_extends_the_previous_solution_greedily():
-    from coarse_gpu.experiment.pipeline import warm_start
+    from coarse_gpu.experiment.methods import warm_start
 
     rng = np.random.default_rng(0)
     P = rng.normal(size=(300, 12))

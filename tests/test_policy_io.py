@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +87,10 @@ def test_weights_are_safetensors_and_json_needs_no_pickle(fitted, tmp_path):
     assert doc["format"] == "coarse_gpu.policy/1" and doc["model"]["class"] == "coarse_gpu.models.tarnet.TARNet"
     assert doc["feature_schema"]["categorical"]["tier"] == ["bronze", "gold", "silver"]
     tensors = load_file(str(folder / doc["model"]["weights"]))
-    assert any(k.startswith("network.") for k in tensors) and "fitted.x_mean_" in tensors
+    # the default TARNet on 1,500 rows is a 5-network ensemble: one state dict per member
+    assert len(model.members_) == 5 and doc["model"]["children"]["members_"]["rows"] is None
+    assert all(any(k.startswith(f"members_.{j}.network.") for k in tensors) for j in range(5))
+    assert "fitted.x_mean_" in tensors
     np.testing.assert_allclose(tensors["fitted.arms_"].numpy(), model.arms_)
 
 
@@ -187,3 +191,16 @@ def test_assignments_killed_mid_write_leave_the_previous_complete_file(fitted, t
     # run to completion: the new complete file replaces the old one
     assert assign_main(args) == 0
     assert len(pd.read_csv(out)) == len(big)
+
+
+def test_policies_of_one_run_share_their_weights_file_by_a_hard_link(fitted, tmp_path):
+    data, model, new = fitted
+    cand, profit, pols = _policies(data, model)
+    a = save_policy(tmp_path / "policies" / "grid_k3", deployable(pols["grid"], model, data, cand, data.X, profit))
+    b = save_policy(tmp_path / "policies" / "kmeans_features_k4",
+                    deployable(pols["kmeans_features"], model, data, cand, data.X, profit))
+    (wa,), (wb,) = a.glob("model-*.safetensors"), b.glob("model-*.safetensors")
+    assert wa.name == wb.name and wa.stat().st_ino == wb.stat().st_ino and wa.stat().st_nlink == 2
+    shutil.rmtree(a)  # each folder stands alone: removing one leaves the other loadable
+    seg, _ = load_policy(b).assign_matrix(data.X[:50])
+    assert seg.shape == (50,)

@@ -18,7 +18,7 @@ from coarse_gpu.models import TARNet
 ROOT = Path(__file__).resolve().parents[1]
 
 PARAMS = dict(hidden=16, n_repr_layers=2, n_head_layers=2, dropout=0.1, ema=0.5, batch_size=128,
-              max_epochs=12, patience=4, lr=3e-3, device="cpu", seed=7)
+              max_epochs=12, patience=4, lr=3e-3, device="cpu", seed=7, n_ensemble=1)
 
 # The child trains a TARNet subclass that SIGKILLs its own process on the 3rd minibatch of the epoch
 # after ``kill_after`` finished epochs, i.e. between two checkpoints, like a preempted cluster job.

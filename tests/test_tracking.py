@@ -21,6 +21,9 @@ def test_offline_run_writes_a_run_folder(tmp_path, monkeypatch):
     tracker.save_file(tmp_path / "results.json")
     run_dir = tracker.run_dir
     tracker.finish()
+    import wandb
+
+    wandb.teardown()  # stop the W&B service: its writer has flushed the offline record (else racy under load)
     assert run_dir is not None and run_dir.parent == tmp_path / "wandb"
     assert run_dir.name.startswith("offline-run-")
     data_files = list(run_dir.glob("run-*.wandb"))
@@ -127,7 +130,7 @@ main()
 """
 
 # grid search instead of the OT discretizer: the quickest full pipeline (the discretizer has its own tests)
-FAST = ["data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
+FAST = ["model=tarnet", "model.n_ensemble=1", "model.n_folds=2", "data.n_customers=1500", "model.max_epochs=3", "model.hidden=16", "evaluation.n_boot=20",
         "evaluation.k_values=[2]", "evaluation.methods=[grid]", "quiet=true"]
 
 

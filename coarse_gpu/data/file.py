@@ -14,15 +14,23 @@ One row per customer. Columns (names given in the config, ``configs/data/file.ya
 
 Before anything is trained, :func:`check_frame` checks the table and raises ONE
 :class:`DataSchemaError` that lists every problem it found, each naming the column, the number of
-rows concerned and an example value (missing columns, non-numeric values, NaN/inf, constant
-features, a single arm, too few customers per arm, treatments outside the declared range,
-duplicate ids, propensities outside (0, 1]).
+rows concerned and an example value (missing columns, duplicate column names in the header,
+non-numeric values, NaN/inf, constant features, a constant outcome, a single arm, too few customers
+per arm, treatments outside the declared range, a declared range or control point beyond the
+treatments anyone received, duplicate ids, propensities outside (0, 1], a propensity of 1 for every
+row of a multi-arm experiment, propensities whose Horvitz-Thompson totals sum_{arm a} 1/p miss N by
+more than a factor PROPENSITY_FACTOR). What makes an experiment less informative without being
+wrong is returned as named warnings (``WARNINGS``; ``ExperimentData.meta["warnings"]``, also
+logged): an outcome that is constant within every arm, customers with identical covariates and arm
+but different propensities, propensities of the arms received at one covariate pattern that sum to
+more than 1 (or to less than 1 where every arm was received there), a duplicated unused column.
 
 :class:`FeatureSchema` is the exact recipe from raw columns to the model matrix; it is saved with
 every policy so that new customers are encoded the same way (coarse_gpu.policy.io).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -34,13 +42,14 @@ from coarse_gpu.data.experiment import ExperimentData
 from coarse_gpu.data.treatments import TreatmentSpace
 
 __all__ = [
-    "DataSchemaError", "FeatureSchema", "FileSpec", "check_frame", "experiment_from_frame", "iter_table",
-    "load_experiment", "read_table",
+    "DataSchemaError", "FeatureSchema", "FileSpec", "RowIssue", "RowTally", "WARNINGS", "check_frame",
+    "duplicate_columns", "experiment_from_frame", "iter_table", "load_experiment", "raw_header", "read_table",
 ]
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 MAX_LEVELS = 1000  # a categorical column with more levels is almost surely an id or a typo
+_log = logging.getLogger(__name__)
 
 
 class DataSchemaError(ValueError):
@@ -155,15 +164,60 @@ def _kind(path: Path) -> str:
          f"({', '.join(PARQUET_SUFFIXES)})"], str(path))
 
 
+def _existing_file(path: Path) -> str:
+    """The file's kind ("csv" | "parquet"); DataSchemaError if it is missing, a folder or not a regular file."""
+    if path.is_dir():
+        raise DataSchemaError([f"file '{path}' is a folder, not a file (data.path)"], str(path))
+    if not path.exists():
+        raise DataSchemaError([f"file '{path}' does not exist (data.path)"], str(path))
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise DataSchemaError([f"file '{path}' is not a regular file (data.path)"], str(path))
+    return _kind(path)
+
+
+def _sep(path: Path) -> str:
+    return "\t" if path.name.lower().endswith(".tsv") else ","
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> DataSchemaError:
+    return DataSchemaError([f"file '{path}' could not be read as {kind}: {type(err).__name__}: {err}"], str(path))
+
+
+def raw_header(path: str | Path) -> list[str]:
+    """The column names exactly as the file's header has them, duplicates included (pandas would
+    rename a second ``age`` to ``age.1`` without a word)."""
+    path = Path(path)
+    kind = _existing_file(path)
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        head = pd.read_csv(path, sep=_sep(path), header=None, nrows=1, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return []
+    except Exception as err:  # pandas/pyarrow parse errors: report them as data problems
+        raise _unreadable(path, kind, err) from err
+    return [str(v) for v in head.iloc[0]] if len(head) else []
+
+
+def duplicate_columns(header: Sequence[str]) -> dict[str, list[int]]:
+    """{name: [0-based positions]} of the names that occur more than once in ``header``."""
+    pos: dict[str, list[int]] = {}
+    for i, c in enumerate(header):
+        pos.setdefault(str(c), []).append(i)
+    return {c: p for c, p in pos.items() if len(p) > 1}
+
+
 def read_table(path: str | Path, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Read a whole CSV / Parquet file into a DataFrame (only ``columns`` when given and present).
 
     Raises DataSchemaError (naming the file) when it does not exist, is empty or cannot be parsed.
+    ``df.attrs["header"]`` keeps the raw header (duplicates included) for :func:`check_frame`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataSchemaError([f"file '{path}' does not exist (data.path)"], str(path))
-    kind = _kind(path)
+    kind = _existing_file(path)
+    header = raw_header(path)
     try:
         if kind == "parquet":
             import pyarrow.parquet as pq
@@ -172,42 +226,42 @@ def read_table(path: str | Path, columns: Optional[Sequence[str]] = None) -> pd.
             cols = [c for c in columns if c in have] if columns is not None else None
             df = pd.read_parquet(path, columns=cols)
         else:
-            sep = "\t" if path.name.lower().endswith(".tsv") else ","
             cols = set(columns) if columns is not None else None
-            df = pd.read_csv(path, sep=sep, usecols=(lambda c: c in cols) if cols is not None else None)
+            df = pd.read_csv(path, sep=_sep(path), usecols=(lambda c: c in cols) if cols is not None else None)
     except DataSchemaError:
         raise
     except Exception as err:  # pandas/pyarrow parse errors: report them as data problems
-        raise DataSchemaError([f"file '{path}' could not be read as {kind}: {type(err).__name__}: {err}"],
-                              str(path)) from err
+        raise _unreadable(path, kind, err) from err
     if df.shape[0] == 0:
         raise DataSchemaError([f"file '{path}' has no data rows"], str(path))
+    df.attrs["header"] = header
     return df
 
 
 def iter_table(path: str | Path, columns: Optional[Sequence[str]] = None,
                chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
-    """Yield the file in DataFrames of at most ``chunk_rows`` rows (memory stays O(chunk_rows))."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataSchemaError([f"file '{path}' does not exist (data.path)"], str(path))
-    kind = _kind(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
+    """Yield the file in DataFrames of at most ``chunk_rows`` rows (memory stays O(chunk_rows)).
 
-        pf = pq.ParquetFile(path)
-        cols = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
-            yield batch.to_pandas()
-    else:
-        sep = "\t" if path.name.lower().endswith(".tsv") else ","
-        cols = set(columns) if columns is not None else None
-        try:
-            reader = pd.read_csv(path, sep=sep, chunksize=chunk_rows,
-                                 usecols=(lambda c: c in cols) if cols is not None else None)
-            yield from reader
-        except pd.errors.EmptyDataError as err:
-            raise DataSchemaError([f"file '{path}' has no data rows"], str(path)) from err
+    Read errors at any point of the file (a corrupt gzip stream, a broken Parquet page) are raised as
+    DataSchemaError naming the file."""
+    path = Path(path)
+    kind = _existing_file(path)
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            cols = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+                yield batch.to_pandas()
+        else:
+            cols = set(columns) if columns is not None else None
+            yield from pd.read_csv(path, sep=_sep(path), chunksize=chunk_rows,
+                                   usecols=(lambda c: c in cols) if cols is not None else None)
+    except pd.errors.EmptyDataError as err:
+        raise DataSchemaError([f"file '{path}' has no data rows"], str(path)) from err
+    except Exception as err:  # pandas/pyarrow/gzip errors anywhere in the file
+        raise _unreadable(path, kind, err) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,12 +298,18 @@ def _check_numeric(s: pd.Series, col: str, role: str, problems: list[str]) -> Op
     return v if ok else None
 
 
-def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> None:
-    """Check ``df`` against ``spec``; raise one DataSchemaError listing every problem (None if clean)."""
+def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> list[str]:
+    """Check ``df`` against ``spec``; raise one DataSchemaError listing every problem.
+
+    Returns the warnings (strings ``"<name>: <message>"``, see WARNINGS): things that make the
+    experiment less informative than it looks but need not be wrong.
+    """
     problems = spec.config_problems()
+    warnings: list[str] = []
     n = int(df.shape[0])
     if n == 0:
         problems.append("the table has no rows")
+    dup = _check_header(df, spec, problems, warnings)
     available = [str(c) for c in df.columns]
     for role, cols in (("feature", spec.features), ("treatment", spec.treatment), ("outcome", [spec.outcome]),
                        ("propensity", [spec.propensity]), ("id", [spec.id])):
@@ -259,9 +319,71 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> N
     if n == 0:
         raise DataSchemaError(problems, source)
 
-    # features
+    def usable(c: Optional[str]) -> bool:
+        return bool(c) and c in df.columns and c not in dup
+
+    _check_features(df, spec, usable, problems)
+    y = _check_numeric(df[spec.outcome], spec.outcome, "outcome", problems) if usable(spec.outcome) else None
+    if y is not None and n > 1 and np.all(y == y[0]):
+        problems.append(f"outcome column '{spec.outcome}' is constant (value {float(y[0])!r} in all {n} rows): "
+                        "there is no outcome variation, so every policy would look equally good; check data.outcome")
+        y = None
+    p = None
+    if usable(spec.propensity):
+        p = _check_numeric(df[spec.propensity], spec.propensity, "propensity", problems)
+        if p is not None:
+            out = (p <= 0) | (p > 1)
+            if out.any():
+                problems.append(f"propensity column '{spec.propensity}': {int(out.sum())} row(s) outside (0, 1] "
+                                f"({_example(df[spec.propensity], out)})")
+                p = None
+    if usable(spec.id):
+        _check_ids(df[spec.id], spec.id, problems)
+    arms = _check_treatments(df, spec, usable, problems)
+    if arms is not None:
+        arm_values, arm = arms
+        if y is not None:
+            _check_outcome_by_arm(y, arm, spec, warnings)
+        if p is not None:
+            feats = [c for c in spec.features if usable(c)]
+            _check_propensity(p, arm, arm_values, df[feats], spec, problems, warnings)
+    if problems:
+        raise DataSchemaError(problems, source)
+    for w in warnings:
+        _log.warning("%s: %s", source, w)
+    return warnings
+
+
+#: Named warnings ``check_frame`` may return (the name is the prefix of the warning's text).
+WARNINGS = {
+    "duplicate_unused_column": "a column name not used by the spec occurs more than once in the header",
+    "outcome_depends_only_on_arm": "the outcome is constant within every arm: no customer differs from another",
+    "propensity_inconsistent": "customers with identical covariates and arm have different propensities",
+    "propensity_sum": "the propensities of the arms received at one covariate pattern do not sum to <= 1 (or to 1)",
+}
+
+
+def _check_header(df: pd.DataFrame, spec: FileSpec, problems: list[str], warnings: list[str]) -> set[str]:
+    """Duplicate column names (raw header in ``df.attrs["header"]``, or the frame's own columns): an
+    error for a column the spec uses, a warning otherwise. Returns the duplicated names."""
+    header = df.attrs.get("header") or [str(c) for c in df.columns]
+    dups = duplicate_columns(header)
+    dups.update({str(c): list(np.flatnonzero(df.columns == c)) for c in df.columns[df.columns.duplicated()]})
+    used = set(c for c in spec.columns() if c)
+    for c, pos in dups.items():
+        msg = (f"column name '{c}' occurs {len(pos)} times in the header (columns {[int(i) for i in pos]}); "
+               f"pandas would read the copies as {[c] + [f'{c}.{j}' for j in range(1, len(pos))]}")
+        if c in used:
+            problems.append(msg + ": rename or drop the duplicates so that the column is unambiguous")
+        else:
+            warnings.append(f"duplicate_unused_column: {msg} (not used by data.*)")
+    return set(dups)
+
+
+def _check_features(df: pd.DataFrame, spec: FileSpec, usable, problems: list[str]) -> None:
+    n = int(df.shape[0])
     for c in spec.features:
-        if c not in df.columns:
+        if not usable(c):
             continue
         s = df[c]
         if c in spec.categorical:
@@ -287,36 +409,27 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> N
             problems.append(f"feature column '{c}' is constant (value {float(v[0])!r} in all {n} rows); it carries no "
                             "information, drop it")
 
-    # outcome, propensity
-    if spec.outcome and spec.outcome in df.columns:
-        _check_numeric(df[spec.outcome], spec.outcome, "outcome", problems)
-    if spec.propensity and spec.propensity in df.columns:
-        p = _check_numeric(df[spec.propensity], spec.propensity, "propensity", problems)
-        if p is not None:
-            out = (p <= 0) | (p > 1)
-            if out.any():
-                problems.append(f"propensity column '{spec.propensity}': {int(out.sum())} row(s) outside (0, 1] "
-                                f"({_example(df[spec.propensity], out)})")
 
-    # id
-    if spec.id and spec.id in df.columns:
-        ids = df[spec.id]
-        miss = ids.isna().to_numpy()
-        if miss.any():
-            problems.append(f"id column '{spec.id}': {int(miss.sum())} row(s) are missing "
-                            f"(e.g. row {int(np.flatnonzero(miss)[0])})")
-        dup = ids.duplicated(keep=False).to_numpy() & ~miss
-        if dup.any():
-            first = ids[dup].iloc[0]
-            rows = np.flatnonzero((ids == first).to_numpy())[:2].tolist()
-            problems.append(f"id column '{spec.id}': {int(ids[dup].nunique())} value(s) occur more than once "
-                            f"({int(dup.sum())} rows), e.g. {first!r} in rows {rows}")
+def _check_ids(ids: pd.Series, col: str, problems: list[str]) -> None:
+    miss = ids.isna().to_numpy()
+    if miss.any():
+        problems.append(f"id column '{col}': {int(miss.sum())} row(s) are missing "
+                        f"(e.g. row {int(np.flatnonzero(miss)[0])})")
+    dup = ids.duplicated(keep=False).to_numpy() & ~miss
+    if dup.any():
+        first = ids[dup].iloc[0]
+        rows = np.flatnonzero((ids == first).to_numpy())[:2].tolist()
+        problems.append(f"id column '{col}': {int(ids[dup].nunique())} value(s) occur more than once "
+                        f"({int(dup.sum())} rows), e.g. {first!r} in rows {rows}")
 
-    # treatment
-    tcols = [c for c in spec.treatment if c in df.columns]
+
+def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
+                      problems: list[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Treatment values, declared range and arms; returns (arms (A, d), arm index (N,)) when usable."""
+    n = int(df.shape[0])
     tvals = {}
     for j, c in enumerate(spec.treatment):
-        if c not in df.columns:
+        if not usable(c):
             continue
         v = _check_numeric(df[c], c, "treatment", problems)
         if v is None:
@@ -333,26 +446,111 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> N
             if out.any():
                 problems.append(f"treatment column '{c}': {int(out.sum())} row(s) outside the declared range "
                                 f"[{lo}, {hi}] (data.treatment_low/high) ({_example(df[c], out)})")
-    if tcols and len(tvals) == len(tcols) == len(spec.treatment):
-        T = np.stack([tvals[c] for c in spec.treatment], axis=1)
-        arms, counts = np.unique(T, axis=0, return_counts=True)
-        if arms.shape[0] < 2:
-            problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0])} in all "
-                            f"{n} rows: need at least 2 arms (a control and a treatment) to estimate effects")
-        else:
-            for j, c in enumerate(spec.treatment):
-                if np.unique(arms[:, j]).size < 2:
-                    problems.append(f"treatment column '{c}' is constant (value {float(arms[0, j])!r} in all {n} rows); "
-                                    "drop it from data.treatment")
-            few = np.flatnonzero(counts < spec.min_per_arm)
-            if few.size:
-                i = few[np.argmin(counts[few])]
-                problems.append(
-                    f"{few.size} of the {arms.shape[0]} treatment arms have fewer than data.min_per_arm="
-                    f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i])} with "
-                    f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data")
-    if problems:
-        raise DataSchemaError(problems, source)
+        _check_declared_beyond_arms(v, j, c, spec, problems)
+    if not spec.treatment or len(tvals) != len(spec.treatment):
+        return None
+    T = np.stack([tvals[c] for c in spec.treatment], axis=1)
+    arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
+    if arms.shape[0] < 2:
+        problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0])} in all "
+                        f"{n} rows: need at least 2 arms (a control and a treatment) to estimate effects")
+        return None
+    for j, c in enumerate(spec.treatment):
+        if np.unique(arms[:, j]).size < 2:
+            problems.append(f"treatment column '{c}' is constant (value {float(arms[0, j])!r} in all {n} rows); "
+                            "drop it from data.treatment")
+    few = np.flatnonzero(counts < spec.min_per_arm)
+    if few.size:
+        i = few[np.argmin(counts[few])]
+        problems.append(
+            f"{few.size} of the {arms.shape[0]} treatment arms have fewer than data.min_per_arm="
+            f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i])} with "
+            f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data")
+    return arms, arm.reshape(-1).astype(np.int64)
+
+
+def _check_declared_beyond_arms(v: np.ndarray, j: int, c: str, spec: FileSpec, problems: list[str]) -> None:
+    """A declared bound (or control point) beyond the received treatments: nobody was treated there, so
+    its profit is not estimable; the models would clip such treatments to the arms' hull, silently."""
+    lo_obs, hi_obs = float(v.min()), float(v.max())
+    tol = 1e-9 * max(1.0, abs(lo_obs), abs(hi_obs))
+    for key, bound, beyond, side in (("treatment_low", spec.treatment_low, lambda b: b < lo_obs - tol, "smallest"),
+                                     ("treatment_high", spec.treatment_high, lambda b: b > hi_obs + tol, "largest")):
+        if bound is not None and j < len(bound) and beyond(float(bound[j])):
+            obs = lo_obs if side == "smallest" else hi_obs
+            problems.append(f"data.{key}[{j}]={float(bound[j]):g} for treatment column '{c}' lies beyond the {side} "
+                            f"treatment any customer received ({obs:g}): its effect cannot be estimated (the models "
+                            f"would clip it to {obs:g}); set it to {obs:g} or leave it unset")
+    if spec.control is not None and j < len(spec.control):
+        ctl = float(spec.control[j])
+        if not lo_obs - tol <= ctl <= hi_obs + tol:
+            problems.append(f"data.control[{j}]={ctl:g} for treatment column '{c}' lies outside the received "
+                            f"treatments [{lo_obs:g}, {hi_obs:g}]: the control's profit cannot be estimated there")
+
+
+def _check_outcome_by_arm(y: np.ndarray, arm: np.ndarray, spec: FileSpec, warnings: list[str]) -> None:
+    """Warn when the outcome is exactly a function of the arm (constant within every arm)."""
+    A = int(arm.max()) + 1
+    lo = np.full(A, np.inf)
+    hi = np.full(A, -np.inf)
+    np.minimum.at(lo, arm, y)
+    np.maximum.at(hi, arm, y)
+    if np.all(hi - lo <= 1e-12 * max(1.0, float(np.abs(y).max()))):
+        warnings.append(f"outcome_depends_only_on_arm: outcome column '{spec.outcome}' is constant within every "
+                        f"one of the {A} arms (a function of the treatment alone): the data show no difference "
+                        "between customers, so every personalized policy reduces to one treatment for all")
+
+
+#: Horvitz-Thompson: in a randomized experiment sum_{i in arm a} 1/p_i estimates N for every arm; a
+#: ratio beyond this factor is not sampling noise (the relative sd is ~1/sqrt(n_a), <= 0.32 at 10 rows).
+PROPENSITY_FACTOR = 2.0
+#: Tolerance on the sum of propensities over the arms at one covariate pattern (rounded inputs).
+PROPENSITY_SUM_TOL = 0.02
+
+
+def _check_propensity(p: np.ndarray, arm: np.ndarray, arms: np.ndarray, X: pd.DataFrame, spec: FileSpec,
+                      problems: list[str], warnings: list[str]) -> None:
+    """Degenerate or inconsistent propensities (see PROPENSITY_FACTOR, PROPENSITY_SUM_TOL)."""
+    n, A, col = p.shape[0], arms.shape[0], spec.propensity
+    if np.all(p >= 1.0 - 1e-12):
+        problems.append(f"propensity column '{col}' is 1 in all {n} rows, but the experiment has {A} arms: the "
+                        "column must hold the probability of the arm each customer received (e.g. 1/A under "
+                        "uniform randomization)")
+        return
+    ht = np.bincount(arm, weights=1.0 / p, minlength=A) / n  # (A,) ~ 1 for every arm
+    off = np.flatnonzero((ht < 1.0 / PROPENSITY_FACTOR) | (ht > PROPENSITY_FACTOR))
+    if off.size:
+        w = off[np.argmax(np.abs(np.log(ht[off])))]
+        problems.append(
+            f"propensity column '{col}' disagrees with the arms' frequencies: for {off.size} of the {A} arms "
+            f"sum(1/{col}) over the arm's rows is off N={n} by more than a factor {PROPENSITY_FACTOR:g}, e.g. arm "
+            f"{_fmt_arm(spec.treatment, arms[w])}: {int(np.sum(arm == w))} rows, sum(1/{col}) = {ht[w] * n:.4g} "
+            f"(in a randomized experiment it estimates N for every arm); is it the probability of the received arm?")
+    if X.shape[1] == 0:
+        return
+    pattern = pd.util.hash_pandas_object(X, index=False).to_numpy()
+    g = pd.DataFrame({"x": pattern, "a": arm, "p": p, "row": np.arange(n)})
+    by = g.groupby(["x", "a"], sort=False)
+    cell = by["p"].agg(["min", "max", "mean"])
+    spread = cell["max"] - cell["min"]
+    bad = spread > 1e-6 * np.maximum(1.0, cell["max"])
+    if bad.any():
+        x0, a0 = bad[bad].index[0]
+        rows = g.loc[(g.x == x0) & (g.a == a0), "row"].to_numpy()[:2].tolist()
+        warnings.append(f"propensity_inconsistent: {int(bad.sum())} group(s) of customers with identical covariates "
+                        f"who received the same arm have different propensities (e.g. rows {rows}: "
+                        f"{cell.loc[(x0, a0), 'min']:g} and {cell.loc[(x0, a0), 'max']:g}); a propensity is a "
+                        "function of the covariates the assignment used")
+    per = cell["mean"].groupby(level="x").agg(["sum", "count"])
+    over = per["sum"] > 1.0 + PROPENSITY_SUM_TOL
+    under = (per["count"] == A) & (per["sum"] < 1.0 - PROPENSITY_SUM_TOL)
+    for mask, how in ((over, "more than 1"), (under, f"less than 1 although all {A} arms were received")):
+        if mask.any():
+            x0 = per["sum"][mask].idxmax() if how == "more than 1" else per["sum"][mask].idxmin()
+            rows = g.loc[g.x == x0, "row"].to_numpy()[:4].tolist()
+            warnings.append(f"propensity_sum: at {int(mask.sum())} covariate pattern(s) the propensities of the "
+                            f"different arms received sum to {how} (e.g. {per.loc[x0, 'sum']:.4g} over rows {rows}); "
+                            f"if assignment used only data.features, column '{col}' is not P(received arm | x)")
 
 
 def _fmt_arm(names: Sequence[str], values: np.ndarray) -> str:
@@ -362,6 +560,67 @@ def _fmt_arm(names: Sequence[str], values: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------
 # features -> model matrix
 # ---------------------------------------------------------------------------------------------
+#: Rows listed by name in a row-level message (the count always covers every row).
+MAX_LISTED_ROWS = 20
+#: A new customer's numeric feature is "far outside the training range" beyond this many training
+#: spans (max - min) below the minimum or above the maximum: the model extrapolates there.
+FAR_OUTSIDE = 0.5
+
+
+@dataclass
+class RowIssue:
+    """One kind of problem of one column, over some rows: ``rows`` absolute 0-based row numbers (every
+    failing row of the block), ``values`` the raw value at each of the first MAX_LISTED_ROWS rows."""
+
+    column: str
+    what: str
+    rows: np.ndarray
+    values: list
+    hint: str = ""
+
+
+class RowTally:
+    """Row issues summed over the blocks of a file: every failing row is counted, the first
+    MAX_LISTED_ROWS of each (column, kind) are listed with their absolute row numbers and values."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], list] = {}
+
+    def add(self, issues: Sequence[RowIssue]) -> None:
+        for it in issues:
+            cur = self._items.setdefault((it.column, it.what), [0, [], it.hint])
+            cur[0] += int(it.rows.shape[0])
+            room = MAX_LISTED_ROWS - len(cur[1])
+            cur[1] += list(zip(it.rows[:room].tolist(), it.values[:room]))
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def messages(self, role: str = "feature") -> list[str]:
+        out = []
+        for (col, what), (count, listed, hint) in self._items.items():
+            shown = ", ".join(f"row {r}" + ("" if _is_missing(v) else f" = {_plain(v)!r}") for r, v in listed)
+            more = f", and {count - len(listed)} more" if count > len(listed) else ""
+            out.append(f"{role} column '{col}': {count} row(s) {what}: {shown}{more}" + (f"; {hint}" if hint else ""))
+        return out
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _is_missing(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _issue(col: str, what: str, s: pd.Series, mask: np.ndarray, offset: int, hint: str = "") -> RowIssue:
+    idx = np.flatnonzero(mask)
+    return RowIssue(col, what, idx + offset, [s.iloc[i] for i in idx[:MAX_LISTED_ROWS]], hint)
+
+
 @dataclass
 class FeatureSchema:
     """Raw feature columns -> the model matrix X, exactly and reproducibly.
@@ -369,6 +628,8 @@ class FeatureSchema:
     columns : raw feature column names, in order.
     categorical : {column: [levels]} one-hot encoded over these levels (strings), in this order;
         every other column is numeric.
+    ranges : {numeric column: [min, max]} over the customers the schema was fitted on (optional:
+        policies saved before it was recorded have none, and new customers are then not range-checked).
     Model-matrix column names (``names``): a numeric column keeps its name, a categorical column c
     becomes ``c=level`` for each level. Standardization is not done here: the CATE model
     standardizes on its training rows and stores its own means / scales.
@@ -376,20 +637,27 @@ class FeatureSchema:
 
     columns: list[str]
     categorical: dict[str, list[str]]
+    ranges: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, features: pd.DataFrame, categorical: Sequence[str] = (),
             levels: Optional[Mapping[str, Sequence[str]]] = None) -> "FeatureSchema":
         """Schema of ``features``: listed (and string-typed) columns categorical, levels sorted
-        (or ``levels[col]`` when given)."""
+        (or ``levels[col]`` when given); numeric columns' observed [min, max]."""
         cats: dict[str, list[str]] = {}
+        ranges: dict[str, list[float]] = {}
         for c in features.columns:
             s = features[c]
             is_str = s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype)
             if c in categorical or is_str:
                 lv = (levels or {}).get(c)
                 cats[str(c)] = [str(x) for x in lv] if lv else sorted(map(str, s.dropna().astype(str).unique()))
-        return cls([str(c) for c in features.columns], cats)
+            else:
+                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+                v = v[np.isfinite(v)]
+                if v.size:
+                    ranges[str(c)] = [float(v.min()), float(v.max())]
+        return cls([str(c) for c in features.columns], cats, ranges)
 
     @property
     def names(self) -> list[str]:
@@ -398,47 +666,109 @@ class FeatureSchema:
             out += [f"{c}={lv}" for lv in self.categorical[c]] if c in self.categorical else [c]
         return out
 
-    def transform(self, df: pd.DataFrame, source: str = "the data") -> np.ndarray:
+    def row_issues(self, df: pd.DataFrame, offset: int = 0) -> list[RowIssue]:
+        """Every row of ``df`` that cannot be encoded (unseen level, not numeric, NaN, inf), by column;
+        row numbers are ``offset`` + the 0-based position in ``df``. Missing columns are not checked here."""
+        issues = []
+        for c in self.columns:
+            if c not in df.columns:
+                continue
+            s = df[c]
+            if c in self.categorical:
+                known = self.categorical[c]
+                unseen = ~np.isin(s.astype(str).to_numpy(), known) | s.isna().to_numpy()
+                if unseen.any():
+                    issues.append(_issue(c, "have a level not seen in training", s, unseen, offset,
+                                         f"known levels: {known}"))
+                continue
+            v, bad = _numeric(s)
+            for what, mask in (("are not numeric", bad), ("are NaN/missing", s.isna().to_numpy()),
+                               ("are inf", np.isinf(v))):
+                if mask.any():
+                    issues.append(_issue(c, what, s, mask, offset))
+        return issues
+
+    def range_issues(self, df: pd.DataFrame, offset: int = 0) -> list[RowIssue]:
+        """Rows whose numeric feature lies far outside the training range (see FAR_OUTSIDE); empty when
+        the schema has no ranges (older policies)."""
+        issues = []
+        for c, (lo, hi) in self.ranges.items():
+            if c not in df.columns or c in self.categorical:
+                continue
+            v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+            span = (hi - lo) if hi > lo else max(1.0, abs(lo))
+            with np.errstate(invalid="ignore"):
+                far = (v < lo - FAR_OUTSIDE * span) | (v > hi + FAR_OUTSIDE * span)
+            if far.any():
+                issues.append(_issue(c, f"lie far outside the training range [{lo:g}, {hi:g}]", df[c], far, offset,
+                                     "predictions there are extrapolations"))
+        return issues
+
+    def transform(self, df: pd.DataFrame, source: str = "the data", offset: int = 0) -> np.ndarray:
         """(N, p) float32 model matrix of ``df``; DataSchemaError for missing columns, unseen levels,
-        non-numeric / NaN / inf values (all problems at once)."""
-        problems = []
+        non-numeric / NaN / inf values (all problems at once, rows numbered from ``offset``)."""
         missing = [c for c in self.columns if c not in df.columns]
         if missing:
-            problems.append(f"feature column(s) {missing} are missing (the policy was trained on features "
-                            f"{self.columns}); available columns: {[str(c) for c in df.columns]}")
-            raise DataSchemaError(problems, source)
+            raise DataSchemaError([f"feature column(s) {missing} are missing (the policy was trained on features "
+                                   f"{self.columns}); available columns: {[str(c) for c in df.columns]}"], source)
+        issues = self.row_issues(df, offset)
+        if issues:
+            tally = RowTally()
+            tally.add(issues)
+            raise DataSchemaError(tally.messages(), source)
         blocks = []
         for c in self.columns:
             s = df[c]
             if c in self.categorical:
                 vals = s.astype(str).to_numpy()
-                known = self.categorical[c]
-                unseen = ~np.isin(vals, known) | s.isna().to_numpy()
-                if unseen.any():
-                    problems.append(f"feature column '{c}': {int(unseen.sum())} row(s) have a level not seen in "
-                                    f"training ({_example(s, unseen)}); known levels: {known}")
-                    continue
-                blocks += [(vals == lv).astype(np.float32) for lv in known]
+                blocks += [(vals == lv).astype(np.float32) for lv in self.categorical[c]]
             else:
-                v = _check_numeric(s, c, "feature", problems)
-                if v is not None:
-                    blocks.append(v.astype(np.float32))
-        if problems:
-            raise DataSchemaError(problems, source)
+                blocks.append(pd.to_numeric(s).to_numpy(dtype=np.float64).astype(np.float32))
         if not blocks:
             return np.zeros((df.shape[0], 0), dtype=np.float32)
         return np.stack(blocks, axis=1)
 
     def to_dict(self) -> dict:
-        return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
-                "names": self.names}
+        d = {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
+             "names": self.names}
+        if self.ranges:
+            d["ranges"] = {k: [float(a), float(b)] for k, (a, b) in self.ranges.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSchema":
+        """From ``to_dict`` output; ValueError naming what is malformed (see ``problems``)."""
         try:
-            return cls([str(c) for c in d["columns"]], {str(k): [str(x) for x in v] for k, v in d["categorical"].items()})
-        except (KeyError, TypeError, AttributeError) as err:
-            raise ValueError(f"feature schema is malformed (needs 'columns' and 'categorical'): {err}") from err
+            schema = cls([str(c) for c in d["columns"]], {str(k): [str(x) for x in v] for k, v in d["categorical"].items()},
+                         {str(k): [float(a), float(b)] for k, (a, b) in (d.get("ranges") or {}).items()})
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"feature schema is malformed (needs 'columns', 'categorical' and optional 'ranges' "
+                             f"{{column: [min, max]}}): {type(err).__name__}: {err}") from err
+        bad = schema.problems(d.get("names"))
+        if bad:
+            raise ValueError("feature schema is inconsistent: " + "; ".join(bad))
+        return schema
+
+    def problems(self, names: Optional[Sequence[str]] = None) -> list[str]:
+        """Internal consistency: unique columns, categorical keys among the columns with unique levels,
+        finite ranges of numeric columns, and (when given) the stored model-matrix ``names`` equal to
+        the ones the columns produce (a reordered column list would shift every model input)."""
+        out = []
+        dup = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if dup:
+            out.append(f"columns {dup} occur more than once")
+        for c, lv in self.categorical.items():
+            if c not in self.columns:
+                out.append(f"categorical column '{c}' is not among the columns {self.columns}")
+            if not lv or len(set(lv)) != len(lv):
+                out.append(f"categorical column '{c}' needs distinct levels, got {lv}")
+        for c, (lo, hi) in self.ranges.items():
+            if c not in self.columns or c in self.categorical or not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                out.append(f"ranges['{c}'] = [{lo}, {hi}] is not a finite [min, max] of a numeric column")
+        if names is not None and [str(x) for x in names] != self.names:
+            out.append(f"the model-matrix names {list(names)} do not match the columns {self.columns} (which give "
+                       f"{self.names}): the columns were reordered or edited")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,9 +782,10 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
     range; control = ``spec.control`` or each column's minimum. Arms = distinct treatment rows
     (lexicographically sorted). Propensity = the given column, else the arm's share of the rows.
     Outcome (profit, currency units) = outcome_scale * outcome - treatment_cost . t.
-    ``meta`` holds the source, the id values (if any), the FeatureSchema and the propensity rule.
+    ``meta`` holds the source, the id values (if any), the FeatureSchema, the propensity rule and the
+    data warnings (``meta["warnings"]``, a list of ``"<name>: <message>"`` strings, see ``check_frame``).
     """
-    check_frame(df, spec, source)
+    warnings = check_frame(df, spec, source)
     df = df.reset_index(drop=True)
     feats = df[spec.features].copy()
     for c in spec.categorical:
@@ -483,7 +814,7 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         prop = (counts / n)[arm]
         rule = "empirical arm frequency n_a / N (completely randomized experiment)"
     meta = {"source": source, "feature_schema": schema.to_dict(), "propensity_rule": rule,
-            "profit_formula": _profit_formula(spec)}
+            "profit_formula": _profit_formula(spec), "warnings": list(warnings)}
     if spec.id:
         meta["ids"] = df[spec.id].to_numpy()
         meta["id_column"] = spec.id

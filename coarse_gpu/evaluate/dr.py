@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coarse_gpu.evaluate.bootstrap import SharedBootstrap, percentile_ci
+
 __all__ = ["DRResult", "arm_weights", "dr_scores", "dr_value"]
 
 
@@ -107,14 +109,14 @@ def dr_scores(outcome, arm, propensity, mu_arms, mu_policy, kappa) -> np.ndarray
     return mu_p + k[rows, a] / e * (y - mu_a[rows, a])
 
 
-def dr_value(scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
-             max_elements: int = 4_000_000) -> DRResult:
+def dr_value(scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> DRResult:
     """Mean of the AIPW scores with a percentile-bootstrap CI and a normal-approx standard error.
 
     scores : (N,) pseudo-outcomes from ``dr_scores``.
     n_boot : bootstrap resamples (0 = normal-approximation CI value -+ z_{1-alpha/2} se).
     alpha : 1 - confidence level. seed : bootstrap RNG seed.
-    The bootstrap is vectorized: resamples are drawn in blocks of at most ``max_elements`` indices.
+    The resamples are ``SharedBootstrap(N, n_boot, seed)``'s: the same for every call with that seed,
+    so two policies scored on the same customers get paired intervals (coarse_gpu.evaluate.bootstrap).
     """
     s = _vec(scores, "scores")
     n = s.shape[0]
@@ -133,13 +135,7 @@ def dr_value(scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
 
         z = float(norm.ppf(1 - alpha / 2))
         return DRResult(value, (value - z * se, value + z * se), se, n)
-    rng = np.random.default_rng(seed)
-    per_block = max(1, int(max_elements // n))
-    means = np.empty(n_boot)
-    for b in range(0, n_boot, per_block):
-        m = min(per_block, n_boot - b)
-        means[b: b + m] = s[rng.integers(0, n, size=(m, n))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    lo, hi = percentile_ci(SharedBootstrap(n, n_boot, seed).means(s), alpha)
     return DRResult(value, (float(lo), float(hi)), se, n)
 
 

@@ -29,9 +29,10 @@ class SimulatedDataConfig:
     basket_sigma: float = 0.4
     n_trips: int = 8  # shopping trips averaged into each customer's outcome (noise variance / n_trips)
     n_noise_features: int = 5
-    # Share of customers held out: the model never sees them; policies are chosen on their
-    # estimated profits and scored on their true profits / realized outcomes.
-    eval_fraction: float = 0.4
+    # 0 (default): every customer trains the cross-fitted model and is scored out-of-fold. > 0: this
+    # share is held out instead: the model never sees it; policies are chosen on its estimated
+    # profits and scored on its true profits / realized outcomes.
+    eval_fraction: float = 0.0
     # Candidate treatments for the discretizer and the baselines: a grid with this many points per
     # treatment dimension (continuous refinement may move treatments off it).
     candidate_points: List[int] = field(default_factory=lambda: [26, 21])
@@ -60,7 +61,7 @@ class FileDataConfig:
     min_per_arm: int = 10  # fewest customers an arm may have
     outcome_scale: float = 1.0
     treatment_cost: Optional[List[float]] = None
-    eval_fraction: float = 0.4
+    eval_fraction: float = 0.0
     # null: candidates = the tensor grid of the arms' coordinates; else a regular grid with this many
     # points per treatment dimension over [low, high] (needs arms that form a full grid).
     candidate_points: Optional[List[int]] = None
@@ -74,7 +75,7 @@ class ThorntonDataConfig:
     incentive_step: float = 0.5  # the randomized incentive rounded to this step -> arms 0, 0.5, ..., 3
     value_of_result: float = 2.0  # profit = value_of_result * got - incentive
     min_per_arm: int = 10
-    eval_fraction: float = 0.4
+    eval_fraction: float = 0.0
     candidate_points: Optional[List[int]] = None
 
 
@@ -85,31 +86,45 @@ class IHDPDataConfig:
     name: str = "ihdp"
     treatment_cost: float = 0.0  # profit = y - treatment_cost * treat
     min_per_arm: int = 10
-    eval_fraction: float = 0.4
+    eval_fraction: float = 0.0
     candidate_points: Optional[List[int]] = None
 
 
 @dataclass
 class ModelConfig:
-    """Step 1: the neural CATE model (coarse_gpu.models)."""
+    """Step 1: the CATE model (coarse_gpu.models), cross-fitted (coarse_gpu.experiment.personalize).
 
-    name: str = "tarnet"  # tarnet | dragonnet | dose_logit | dose_vc
+    A null value means "adapt to the data" (coarse_gpu.models.defaults) or the model's own default.
+    """
+
+    # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | auto (cross-validated choice among
+    # ``candidates`` by decision loss, coarse_gpu.models.select)
+    name: str = "tarnet"
+    # Cross-fitting folds: every customer's estimates come from the fold model that never saw it, and
+    # new customers are scored by the ensemble of all fold models. 1 = one model (needs
+    # data.eval_fraction > 0: a held-out share to score).
+    n_folds: int = 5
+    candidates: List[str] = field(default_factory=lambda: ["tarnet", "gb_s", "gb_t"])  # model=auto
+    blend: bool = True  # model=auto: also score the average of the best candidates
+    # -- neural models (tarnet, dragonnet, dose_logit, dose_vc) --------------------------------
     hidden: int = 128
     n_repr_layers: int = 3
     n_head_layers: int = 3
     # "conditioned": one head MLP fed [representation, arm coordinates, one-hot arm] so neighbouring
-    # arms share strength (about 4 points of K=5 share better on the promotions data); "separate":
-    # classic TARNet, one independent head per arm.
-    arm_heads: str = "conditioned"
+    # arms share strength; "separate": classic TARNet, one head per arm; null/auto: separate with at
+    # most 3 arms, conditioned with more.
+    arm_heads: str = "auto"
     head_hidden: Optional[int] = None
     ema: float = 0.0
     dropout: float = 0.0
     lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
-    max_epochs: int = 60
-    patience: int = 8
+    weight_decay: Optional[float] = None
+    batch_size: Optional[int] = None
+    max_epochs: Optional[int] = None
+    patience: Optional[int] = None
     val_fraction: float = 0.2
+    n_ensemble: Optional[int] = None  # networks averaged per fit; null = round(20000 / rows) in [1, 5]
+    x_transform: str = "auto"  # auto: squash heavy-tailed columns before standardizing | standard
     # How per-arm predictions extend to any t: linear (multilinear, never overshoots between arms,
     # so the discretizer is not lured off-arm by interpolation artefacts) | spline.
     interpolation: str = "linear"
@@ -130,6 +145,13 @@ class ModelConfig:
     degree: int = 3
     knots: str = "uniform"
     smoothness: float = 0.0
+    # -- gradient boosting (gb_s, gb_t, dr): HistGradientBoostingRegressor's parameters -----------
+    learning_rate: float = 0.1
+    max_iter: int = 100
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    l2_regularization: float = 0.0
+    early_stopping: Optional[bool] = None  # null = auto (on above 10,000 rows)
 
 
 @dataclass
@@ -215,6 +237,10 @@ class RunConfig:
     scale: float = 1.0  # multiplies data.n_customers of simulated data (e.g. scale=10 device=cuda on a GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     quiet: bool = False  # no progress bars (also off when the CI environment variable is set)
+    # Rerun into a run folder that holds a run with another config: replace it (its outputs stay until
+    # the new run completes). Without it such a rerun is refused (coarse_gpu.experiment.rundir).
+    overwrite: bool = False
+    debug: bool = False  # print the full traceback of an error (it is always in the run's cli.log)
 
 
 GROUP_SCHEMAS = {

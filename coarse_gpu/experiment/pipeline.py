@@ -1,54 +1,41 @@
 """The main job: data -> personalize (CATE model) -> discretize (OT + baselines) -> evaluate -> report.
 
 ``run_experiment(cfg, run_dir)`` is what ``coarse-gpu`` calls; it is plain Python on an OmegaConf
-config, so tests and notebooks can call it without Hydra's command line.
+config, so tests and notebooks can call it without Hydra's command line. It only wires the steps:
+``_load`` (the data and who is scored), ``personalize`` (coarse_gpu.experiment.personalize: the
+cross-fitted model and the scored customers' held-out estimates), ``_references`` (no treatment and
+full personalization), then per K ``method_policy`` (coarse_gpu.experiment.methods: the OT
+discretizer and the baselines) and ``_score_k`` (coarse_gpu.experiment.evaluation: true profits
+and doubly robust values with paired intervals).
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
-from coarse_gpu.discretize import discretize
-from coarse_gpu.evaluate import (
-    dr_scores,
-    dr_value,
-    oracle_control_value,
-    oracle_full_personalization,
-    oracle_value,
-    share_of_full,
-)
+from coarse_gpu.evaluate import oracle_control_value, oracle_full_personalization, oracle_value, share_of_full
+from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
+from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
+from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
+from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
-from coarse_gpu.models import DoseLogit, DoseVC, DragonNet, TARNet
-from coarse_gpu.policy import (
-    Policy,
-    full_personalization,
-    grid_search,
-    kmeans_features,
-    kmeans_preferences,
-    kmeans_profiles,
-    single_best,
-)
-from coarse_gpu.policy.tree import policy_tree
+from coarse_gpu.experiment.validate import validate_config
+from coarse_gpu.models import CrossFitted
+from coarse_gpu.policy import Policy, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
 
 log = logging.getLogger("coarse_gpu")
-
-METHODS = ("ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid", "single_best")
-MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC}
 
 
 def progress_enabled(cfg: DictConfig) -> bool:
@@ -154,160 +141,6 @@ def check_k_values(k_values: list[int], n_candidates: int, n_customers: int) -> 
                          "use a smaller K or more data")
 
 
-def _arm_weights(model, treatments: np.ndarray, method: str) -> np.ndarray:
-    """(M, A) linear map from per-arm predictions to ``treatments`` (arms only when they are not a grid)."""
-    if getattr(model, "grid_", None) is not None:
-        return model.grid_.weights(np.atleast_2d(treatments), method)
-    return model.treatment_weights(np.atleast_2d(treatments))
-
-
-def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,
-                checkpoint_dir: Optional[str | Path] = None):
-    if model_cfg.name not in MODELS:
-        raise ValueError(f"model.name={model_cfg.name!r} is not a known model; available: {sorted(MODELS)}")
-    kwargs = dict(
-        hidden=model_cfg.hidden,
-        n_repr_layers=model_cfg.n_repr_layers,
-        n_head_layers=model_cfg.n_head_layers,
-        dropout=model_cfg.dropout,
-        lr=model_cfg.lr,
-        weight_decay=model_cfg.weight_decay,
-        batch_size=model_cfg.batch_size,
-        max_epochs=model_cfg.max_epochs,
-        patience=model_cfg.patience,
-        val_fraction=model_cfg.val_fraction,
-        interpolation=model_cfg.interpolation,
-        arm_heads=model_cfg.arm_heads,
-        head_hidden=model_cfg.head_hidden,
-        ema=model_cfg.ema,
-        device=str(device),
-        seed=seed,
-        verbose=verbose,
-    )
-    # Resumable / mixed-precision training, for the model classes that support it.
-    accepted = inspect.signature(MODELS[model_cfg.name]).parameters
-    if "amp" in accepted:
-        kwargs["amp"] = model_cfg.get("amp", "auto")
-    if checkpoint_dir is not None and model_cfg.get("checkpoint", True) and "checkpoint_dir" in accepted:
-        kwargs["checkpoint_dir"] = str(checkpoint_dir)
-    if model_cfg.name == "dragonnet":
-        kwargs.update(alpha=model_cfg.alpha, beta=model_cfg.beta)
-    if model_cfg.name == "dose_logit":
-        tf = model_cfg.get("transforms")
-        kwargs.update(transforms=list(tf) if tf is not None else "identity")
-    if model_cfg.name == "dose_vc":
-        nb = model_cfg.get("n_basis")
-        kwargs.update(n_basis=list(nb) if nb is not None else None, degree=model_cfg.get("degree", 3),
-                      knots=model_cfg.get("knots", "uniform"), smoothness=model_cfg.get("smoothness", 0.0))
-    # per-arm options (interpolation, arm_heads) only for the models that take them
-    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return MODELS[model_cfg.name](**kwargs)
-
-
-@dataclass
-class Scored:
-    """One policy's evaluation on the held-out customers (per-customer profits, currency units)."""
-
-    oracle_profit: float
-    share_of_full: float
-    dr_value: float
-    dr_ci: tuple[float, float]
-    # The paper's measure ("expected incremental profit"): the model's own estimates throughout, i.e.
-    # (pi_hat(policy) - pi_hat(control)) / (pi_hat(each customer's estimated best) - pi_hat(control)).
-    expected_profit: Optional[float] = None
-    expected_share_of_full: Optional[float] = None
-
-
-class Evaluator:
-    """Scores policies on held-out customers: TRUE profit (simulated data) and doubly robust value.
-
-    The DR value uses only what a real user has (randomized arms, realized profits, the model's
-    predictions): for a treatment off the experimental arms, the residual correction comes from
-    the surrounding arms with multilinear interpolation weights (see coarse_gpu.evaluate.dr).
-    """
-
-    def __init__(self, test: ExperimentData, model, n_boot: int, ci_level: float, seed: int,
-                 control: Optional[float] = None, full: Optional[tuple[float, np.ndarray]] = None) -> None:
-        self.test = test
-        self.model = model
-        self.n_boot = n_boot
-        self.alpha = 1.0 - ci_level
-        self.seed = seed
-        self.mu_arms = model.predict_arms(test.X)
-        self.has_truth = test.truth is not None
-        # Both are properties of the held-out customers' true profits only; reuse them when given.
-        # Without a simulator (your own data) they are None: policies get DR values only.
-        if self.has_truth:
-            self.control = control if control is not None else oracle_control_value(test.truth, test.space)
-            self.full, self.full_treatments = full if full is not None else oracle_full_personalization(
-                test.truth, test.space, points=oracle_points(test.space))
-        else:
-            self.control, self.full, self.full_treatments = None, None, None
-        # Estimated (model) control and full-personalization values per customer, for the paper's
-        # "expected" share; set by the pipeline once the profit matrix is predicted.
-        self.est_control: Optional[float] = None
-        self.est_full: Optional[float] = None
-
-    def _mu_policy(self, policy: Policy) -> np.ndarray:
-        rows = np.arange(len(self.test))
-        return self.model.predict_profit(self.test.X, policy.treatments)[rows, policy.assignment]
-
-    def dr(self, policy: Policy, mu_policy: Optional[np.ndarray] = None):
-        """Doubly robust value of ``policy`` on the held-out customers (DRResult: value, ci)."""
-        mu_policy = self._mu_policy(policy) if mu_policy is None else mu_policy
-        kappa = _arm_weights(self.model, policy.treatments, "linear")[policy.assignment]
-        scores = dr_scores(
-            self.test.outcome, self.test.arm, self.test.propensity, self.mu_arms, mu_policy, kappa
-        )
-        return dr_value(scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed)
-
-    def score(self, policy: Policy) -> Scored:
-        mu_policy = self._mu_policy(policy)
-        dr = self.dr(policy, mu_policy)
-        expected = float(mu_policy.mean())
-        expected_share = None
-        if self.est_control is not None and self.est_full is not None and self.est_full > self.est_control:
-            expected_share = share_of_full(expected, self.est_control, self.est_full)
-        if not self.has_truth:
-            return Scored(None, None, dr.value, tuple(dr.ci), expected, expected_share)
-        value = oracle_value(self.test.truth, policy)
-        return Scored(value, share_of_full(value, self.control, self.full), dr.value, tuple(dr.ci), expected,
-                      expected_share)
-
-
-def _dr_share(evaluator: Evaluator, value: float) -> Optional[float]:
-    """DR value as a share of full personalization's increment: true V_0 / V_full on simulated data,
-    else the DR values of everyone-at-control and the estimated per-customer best (None if not larger)."""
-    control, full = evaluator.control, evaluator.full
-    if control is None:
-        control, full = getattr(evaluator, "dr_control", None), getattr(evaluator, "dr_full", None)
-    if control is None or full is None or not full > control:
-        return None
-    return share_of_full(value, control, full)
-
-
-def oracle_points(space) -> list[int]:
-    """Grid points per dimension for the oracle's full personalization (101 x 81 in 2-D)."""
-    return [101, 81] if space.dim == 2 else [101] * space.dim if space.dim == 1 else [41] * space.dim
-
-
-def model_profit_oracle(model, X: np.ndarray, mu_arms: np.ndarray, device: torch.device) -> Callable:
-    """pi_hat_i(t) for any T x d treatments as an N x T tensor, reusing the per-arm predictions.
-
-    The arm-interpolating models are linear in their per-arm outputs, so a new treatment costs one
-    (N x A) @ (A x T) product instead of a forward pass.
-    """
-    mu = torch.as_tensor(mu_arms, device=device)
-    interpolation = model.interpolation
-
-    def oracle(treatments) -> torch.Tensor:
-        t = treatments.detach().cpu().numpy() if isinstance(treatments, torch.Tensor) else np.asarray(treatments)
-        w = torch.as_tensor(_arm_weights(model, t, interpolation), device=device, dtype=mu.dtype)
-        return mu @ w.T
-
-    return oracle
-
-
 def ideal_treatment_histogram(ideal: np.ndarray, candidates: np.ndarray, space, max_bins: int = 40) -> Optional[dict]:
     """Where the held-out customers' estimated best treatments lie, as a 2-D histogram for the figures.
 
@@ -332,252 +165,212 @@ def ideal_treatment_histogram(ideal: np.ndarray, candidates: np.ndarray, space, 
             "source": "estimated best candidate per held-out customer"}
 
 
-def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
-    """Seed for K from the solution at a smaller K: its grid treatments plus, one at a time, the candidate
-    with the largest profit gain over them (greedy facility location); None when there is no previous."""
-    if not previous or len(previous) >= k or len(set(previous)) != len(previous):
-        return None
-    chosen = list(previous)
-    best = profit[:, chosen].max(1)
-    while len(chosen) < k:
-        gain = np.maximum(profit - best[:, None], 0.0).sum(0)
-        gain[chosen] = -np.inf
-        m = int(gain.argmax())
-        chosen.append(m)
-        best = np.maximum(best, profit[:, m])
-    return chosen
+def _simulator_checks(scored: ExperimentData, candidates: np.ndarray, seed: int, results: dict):
+    """The simulator's difficulty figures with TRUE profits; returns (control value, (full value,
+    full treatments)) of the scored customers, or (None, None) without a simulator."""
+    if scored.truth is None:
+        log.info("no simulator behind %s: policies are scored by their doubly robust value only",
+                 scored.meta.get("source", "the data"))
+        return None, None
+    space = scored.space
+    true_cand = scored.truth.profit(candidates)
+    control = oracle_control_value(scored.truth, space)
+    full = oracle_full_personalization(scored.truth, space, points=oracle_points(space))
+    one = single_best(true_cand, candidates)
+    seg = kmeans_features(scored.X, true_cand, candidates, min(5, len(scored)), seed=seed)
+    checks = {"single_best_share_true_profits": share_of_full(oracle_value(scored.truth, one), control, full[0]),
+              "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(scored.truth, seg), control,
+                                                                     full[0])}
+    results["simulator_checks"] = checks
+    log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 "
+             "keeps %.1f%% of full personalization's incremental profit",
+             100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
+    return control, full
 
 
-def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfig, oracle, space,
-              device: torch.device, seed: int, init: Optional[list] = None) -> tuple[Policy, dict]:
-    """The OT discretizer's policy at K; ``init`` (K grid indices, e.g. ``warm_start``) seeds restart 0."""
-    d = cfg.discretizer
-    options = dict(solver=d.solver, n_restarts=d.n_restarts, dtype=d.dtype, init=init)
-    if d.refine and oracle is not None:  # no oracle: the model cannot leave the arms
-        options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
-    res = discretize(
-        profit, k, candidates=candidates, min_share=d.min_share, max_share=d.max_share,
-        epsilon=d.epsilon, device=str(device), seed=seed, **options,
-    )
-    info = {"solver": res.solver, "epsilon": res.epsilon, "estimated_objective": res.objective,
-            "entropic_objective": res.entropic_objective, "n_trace": len(res.trace)}
-    return Policy("ot", res.treatments, res.assignment, info), {"trace": res.trace,
-                                                                 "grid_index": res.info.get("grid_index")}
+def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict:
+    """Curves and scalars of the (first) trained network: results.json's "model" block."""
+    first = _first(model)
+    history = getattr(first, "history_", None)
+    for rec in history or []:
+        tracker.log({f"train/{k}": v for k, v in rec.items()})
+    if history:
+        try:  # training curves next to results.json; a plotting problem never fails the run
+            from coarse_gpu.models.history import plot_history
+
+            plot_history(history, run_dir / "training_curves.png", title=f"{cfg.model.name} training",
+                         best_epoch=getattr(first, "best_epoch_", None))
+        except Exception as err:  # pragma: no cover - matplotlib backends
+            log.warning("training curves not plotted: %s", err)
+    return {"name": cfg.model.name, "selected": getattr(model, "selected_", cfg.model.name),
+            "n_fold_models": len(model.members()) if isinstance(model, CrossFitted) else None,
+            "best_epoch": getattr(first, "best_epoch_", None), "best_val_loss": getattr(first, "best_val_loss_", None),
+            "resumed_from_epoch": getattr(first, "resumed_from_epoch_", 0)}
+
+
+def _references(evaluator: Evaluator, est: ProfitEstimates, profit: np.ndarray, candidates: np.ndarray,
+                data: ExperimentData, results: dict) -> dict:
+    """Full personalization and no treatment, estimated and (simulators) true; the model's accuracy."""
+    test, space = evaluator.test, evaluator.test.space
+    full_est = full_personalization(profit, candidates)
+    results["ideal_treatments"] = ideal_treatment_histogram(full_est.treatments[full_est.assignment], candidates,
+                                                            space)
+    evaluator.est_full = float(full_est.info["estimated_value"])
+    evaluator.est_control = float(est.profit_at(np.asarray(space.control, dtype=float)[None, :]).mean())
+    if test.truth is None:
+        # No true profits: the oracle fields stay null; DR values of the two reference policies
+        # (everyone at the control point, each customer's estimated best candidate) stand in.
+        control_idx = int(np.argmin(np.abs(candidates - np.asarray(space.control)).sum(1)))
+        ctrl = Policy("control", candidates[[control_idx]], np.zeros(len(test), dtype=np.int64))
+        (evaluator.dr_control, ci_c), (evaluator.dr_full, ci_f) = evaluator.dr(ctrl), evaluator.dr(full_est)
+        results["full_personalization"] = {
+            "oracle_profit": None, "control_oracle_profit": None, "estimated_policy_oracle_profit": None,
+            "estimated_policy_share_of_full": None, "dr_value": evaluator.dr_full, "dr_ci": list(ci_f),
+            "control_treatment": candidates[control_idx].tolist(), "control_dr_value": evaluator.dr_control,
+            "control_dr_ci": list(ci_c)}
+        return {"rmse_profit_grid": None}
+    value = oracle_value(test.truth, full_est)
+    results["full_personalization"] = {
+        "oracle_profit": evaluator.full, "control_oracle_profit": evaluator.control,
+        "estimated_policy_oracle_profit": value,
+        "estimated_policy_share_of_full": share_of_full(value, evaluator.control, evaluator.full)}
+    grid_pts = space.grid([11, 9]) if space.dim == 2 else candidates
+    sq_err = (est.profit_at(grid_pts) - test.truth.profit(grid_pts)) ** 2
+    on_arm = np.isclose(grid_pts[:, None, :], np.asarray(data.arms)[None, :, :]).all(2).any(1)
+    return {"rmse_profit_grid": float(np.sqrt(np.mean(sq_err))),
+            "rmse_profit_arms": float(np.sqrt(np.mean(sq_err[:, on_arm]))) if on_arm.any() else None,
+            "rmse_profit_off_arms": float(np.sqrt(np.mean(sq_err[:, ~on_arm]))) if (~on_arm).any() else None}
+
+
+def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
+    """Every method's cell at K and the paired comparisons ``ot`` minus each baseline (one bootstrap)."""
+    names = list(policies)
+    S = np.column_stack([evaluator.scores(policies[m]) for m in names])
+    draws = evaluator.boot.means(S) if evaluator.boot is not None else None
+    cells, comparisons = {}, {}
+    for j, m in enumerate(names):
+        ci = percentile_ci(draws[:, j], evaluator.alpha) if draws is not None else evaluator.intervals(S[:, [j]])[0]
+        sc = evaluator.score(policies[m], S[:, j], ci)
+        cells[m] = {"treatments": np.asarray(policies[m].treatments, dtype=float).tolist(),
+                    "oracle_profit": sc.oracle_profit, "share_of_full": sc.share_of_full, "dr_value": sc.dr_value,
+                    "dr_ci": list(sc.dr_ci), "dr_share_of_full": evaluator.dr_share(sc.dr_value),
+                    "expected_profit": sc.expected_profit, "expected_share_of_full": sc.expected_share_of_full,
+                    "segment_sizes": np.asarray(policies[m].segment_sizes).astype(int).tolist()}
+    if "ot" in names:
+        o = names.index("ot")
+        for j, m in enumerate(names):
+            if m == "ot":
+                continue
+            diff = S[:, o] - S[:, j]
+            ci = percentile_ci(draws[:, o] - draws[:, j], evaluator.alpha) if draws is not None else \
+                evaluator.intervals(diff[:, None])[0]
+            comparisons[f"ot_minus_{m}"] = {"dr_value": float(diff.mean()), "dr_ci": list(ci)}
+    return cells, comparisons
+
+
+def _save_policies(run_dir: Path, policies: dict, cells: dict, model, data, ctx, k: int) -> None:
+    from coarse_gpu.policy.io import deployable, save_policy
+
+    for m, policy in policies.items():
+        try:
+            dep = deployable(policy, model, data, ctx.candidates, ctx.scored.X, ctx.profit, metrics=cells[m])
+        except NotImplementedError as why:  # no rule to assign new customers with
+            log.warning("policy of %s at K=%d not saved: %s", m, k, why)
+            cells[m]["policy_path"] = None
+        else:
+            folder = save_policy(run_dir / "policies" / f"{m}_k{k}", dep)
+            cells[m]["policy_path"] = str(folder.relative_to(run_dir))
+
+
+def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator, model, data, cfg: DictConfig,
+           run_dir: Path, results: dict, timings: dict, tracker: Tracker) -> None:
+    """Step 2 and the evaluation at one K: every method's policy, scored, saved, logged."""
+    policies, extras = {}, {}
+    for method in methods:
+        t0 = time.perf_counter()
+        out = method_policy(method, k, ctx)
+        dt = time.perf_counter() - t0
+        timings["discretize" if method == "ot" else "baselines"] += dt
+        by_method = timings.setdefault("methods", {})
+        by_method[method] = by_method.get(method, 0.0) + dt
+        if out is not None:
+            policies[method], extras[method] = out
+    t0 = time.perf_counter()
+    cells, comparisons = _score_k(evaluator, policies, k)
+    if "ot" in policies:
+        cells["ot"]["ensemble_spread"] = ensemble_spread(model, ctx, policies["ot"], k)
+    timings["evaluate"] += time.perf_counter() - t0
+    if cfg.get("save_policies", True):
+        t0 = time.perf_counter()
+        _save_policies(run_dir, policies, cells, model, data, ctx, k)
+        timings["save_policies"] = timings.get("save_policies", 0.0) + time.perf_counter() - t0
+    for m, cell in cells.items():
+        results["methods"][m][str(k)] = cell
+        tracker.log({f"{m}/share_of_full": cell["share_of_full"], f"{m}/dr_value": cell["dr_value"], "K": k})
+    results.setdefault("comparisons", {})[str(k)] = comparisons
+    if extras.get("ot", {}).get("trace"):
+        tracker.log_trace(f"ot_trace_k{k}", extras["ot"]["trace"])
+
+
+def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
+    """The data step: the experiment, who trains and who is scored, the candidate treatments."""
+    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
+    frac = float(cfg.data.eval_fraction)
+    train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
+    candidates = candidate_treatments(data, cfg.data)
+    check_k_values(k_values, len(candidates), len(scored))
+    log.info("data: %d customers (%s), %d arms, %d candidate treatments", len(data),
+             "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
+             data.n_arms, len(candidates))
+    return data, train, scored, candidates
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
     """Run the whole job and write its outputs into ``run_dir``. Returns the results dict."""
+    validate_config(cfg)  # every value and cross-field rule, naming the key, before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"discretize": 0.0, "baselines": 0.0, "evaluate": 0.0}
     seed = int(cfg.seed)
     seed_everything(seed)
     device = resolve_device(cfg.device)
-    env = environment_record(device)
     verbose = progress_enabled(cfg)
     tracker = tracker or Tracker.disabled()
-
     k_values = [int(cfg.discretizer.k)] if cfg.discretizer.k is not None else [int(k) for k in cfg.evaluation.k_values]
     methods = list(cfg.evaluation.methods)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"evaluation.methods has unknown method(s) {unknown}; available: {list(METHODS)}")
-    if any(k < 1 for k in k_values):
-        raise ValueError(f"every K must be >= 1, got k_values={k_values}")
+    if not k_values or any(k < 1 for k in k_values):
+        raise ValueError(f"evaluation.k_values must hold at least one K >= 1, got {k_values}")
 
-    # ---- data -------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
-    train, test = data.split((1.0 - cfg.data.eval_fraction, cfg.data.eval_fraction), seed=seed)
-    space = data.space
-    candidates = candidate_treatments(data, cfg.data)
-    check_k_values(k_values, len(candidates), len(test))
+    data, train, scored, candidates = _load(cfg, seed, k_values, {})
     timings["data"] = time.perf_counter() - t0
-    log.info("data: %d customers (%d train, %d held out), %d arms, %d candidate treatments",
-             len(data), len(train), len(test), data.n_arms, len(candidates))
-
-    results: dict = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "status": "running",
-        "seed": seed,
-        "n_customers": len(data),
-        "n_train": len(train),
-        "n_eval": len(test),
-        "k_values": k_values,
-        "treatment_names": list(space.names),
-        "arms": np.asarray(data.arms).tolist(),
-        "full_personalization": {},
-        "methods": {m: {} for m in methods},
-        "timings_s": timings,
-        "device": env["device"],
-        "versions": env["versions"],
-        "environment": env,
-    }
-
+    results = _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device)
     out_path = run_dir / "results.json"
     try:
-        # ---- the simulator's own difficulty figures (true profits, no estimation) --------------------
         t0 = time.perf_counter()
-        control = full_true = full_true_treatments = None
-        if test.truth is not None:
-            true_cand = test.truth.profit(candidates)
-            control = oracle_control_value(test.truth, space)
-            full_true, full_true_treatments = oracle_full_personalization(test.truth, space,
-                                                                          points=oracle_points(space))
-            one = single_best(true_cand, candidates)
-            seg = kmeans_features(test.X, true_cand, candidates, min(5, len(test)), seed=seed)
-            checks = {
-                "single_best_share_true_profits": share_of_full(oracle_value(test.truth, one), control, full_true),
-                "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(test.truth, seg), control,
-                                                                       full_true),
-            }
-            del true_cand
-            results["simulator_checks"] = checks
-            timings["simulator_checks"] = time.perf_counter() - t0
-            log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 "
-                     "keeps %.1f%% of full personalization's incremental profit",
-                     100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
-        else:
-            log.info("no simulator behind %s: policies are scored by their doubly robust value only",
-                     data.meta.get("source", cfg.data.name))
-
-        # ---- step 1: personalize ------------------------------------------------------------------
+        control, full = _simulator_checks(scored, candidates, seed, results)
+        timings["simulator_checks"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model = build_model(cfg.model, device, seed, verbose, checkpoint_dir=run_dir / "checkpoints")
-        model.fit(train.X, train.treatment, train.outcome, propensity=train.propensity)
+        model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
+                                            checkpoint_dir=run_dir / "checkpoints")
         timings["train"] = time.perf_counter() - t0
-        for rec in getattr(model, "history_", []):
-            tracker.log({f"train/{k}": v for k, v in rec.items()})
-        if getattr(model, "history_", None):
-            try:  # training curves next to results.json; a plotting problem never fails the run
-                from coarse_gpu.models.history import plot_history
-
-                plot_history(model.history_, run_dir / "training_curves.png", title=f"{cfg.model.name} training",
-                             best_epoch=getattr(model, "best_epoch_", None))
-            except Exception as err:  # pragma: no cover - matplotlib backends
-                log.warning("training curves not plotted: %s", err)
-
+        results["model_selection"] = selection
+        results["model"] = _training_record(model, cfg, run_dir, tracker)
         t0 = time.perf_counter()
-        evaluator = Evaluator(test, model, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed,
-                              control=control, full=(full_true, full_true_treatments))
-        profit_hat = model.predict_profit(test.X, candidates)
-        # Off-arm treatments need a grid of arms to interpolate on; otherwise the OT stays on the arms.
-        if hasattr(model, "profit_oracle"):  # dose-response models: pi_hat at any t, on the device
-            oracle = model.profit_oracle(test.X, device)
-        else:
-            oracle = (model_profit_oracle(model, test.X, evaluator.mu_arms, device)
-                      if getattr(model, "grid_", None) is not None else None)
-        full_est = full_personalization(profit_hat, candidates)
-        # full_est already holds each customer's estimated best candidate and its mean estimated value
-        results["ideal_treatments"] = ideal_treatment_histogram(full_est.treatments[full_est.assignment], candidates,
-                                                                space)
-        evaluator.est_full = float(full_est.info["estimated_value"])
-        evaluator.est_control = float(model.predict_profit(test.X, np.asarray(space.control, dtype=float)[None, :])
-                                      .mean())
-        if test.truth is not None:
-            grid_pts = space.grid([11, 9]) if space.dim == 2 else candidates
-            sq_err = (model.predict_profit(test.X, grid_pts) - test.truth.profit(grid_pts)) ** 2
-            rmse = float(np.sqrt(np.mean(sq_err)))
-            on_arm = np.isclose(grid_pts[:, None, :], np.asarray(data.arms)[None, :, :]).all(2).any(1)
-            rmse_split = {"rmse_profit_arms": float(np.sqrt(np.mean(sq_err[:, on_arm]))) if on_arm.any() else None,
-                          "rmse_profit_off_arms": float(np.sqrt(np.mean(sq_err[:, ~on_arm]))) if (~on_arm).any()
-                          else None}
-            results["full_personalization"] = {
-                "oracle_profit": evaluator.full,
-                "control_oracle_profit": evaluator.control,
-                "estimated_policy_oracle_profit": oracle_value(test.truth, full_est),
-                "estimated_policy_share_of_full": share_of_full(oracle_value(test.truth, full_est), evaluator.control,
-                                                                evaluator.full),
-            }
-        else:
-            # No true profits: the oracle fields stay null; DR values of the two reference policies
-            # (everyone at the control point, each customer's estimated best candidate) stand in.
-            rmse, rmse_split = None, {}
-            control_idx = int(np.argmin(np.abs(candidates - np.asarray(space.control)).sum(1)))
-            ctrl = Policy("control", candidates[[control_idx]], np.zeros(len(test), dtype=np.int64))
-            dr_ctrl, dr_full = evaluator.dr(ctrl), evaluator.dr(full_est)
-            evaluator.dr_control, evaluator.dr_full = dr_ctrl.value, dr_full.value
-            results["full_personalization"] = {
-                "oracle_profit": None, "control_oracle_profit": None,
-                "estimated_policy_oracle_profit": None, "estimated_policy_share_of_full": None,
-                "dr_value": dr_full.value, "dr_ci": list(dr_full.ci),
-                "control_treatment": candidates[control_idx].tolist(),
-                "control_dr_value": dr_ctrl.value, "control_dr_ci": list(dr_ctrl.ci),
-            }
+        evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full)
+        profit = est.profit_at(candidates)
+        results["model"].update(_references(evaluator, est, profit, candidates, data, results))
         timings["predict"] = time.perf_counter() - t0
-        results["model"] = {"name": cfg.model.name, "best_epoch": getattr(model, "best_epoch_", None),
-                            "best_val_loss": getattr(model, "best_val_loss_", None),
-                            "resumed_from_epoch": getattr(model, "resumed_from_epoch_", 0),
-                            "rmse_profit_grid": rmse, **rmse_split}
-        log.info("model %s trained in %.1fs%s", cfg.model.name, timings["train"],
-                 "" if rmse is None else f"; RMSE of estimated vs true profit = {rmse:.3f}")
-
-        # ---- step 2: discretize, with the baselines, for every K -------------------------------------
-        timings["discretize"] = 0.0
-        timings["baselines"] = 0.0
-        timings["evaluate"] = 0.0
-        ot_previous = None  # the ot solution at the previous K: warm start (k_values ascending)
-        bar = tqdm(k_values, desc="K", disable=not verbose)
-        for k in bar:
-            for method in methods:
-                if method == "single_best" and k != 1:
-                    continue  # the K=1 bound; reported once
-                if method == "grid" and k > data.n_arms:
-                    log.warning("grid: K=%d exceeds the %d experimental arms; skipped", k, data.n_arms)
-                    continue
-                bar.set_postfix(method=method)
-                t0 = time.perf_counter()
-                extra: dict = {}
-                if method == "ot":
-                    init = warm_start(profit_hat, ot_previous, k) if cfg.discretizer.solver != "exact" else None
-                    policy, extra = ot_policy(profit_hat, candidates, k, cfg, oracle, space, device, seed, init)
-                    ot_previous = extra.get("grid_index")
-                    timings["discretize"] += time.perf_counter() - t0
-                else:
-                    if method == "kmeans_features":
-                        policy = kmeans_features(test.X, profit_hat, candidates, k, seed=seed)
-                    elif method == "kmeans_preferences":
-                        policy = kmeans_preferences(profit_hat, candidates, k, seed=seed, scale=space.span)
-                    elif method == "kmeans_profiles":
-                        policy = kmeans_profiles(profit_hat, candidates, k, seed=seed)
-                    elif method == "policy_tree":
-                        policy = policy_tree(test.X, profit_hat, candidates, k, seed=seed,
-                                             feature_names=getattr(data, "feature_names", None))
-                    elif method == "grid":
-                        policy = grid_search(evaluator.mu_arms, model.arms_, k, seed=seed)
-                    else:
-                        policy = single_best(profit_hat, candidates)
-                    timings["baselines"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                s = evaluator.score(policy)
-                timings["evaluate"] += time.perf_counter() - t0
-                results["methods"][method][str(k)] = {
-                    "treatments": np.asarray(policy.treatments, dtype=float).tolist(),
-                    "oracle_profit": s.oracle_profit,
-                    "share_of_full": s.share_of_full,
-                    "dr_value": s.dr_value,
-                    "dr_ci": list(s.dr_ci),
-                    "dr_share_of_full": _dr_share(evaluator, s.dr_value),
-                    "expected_profit": s.expected_profit,
-                    "expected_share_of_full": s.expected_share_of_full,
-                    "segment_sizes": np.asarray(policy.segment_sizes).astype(int).tolist(),
-                }
-                if cfg.get("save_policies", True):
-                    from coarse_gpu.policy.io import deployable, save_policy
-
-                    try:
-                        dep = deployable(policy, model, data, candidates, test.X, profit_hat,
-                                         metrics=results["methods"][method][str(k)])
-                    except NotImplementedError as why:  # no rule to assign new customers with
-                        log.warning("policy of %s at K=%d not saved: %s", method, k, why)
-                        results["methods"][method][str(k)]["policy_path"] = None
-                    else:
-                        folder = save_policy(run_dir / "policies" / f"{method}_k{k}", dep)
-                        results["methods"][method][str(k)]["policy_path"] = str(folder.relative_to(run_dir))
-                tracker.log({f"{method}/share_of_full": s.share_of_full, f"{method}/dr_value": s.dr_value, "K": k})
-                if method == "ot" and extra.get("trace"):
-                    tracker.log_trace(f"ot_trace_k{k}", extra["trace"])
+        log.info("model %s (%s) trained in %.1fs%s", cfg.model.name, results["model"]["selected"], timings["train"],
+                 "" if results["model"]["rmse_profit_grid"] is None
+                 else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
+        ctx = MethodContext(scored, est, profit, candidates, np.asarray(model.arms_), cfg, device, seed)
+        for k in tqdm(k_values, desc="K", disable=not verbose):
+            _run_k(k, methods, ctx, evaluator, model, data, cfg, run_dir, results, timings, tracker)
             timings["total"] = time.perf_counter() - t_start
             write_results(out_path, results)  # after every K: a killed run keeps what it finished
     except BaseException as err:
@@ -587,16 +380,29 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         timings["total"] = time.perf_counter() - t_start
         write_results(out_path, results)
         raise
-
-    cost = float(cfg.evaluation.get("fixed_cost_per_treatment", 0.0) or 0.0)
-    ot_cells = results["methods"].get("ot", {})
-    results["choose_k"] = {
-        "method": "ot",
-        "fixed_cost_per_treatment": cost,
-        "by_dr_value": choose_k({int(k): c.get("dr_value") for k, c in ot_cells.items()}, cost),
-        "by_oracle_profit": choose_k({int(k): c.get("oracle_profit") for k, c in ot_cells.items()}, cost),
-    }
+    results["choose_k"] = _choose_k(cfg, results)
     results["status"] = "complete"
     timings["total"] = time.perf_counter() - t_start
     write_results(out_path, results)
     return results
+
+
+def _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device) -> dict:
+    env = environment_record(device)
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True), "status": "running", "seed": seed,
+        "n_customers": len(data), "n_train": len(train), "n_eval": len(scored),
+        "estimates": "out-of-fold" if train is scored else "held-out",
+        "k_values": k_values, "treatment_names": list(data.space.names), "arms": np.asarray(data.arms).tolist(),
+        "full_personalization": {}, "methods": {m: {} for m in methods}, "timings_s": timings,
+        "warnings": list(data.meta.get("warnings", [])),
+        "device": env["device"], "versions": env["versions"], "environment": env,
+    }
+
+
+def _choose_k(cfg: DictConfig, results: dict) -> dict:
+    cost = float(cfg.evaluation.get("fixed_cost_per_treatment", 0.0) or 0.0)
+    ot_cells = results["methods"].get("ot", {})
+    return {"method": "ot", "fixed_cost_per_treatment": cost,
+            "by_dr_value": choose_k({int(k): c.get("dr_value") for k, c in ot_cells.items()}, cost),
+            "by_oracle_profit": choose_k({int(k): c.get("oracle_profit") for k, c in ot_cells.items()}, cost)}

@@ -53,8 +53,10 @@ def format_table(results: Mapping[str, Any]) -> str:
     width = max([len(METHOD_LABELS.get(m, m)) for m in methods] + [24])
     lines = []
     fp = results.get("full_personalization", {})
-    head = "Share of full personalization's incremental profit recovered (true profits, held-out customers)"
-    lines.append(head)
+    who = ("all customers, out-of-fold estimates" if results.get("estimates") == "out-of-fold"
+           else "held-out customers")
+    lines.extend(_selection_lines(results))
+    lines.append(f"Share of full personalization's incremental profit recovered (true profits, {who})")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>8}" for k in k_values))
     for m in methods:
         cells = []
@@ -84,7 +86,8 @@ def format_table(results: Mapping[str, Any]) -> str:
                 cells.append(f"{100 * v:7.2f}%" if v is not None else f"{'-':>8}")
             lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
     lines.append("")
-    lines.append("Doubly robust value per customer from held-out randomized data [95% CI] (no simulator needed)")
+    lines.append("Doubly robust value per customer from the randomized data, held-out estimates [95% CI] "
+                 "(no simulator needed)")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
     for m in methods:
         cells = []
@@ -96,7 +99,43 @@ def format_table(results: Mapping[str, Any]) -> str:
             else:
                 cells.append(f"{'-':>22}")
         lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+    lines.extend(_comparison_lines(results, k_values, width))
     return "\n".join(lines)
+
+
+def _selection_lines(results: Mapping[str, Any]) -> list[str]:
+    """The step-1 model choice: each candidate's held-out decision loss (lower is better) with its se."""
+    sel = results.get("model_selection") or {}
+    cands = sel.get("candidates") or {}
+    if not cands:
+        return []
+    out = [f"Step 1 model: {sel.get('winner')} (decision loss on out-of-fold estimates, {sel.get('n_folds')} folds; "
+           "lower is better; DR value of each candidate's per-customer argmax policy)"]
+    width = max(len(c) for c in cands) + 2
+    for c, r in sorted(cands.items(), key=lambda kv: kv[1]["decision_loss"]):
+        mark = " <- chosen" if c == sel.get("winner") else ""
+        out.append(f"  {c:<{width}} loss {r['decision_loss']:.5g} (se {r['se']:.2g}, vs chosen "
+                   f"{r['se_diff_vs_winner']:.2g})   argmax value {r['policy_value']:.4f} "
+                   f"(se {r['policy_value_se']:.2g}){mark}")
+    return out + [""]
+
+
+def _comparison_lines(results: Mapping[str, Any], k_values: list[str], width: int) -> list[str]:
+    """ot minus each baseline, DR value per customer with a paired bootstrap CI."""
+    comp = results.get("comparisons") or {}
+    pairs = sorted({p for k in k_values for p in (comp.get(k) or {})})
+    if not pairs:
+        return []
+    out = ["", "OT minus each baseline: doubly robust value per customer [95% paired CI]",
+           f"{'baseline':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values)]
+    for p in pairs:
+        cells = []
+        for k in k_values:
+            c = (comp.get(k) or {}).get(p)
+            cells.append(f"{c['dr_value']:7.3f} [{c['dr_ci'][0]:6.3f},{c['dr_ci'][1]:6.3f}]" if c else f"{'-':>22}")
+        m = p[len("ot_minus_"):]
+        out.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+    return out
 
 
 def _save_figure(fig, path: str | os.PathLike) -> Path:

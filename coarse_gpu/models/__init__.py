@@ -15,7 +15,13 @@ from coarse_gpu.models.dose import DoseLogit, DoseResponseModel, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.scores import aipw_scores, model_aipw_scores
+from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
+from coarse_gpu.models.select import AutoCATE, Blend
+from coarse_gpu.models.serialize import register
 from coarse_gpu.models.tarnet import TARNet
 
-__all__ = ["ArmGrid", "CrossFitted", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet", "PerArmCATEModel",
+register(TARNet, DragonNet, DoseLogit, DoseVC, GBSLearner, GBTLearner, DRLearner, CrossFitted, AutoCATE, Blend)
+
+__all__ = ["ArmGrid", "AutoCATE", "Blend", "CrossFitted", "DRLearner", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet",
+           "GBSLearner", "GBTLearner", "PerArmCATEModel",
            "TARNet", "aipw_scores", "model_aipw_scores"]

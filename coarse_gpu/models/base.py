@@ -26,9 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
 from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from coarse_gpu.models.interpolate import METHODS, ArmGrid
+from coarse_gpu.models.arms import ArmModel, as_array, find_arms
+from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.networks import count_parameters, no_decay_parameters
+from coarse_gpu.models.scaling import TRANSFORMS, apply_scaling, fit_scaling
 from coarse_gpu.utils.device import resolve_device
 
 #: Rows per forward pass when predicting (memory bound only; results do not depend on it).
@@ -52,15 +55,7 @@ def _distributed() -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 # input validation
 # ---------------------------------------------------------------------------------------------
-def _to_numpy(a, name: str) -> np.ndarray:
-    if hasattr(a, "detach"):  # torch tensor
-        a = a.detach().cpu().numpy()
-    elif hasattr(a, "to_numpy"):  # pandas
-        a = a.to_numpy()
-    try:
-        return np.asarray(a)
-    except Exception as err:  # pragma: no cover - exotic inputs
-        raise TypeError(f"{name} could not be converted to a numpy array: {err}") from err
+_to_numpy = as_array  # kept under its old name for the modules that import it
 
 
 def check_X(X, n_features: Optional[int] = None, name: str = "X") -> np.ndarray:
@@ -138,10 +133,11 @@ def check_propensity(p, n: int) -> Optional[np.ndarray]:
     return a
 
 
-def find_arms(treatments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct treatment rows: (arms (A, d) lexicographically sorted, arm index (N,), counts (A,))."""
-    arms, inverse, counts = np.unique(treatments, axis=0, return_inverse=True, return_counts=True)
-    return arms, inverse.reshape(-1).astype(np.int64), counts
+def check_inputs(X, t, y, propensity=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """``fit``'s inputs validated together: X (N, p) float64, T (N, d) float64, y (N,), propensity (N,) or None."""
+    X = check_X(X)
+    n = X.shape[0]
+    return X, check_treatments(t, n), check_outcome(y, n), check_propensity(propensity, n)
 
 
 def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +158,7 @@ def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Gene
 # ---------------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------------
-class PerArmCATEModel:
+class PerArmCATEModel(ArmModel):
     """Base class: representation + one outcome head per experimental arm, trained by minibatch AdamW.
 
     Subclasses provide ``_build_network(p, A, generator)`` and ``_batch_loss(out, batch)``.
@@ -219,10 +215,10 @@ class PerArmCATEModel:
         n_head_layers: int = 3,
         dropout: float = 0.0,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 512,
-        max_epochs: int = 60,
-        patience: int = 8,
+        weight_decay: Optional[float] = None,
+        batch_size: Optional[int] = None,
+        max_epochs: Optional[int] = None,
+        patience: Optional[int] = None,
         val_fraction: float = 0.2,
         interpolation: str = "linear",
         device: str = "auto",
@@ -231,10 +227,12 @@ class PerArmCATEModel:
         head_hidden: Optional[int] = None,
         lr_patience: Optional[int] = None,
         min_delta: float = 1e-4,
-        arm_heads: str = "conditioned",
+        arm_heads: str = "auto",
         ema: float = 0.0,
         amp: str = "auto",
         checkpoint_dir: Optional[str] = None,
+        x_transform: str = "auto",
+        n_ensemble="auto",
     ) -> None:
         self.hidden = hidden
         self.n_repr_layers = n_repr_layers
@@ -257,9 +255,17 @@ class PerArmCATEModel:
         self.ema = ema
         self.amp = amp
         self.checkpoint_dir = checkpoint_dir
+        self.x_transform = x_transform
+        self.n_ensemble = n_ensemble
 
     #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
     _network_cls: type = None  # set by subclasses
+
+    def _hp(self, name: str):
+        """A hyperparameter as used in this fit: the value resolved from the data (``<name>_``, see
+        coarse_gpu.models.defaults) where the parameter was left to adapt, else the parameter itself."""
+        v = getattr(self, name + "_", None)
+        return v if v is not None else getattr(self, name)
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def _head_width(self) -> int:
@@ -267,7 +273,7 @@ class PerArmCATEModel:
         200 / 100 ratio: A small heads) and hidden for the one conditioned head (it serves every arm)."""
         if self.head_hidden is not None:
             return int(self.head_hidden)
-        return int(self.hidden) if self.arm_heads == "conditioned" else max(1, int(self.hidden) // 2)
+        return int(self.hidden) if self._hp("arm_heads") == "conditioned" else max(1, int(self.hidden) // 2)
 
     def _build_network(self, n_features: int, n_arms: int, generator: torch.Generator) -> nn.Module:
         return self._network_cls(
@@ -306,22 +312,30 @@ class PerArmCATEModel:
         ints = {"hidden": 1, "n_repr_layers": 1, "n_head_layers": 0, "batch_size": 1, "max_epochs": 1, "patience": 1}
         for name, lo in ints.items():
             v = getattr(self, name)
+            if v is None and name in AUTO_PARAMS:
+                continue  # adapts to the data at fit time (coarse_gpu.models.defaults)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{type(self).__name__}: {name} must be an integer >= {lo}, got {v!r}")
+        ens = self.n_ensemble
+        if ens != "auto" and (not isinstance(ens, (int, np.integer)) or isinstance(ens, bool) or ens < 1):
+            raise ValueError(f"{type(self).__name__}: n_ensemble must be 'auto' or an integer >= 1, got {ens!r}")
+        if self.x_transform not in TRANSFORMS:
+            raise ValueError(f"{type(self).__name__}: x_transform must be one of {TRANSFORMS}, got {self.x_transform!r}")
         if self.head_hidden is not None and (not isinstance(self.head_hidden, (int, np.integer)) or self.head_hidden < 1):
             raise ValueError(f"{type(self).__name__}: head_hidden must be None or an integer >= 1, got {self.head_hidden!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"{type(self).__name__}: dropout must lie in [0, 1), got {self.dropout}")
         if not self.lr > 0:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {self.lr}")
-        if not self.weight_decay >= 0:
+        if self.weight_decay is not None and not self.weight_decay >= 0:
             raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"{type(self).__name__}: val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"{type(self).__name__}: ema must lie in [0, 1), got {self.ema}")
-        if self.arm_heads not in ARM_HEADS:
-            raise ValueError(f"{type(self).__name__}: arm_heads must be one of {ARM_HEADS}, got {self.arm_heads!r}")
+        if self.arm_heads not in ARM_HEADS + ("auto",):
+            raise ValueError(f"{type(self).__name__}: arm_heads must be 'auto' or one of {ARM_HEADS}, got "
+                             f"{self.arm_heads!r}")
         if self.interpolation not in METHODS:
             raise ValueError(f"{type(self).__name__}: interpolation must be one of {METHODS}, got {self.interpolation!r}")
         if self.amp not in AMP_MODES:
@@ -337,7 +351,7 @@ class PerArmCATEModel:
         lose to separate heads on a coarse 3 x 2 grid; with the one-hot as well the head matches the
         better of the two in both cases.
         """
-        if self.arm_heads == "separate":
+        if self._hp("arm_heads") == "separate":
             return None
         a = self.arms_
         sd = a.std(0)
@@ -345,11 +359,12 @@ class PerArmCATEModel:
         return torch.as_tensor(np.hstack([coords, np.eye(a.shape[0])]), dtype=torch.float32)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
+        if not hasattr(self, "network_") and not getattr(self, "members_", None):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X, t, y) first")
 
     def _standardize(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        return apply_scaling(X, self.x_mean_, self.x_scale_, getattr(self, "x_log_", None),
+                             getattr(self, "x_center_", None), getattr(self, "x_spread_", None))
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, X, t, y, propensity=None) -> "PerArmCATEModel":
@@ -363,35 +378,44 @@ class PerArmCATEModel:
         Returns self.
         """
         self._check_params()
-        X = check_X(X)
+        X, T, y, propensity = check_inputs(X, t, y, propensity)
         n = X.shape[0]
-        T = check_treatments(t, n)
-        y = check_outcome(y, n)
-        propensity = check_propensity(propensity, n)
-        arms, arm, counts = find_arms(T)
-        if arms.shape[0] < 2:
-            raise ValueError(f"t has a single distinct value {arms[0].tolist()}: need at least 2 arms to estimate effects")
-        few = np.flatnonzero(counts < 2)
-        if few.size:
-            raise ValueError(
-                f"{few.size} of the {arms.shape[0]} arms have fewer than 2 observations (e.g. arm "
-                f"{arms[few[0]].tolist()} with {int(counts[few[0]])}); a per-arm model needs several rows per arm "
-                "(is t a continuous dose? then bin it into arms first)"
-            )
-        self.arms_ = arms
-        self.n_arms_ = int(arms.shape[0])
-        self.arm_counts_ = counts.astype(np.int64)
-        self.n_features_in_ = int(X.shape[1])
-        try:
-            self.grid_: Optional[ArmGrid] = ArmGrid.from_arms(arms)
-        except ValueError:
-            # Not a tensor grid: the heads are still fine at the arms, but there is no interpolation.
-            self.grid_ = None
+        # Hyperparameters left to adapt are resolved from the data (coarse_gpu.models.defaults).
+        for key, v in resolve(self.get_params(), n, int(find_arms(T)[0].shape[0])).items():
+            setattr(self, key + "_", v)
+        if int(getattr(self, "n_ensemble_", 1)) > 1:
+            return self._fit_ensemble(X, T, y, propensity)
+        self.members_ = None
+        self._fit_one(X, T, y, propensity)
+        return self
 
-        # Standardize on the fit rows; a constant column gets scale 1 (it carries no information).
-        self.x_mean_ = X.mean(0)
-        sd = X.std(0)
-        self.x_scale_ = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), sd, 1.0)
+    def _fit_ensemble(self, X, T, y, propensity) -> "PerArmCATEModel":
+        """``n_ensemble_`` members, seeds ``seed + j``, each with its own initialization, minibatch order
+        and early-stopping split; predictions are their average (member 0 is the single model)."""
+        params = {**self.get_params(), "n_ensemble": 1}
+        self.__dict__.pop("network_", None)  # a refit: no stale single network next to the members
+        self.members_ = []
+        t0 = time.perf_counter()
+        for j in range(int(self.n_ensemble_)):
+            member = type(self)(**{**params, "seed": int(self.seed) + j})
+            self.members_.append(member.fit(X, T, y, propensity=propensity))
+        first = self.members_[0]
+        for key, v in vars(first).items():  # arms, grids, scaling, resolved hyperparameters: shared
+            if key.endswith("_") and not key.startswith("_") and key not in ("network_", "members_", "n_ensemble_"):
+                setattr(self, key, v)
+        self.best_val_loss_ = float(np.mean([m.best_val_loss_ for m in self.members_]))
+        self.n_parameters_ = int(sum(m.n_parameters_ for m in self.members_))
+        self.fit_time_s_ = time.perf_counter() - t0
+        return self
+
+    def _fit_one(self, X: np.ndarray, T: np.ndarray, y: np.ndarray, propensity: Optional[np.ndarray]) -> None:
+        """Fit one network on validated inputs (the body of ``fit``; the dose models override it)."""
+        arm = self._set_arms(T)
+        self.n_features_in_ = int(X.shape[1])
+
+        # Squash heavy-tailed columns, standardize, clip (coarse_gpu.models.scaling).
+        for key, v in fit_scaling(X, self.x_transform).items():
+            setattr(self, key, v)
         self.y_mean_ = float(y.mean())
         ysd = float(y.std())
         self.y_scale_ = ysd if ysd > 1e-12 else 1.0
@@ -419,7 +443,6 @@ class PerArmCATEModel:
             torch.manual_seed(int(self.seed))
             self._train(tr, va, gen)
         self.fit_time_s_ = time.perf_counter() - t_start
-        return self
 
     def _amp_dtype(self) -> Optional[torch.dtype]:
         """The autocast dtype for training on ``device_``, or None for plain float32."""
@@ -453,16 +476,17 @@ class PerArmCATEModel:
         net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(dev)
         decay, no_decay = no_decay_parameters(net)
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": self._hp("weight_decay")}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, self.patience // 3)
+        patience, max_epochs = int(self._hp("patience")), int(self._hp("max_epochs"))
+        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, patience // 3)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
         amp_dtype = self._amp_dtype()
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         n_train = tr["y"].shape[0]
         has_val = va["y"].shape[0] > 0
-        batch_size = self.batch_size
+        batch_size = full_batch = int(self._hp("batch_size"))
         sampler = None
         if world > 1:
             from torch.utils.data.distributed import DistributedSampler
@@ -472,7 +496,7 @@ class PerArmCATEModel:
             sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True,
                                          seed=int(self.seed), drop_last=False)
             n_train = sampler.num_samples
-            batch_size = max(1, self.batch_size // world)
+            batch_size = max(1, full_batch // world)
         # Drop a last minibatch smaller than half a batch: a handful of rows gives a noisy step.
         n_batches = max(1, math.ceil(n_train / batch_size))
         if n_batches > 1 and n_train - (n_batches - 1) * batch_size < batch_size // 2:
@@ -492,7 +516,8 @@ class PerArmCATEModel:
         ckpt = self._checkpoint_file(tr, va, world)
         self.checkpoint_path_ = ckpt
         self.resumed_from_epoch_ = 0
-        state = load_checkpoint(ckpt, map_location=dev) if ckpt is not None else None
+        state = (load_checkpoint(ckpt, map_location=dev, modules={"net": net, "eval_net": eval_net if ema > 0 else None})
+                 if ckpt is not None else None)
         if state is not None:
             net.load_state_dict(state["net"])
             if ema > 0:
@@ -524,9 +549,9 @@ class PerArmCATEModel:
                 return contextlib.nullcontext()
             return torch.autocast(device_type=dev.type, dtype=amp_dtype)
 
-        epochs = range(start_epoch, self.max_epochs + 1) if not finished else range(0)
+        epochs = range(start_epoch, max_epochs + 1) if not finished else range(0)
         bar = tqdm(epochs, desc=type(self).__name__, disable=not self.verbose or rank != 0, leave=False,
-                   initial=start_epoch - 1, total=self.max_epochs)
+                   initial=start_epoch - 1, total=max_epochs)
         for epoch in bar:
             net.train()
             if sampler is None:
@@ -584,11 +609,11 @@ class PerArmCATEModel:
             stop = False
             if has_val:
                 sched.step(val)
-                stop = stale >= self.patience
+                stop = stale >= patience
             if ckpt is not None and rank == 0:
                 save_checkpoint(ckpt, {
                     "epoch": epoch,
-                    "finished": stop or epoch == self.max_epochs,
+                    "finished": stop or epoch == max_epochs,
                     "net": net.state_dict(),
                     "eval_net": eval_net.state_dict() if ema > 0 else None,
                     "optimizer": opt.state_dict(),
@@ -635,6 +660,8 @@ class PerArmCATEModel:
     @torch.no_grad()
     def _forward_numpy(self, X, key: str) -> np.ndarray:
         self._check_fitted()
+        if getattr(self, "members_", None):  # an ensemble: the average of its members' outputs
+            return np.mean([m._forward_numpy(X, key) for m in self.members_], axis=0)
         x = self._standardize(check_X(X, self.n_features_in_))
         self.network_.eval()
         outs = []
@@ -647,38 +674,3 @@ class PerArmCATEModel:
         """(N, A) float64 predicted outcome mu_a(x_i) at every experimental arm ``arms_[a]``, in y's units."""
         mu = self._forward_numpy(X, "mu")
         return mu * self.y_scale_ + self.y_mean_
-
-    def treatment_weights(self, T) -> np.ndarray:
-        """(M, A) linear map from per-arm predictions to treatments T (M, d) (``self.interpolation``).
-
-        With arms that are not a full tensor grid, only the arms themselves can be evaluated.
-        """
-        self._check_fitted()
-        if self.grid_ is not None:
-            return self.grid_.weights(T, self.interpolation)
-        d = self.arms_.shape[1]
-        t = _to_numpy(T, "T").astype(np.float64)
-        if t.ndim == 1:
-            t = t.reshape(-1, 1) if d == 1 else t[None, :]
-        if t.ndim != 2 or t.shape[1] != d:
-            raise ValueError(f"T must be an (M, {d}) array of treatments, got shape {t.shape}")
-        match = np.all(t[:, None, :] == self.arms_[None, :, :], axis=2)  # (M, A)
-        missing = np.flatnonzero(~match.any(1))
-        if missing.size:
-            raise ValueError(
-                f"the {self.n_arms_} experimental arms are not a full tensor-product grid, so the model can only "
-                f"predict at the arms themselves; treatment {t[missing[0]].tolist()} (row {int(missing[0])} of T) "
-                "is not an arm. Use predict_arms, or run an experiment whose arms form a grid"
-            )
-        return match.astype(np.float64)
-
-    def predict_profit(self, X, T) -> np.ndarray:
-        """(N, M) float64 predicted outcome of each customer at each of M treatments T, in y's units.
-
-        T : (M, d) treatments (or, for one treatment dimension, a list of M values, e.g. [0, 1] for the
-            two potential outcomes of a binary treatment). Values outside the arms' range are clipped
-            to it (the experiment carries no information beyond its arms).
-        Equals ``predict_arms(X) @ grid_.weights(T, interpolation).T``.
-        """
-        W = self.treatment_weights(T)
-        return self.predict_arms(X) @ W.T

@@ -9,6 +9,12 @@ The file name carries a fingerprint of the model's hyperparameters and of the tr
 (``<ModelClass>-<fingerprint>.pt``): re-running the same command resumes; a different
 configuration or different data never picks up a stale checkpoint (it starts fresh next to it), and
 cross-fitting folds sharing one folder each get their own file.
+
+A file that is readable but not this model's (copied or renamed from another model's checkpoint, or
+written by code whose network has other layers; detected by the file name recorded inside it and,
+where the caller passes its modules, by their parameter names and shapes) is moved aside to
+``<name>.mismatch`` with a warning and training starts over: resuming must never crash a job, and
+the file is kept for whoever wants to look at it. Unreadable files go to ``<name>.corrupt``.
 """
 from __future__ import annotations
 
@@ -78,18 +84,52 @@ def set_rng_state(state: dict, generator: Optional[torch.Generator] = None,
 
 # ---- files -------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Serialize ``state`` and write it atomically to ``path``."""
+    """Serialize ``state`` and write it atomically to ``path`` (its file name recorded inside)."""
+    path = Path(path)
     buf = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, **state}, buf)
+    torch.save({"format_version": FORMAT_VERSION, "file_name": path.name, **state}, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Optional[dict]:
+def _set_aside(path: Path, suffix: str, why: str) -> None:
+    bad = path.with_name(path.name + suffix)
+    os.replace(path, bad)
+    log.warning("checkpoint %s %s; moved it to %s and training starts from epoch 1", path, why, bad)
+
+
+def state_mismatch(saved: Any, module: Any) -> Optional[str]:
+    """Why ``saved`` (a state dict) cannot be loaded into ``module`` (an nn.Module), or None if it can.
+
+    Compares parameter/buffer names and tensor shapes, the two things ``load_state_dict`` checks.
+    """
+    want = module.state_dict()
+    if not isinstance(saved, dict):
+        return f"holds {type(saved).__name__} instead of a state dict"
+    missing, extra = sorted(set(want) - set(saved)), sorted(set(saved) - set(want))
+    if missing or extra:
+        return (f"has other layers ({len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unexpected, "
+                f"e.g. {extra[:2]})")
+    for name, tensor in want.items():
+        got = saved[name]
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(tensor.shape):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return f"has {name} of shape {shape}, this model needs {tuple(tensor.shape)}"
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
+                    modules: Optional[dict[str, Any]] = None) -> Optional[dict]:
     """The checkpoint at ``path``, or None when there is none / it cannot be used.
 
+    path : ``<checkpoint_dir>/<Class>-<fingerprint>.pt``.
+    modules : optional {state key: nn.Module}, e.g. ``{"net": net}``: the saved state dicts under
+        these keys must fit these modules (names and shapes), else the file is set aside.
+
     A file that cannot be read (truncated by a full disk, edited, written by another torch) is
-    moved aside to ``<name>.corrupt`` with a warning naming it, and training starts fresh: a
-    cluster job that is requeued must not fail over and over on the same file.
+    moved aside to ``<name>.corrupt``; one that is readable but another model's (its recorded file
+    name differs, its layers do not fit ``modules``, or another format version) to
+    ``<name>.mismatch``; each with a warning naming it, and training starts fresh: a cluster job
+    that is requeued must not fail over and over on the same file.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,13 +139,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Optio
         if not isinstance(state, dict) or "epoch" not in state:
             raise ValueError("not a coarse_gpu training checkpoint")
     except Exception as err:  # noqa: BLE001 - any unreadable file is handled the same way
-        bad = path.with_name(path.name + ".corrupt")
-        os.replace(path, bad)
-        log.warning("checkpoint %s could not be read (%s: %s); moved it to %s and training starts from "
-                    "epoch 1", path, type(err).__name__, err, bad)
+        _set_aside(path, ".corrupt", f"could not be read ({type(err).__name__}: {err})")
         return None
     if state.get("format_version") != FORMAT_VERSION:
-        log.warning("checkpoint %s has format %s (expected %s); training starts from epoch 1",
-                    path, state.get("format_version"), FORMAT_VERSION)
+        _set_aside(path, ".mismatch", f"has format {state.get('format_version')} (expected {FORMAT_VERSION})")
         return None
+    # Files written before the name was recorded have none: only a recorded, different name is a mismatch.
+    recorded = state.get("file_name")
+    if recorded is not None and recorded != path.name:
+        _set_aside(path, ".mismatch", f"was written as {recorded}, another model's checkpoint")
+        return None
+    for key, module in (modules or {}).items():
+        if module is None:
+            continue
+        why = state_mismatch(state.get(key), module)
+        if why is not None:
+            _set_aside(path, ".mismatch", f"belongs to another architecture: its {key!r} {why}")
+            return None
     return state

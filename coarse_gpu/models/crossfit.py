@@ -13,6 +13,9 @@
   cheap measure of model uncertainty).
 * ``predict_arms_oof()`` / ``predict_arms(X)`` likewise at the arms (for AIPW scores).
 
+The fits share nothing: on a CPU each runs with one thread, and large ones run in parallel worker
+processes (``n_jobs``, coarse_gpu.models.parallel); the models are the same either way.
+
 With ``n_folds=1`` there is no cross-fitting: ``n_seeds`` models on all rows (a plain seed ensemble;
 ``predict_profit_oof`` then raises).
 
@@ -24,8 +27,10 @@ from __future__ import annotations
 from typing import Callable, Optional, Union
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
+from coarse_gpu.models.parallel import auto_jobs, fit_all
 
 __all__ = ["CrossFitted", "fold_indices"]
 
@@ -61,14 +66,22 @@ class CrossFitted:
     (distinct training treatments), X_ (the training features, for the out-of-fold predictions).
     """
 
-    def __init__(self, model_factory: Union[Callable, object], n_folds: int = 5, n_seeds: int = 1, seed: int = 0,
-                 stratify: bool = True, max_strata: int = 100) -> None:
+    def __init__(self, model_factory: Union[Callable, object] = None, n_folds: int = 5, n_seeds: int = 1,
+                 seed: int = 0, stratify: bool = True, max_strata: int = 100, verbose: bool = False,
+                 n_jobs="auto") -> None:
         self.model_factory = model_factory
         self.n_folds = n_folds
         self.n_seeds = n_seeds
         self.seed = seed
         self.stratify = stratify
         self.max_strata = max_strata
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"model_factory": self.model_factory, "n_folds": self.n_folds, "n_seeds": self.n_seeds,
+                "seed": self.seed, "stratify": self.stratify, "max_strata": self.max_strata, "verbose": self.verbose,
+                "n_jobs": self.n_jobs}
 
     def _make(self, seed: int):
         f = self.model_factory
@@ -95,17 +108,22 @@ class CrossFitted:
         strata = arm if self.stratify and arms.shape[0] <= self.max_strata else None
         self.fold_ = fold_indices(n, self.n_folds, self.seed, strata) if self.n_folds > 1 else np.zeros(n, np.int64)
         p = None if propensity is None else np.asarray(propensity, dtype=np.float64)
-        self.models_ = []
+        models, data = [], []
         for k in range(self.n_folds):
             train = np.flatnonzero(self.fold_ != k) if self.n_folds > 1 else np.arange(n)
-            members = []
             for s in range(self.n_seeds):
-                m = self._make(int(self.seed) + 1000 * k + s)
-                m.fit(X[train], T[train], y[train], propensity=None if p is None else p[train])
-                members.append(m)
-            self.models_.append(members)
+                models.append(self._make(int(self.seed) + 1000 * k + s))
+                data.append((X[train], T[train], y[train], None if p is None else p[train]))
+        jobs = auto_jobs(models, n) if self.n_jobs == "auto" else int(self.n_jobs)
+        if jobs > 1 and not hasattr(self.model_factory, "get_params"):
+            jobs = 1  # a callable factory's models may not travel to worker processes
+        bar = tqdm(total=len(models), desc="folds", disable=not self.verbose, leave=False, mininterval=5.0)
+        fitted = fit_all(models, data, jobs, progress=lambda: bar.update(1))
+        bar.close()
+        self.models_ = [fitted[k * self.n_seeds:(k + 1) * self.n_seeds] for k in range(self.n_folds)]
         self.arms_ = arms
         self.n_train_ = n
+        self.n_features_in_ = int(X.shape[1])
         self.X_ = X
         return self
 
@@ -155,4 +173,25 @@ class CrossFitted:
     def predict_arms(self, X, return_std: bool = False):
         """(N, A) ensemble mean at the arms ``arms_`` (and the std across members)."""
         self._check_fitted()
-        return self.predict_profit(X, self.arms_, return_std)
+        members = self.members()
+        same_arms = all(np.array_equal(getattr(m, "arms_", None), self.arms_) for m in members)
+        if return_std or not same_arms:
+            return self.predict_profit(X, self.arms_, return_std)
+        return np.mean([m.predict_arms(X) for m in members], axis=0)
+
+    # The members share the training arms: the arm-to-treatment map is theirs (per-arm members).
+    @property
+    def grid_(self):
+        return getattr(self.members()[0], "grid_", None)
+
+    @property
+    def interpolation(self):
+        return getattr(self.members()[0], "interpolation", "linear")
+
+    @property
+    def n_arms_(self) -> int:
+        return int(self.arms_.shape[0])
+
+    def treatment_weights(self, T) -> np.ndarray:
+        """(M, A) map from per-arm predictions to treatments T, as the members' (see ArmModel)."""
+        return self.members()[0].treatment_weights(T)

@@ -55,15 +55,13 @@ from coarse_gpu.models.base import (
     PREDICT_BATCH,
     PerArmCATEModel,
     _to_numpy,
-    check_outcome,
-    check_propensity,
-    check_treatments,
     check_X,
     find_arms,
     stratified_split,
 )
 from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.networks import MLP, _uniform_fan_in_
+from coarse_gpu.models.scaling import fit_scaling
 from coarse_gpu.utils.device import resolve_device
 
 TRANSFORMS = ("identity", "log1p", "sqrt", "log")
@@ -285,10 +283,10 @@ class DoseResponseModel(PerArmCATEModel):
         n_head_layers: int = 2,
         dropout: float = 0.0,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 512,
-        max_epochs: int = 60,
-        patience: int = 8,
+        weight_decay: Optional[float] = None,
+        batch_size: Optional[int] = None,
+        max_epochs: Optional[int] = None,
+        patience: Optional[int] = None,
         val_fraction: float = 0.2,
         device: str = "auto",
         seed: int = 0,
@@ -301,12 +299,15 @@ class DoseResponseModel(PerArmCATEModel):
         t_high: Optional[Sequence[float]] = None,
         amp: str = "auto",
         checkpoint_dir: Optional[str] = None,
+        x_transform: str = "auto",
+        n_ensemble="auto",
     ) -> None:
         super().__init__(
             hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout, lr=lr,
             weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
             val_fraction=val_fraction, device=device, seed=seed, verbose=verbose, head_hidden=head_hidden,
             lr_patience=lr_patience, min_delta=min_delta, ema=ema, amp=amp, checkpoint_dir=checkpoint_dir,
+            x_transform=x_transform, n_ensemble=n_ensemble,
         )
         self.t_low = t_low
         self.t_high = t_high
@@ -327,15 +328,10 @@ class DoseResponseModel(PerArmCATEModel):
             )
         return lo, hi
 
-    def fit(self, X, t, y, propensity=None) -> "DoseResponseModel":
-        """Learn pi(x, t) from (X (N, p), t (N,) or (N, d) doses, y (N,)). ``propensity`` is validated
-        and ignored (the outcome model needs none in a randomized experiment). Returns self."""
-        self._check_params()
-        X = check_X(X)
+    def _fit_one(self, X: np.ndarray, T: np.ndarray, y: np.ndarray, propensity) -> None:
+        """Learn pi(x, t) from validated X (N, p), doses T (N, d) and y (N,) (``fit`` validates and
+        handles ensembles). ``propensity`` is ignored: the outcome model needs none in an experiment."""
         n = X.shape[0]
-        T = check_treatments(t, n)
-        y = check_outcome(y, n)
-        check_propensity(propensity, n)
         arms, arm, counts = find_arms(T)
         if arms.shape[0] < 2:
             raise ValueError(f"t has a single distinct value {arms[0].tolist()}: need at least 2 doses to estimate effects")
@@ -351,9 +347,8 @@ class DoseResponseModel(PerArmCATEModel):
         self.t_low_, self.t_high_ = self._treatment_range(T)
         self._setup_treatments(T)
 
-        self.x_mean_ = X.mean(0)
-        sd = X.std(0)
-        self.x_scale_ = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), sd, 1.0)
+        for key, v in fit_scaling(X, self.x_transform).items():  # coarse_gpu.models.scaling
+            setattr(self, key, v)
         self.y_mean_ = float(y.mean())
         ysd = float(y.std())
         self.y_scale_ = ysd if ysd > 1e-12 else 1.0
@@ -379,7 +374,6 @@ class DoseResponseModel(PerArmCATEModel):
             torch.manual_seed(int(self.seed))
             self._train(tr, va, gen)
         self.fit_time_s_ = time.perf_counter() - t_start
-        return self
 
     def _setup_treatments(self, T: np.ndarray) -> None:
         """Hook: per-model preparation that depends on the training treatments (knots, transforms)."""
@@ -410,12 +404,6 @@ class DoseResponseModel(PerArmCATEModel):
         return t
 
     @torch.no_grad()
-    def predict_params(self, X) -> np.ndarray:
-        """(N, P) per-customer parameters theta(x) of the head (standardized-y units)."""
-        self._check_fitted()
-        return self._theta(X).double().cpu().numpy()
-
-    @torch.no_grad()
     def _theta(self, X) -> torch.Tensor:
         self._check_fitted()
         x = self._standardize(check_X(X, self.n_features_in_))
@@ -429,6 +417,8 @@ class DoseResponseModel(PerArmCATEModel):
     def profit_oracle(self, X, device=None, dtype=torch.float64):
         """Callable T (M, d) (tensor or array) -> (N, M) tensor of pi_hat in y's units on the model's
         device: theta(X) is computed once, each call only evaluates the head at T."""
+        if getattr(self, "members_", None):
+            return self._members_oracle(X, device, dtype)
         theta = self._theta(X)
         net = self.network_
         dev = self.device_ if device is None else torch.device(device)
@@ -450,6 +440,15 @@ class DoseResponseModel(PerArmCATEModel):
         For one treatment dimension T may be a list of M doses ([0, 1] for a binary treatment)."""
         t = self._as_T(T)
         return self.profit_oracle(X, device="cpu")(t).numpy()
+
+    def _members_oracle(self, X, device, dtype):
+        """An ensemble's oracle: the average of its members' oracles."""
+        oracles = [m.profit_oracle(X, device=device, dtype=dtype) for m in self.members_]
+
+        def oracle(T) -> torch.Tensor:
+            return torch.stack([o(T) for o in oracles], 0).mean(0)
+
+        return oracle
 
     def predict_arms(self, X) -> np.ndarray:
         """(N, A) float64 prediction at every distinct training treatment ``arms_``."""
@@ -477,16 +476,18 @@ class DoseLogit(DoseResponseModel):
     """
 
     def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 512, max_epochs: int = 60,
-                 patience: int = 8, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
+                 lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
+                 max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
                  min_delta: float = 1e-4, ema: float = 0.0, t_low=None, t_high=None, amp: str = "auto",
-                 checkpoint_dir: Optional[str] = None, transforms="identity", scale_slopes: bool = True, linear_terms: bool = True) -> None:
+                 checkpoint_dir: Optional[str] = None, x_transform: str = "auto", n_ensemble="auto",
+                 transforms="identity", scale_slopes: bool = True, linear_terms: bool = True) -> None:
         super().__init__(hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout,
                          lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
                          patience=patience, val_fraction=val_fraction, device=device, seed=seed, verbose=verbose,
                          head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, ema=ema,
-                         t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir)
+                         t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir,
+                         x_transform=x_transform, n_ensemble=n_ensemble)
         self.transforms = transforms
         self.scale_slopes = scale_slopes
         self.linear_terms = linear_terms
@@ -526,16 +527,18 @@ class DoseVC(DoseResponseModel):
     """
 
     def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 512, max_epochs: int = 60,
-                 patience: int = 8, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
+                 lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
+                 max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
                  min_delta: float = 1e-4, ema: float = 0.0, t_low=None, t_high=None, amp: str = "auto",
-                 checkpoint_dir: Optional[str] = None, n_basis=None, degree: int = 3, knots: str = "uniform", smoothness: float = 0.0) -> None:
+                 checkpoint_dir: Optional[str] = None, x_transform: str = "auto", n_ensemble="auto",
+                 n_basis=None, degree: int = 3, knots: str = "uniform", smoothness: float = 0.0) -> None:
         super().__init__(hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout,
                          lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
                          patience=patience, val_fraction=val_fraction, device=device, seed=seed, verbose=verbose,
                          head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, ema=ema,
-                         t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir)
+                         t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir,
+                         x_transform=x_transform, n_ensemble=n_ensemble)
         self.n_basis = n_basis
         self.degree = degree
         self.knots = knots

@@ -57,10 +57,10 @@ class DragonNet(PerArmCATEModel):
         n_head_layers: int = 3,
         dropout: float = 0.0,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 512,
-        max_epochs: int = 60,
-        patience: int = 8,
+        weight_decay: Optional[float] = None,
+        batch_size: Optional[int] = None,
+        max_epochs: Optional[int] = None,
+        patience: Optional[int] = None,
         val_fraction: float = 0.2,
         interpolation: str = "linear",
         device: str = "auto",
@@ -69,8 +69,12 @@ class DragonNet(PerArmCATEModel):
         head_hidden: Optional[int] = None,
         lr_patience: Optional[int] = None,
         min_delta: float = 1e-4,
-        arm_heads: str = "conditioned",
+        arm_heads: str = "auto",
         ema: float = 0.0,
+        amp: str = "auto",
+        checkpoint_dir: Optional[str] = None,
+        x_transform: str = "auto",
+        n_ensemble="auto",
         alpha: float = 1.0,
         beta: float = 1.0,
         use_known_propensity: bool = True,
@@ -82,6 +86,7 @@ class DragonNet(PerArmCATEModel):
             weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
             val_fraction=val_fraction, interpolation=interpolation, device=device, seed=seed, verbose=verbose,
             head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, arm_heads=arm_heads, ema=ema,
+            amp=amp, checkpoint_dir=checkpoint_dir, x_transform=x_transform, n_ensemble=n_ensemble,
         )
         self.alpha = alpha
         self.beta = beta
@@ -135,6 +140,11 @@ class DragonNet(PerArmCATEModel):
         super()._train(tr, va, gen)
         # epsilon is in standardized-y units inside the network; report it in y's units.
         self.epsilon_ = self.network_.epsilon.detach().double().cpu().numpy() * self.y_scale_
+
+    def _fit_ensemble(self, X, T, y, propensity) -> "DragonNet":
+        super()._fit_ensemble(X, T, y, propensity)
+        self.epsilon_ = np.mean([m.epsilon_ for m in self.members_], axis=0)
+        return self
 
     def predict_propensity(self, X) -> np.ndarray:
         """(N, A) float64 estimated probability e_a(x_i) of each arm (rows sum to 1)."""

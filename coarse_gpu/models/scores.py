@@ -11,7 +11,8 @@ regressed on x for policy learning / evaluation. The outcome model should be cro
 (``CrossFitted.predict_arms_oof``) so that no customer's own outcome shaped its mu.
 
 This is the unit-vector special case of the evaluation module's policy score
-(``coarse_gpu.evaluate.dr.dr_scores`` with kappa = e_a), which is reused here, not re-implemented.
+(``coarse_gpu.evaluate.dr.dr_scores`` with kappa = e_a); the models layer computes it itself
+(evaluate/ sits above models/ and is not imported from here).
 """
 from __future__ import annotations
 
@@ -19,27 +20,40 @@ from typing import Optional
 
 import numpy as np
 
-from coarse_gpu.evaluate.dr import dr_scores
 
-__all__ = ["aipw_ate", "aipw_scores", "model_aipw_scores"]
+__all__ = ["aipw_ate", "aipw_scores", "model_aipw_scores", "pseudo_outcomes"]
 
 
 def aipw_scores(outcome, arm, propensity, mu_arms) -> np.ndarray:
     """(N, A) AIPW pseudo-outcomes Gamma_ia (module docstring).
 
     outcome (N,), arm (N,) int in [0, A), propensity (N,) probability of the received arm in (0, 1],
-    mu_arms (N, A) outcome-model predictions at every arm. Inputs are validated by ``dr_scores``.
+    mu_arms (N, A) outcome-model predictions at every arm.
     """
     mu = np.asarray(mu_arms.detach().cpu().numpy() if hasattr(mu_arms, "detach") else mu_arms, dtype=np.float64)
     if mu.ndim != 2:
         raise ValueError(f"mu_arms must have shape (N, A), got {mu.shape}")
     n, n_arms = mu.shape
-    out = np.empty((n, n_arms))
-    eye = np.eye(n_arms)
-    for a in range(n_arms):
-        kappa = np.broadcast_to(eye[a], (n, n_arms))
-        out[:, a] = dr_scores(outcome, arm, propensity, mu, mu[:, a], kappa)
-    return out
+    y = np.asarray(outcome, dtype=np.float64).reshape(-1)
+    a = np.asarray(arm).reshape(-1)
+    e = np.asarray(propensity, dtype=np.float64).reshape(-1)
+    if y.shape[0] != n or a.shape[0] != n or e.shape[0] != n:
+        raise ValueError(f"outcome, arm and propensity must have N={n} entries like mu_arms")
+    if a.size and (not np.all(np.mod(a, 1) == 0) or a.min() < 0 or a.max() >= n_arms):
+        raise ValueError(f"arm must hold integer arm indices in [0, A={n_arms})")
+    if not np.all((e > 0) & (e <= 1)):
+        raise ValueError("propensity must lie in (0, 1]")
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(mu))):
+        raise ValueError("outcome and mu_arms must be finite")
+    return pseudo_outcomes(y, a.astype(np.int64), e, mu)
+
+
+def pseudo_outcomes(y: np.ndarray, arm: np.ndarray, e: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(N, A) Gamma from validated float64 outcomes y (N,), int arms (N,), propensities e (N,), mu (N, A)."""
+    gamma = np.array(mu, dtype=np.float64)
+    rows = np.arange(y.shape[0])
+    gamma[rows, arm] += (y - mu[rows, arm]) / e
+    return gamma
 
 
 def model_aipw_scores(model, X, t, y, propensity=None, mu_arms: Optional[np.ndarray] = None) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from itertools import combinations
 from math import comb
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -286,27 +287,64 @@ def kmeans_preferences(profit, candidates, k: int, seed: int = 0, scale=None, n_
     return pol
 
 
+@dataclass(frozen=True)
+class ProfileEmbedding:
+    """The points k-means on profit vectors clusters, and the map that makes them from a profit row.
+
+    z : (N, q) the customers' points; p_mean, p_scale : (M,) the column standardization of the profit
+    matrix; components (q, M) and pca_mean (M,) the principal-component projection (None without
+    one); n_distinct : number of distinct rows of z. A new customer's point is
+    ((profit_row - p_mean) / p_scale - pca_mean) @ components.T.
+    """
+
+    z: np.ndarray
+    p_mean: np.ndarray
+    p_scale: np.ndarray
+    components: Optional[np.ndarray]
+    pca_mean: Optional[np.ndarray]
+    n_distinct: int
+
+
+def profile_embedding(profit, n_components: Optional[int] = 20, seed: int = 0) -> ProfileEmbedding:
+    """Standardize the (N, M) profit columns and, if M > n_components, project on their first
+    ``n_components`` principal components. It depends on K not at all: compute it once per profit matrix."""
+    p = _to_numpy(profit, "profit").astype(np.float64, copy=False)
+    mu, sd = p.mean(axis=0), p.std(axis=0)
+    sd = np.where(sd <= 1e-12, 1.0, sd)  # constant columns carry no information; keep them at 0
+    z = (p - mu) / sd
+    comps = pmean = None
+    if n_components is not None and z.shape[1] > n_components:
+        pca = PCA(n_components=int(n_components), random_state=int(seed)).fit(z)
+        comps, pmean = pca.components_, pca.mean_
+        z = (z - pmean) @ comps.T
+    return ProfileEmbedding(z, mu, sd, comps, pmean, int(np.unique(z, axis=0).shape[0]))
+
+
 def kmeans_profiles(profit, candidates, k: int, seed: int = 0, n_components: Optional[int] = 20,
-                    n_init: int = 4) -> Policy:
+                    n_init: int = 4, embedding: Optional[ProfileEmbedding] = None) -> Policy:
     """Segment on estimated effects: k-means on the standardized profit vectors (rows of ``profit``).
 
     Each column of ``profit`` is standardized over customers, then (if M > n_components) projected
     on its first ``n_components`` principal components (which keeps k-means fast for large
     candidate grids; None = no projection), clustered with k-means; each segment gets its best
-    candidate by mean profit.
+    candidate by mean profit. ``embedding`` (``profile_embedding(profit, n_components, seed)``)
+    skips recomputing the projection at every K. The projection is kept in ``info`` (p_mean,
+    p_scale, components, pca_mean) so that new customers are mapped the same way.
     """
     p, c = _check_profit_candidates(profit, candidates)
     k = _check_k(k, p.shape[0], "the number of customers N")
-    z = _standardize(p)
-    if n_components is not None and z.shape[1] > n_components:
-        z = PCA(n_components=int(n_components), random_state=int(seed)).fit_transform(z)
-    uniq, inverse = np.unique(z, axis=0, return_inverse=True)
-    if uniq.shape[0] <= k:
-        labels = inverse.reshape(-1)
+    emb = embedding if embedding is not None else profile_embedding(p, n_components, seed)
+    if emb.z.shape[0] != p.shape[0]:
+        raise ValueError(f"embedding has {emb.z.shape[0]} rows but profit has {p.shape[0]}")
+    if emb.n_distinct <= k:
+        labels = np.unique(emb.z, axis=0, return_inverse=True)[1].reshape(-1)
     else:
-        labels, _ = _kmeans(z, k, seed, n_init)
-    return _policy_from_segments("kmeans_profiles", labels, p, c, k,
-                                 {"seed": seed, "n_init": n_init, "n_components": n_components})
+        labels, _ = _kmeans(emb.z, k, seed, n_init)
+    info = {"seed": seed, "n_init": n_init, "n_components": n_components, "p_mean": emb.p_mean,
+            "p_scale": emb.p_scale}
+    if emb.components is not None:
+        info.update(components=emb.components, pca_mean=emb.pca_mean)
+    return _policy_from_segments("kmeans_profiles", labels, p, c, k, info)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,9 +36,10 @@ predicted_profit = pi_hat(x, tau_segment), in the outcome's (profit) units.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +49,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coarse_gpu.data.file import DataSchemaError, FeatureSchema
+from coarse_gpu.data.file import DataSchemaError, FeatureSchema, RowTally
+from coarse_gpu.models.serialize import MODEL_CLASSES
 from coarse_gpu.policy.policy import Policy
-from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json, to_jsonable
+from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["FORMAT", "DeployedPolicy", "PolicyFileError", "deployable", "feature_schema_of", "load_model",
-           "load_policy", "model_tensors", "save_policy"]
+__all__ = ["FORMAT", "MAX_POLICY_JSON_BYTES", "MAX_WEIGHTS_BYTES", "MODEL_CLASSES", "DeployedPolicy",
+           "PolicyFileError", "deployable", "feature_schema_of", "load_model", "load_policy", "model_tensors",
+           "save_policy"]
 
 FORMAT = "coarse_gpu.policy/1"
 RULES = ("argmax", "feature_centroid", "preference_centroid", "profile_centroid", "tree")
@@ -61,79 +64,44 @@ RULES = ("argmax", "feature_centroid", "preference_centroid", "profile_centroid"
 ARGMAX_METHODS = ("ot", "grid", "single_best")
 #: Rows per block when assigning (memory ~ rows x max(A, M) float64 whatever N is).
 ASSIGN_CHUNK = 65536
-#: Model attributes that are rebuilt on load rather than stored.
-_REBUILT = ("network_", "grid_", "device_", "history_", "checkpoint_path_")
-_NOT_STORED_PARAMS = ("device", "verbose", "checkpoint_dir")
 
 
 class PolicyFileError(ValueError):
     """A policy file is missing, corrupt, truncated, of another format, or does not fit the data."""
 
 
+#: The only classes a policy file may name (``model.class`` in policy.json, at every depth of an
+#: ensemble): the registry of coarse_gpu.models.serialize; a file cannot make the loader import or
+#: instantiate anything else.
+#: Upper bounds checked before a byte is read (a policy's model is a few MB; the default TARNet 0.35 MB).
+MAX_WEIGHTS_BYTES = 2 << 30
+MAX_POLICY_JSON_BYTES = 64 << 20
+#: Fitted attribute names a file may set on a model: public, ending in "_" (sklearn's fitted state);
+#: never a dunder or a method name (``__class__``, ``_build_network``, ``predict``).
+_FITTED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_$")
+#: Key of the model-matrix names in the weights file (see save_policy).
+_NAMES_KEY = "schema.feature_names"
+
+
 # ---------------------------------------------------------------------------------------------
 # the model <-> tensors + JSON
 # ---------------------------------------------------------------------------------------------
 def model_tensors(model) -> tuple[dict[str, torch.Tensor], dict]:
-    """A fitted per-arm CATE model as (tensors, JSON metadata); see ``load_model``."""
-    if not hasattr(model, "network_"):
-        raise ValueError(f"{type(model).__name__} is not fitted: nothing to save")
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.network_.state_dict().items():
-        tensors[f"network.{k}"] = v.detach().cpu().contiguous().clone()
-    fitted: dict[str, Any] = {}
-    for name, v in vars(model).items():
-        if not name.endswith("_") or name.startswith("_") or name in _REBUILT:
-            continue
-        if isinstance(v, np.ndarray) and v.dtype != object:
-            tensors[f"fitted.{name}"] = torch.from_numpy(np.ascontiguousarray(v.astype(np.uint8) if v.dtype == bool else v))
-        elif isinstance(v, (bool, int, float, str, np.integer, np.floating, np.bool_)) or v is None:
-            fitted[name] = to_jsonable(v)
-    cls = type(model)
-    params = {k: to_jsonable(v) for k, v in model.get_params().items() if k not in _NOT_STORED_PARAMS}
-    meta = {"class": f"{cls.__module__}.{cls.__qualname__}", "params": params, "fitted": fitted}
-    return tensors, meta
+    """A fitted CATE model (any registered kind: network, boosted trees, ensemble, cross-fitted folds)
+    as (tensors, JSON metadata); see coarse_gpu.models.serialize."""
+    from coarse_gpu.models.serialize import to_state
+
+    return to_state(model)
 
 
 def load_model(tensors: dict[str, torch.Tensor], meta: dict, device: str = "cpu"):
-    """Rebuild a fitted model from ``model_tensors`` output (classes of coarse_gpu.models only)."""
-    from coarse_gpu.models.interpolate import ArmGrid
-    from coarse_gpu.utils.device import resolve_device
+    """Rebuild a fitted model from ``model_tensors`` output (registered coarse_gpu.models classes only)."""
+    from coarse_gpu.models.serialize import ModelStateError, from_state
 
-    path = str(meta.get("class", ""))
-    mod_name, _, cls_name = path.rpartition(".")
-    if not mod_name.startswith("coarse_gpu.models"):
-        raise PolicyFileError(f"model class {path!r} is not a coarse_gpu.models class; refusing to load it")
     try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-    except (ImportError, AttributeError) as err:
-        raise PolicyFileError(f"model class {path!r} is not available in this version of coarse_gpu") from err
-    import inspect
-
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    params = {k: v for k, v in meta.get("params", {}).items() if k in accepted}
-    model = cls(**params, device=device) if "device" in accepted else cls(**params)
-    for name, v in meta.get("fitted", {}).items():
-        setattr(model, name, v)
-    for key, t in tensors.items():
-        if key.startswith("fitted."):
-            setattr(model, key[len("fitted."):], t.numpy().copy())
-    for need in ("arms_", "n_features_in_", "x_mean_", "x_scale_"):
-        if not hasattr(model, need):
-            raise PolicyFileError(f"model weights lack the fitted attribute '{need}'")
-    model.n_arms_ = int(np.asarray(model.arms_).shape[0])
-    try:
-        model.grid_ = ArmGrid.from_arms(model.arms_)
-    except ValueError:
-        model.grid_ = None
-    model.device_ = resolve_device(device)
-    net = model._build_network(int(model.n_features_in_), model.n_arms_, torch.Generator().manual_seed(0))
-    state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise PolicyFileError(f"model weights do not fit the {cls_name} architecture: {err}") from err
-    model.network_ = net.to(model.device_).eval()
-    return model
+        return from_state(tensors, meta, device=device)
+    except ModelStateError as err:
+        raise PolicyFileError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,10 +166,10 @@ class DeployedPolicy:
         return seg, prof
 
     def assign(self, features: pd.DataFrame, ids=None, chunk_rows: int = ASSIGN_CHUNK,
-               source: str = "the data") -> pd.DataFrame:
+               source: str = "the data", offset: int = 0) -> pd.DataFrame:
         """Assignment table for raw feature rows: [id], segment, one column per treatment dimension,
-        predicted_profit."""
-        X = self.feature_schema.transform(features, source)
+        predicted_profit. ``offset``: the first row's number in its file (for error messages)."""
+        X = self.feature_schema.transform(features, source, offset)
         seg, prof = self.assign_matrix(X, chunk_rows)
         out = {}
         if ids is not None:
@@ -260,18 +228,14 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
         params = {"candidates": np.asarray(candidates, dtype=np.float64), "pref_scale": s,
                   "centroids": np.asarray(policy.info["centroids"], dtype=np.float64) / s}
     elif method == "kmeans_profiles":
-        p = np.asarray(profit, dtype=np.float64)
-        mu, sd = p.mean(0), p.std(0)
-        sd[sd <= 1e-12] = 1.0  # as coarse_gpu.policy.baselines._standardize
-        z = (p - mu) / sd
-        params = {"candidates": np.asarray(candidates, dtype=np.float64), "p_mean": mu, "p_scale": sd}
-        n_comp = policy.info.get("n_components")
-        if n_comp is not None and z.shape[1] > int(n_comp):
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=int(n_comp), random_state=int(policy.info.get("seed", 0))).fit(z)
-            params.update(components=pca.components_, pca_mean=pca.mean_)
-            z = (z - pca.mean_) @ pca.components_.T
+        # the baseline's own projection (policy.info): new customers are mapped exactly as it mapped these
+        info = policy.info
+        params = {"candidates": np.asarray(candidates, dtype=np.float64), "p_mean": np.asarray(info["p_mean"]),
+                  "p_scale": np.asarray(info["p_scale"])}
+        z = (np.asarray(profit, dtype=np.float64) - params["p_mean"]) / params["p_scale"]
+        if info.get("components") is not None:
+            params.update(components=np.asarray(info["components"]), pca_mean=np.asarray(info["pca_mean"]))
+            z = (z - params["pca_mean"]) @ params["components"].T
         cent = np.full((policy.k, z.shape[1]), np.nan)
         for s in np.flatnonzero(policy.segment_sizes):
             cent[s] = z[policy.assignment == s].mean(0)
@@ -296,6 +260,33 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
 # ---------------------------------------------------------------------------------------------
 # save / load
 # ---------------------------------------------------------------------------------------------
+def _same_file(path: Path, size: int, digest: str) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    except OSError:
+        return False
+
+
+def _write_weights(folder: Path, weights: str, blob: bytes, digest: str) -> None:
+    """The weights file, written atomically -- or hard-linked from a sibling policy folder that holds
+    the same bytes: a run saves every method and K with the same model (a cross-fitted ensemble is
+    MBs), and a hard link keeps each folder self-contained (copying it copies the file) at no cost."""
+    target = folder / weights
+    if _same_file(target, len(blob), digest):
+        return
+    for sibling in sorted(folder.parent.glob(f"*/{weights}")):
+        if sibling.parent != folder and _same_file(sibling, len(blob), digest):
+            tmp = folder / f".{weights}.{os.getpid()}.link"
+            try:
+                os.link(sibling, tmp)
+                os.replace(tmp, target)  # atomic: the name holds the old file or the complete new one
+                return
+            except OSError:  # no hard links here (another filesystem, FAT): write a copy
+                tmp.unlink(missing_ok=True)
+                break
+    atomic_write_bytes(target, blob)
+
+
 def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
     """Write ``policy`` into ``folder`` atomically (module docstring); returns the folder."""
     from safetensors.torch import save as st_save
@@ -303,11 +294,15 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors, model_meta = model_tensors(policy.model)
+    # The model-matrix names go into the checksummed weights (as UTF-8 JSON bytes: safetensors' string
+    # metadata is a hash map whose order, hence the file's hash, would vary between processes): a
+    # policy.json whose feature schema was reordered or edited afterwards is detected on load instead
+    # of shifting every input.
+    tensors[_NAMES_KEY] = torch.tensor(list(json.dumps(policy.feature_schema.names).encode("utf-8")), dtype=torch.uint8)
     blob = st_save(tensors, metadata={"format": FORMAT})
     digest = hashlib.sha256(blob).hexdigest()
     weights = f"model-{digest[:16]}.safetensors"
-    if not (folder / weights).is_file() or hashlib.sha256((folder / weights).read_bytes()).hexdigest() != digest:
-        atomic_write_bytes(folder / weights, blob)
+    _write_weights(folder, weights, blob, digest)
     doc = {
         "format": FORMAT,
         "method": policy.method,
@@ -318,7 +313,7 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
         "rule_params": {k: np.asarray(v) for k, v in policy.params.items()},
         "feature_schema": policy.feature_schema.to_dict(),
         "id_column": policy.id_column,
-        "model": {**model_meta, "weights": weights, "sha256": digest},
+        "model": {**model_meta, "weights": weights, "sha256": digest, "size": len(blob)},
         "metrics": policy.metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -344,9 +339,193 @@ def _array(v, name: str, ndim: int) -> np.ndarray:
     return a
 
 
+def _read_bounded(path: Path, limit: int, expected: Optional[int], what: str) -> bytes:
+    """The bytes of a regular file, its size checked against ``expected`` (if recorded) and ``limit``
+    BEFORE reading. A FIFO, a device or a folder is refused without blocking (O_NONBLOCK; the type is
+    checked on the opened descriptor, so it cannot change between the check and the read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as err:
+        raise PolicyFileError(f"{what} '{path}' are missing" if what.endswith("weights") else
+                              f"{what} '{path}' is missing") from err
+    except OSError as err:
+        raise PolicyFileError(f"{what} '{path}' cannot be opened: {err.strerror or err}") from err
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PolicyFileError(f"{what} '{path}' is not a regular file (a FIFO, device or folder); refusing to read it")
+    with os.fdopen(fd, "rb") as fh:
+        if expected is not None and st.st_size != expected:
+            raise PolicyFileError(f"{what} '{path}' are corrupt or truncated: {st.st_size} bytes, policy.json "
+                                  f"records {expected}")
+        if st.st_size > limit:
+            raise PolicyFileError(f"{what} '{path}' has {st.st_size} bytes, more than the {limit}-byte limit; "
+                                  "refusing to read it")
+        blob = fh.read(st.st_size + 1)
+    if len(blob) != st.st_size:
+        raise PolicyFileError(f"{what} '{path}' changed size while it was read; retry when it is complete")
+    return blob
+
+
+def _weights_path(folder: Path, name: Any, pj: Path) -> Path:
+    """``model.weights``: a plain file name whose real path lies in the policy folder."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name
+            or os.path.isabs(name)):
+        raise PolicyFileError(f"policy file '{pj}': model.weights must be a plain file name inside the policy folder, "
+                              f"got {name!r}; refusing to read it")
+    wpath = folder / name
+    real = wpath.resolve()
+    if real.parent != folder.resolve():
+        raise PolicyFileError(f"policy weights '{wpath}' are a link to '{real}', outside the policy folder; "
+                              "refusing to read it")
+    return wpath
+
+
+def _trained_names(t: Optional[torch.Tensor], wpath: Path) -> Optional[list[str]]:
+    """The model-matrix names stored with the weights (None for policies saved before they were)."""
+    if t is None:
+        return None
+    try:
+        names = json.loads(bytes(t.numpy().astype(np.uint8).tolist()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PolicyFileError(f"policy weights '{wpath}': the stored feature names are corrupt") from err
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise PolicyFileError(f"policy weights '{wpath}': the stored feature names are not a list of names")
+    return names
+
+
+#: The arrays each rule needs, with their shapes: K treatments, d treatment dimensions, p model-matrix
+#: columns; M (candidates), q (profile dimensions) and n (tree nodes) are bound by the first array that
+#: has them. "+" marks arrays that must be positive, "?" optional ones; centroid rows may be all NaN
+#: (empty segments) but not partly.
+RULE_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "argmax": {},
+    "feature_centroid": {"center": ("p",), "scale+": ("p",), "centroids": ("K", "p")},
+    "preference_centroid": {"candidates": ("M", "d"), "pref_scale+": ("d",), "centroids": ("K", "d")},
+    "profile_centroid": {"candidates": ("M", "d"), "p_mean": ("M",), "p_scale+": ("M",), "components?": ("q", "M"),
+                         "pca_mean?": ("M",), "centroids": ("K", "q")},
+    "tree": {"tree_feature": ("n",), "tree_threshold": ("n",), "tree_left": ("n",), "tree_right": ("n",),
+             "tree_leaf_slot": ("n",)},
+}
+
+
+def _rule_params(rule: str, raw: Any, K: int, d: int, p: int, where: str) -> dict[str, np.ndarray]:
+    """Parse and shape-check the rule's arrays (RULE_PARAMS); PolicyFileError naming the first bad one."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PolicyFileError(f"{where}: 'rule_params' must be an object, got {type(raw).__name__}")
+    dims = {"K": K, "d": d, "p": p}
+    out: dict[str, np.ndarray] = {}
+    for spec, shape in RULE_PARAMS[rule].items():
+        name = spec.rstrip("+?")
+        if name not in raw:
+            if spec.endswith("?") and not (name == "components" and "pca_mean" in raw):
+                continue
+            raise PolicyFileError(f"{where}: rule '{rule}' needs rule_params.{name}")
+        a = _array(raw[name], f"rule_params.{name}", len(shape))
+        if name == "centroids" and rule == "profile_centroid" and "q" not in dims:
+            dims["q"] = dims["M"]  # no principal components: the profile is the M candidates' profits
+        want = tuple(dims.setdefault(s, a.shape[i]) for i, s in enumerate(shape))
+        if a.shape != want:
+            raise PolicyFileError(f"{where}: rule_params.{name} has shape {a.shape}, expected {want} "
+                                  f"({' x '.join(shape)}; K={K}, d={d}, p={p})")
+        if name == "centroids":
+            part = np.isnan(a).any(1) & ~np.isnan(a).all(1)
+            if part.any() or np.isinf(a).any() or np.isnan(a).all():
+                raise PolicyFileError(f"{where}: rule_params.centroids must be finite rows (all-NaN rows = empty "
+                                      "segments, not every row)")
+        elif not np.all(np.isfinite(a)) or (spec.endswith("+") and not np.all(a > 0)):
+            raise PolicyFileError(f"{where}: rule_params.{name} must be finite{' and positive' if spec.endswith('+') else ''}")
+        out[name] = a
+    if rule == "tree":
+        _check_tree(out, K, p, where)
+    return out
+
+
+def _check_tree(t: dict[str, np.ndarray], K: int, p: int, where: str) -> None:
+    """Integral node arrays: inner nodes split a model-matrix column in [0, p) and point at nodes; leaves
+    (left == right == -1) name a slot in [0, K)."""
+    n = t["tree_feature"].shape[0]
+    ints = {k: v for k, v in t.items() if k != "tree_threshold"}
+    if n == 0 or any(np.any(v != np.round(v)) for v in ints.values()):
+        raise PolicyFileError(f"{where}: the tree's node arrays must be non-empty and integral")
+    left, right, feat, slot = (t[k].astype(np.int64) for k in ("tree_left", "tree_right", "tree_feature", "tree_leaf_slot"))
+    leaf = left < 0
+    if (np.any(leaf != (right < 0)) or np.any(left >= n) or np.any(right >= n) or np.any((left < -1) | (right < -1))
+            or np.any((feat[~leaf] < 0) | (feat[~leaf] >= p)) or np.any((slot[leaf] < 0) | (slot[leaf] >= K))):
+        raise PolicyFileError(f"{where}: the tree is malformed (children in [-1, {n}), split features in [0, {p}), "
+                              f"leaf slots in [0, {K}))")
+
+
+def _check_fitted_names(meta: dict, tensors: dict[str, torch.Tensor], pj: Path) -> None:
+    """Every attribute the model metadata would set (``fitted`` / ``tuples`` entries at any depth, the
+    ``fitted.<name>`` tensors) must look like fitted state (_FITTED_NAME): a file cannot replace a
+    model's class, methods or private state through setattr."""
+    names: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, v in node.items():
+                if key in ("fitted", "tuples") and isinstance(v, dict):
+                    names.extend(str(x) for x in v)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(meta)
+    names += [k.rsplit("fitted.", 1)[1] for k in tensors if k.startswith("fitted.") or ".fitted." in k]
+    odd = sorted({x for x in names if not _FITTED_NAME.match(x)})
+    if odd:
+        raise PolicyFileError(f"policy file '{pj}': the model metadata sets attributes {odd} that are not fitted "
+                              "state; refusing to load it")
+
+
+def _policy_fields(doc: dict, pj: Path) -> dict:
+    """Validate policy.json's fields (not the model): types, the (K, d) treatments, the rule and its
+    arrays, the feature schema. Returns them parsed."""
+    where = f"policy file '{pj}'"
+    for key in ("method", "treatment_names", "treatments", "rule", "feature_schema", "model"):
+        if key not in doc:
+            raise PolicyFileError(f"{where} lacks the key '{key}'")
+    names = doc["treatment_names"]
+    if (not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names)
+            or len(set(names)) != len(names)):
+        raise PolicyFileError(f"{where}: 'treatment_names' must be a non-empty list of distinct names, got {names!r}")
+    treatments = _array(doc["treatments"], "treatments", 2)
+    K, d = treatments.shape
+    if K < 1 or d != len(names) or not np.all(np.isfinite(treatments)):
+        raise PolicyFileError(f"{where}: 'treatments' must be a finite K x d array with d = len(treatment_names) = "
+                              f"{len(names)}, got shape {treatments.shape}" + ("" if K < 1 or d != len(names) else
+                                                                               " with non-finite entries"))
+    if "k" in doc and doc["k"] != K:
+        raise PolicyFileError(f"{where}: 'k' = {doc['k']!r} but 'treatments' has {K} rows")
+    if doc["rule"] not in RULES:
+        raise PolicyFileError(f"{where}: unknown assignment rule {doc['rule']!r}; known: {list(RULES)}")
+    if not isinstance(doc["method"], str) or not isinstance(doc["model"], dict):
+        raise PolicyFileError(f"{where}: 'method' must be a string and 'model' an object")
+    if doc.get("id_column") is not None and not isinstance(doc["id_column"], str):
+        raise PolicyFileError(f"{where}: 'id_column' must be a column name or null")
+    if not isinstance(doc["feature_schema"], dict):
+        raise PolicyFileError(f"{where}: 'feature_schema' must be an object")
+    try:
+        schema = FeatureSchema.from_dict(doc["feature_schema"])
+    except ValueError as err:
+        raise PolicyFileError(f"{where}: {err}") from err
+    params = _rule_params(doc["rule"], doc.get("rule_params"), K, d, len(schema.names), where)
+    metrics = doc.get("metrics") or {}
+    return {"method": doc["method"], "treatments": treatments, "treatment_names": list(names), "rule": doc["rule"],
+            "feature_schema": schema, "params": params, "id_column": doc.get("id_column"),
+            "metrics": metrics if isinstance(metrics, dict) else {}}
+
+
 def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolicy:
-    """Load a policy saved by ``save_policy`` (no pickle: JSON + safetensors). PolicyFileError names
-    what is wrong (missing file, corrupt/truncated JSON or weights, checksum mismatch, other format)."""
+    """Load a policy saved by ``save_policy`` (no pickle: JSON + safetensors), treating the folder as
+    untrusted input: PolicyFileError names what is wrong (missing file, not a regular file, over the
+    size limits, corrupt/truncated JSON or weights, checksum mismatch, a weights name outside the
+    folder, other format, malformed fields, a model class outside ``MODEL_CLASSES``, a feature schema
+    that does not match the model's inputs)."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
@@ -354,48 +533,73 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
     if folder.is_file() and folder.name == "policy.json":
         folder = folder.parent
     pj = folder / "policy.json"
-    if not pj.is_file():
+    if not pj.exists():
         raise PolicyFileError(f"no policy at '{folder}': expected a folder with policy.json "
                               "(a run writes them as <run dir>/policies/<method>_k<K>)")
     try:
-        doc = json.loads(pj.read_text())
+        doc = json.loads(_read_bounded(pj, MAX_POLICY_JSON_BYTES, None, "policy file").decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PolicyFileError(f"policy file '{pj}' is corrupt or truncated (not valid JSON: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PolicyFileError(f"policy file '{pj}' has format {doc.get('format') if isinstance(doc, dict) else None!r}; "
                               f"this version reads {FORMAT!r}")
-    try:
-        m = doc["model"]
-        wpath = folder / m["weights"]
-        blob = wpath.read_bytes()
-    except KeyError as err:
-        raise PolicyFileError(f"policy file '{pj}' lacks the key {err}") from err
-    except FileNotFoundError as err:
-        raise PolicyFileError(f"policy weights '{wpath}' are missing") from err
+    f = _policy_fields(doc, pj)
+    m = doc["model"]
+    size = m.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise PolicyFileError(f"policy file '{pj}': model.size must be a byte count, got {size!r}")
+    wpath = _weights_path(folder, m.get("weights"), pj)
+    blob = _read_bounded(wpath, MAX_WEIGHTS_BYTES, size, "policy weights")
     if hashlib.sha256(blob).hexdigest() != m.get("sha256"):
         raise PolicyFileError(f"policy weights '{wpath}' are corrupt or truncated (sha256 does not match policy.json)")
     try:
         tensors = st_load(blob)
     except (SafetensorError, Exception) as err:
         raise PolicyFileError(f"policy weights '{wpath}' are corrupt or truncated: {err}") from err
+    schema = f["feature_schema"]
+    trained = _trained_names(tensors.pop(_NAMES_KEY, None), wpath)
+    if trained is not None and trained != schema.names:
+        raise PolicyFileError(f"policy file '{pj}': feature_schema gives the model inputs {schema.names}, but the "
+                              f"weights were trained on {trained} (edited or mixed files); refusing to assign "
+                              "with shifted inputs")
+    _check_fitted_names(m, tensors, pj)
     model = load_model(tensors, m, device=device)
-    params = {}
-    for k, v in (doc.get("rule_params") or {}).items():
-        params[k] = _array(v, f"rule_params.{k}", 2 if k in ("centroids", "candidates", "components") else 1)
-    treatments = _array(doc["treatments"], "treatments", 2)
-    return DeployedPolicy(doc["method"], treatments, list(doc["treatment_names"]), doc["rule"], model,
-                          FeatureSchema.from_dict(doc["feature_schema"]), params, doc.get("id_column"),
-                          doc.get("metrics") or {})
+    if int(model.n_features_in_) != len(schema.names):
+        raise PolicyFileError(f"policy file '{pj}': the model takes {int(model.n_features_in_)} inputs but the feature "
+                              f"schema produces {len(schema.names)} ({schema.names})")
+    arms = np.asarray(model.arms_)
+    if arms.ndim != 2 or arms.shape[1] != f["treatments"].shape[1]:
+        raise PolicyFileError(f"policy file '{pj}': the model's arms have shape {arms.shape}, but there are "
+                              f"{f['treatments'].shape[1]} treatment dimensions {f['treatment_names']}")
+    return DeployedPolicy(f["method"], f["treatments"], f["treatment_names"], f["rule"], model, schema,
+                          f["params"], f["id_column"], f["metrics"])
 
 
 def iter_assignments(policy: DeployedPolicy, chunks: Iterator[pd.DataFrame], id_column: Optional[str],
-                     source: str) -> Iterator[pd.DataFrame]:
-    """Assignment tables for successive chunks of raw rows (see DeployedPolicy.assign)."""
+                     source: str, far: Optional[RowTally] = None) -> Iterator[pd.DataFrame]:
+    """Assignment tables for successive chunks of raw rows (see DeployedPolicy.assign).
+
+    Every block is checked, and every row that cannot be encoded (unseen level, not numeric, NaN, inf)
+    is counted over the WHOLE stream with its absolute row number; they are raised together as one
+    DataSchemaError after the last block. No table is yielded from the first bad block on, so a
+    caller that writes the tables must discard what it wrote (the CLI writes to a temp file).
+    ``far``: receives the rows whose numeric features lie far outside the training range.
+    """
+    schema = policy.feature_schema
+    bad = RowTally()
     offset = 0
     for df in chunks:
         if id_column is not None and id_column not in df.columns:
             raise DataSchemaError([f"id column '{id_column}' is missing from the file; available columns: "
                                    f"{[str(c) for c in df.columns]}"], source)
-        ids = df[id_column] if id_column is not None else pd.Series(np.arange(offset, offset + len(df)), name="row")
-        yield policy.assign(df, ids=ids, source=source)
+        if any(c not in df.columns for c in schema.columns):
+            schema.transform(df.iloc[:0], source)  # raises: the missing columns, named
+        bad.add(schema.row_issues(df, offset))
+        if far is not None:
+            far.add(schema.range_issues(df, offset))
+        if not bad:
+            ids = df[id_column] if id_column is not None else pd.Series(np.arange(offset, offset + len(df)), name="row")
+            yield policy.assign(df, ids=ids, source=source, offset=offset)
         offset += len(df)
+    if bad:
+        raise DataSchemaError(bad.messages(), source)

@@ -1,4 +1,10 @@
-"""Atomic file output: a reader (or a run killed mid-write) sees the old file or the new one, never half."""
+"""Atomic file output: a reader (or a run killed mid-write) sees the old file or the new one, never half.
+
+Files are created with the mode a plain ``open(path, "w")`` would give (0666 minus the process umask),
+not ``mkstemp``'s 0600: results on a shared cluster folder stay readable by the colleagues the user's
+umask lets in. A failed write (disk full, quota, read-only folder) raises ``OSError`` whose
+``filename`` is the file that was not written, and leaves the previous file in place.
+"""
 from __future__ import annotations
 
 import json
@@ -11,22 +17,46 @@ from typing import Any
 import numpy as np
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
     try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``.
+
+    The file gets mode ``0o666 & ~umask``. On ``OSError`` the temp file is removed, ``path`` keeps
+    its previous content, and the error raised names ``path`` (``err.filename``).
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(err, OSError) and err.filename != str(path):
+            # The caller (and the one-line error message) must learn WHICH file was not written.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     return path
 

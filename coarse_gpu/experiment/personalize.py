@@ -1,0 +1,247 @@
+"""Step 1 of the main job: fit the CATE model and give every scored customer held-out profit estimates.
+
+Every customer is used. By default (``data.eval_fraction=0``) the model is cross-fitted on all
+customers (``model.n_folds`` folds): each customer's estimates come from the fold model that never
+saw it (out-of-fold), and those estimates are what the discretizer, the baselines and the doubly
+robust evaluation use; new customers are scored by the ensemble of all fold models. With
+``data.eval_fraction > 0`` a share of the customers is held out instead: the (cross-fitted)
+ensemble is fitted on the rest and scores the held-out customers.
+
+``personalize`` returns the deployable model and a ``ProfitEstimates`` for the scored customers:
+their predictions at the arms, a function giving their estimated profit at any treatments (one
+(N, A) @ (A, M) product for the per-arm models), the multilinear map to the arms that the doubly
+robust score needs, and a torch profit oracle for the discretizer's off-grid refinement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from coarse_gpu.data import ExperimentData
+from coarse_gpu.models import (
+    AutoCATE,
+    Blend,
+    CrossFitted,
+    DoseLogit,
+    DoseVC,
+    DragonNet,
+    DRLearner,
+    GBSLearner,
+    GBTLearner,
+    TARNet,
+)
+from coarse_gpu.models.select import CANDIDATES, pseudo_outcomes, selection_report
+
+__all__ = ["MODELS", "ProfitEstimates", "build_model", "fold_predictors", "personalize"]
+
+log = logging.getLogger("coarse_gpu")
+
+MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
+          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
+#: ModelConfig keys that are not model parameters (handled here).
+_PIPELINE_KEYS = ("name", "n_folds", "checkpoint", "candidates", "blend")
+
+
+def _model_kwargs(cls: type, cfg: dict) -> dict:
+    """The config values ``cls.__init__`` accepts (None -> the class's own adaptive default)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    out = {}
+    for key, v in cfg.items():
+        if key not in accepted or key in _PIPELINE_KEYS:
+            continue
+        if v is None and accepted[key].default is not inspect.Parameter.empty:
+            continue  # the class default ("auto" / adapt to the data)
+        out[key] = list(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def _unused_keys(classes: list[type], cfg: dict) -> list[str]:
+    """Keys set away from the schema default that none of ``classes`` takes: a config error."""
+    from coarse_gpu.experiment.config import ModelConfig
+
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(ModelConfig)}
+    taken = set(_PIPELINE_KEYS)
+    for cls in classes:
+        taken |= set(inspect.signature(cls.__init__).parameters)
+    return sorted(k for k, v in cfg.items() if k not in taken and k in defaults and v != defaults[k])
+
+
+def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,
+                checkpoint_dir: Optional[str | Path] = None):
+    """The unfitted model ``model.name`` with every config key it takes; a key set for a model that
+    does not take it is an error (never silently dropped)."""
+    name = model_cfg.name
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r} is not a known model; available: {sorted(MODELS)}")
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    ckpt = str(checkpoint_dir) if checkpoint_dir is not None and cfg.get("checkpoint", True) else None
+    if name == "auto":
+        cands = list(cfg.get("candidates") or AutoCATE().candidates)
+        bad = [c for c in cands if c not in CANDIDATES]
+        if bad:
+            raise ValueError(f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}")
+        unused = _unused_keys([CANDIDATES[c] for c in cands], cfg)
+        if unused:
+            raise ValueError(f"model key(s) {['model.' + k for k in unused]} are not parameters of any candidate "
+                             f"{cands} of model=auto")
+        params = {c: {k: v for k, v in _model_kwargs(CANDIDATES[c], cfg).items() if k not in ("seed", "device")}
+                  for c in cands}
+        return AutoCATE(candidates=cands, n_folds=int(cfg.get("n_folds") or 5), blend=bool(cfg.get("blend", True)),
+                        candidate_params=params, interpolation=cfg.get("interpolation", "linear"), device=str(device),
+                        checkpoint_dir=ckpt, seed=seed, verbose=verbose)
+    cls = MODELS[name]
+    unused = _unused_keys([cls], cfg)
+    if unused:
+        raise ValueError(f"model key(s) {['model.' + k for k in unused]} are not parameters of model={name}")
+    kwargs = _model_kwargs(cls, cfg)
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs.update({k: v for k, v in (("device", str(device)), ("seed", seed), ("verbose", verbose),
+                                     ("checkpoint_dir", ckpt)) if k in accepted and v is not None})
+    return cls(**kwargs)
+
+
+@dataclass
+class ProfitEstimates:
+    """Step 1's output for the scored customers (N of them, A arms; module docstring).
+
+    mu_arms : (N, A) estimated profit at every arm (held-out / out-of-fold).
+    profit_at : treatments (M, d) -> (N, M) estimated profit there.
+    weights : treatments (M, d) -> (M, A), the model's map from arms to treatments (per-arm models:
+        profit_at(T) = mu_arms @ weights(T).T); None for the dose-response models.
+    arm_weights : treatments (M, d) -> (M, A) multilinear weights on the arms (the DR score's kappa).
+    oracle : torch treatments (M, d) -> (N, M) tensor on the device, for the off-grid refinement;
+        None when the model cannot leave the arms (arms that are not a grid).
+    source : "out-of-fold" (cross-fitted on the same customers) or "held-out".
+    """
+
+    mu_arms: np.ndarray
+    profit_at: Callable[[np.ndarray], np.ndarray]
+    arm_weights: Callable[[np.ndarray], np.ndarray]
+    oracle: Optional[Callable]
+    source: str
+    weights: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+
+def _first(model):
+    """The first fitted network-or-trees model inside an ensemble (for histories and scalars)."""
+    for attr in ("model_", "members_"):
+        inner = getattr(model, attr, None)
+        if inner:
+            return _first(inner if attr == "model_" else inner[0])
+    if isinstance(model, CrossFitted):
+        return _first(model.members()[0])
+    return model
+
+
+def _is_dose(model) -> bool:
+    return hasattr(_first(model), "profit_oracle")
+
+
+def fold_predictors(model) -> list[Callable]:
+    """One ``X -> (N, A)`` per-arm predictor per fold model of a cross-fitted ensemble of per-arm
+    models (a blend of cross-fitted candidates: the blend of their j-th fold models); a single model
+    gives itself; [] for the dose-response models (they do not predict through the arms)."""
+    if _is_dose(model):
+        return []
+    if isinstance(model, AutoCATE):
+        return fold_predictors(model.model_)
+    if isinstance(model, Blend):
+        parts = [fold_predictors(m) for m in model.members_]
+        n = min(len(p) for p in parts)
+        return [(lambda X, j=j: sum(w * p[j](X) for w, p in zip(model.weights_, parts))) for j in range(n)]
+    if isinstance(model, CrossFitted):
+        return [m.predict_arms for m in model.members()]
+    return [model.predict_arms]
+
+
+def _oof_dose_oracle(cf: CrossFitted, device: torch.device) -> Callable:
+    """Out-of-fold torch oracle of a cross-fitted dose model: fold k's model scores fold k's rows."""
+    parts = []
+    for k, members in enumerate(cf.models_):
+        rows = np.flatnonzero(cf.fold_ == k)
+        parts.append((torch.as_tensor(rows, device=device),
+                      [m.profit_oracle(cf.X_[rows], device=device) for m in members]))
+
+    def oracle(T) -> torch.Tensor:
+        out = None
+        for rows, oracles in parts:
+            block = torch.stack([o(T) for o in oracles], 0).mean(0)
+            if out is None:
+                out = torch.empty((cf.n_train_, block.shape[1]), dtype=block.dtype, device=device)
+            out[rows] = block
+        return out
+
+    return oracle
+
+
+def _arms_oracle(mu_arms: np.ndarray, weights: Callable, device: torch.device) -> Callable:
+    """pi_hat at any treatments as one (N, A) @ (A, M) product on the device (per-arm models)."""
+    mu = torch.as_tensor(mu_arms, device=device)
+
+    def oracle(treatments) -> torch.Tensor:
+        t = treatments.detach().cpu().numpy() if isinstance(treatments, torch.Tensor) else np.asarray(treatments)
+        return mu @ torch.as_tensor(weights(t), device=device, dtype=mu.dtype).T
+
+    return oracle
+
+
+def personalize(model_cfg: DictConfig, train: ExperimentData, scored: ExperimentData, same_customers: bool,
+                device: torch.device, seed: int, verbose: bool, checkpoint_dir=None):
+    """Fit step 1 (module docstring). Returns (deployable model, ProfitEstimates, model_selection dict).
+
+    same_customers : ``scored`` is ``train`` (cross-fitting gives the scored customers out-of-fold
+        estimates); else ``scored`` is held out and the fitted ensemble scores it.
+    """
+    model = build_model(model_cfg, device, seed, verbose, checkpoint_dir=checkpoint_dir)
+    n_folds = int(model_cfg.get("n_folds") or 1)
+    if not isinstance(model, AutoCATE) and n_folds >= 2:
+        model = CrossFitted(model, n_folds=n_folds, seed=seed, verbose=verbose)
+    if same_customers and not isinstance(model, (AutoCATE, CrossFitted)):
+        raise ValueError("model.n_folds=1 fits one model on every customer, so no customer would have a held-out "
+                         "estimate: use model.n_folds >= 2 (cross-fitting) or data.eval_fraction > 0 (a held-out share)")
+    model.fit(train.X, train.treatment, train.outcome, propensity=train.propensity)
+    dose = _is_dose(model)
+    lin = (lambda T: _first(model).treatment_weights(T)) if dose else (lambda T: _arm_weights(model, T))
+    if same_customers:
+        mu = model.predict_arms_oof()
+        if dose:
+            oracle = _oof_dose_oracle(model, device)
+            profit_at = lambda T: oracle(np.atleast_2d(np.asarray(T, dtype=np.float64))).cpu().numpy()  # noqa: E731
+    else:
+        mu = model.predict_arms(scored.X)
+        if dose:
+            oracles = [m.profit_oracle(scored.X, device=device) for m in
+                       (model.members() if isinstance(model, CrossFitted) else [model])]
+            oracle = lambda T: torch.stack([o(T) for o in oracles], 0).mean(0)  # noqa: E731
+            profit_at = lambda T: oracle(np.atleast_2d(np.asarray(T, dtype=np.float64))).cpu().numpy()  # noqa: E731
+    weights = None
+    if not dose:
+        weights = lambda T: model.treatment_weights(T)  # noqa: E731
+        profit_at = lambda T: mu @ weights(T).T  # noqa: E731
+        oracle = _arms_oracle(mu, weights, device) if model.grid_ is not None else None
+    estimates = ProfitEstimates(np.asarray(mu, dtype=np.float64), profit_at, lin, oracle,
+                                "out-of-fold" if same_customers else "held-out", weights)
+    return model, estimates, _selection(model, model_cfg.name, scored, estimates)
+
+
+def _arm_weights(model, T) -> np.ndarray:
+    grid = getattr(model, "grid_", None)
+    return grid.weights(np.atleast_2d(T), "linear") if grid is not None else model.treatment_weights(np.atleast_2d(T))
+
+
+def _selection(model, name: str, scored: ExperimentData, est: ProfitEstimates) -> dict:
+    """results.json's model_selection block: AutoCATE's own, else the one model's held-out scores."""
+    if isinstance(model, AutoCATE):
+        return model.model_selection_
+    gamma = pseudo_outcomes(scored.outcome, scored.arm, scored.propensity, est.mu_arms)
+    return selection_report(gamma, {name: est.mu_arms}, {name: [name]}, {}, name,
+                            int(getattr(model, "n_folds", 1)), "given")

@@ -1,0 +1,306 @@
+"""Every config value checked before any work: ranges and cross-field rules, each problem naming its key.
+
+``validate_config(cfg)`` runs at the start of ``coarse-gpu`` (before the run folder is touched) and
+of ``run_experiment`` (for callers without the command line). It raises ``ConfigValueError`` listing
+every problem at once, e.g.::
+
+    config error: discretizer.min_share=0.5 with K=5: K * min_share = 2.5 > 1 ...; evaluation.ci_level=1.5 must be a number in (0, 1)
+
+The dataclass schemas (coarse_gpu.experiment.config) already fix the keys and their types; this
+module checks what a type cannot say: ranges, finiteness (OmegaConf floats accept nan and inf),
+non-empty lists, and rules that tie keys together (share bounds x K). A rule applies only where its
+key exists, so a group that gains keys (a new model) or lacks some (``data=file`` has no
+``n_customers``) is checked for what it holds. What needs the data (K vs the number of candidate
+treatments and of held-out customers, the arms of a file) is checked by the pipeline right after
+loading the data, still before training.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+class ConfigValueError(ValueError):
+    """Config values out of range or inconsistent. ``problems`` lists each one, naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("config error: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One key's allowed values: ``kind`` int | number | ints (list) | numbers (list)."""
+
+    kind: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    null: bool = False  # None allowed
+
+    def describe(self) -> str:
+        what = {"int": "an integer", "number": "a number", "ints": "a list of integers",
+                "numbers": "a list of numbers"}[self.kind]
+        each = " each" if self.kind in ("ints", "numbers") else ""
+        if self.lo is not None and self.hi is not None:
+            rng = f"{'(' if self.lo_open else '['}{_fmt(self.lo)}, {_fmt(self.hi)}{')' if self.hi_open else ']'}"
+            out = f"{what}{each} in {rng}"
+        elif self.lo is not None:
+            out = f"{what}{each} {'>' if self.lo_open else '>='} {_fmt(self.lo)}"
+        else:
+            out = f"{what}{' (finite)' if self.kind in ('number', 'numbers') else ''}"
+        return out + (" or null" if self.null else "")
+
+    def ok(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        if self.kind in ("ints", "numbers"):
+            return isinstance(value, (list, tuple)) and all(self._scalar_ok(v) for v in value)
+        return self._scalar_ok(value)
+
+    def _scalar_ok(self, v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if self.kind in ("int", "ints"):
+            if not isinstance(v, int):
+                return False
+        elif not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            return False
+        return True
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _int(lo=None, hi=None, null=False) -> Rule:
+    return Rule("int", lo, hi, null=null)
+
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False, null=False) -> Rule:
+    return Rule("number", lo, hi, lo_open, hi_open, null)
+
+
+FRACTION = _num(0.0, 1.0, hi_open=True)  # [0, 1)
+NONNEG = _num(0.0)
+POSITIVE = _num(0.0, lo_open=True)
+FINITE = _num()
+
+#: Range rules per dotted key; keys a config does not have are skipped.
+RULES: dict[str, Rule] = {
+    "seed": _int(0, 2**32 - 1),  # numpy's seed range
+    "scale": POSITIVE,
+    # data (simulator, file, thornton, ihdp)
+    "data.n_customers": _int(2),
+    "data.n_trips": _int(1),
+    "data.n_noise_features": _int(0),
+    "data.margin": _num(0.0, 1.0, lo_open=True),
+    "data.contact_cost": FINITE,
+    "data.beta_max": NONNEG,
+    "data.gamma_max": NONNEG,
+    "data.type_sharpness": NONNEG,
+    "data.basket_sigma": NONNEG,
+    "data.eval_fraction": FRACTION,
+    "data.candidate_points": Rule("ints", 2, null=True),
+    "data.min_per_arm": _int(1),
+    "data.outcome_scale": FINITE,
+    "data.treatment_low": Rule("numbers", null=True),
+    "data.treatment_high": Rule("numbers", null=True),
+    "data.control": Rule("numbers", null=True),
+    "data.incentive_step": POSITIVE,
+    "data.value_of_result": FINITE,
+    # model (every model's numeric keys; a model without a key is not checked for it)
+    "model.hidden": _int(1),
+    "model.n_repr_layers": _int(1),
+    "model.n_head_layers": _int(0),
+    "model.head_hidden": _int(1, null=True),
+    "model.ema": FRACTION,
+    "model.dropout": FRACTION,
+    "model.lr": POSITIVE,
+    "model.weight_decay": _num(0.0, null=True),
+    "model.batch_size": _int(1, null=True),
+    "model.max_epochs": _int(1, null=True),
+    "model.patience": _int(1, null=True),
+    "model.n_folds": _int(1),
+    "model.n_ensemble": _int(1, null=True),
+    "model.learning_rate": POSITIVE,
+    "model.max_iter": _int(1),
+    "model.max_leaf_nodes": _int(2),
+    "model.min_samples_leaf": _int(1),
+    "model.l2_regularization": NONNEG,
+    "model.val_fraction": FRACTION,
+    "model.alpha": NONNEG,
+    "model.beta": NONNEG,
+    "model.degree": _int(0),
+    "model.smoothness": NONNEG,
+    "model.n_basis": Rule("ints", 2, null=True),
+    # discretizer
+    "discretizer.k": _int(1, null=True),
+    "discretizer.n_restarts": _int(1),
+    "discretizer.epsilon": _num(0.0, lo_open=True, null=True),
+    "discretizer.min_share": _num(0.0, 1.0, null=True),
+    "discretizer.max_share": _num(0.0, 1.0, lo_open=True, null=True),
+    # evaluation
+    "evaluation.k_values": Rule("ints", 1),
+    "evaluation.n_boot": _int(0),
+    "evaluation.ci_level": _num(0.0, 1.0, lo_open=True, hi_open=True),
+    "evaluation.fixed_cost_per_treatment": NONNEG,
+    # logger, launcher
+    "logger.init_timeout_s": POSITIVE,
+    "launcher.timeout_min": _int(1),
+    "launcher.array_parallelism": _int(1),
+    "launcher.nodes": _int(1),
+    "launcher.tasks_per_node": _int(1),
+    "launcher.gpus_per_node": _int(0, null=True),
+    "launcher.cpus_per_task": _int(1, null=True),
+    "launcher.mem_gb": _int(1, null=True),
+}
+
+#: The simulator's treatment box (coarse_gpu.data.simulator.PROMOTION_SPACE).
+LEVELS = {"data.discount_levels": (0.0, 0.5), "data.duration_levels": (0.0, 4.0)}
+CHOICES = {"discretizer.dtype": ("float32", "float64")}
+
+
+def _plain(cfg: Any) -> dict:
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
+
+
+def _get(tree: dict, key: str, missing: Any) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
+def range_problems(tree: dict) -> list[str]:
+    """Values outside their range (RULES), the simulator's levels lists and fixed choices."""
+    missing = object()
+    problems = []
+    for key, rule in RULES.items():
+        v = _get(tree, key, missing)
+        if v is not missing and not rule.ok(v):
+            problems.append(f"{key}={v!r} must be {rule.describe()}")
+    if _get(tree, "data.name", None) == "promotions":
+        for key, (lo, hi) in LEVELS.items():
+            v = _get(tree, key, missing)
+            if v is missing:
+                continue
+            ok = (isinstance(v, list) and len(v) >= 2 and len(set(v)) == len(v)
+                  and all(FINITE.ok(x) and lo <= x <= hi for x in v))
+            if not ok:
+                problems.append(f"{key}={v!r} must be a list of >= 2 distinct numbers in [{_fmt(lo)}, {_fmt(hi)}]")
+    for key, allowed in CHOICES.items():
+        v = _get(tree, key, missing)
+        if v is not missing and v not in allowed:
+            problems.append(f"{key}={v!r} is not allowed; allowed values: {', '.join(allowed)}")
+    return problems
+
+
+def k_list(tree: dict) -> list[int]:
+    """The K the run evaluates: ``discretizer.k`` if set, else ``evaluation.k_values``."""
+    k = _get(tree, "discretizer.k", None)
+    if k is not None:
+        return [k]
+    return list(_get(tree, "evaluation.k_values", []) or [])
+
+
+def share_problems(tree: dict, k_values: list) -> list[str]:
+    """Share bounds that no assignment of customers to K treatments can meet, for some K."""
+    lo, hi = _get(tree, "discretizer.min_share", None), _get(tree, "discretizer.max_share", None)
+    ks = [k for k in k_values if isinstance(k, int) and not isinstance(k, bool) and k >= 1]
+    out = []
+    if lo is not None and hi is not None and RULES["discretizer.min_share"].ok(lo) and \
+            RULES["discretizer.max_share"].ok(hi) and lo > hi:
+        out.append(f"discretizer.min_share={lo} exceeds discretizer.max_share={hi}")
+    if lo is not None and RULES["discretizer.min_share"].ok(lo) and ks and max(ks) * lo > 1 + 1e-12:
+        k = max(ks)
+        out.append(f"discretizer.min_share={lo} with K={k}: K * min_share = {k * lo:.4g} > 1, so {k} treatments "
+                   f"cannot each get {100 * lo:.4g}% of the customers; use discretizer.min_share <= "
+                   f"{1 / k:.4g} or K <= {math.floor(1 / lo + 1e-12)}")
+    if hi is not None and RULES["discretizer.max_share"].ok(hi) and ks and min(ks) * hi < 1 - 1e-12:
+        k = min(ks)
+        out.append(f"discretizer.max_share={hi} with K={k}: K * max_share = {k * hi:.4g} < 1, so {k} treatment(s) "
+                   f"of at most {100 * hi:.4g}% each cannot cover every customer; use discretizer.max_share >= "
+                   f"{1 / k:.4g} or K >= {math.ceil(1 / hi - 1e-12)}")
+    return out
+
+
+def list_problems(tree: dict) -> list[str]:
+    """Lists that must be non-empty and without repeats: K values, methods; file ranges of the right length."""
+    out = []
+    missing = object()
+    ks = _get(tree, "evaluation.k_values", missing)
+    if ks is not missing and isinstance(ks, list):
+        if not ks:
+            out.append("evaluation.k_values=[] is empty: give at least one K, e.g. evaluation.k_values=[1,2,3]")
+        elif len(set(map(str, ks))) != len(ks):
+            out.append(f"evaluation.k_values={ks} repeats a K; list each K once")
+    methods = _get(tree, "evaluation.methods", missing)
+    if methods is not missing:
+        from coarse_gpu.experiment.methods import METHODS
+
+        if not methods:
+            out.append(f"evaluation.methods=[] is empty: give at least one of {', '.join(METHODS)}")
+        elif len(set(methods)) != len(methods):
+            out.append(f"evaluation.methods={list(methods)} repeats a method; list each once")
+        else:
+            unknown = [m for m in methods if m not in METHODS]
+            if unknown:
+                out.append(f"evaluation.methods has unknown method(s) {unknown}; available: {list(METHODS)}")
+    treatment = _get(tree, "data.treatment", None)
+    low, high = _get(tree, "data.treatment_low", None), _get(tree, "data.treatment_high", None)
+    for key, v in (("data.treatment_low", low), ("data.treatment_high", high), ("data.control", _get(tree, "data.control", None))):
+        if isinstance(v, list) and treatment and len(v) != len(treatment):
+            out.append(f"{key}={v} needs one value per treatment column {list(treatment)}")
+    if isinstance(low, list) and isinstance(high, list) and len(low) == len(high) and \
+            RULES["data.treatment_low"].ok(low) and RULES["data.treatment_high"].ok(high):
+        bad = [i for i, (a, b) in enumerate(zip(low, high)) if not a < b]
+        if bad:
+            out.append(f"data.treatment_low={low} must be below data.treatment_high={high} in every column "
+                       f"(not in column {bad[0]})")
+    n, scale = _get(tree, "data.n_customers", None), _get(tree, "scale", 1.0)
+    if RULES["data.n_customers"].ok(n) and POSITIVE.ok(scale) and round(n * scale) < 2:
+        out.append(f"scale={scale} x data.n_customers={n} leaves {round(n * scale)} customers; need at least 2")
+    return out
+
+
+def model_problems(tree: dict) -> list[str]:
+    """Rules between the model and the data split: someone must be scored on held-out estimates."""
+    folds, frac = _get(tree, "model.n_folds", None), _get(tree, "data.eval_fraction", None)
+    name = _get(tree, "model.name", None)
+    if folds == 1 and frac == 0 and name != "auto":
+        return ["model.n_folds=1 with data.eval_fraction=0: one model fitted on every customer leaves no customer "
+                "with a held-out estimate to choose and score policies on; use model.n_folds >= 2 (cross-fitting, "
+                "the default 5) or data.eval_fraction > 0"]
+    if name == "auto" and isinstance(folds, int) and folds < 2:
+        return [f"model.n_folds={folds}: model=auto cross-validates its candidates and needs model.n_folds >= 2"]
+    return []
+
+
+def config_problems(cfg: Any) -> list[str]:
+    """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
+    tree = _plain(cfg)
+    return (range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
+            + model_problems(tree))
+
+
+def validate_config(cfg: Any) -> None:
+    """Raise ``ConfigValueError`` naming every out-of-range or inconsistent value of ``cfg``."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigValueError(problems)
+
+
+__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "validate_config"]

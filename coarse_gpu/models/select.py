@@ -1,0 +1,261 @@
+"""``model="auto"``: choose the CATE model by how well its held-out estimates would decide.
+
+``AutoCATE`` cross-fits every candidate learner on the same folds (``CrossFitted``), so each
+customer gets an out-of-fold prediction mu_hat_c(x_i, a) (N, A) from every candidate c. It then
+scores the candidates on doubly robust pseudo-outcomes built from those held-out predictions:
+
+    Gamma_ia = mu_ref(x_i, a) + 1{a_i = a} / e_i * (y_i - mu_ref(x_i, a)),   mu_ref = mean_c mu_hat_c
+
+E[Gamma_ia | x_i] = pi_i(a) for every arm when the propensities e are right (by design in an
+experiment), whatever mu_ref is, so
+
+    decision loss  l_c = mean_i mean_a ((Gamma_ia - mean_b Gamma_ib) - (mu_hat_c,ia - mean_b mu_hat_c,ib))^2
+
+estimates the error of candidate c's *profit differences between arms* -- what decides who gets
+which treatment -- plus a constant that is the same for every candidate (the pseudo-outcomes'
+noise). It is the multi-arm tau-risk (a DR-loss), centred across arms so that no arm is the
+reference. The candidate with the smallest loss wins. Also reported, per candidate: the doubly
+robust value of its per-customer argmax policy, mean_i Gamma_{i, argmax_a mu_hat_c,ia} (what its
+estimates would earn if every customer got its estimated best arm), each with a standard error
+over customers, and the standard error of the paired loss difference against the winner.
+
+Averages of the best candidates compete too (``blend=True``): the mean of the two best, and of all
+candidates. Averaging two learners with different errors (a network and boosted trees) often beats
+both; the criterion says when.
+
+The fitted model is the winner's cross-fitted ensemble (every fold's model, so every customer
+trained some of it): ``predict_arms(X)`` averages them for new customers, and ``oof_arms_`` keeps
+the winner's out-of-fold predictions for the training customers (what the discretizer and the DR
+evaluation should use for them). No model is refitted on all rows.
+
+Propensities: the probability of each row's received arm; None estimates it with a cross-fitted
+multinomial logistic regression on the features (clipped to >= ``PROPENSITY_FLOOR``), so that
+the criterion stays right on observational data; in a randomized experiment pass the design
+probabilities (the pipeline does).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from coarse_gpu.models.arms import ArmModel
+from coarse_gpu.models.base import check_inputs, check_X
+from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
+from coarse_gpu.models.crossfit import CrossFitted, fold_indices
+from coarse_gpu.models.dragonnet import DragonNet
+from coarse_gpu.models.scores import pseudo_outcomes
+from coarse_gpu.models.tarnet import TARNet
+
+__all__ = ["AutoCATE", "Blend", "CANDIDATES", "PROPENSITY_FLOOR", "decision_losses", "make_candidate",
+           "pseudo_outcomes", "selection_report"]
+
+#: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them).
+CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner}
+PROPENSITY_FLOOR = 0.02
+
+log = logging.getLogger("coarse_gpu")
+_NEURAL = ("tarnet", "dragonnet")
+
+
+def make_candidate(name: str, seed: int, device: str = "auto", checkpoint_dir: Optional[str] = None,
+                   params: Optional[dict] = None):
+    """An unfitted candidate learner ``name`` (a key of CANDIDATES) with ``params`` on top of its defaults."""
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown candidate model {name!r}; available: {sorted(CANDIDATES)}")
+    kw = dict(params or {})
+    if name in _NEURAL:
+        kw.setdefault("device", device)
+        if checkpoint_dir is not None:
+            kw.setdefault("checkpoint_dir", checkpoint_dir)
+    return CANDIDATES[name](seed=int(seed), **kw)
+
+
+def decision_losses(gamma: np.ndarray, mu_hat: np.ndarray) -> np.ndarray:
+    """(N,) per-customer decision loss: mean over arms of the squared error of the arm-centred
+    predictions against the arm-centred pseudo-outcomes (module docstring)."""
+    g = gamma - gamma.mean(1, keepdims=True)
+    m = mu_hat - mu_hat.mean(1, keepdims=True)
+    return ((g - m) ** 2).mean(1)
+
+
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.shape[0])) if v.shape[0] > 1 else 0.0
+
+
+def estimate_propensity(X: np.ndarray, arm: np.ndarray, n_arms: int, n_folds: int, seed: int) -> np.ndarray:
+    """(N,) cross-fitted probability of each row's received arm (multinomial logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = X.mean(0), X.std(0)
+    z = (X - mu) / np.where(sd > 0, sd, 1.0)
+    fold = fold_indices(X.shape[0], n_folds, seed, arm)
+    e = np.empty(X.shape[0])
+    for k in range(n_folds):
+        tr, te = fold != k, fold == k
+        clf = LogisticRegression(max_iter=2000).fit(z[tr], arm[tr])
+        p = np.full((int(te.sum()), n_arms), 0.0)
+        p[:, clf.classes_] = clf.predict_proba(z[te])
+        e[te] = p[np.arange(p.shape[0]), arm[te]]
+    return np.maximum(e, PROPENSITY_FLOOR)
+
+
+def selection_report(gamma: np.ndarray, oof: dict, members: dict, times: dict, winner: str, n_folds: int,
+                     source: str) -> dict:
+    """The model_selection block: per candidate (name -> (N, A) held-out predictions in ``oof``) its
+    decision loss against the pseudo-outcomes ``gamma`` (N, A) with its standard error and the paired
+    standard error of its difference to ``winner``, the DR value of its per-customer argmax policy,
+    the models it averages and their fit time; plus the criterion, folds, propensity source, winner."""
+    rows = np.arange(gamma.shape[0])
+    losses = {c: decision_losses(gamma, mu) for c, mu in oof.items()}
+    out = {}
+    for c, loss in losses.items():
+        value = gamma[rows, oof[c].argmax(1)]
+        mean, se = _mean_se(loss)
+        out[c] = {"decision_loss": mean, "se": se, "se_diff_vs_winner": _mean_se(loss - losses[winner])[1],
+                  "policy_value": _mean_se(value)[0], "policy_value_se": _mean_se(value)[1],
+                  "members": list(members[c]), "fit_s": float(sum(times.get(m, 0.0) for m in members[c]))}
+    return {"criterion": "decision_loss", "n_folds": int(n_folds), "propensity": source, "candidates": out,
+            "winner": winner}
+
+
+class Blend(ArmModel, BaseEstimator):
+    """The weighted average of fitted per-arm models' predictions (members share the arms).
+
+    Fitted attributes: members_ (list of models), weights_ (len(members_),), arms_, grid_.
+    """
+
+    def __init__(self, *, interpolation: str = "linear") -> None:
+        self.interpolation = interpolation
+
+    @classmethod
+    def of(cls, models: Sequence, weights: Optional[Sequence[float]] = None) -> "Blend":
+        b = cls(interpolation=getattr(models[0], "interpolation", "linear"))
+        b.members_ = list(models)
+        w = np.full(len(models), 1.0 / len(models)) if weights is None else np.asarray(weights, dtype=np.float64)
+        b.weights_ = w / w.sum()
+        b._set_arms_from(models[0])
+        return b
+
+    def _set_arms_from(self, model) -> None:
+        self.arms_ = np.asarray(model.arms_)
+        self.n_arms_ = int(self.arms_.shape[0])
+        self.grid_ = getattr(model, "grid_", None)
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "members_", None):
+            raise RuntimeError("this Blend has no members")
+
+    def predict_arms(self, X) -> np.ndarray:
+        self._check_fitted()
+        return sum(w * m.predict_arms(X) for w, m in zip(self.weights_, self.members_))
+
+
+class AutoCATE(ArmModel, BaseEstimator):
+    """Cross-validated choice among candidate CATE learners by decision loss (module docstring).
+
+    Parameters
+    ----------
+    candidates : names from CANDIDATES, fitted in this order ("tarnet", "gb_s", "gb_t" by default).
+    n_folds : folds of the cross-fitting (>= 2); every candidate uses the same folds.
+    blend : also score the average of the two best candidates and of all of them.
+    candidate_params : {name: {param: value}} on top of each candidate's own defaults.
+    interpolation : "linear" | "spline", from per-arm predictions to any treatment.
+    device, checkpoint_dir : for the neural candidates (checkpoints per fold model).
+    seed : folds and every candidate's seeds.  verbose : progress bars.
+
+    Fitted attributes: selected_ (the winner's name, e.g. "gb_t" or "blend(tarnet+gb_t)"), model_
+    (its CrossFitted ensemble, or a Blend of them), oof_arms_ (N, A) its out-of-fold predictions for
+    the training rows, model_selection_ (dict: criterion, candidates with their losses, standard
+    errors, policy values and fit times, winner), arms_, grid_, n_features_in_.
+    """
+
+    def __init__(self, *, candidates: Sequence[str] = ("tarnet", "gb_s", "gb_t"), n_folds: int = 5,
+                 blend: bool = True, candidate_params: Optional[dict] = None, interpolation: str = "linear",
+                 device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
+                 verbose: bool = False) -> None:
+        self.candidates = candidates
+        self.n_folds = n_folds
+        self.blend = blend
+        self.candidate_params = candidate_params
+        self.interpolation = interpolation
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+        self.verbose = verbose
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this AutoCATE is not fitted yet: call fit(X, t, y) first")
+
+    def _validate_params(self) -> list[str]:
+        names = list(self.candidates)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"AutoCATE: candidates must be distinct names, got {names}")
+        bad = [c for c in names if c not in CANDIDATES]
+        if bad:
+            raise ValueError(f"AutoCATE: unknown candidate(s) {bad}; available: {sorted(CANDIDATES)}")
+        extra = sorted(set(self.candidate_params or {}) - set(names))
+        if extra:
+            raise ValueError(f"AutoCATE: candidate_params for {extra}, which are not among the candidates {names}")
+        if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
+            raise ValueError(f"AutoCATE: n_folds must be an integer >= 2, got {self.n_folds!r}")
+        return names
+
+    def fit(self, X, t, y, propensity=None) -> "AutoCATE":
+        names = self._validate_params()
+        X, T, y, e = check_inputs(X, t, y, propensity)
+        n = X.shape[0]
+        arm = self._set_arms(T)
+        self.n_features_in_ = int(X.shape[1])
+        if self.n_folds > n // 2:
+            raise ValueError(f"AutoCATE: n_folds={self.n_folds} is too many for {n} rows")
+        source = "given"
+        if e is None:
+            e, source = estimate_propensity(X, arm, self.n_arms_, self.n_folds, int(self.seed)), "estimated"
+        fitted, oof, times = {}, {}, {}
+        for name in names:
+            t0 = time.perf_counter()
+            base = make_candidate(name, int(self.seed), self.device, self.checkpoint_dir,
+                                  (self.candidate_params or {}).get(name))
+            cf = CrossFitted(base, n_folds=int(self.n_folds), seed=int(self.seed), verbose=self.verbose)
+            fitted[name] = cf.fit(X, T, y, propensity=propensity)
+            oof[name] = cf.predict_arms_oof()
+            times[name] = time.perf_counter() - t0
+            log.info("auto: %s cross-fitted on %d folds in %.1fs", name, self.n_folds, times[name])
+        gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in names], axis=0))
+        losses = {c: decision_losses(gamma, oof[c]) for c in names}
+        members = {c: [c] for c in names}
+        if self.blend and len(names) >= 2:
+            ranked = sorted(names, key=lambda c: float(losses[c].mean()))
+            for group in ([ranked[:2]] + ([names] if len(names) >= 3 else [])):
+                key = f"blend({'+'.join(group)})"
+                oof[key] = np.mean([oof[c] for c in group], axis=0)
+                losses[key] = decision_losses(gamma, oof[key])
+                members[key] = list(group)
+        winner = min(losses, key=lambda c: float(losses[c].mean()))
+        self.model_selection_ = selection_report(gamma, oof, members, times, winner, int(self.n_folds), source)
+        self.selected_ = winner
+        group = members[winner]
+        self.model_ = fitted[group[0]] if len(group) == 1 else Blend.of([fitted[c] for c in group])
+        self.oof_arms_ = oof[winner]
+        log.info("auto: %s", "; ".join(f"{c} {r['decision_loss']:.4g} (se {r['se']:.2g})" for c, r in
+                                       self.model_selection_["candidates"].items()) + f" -> {winner}")
+        return self
+
+    def predict_arms(self, X) -> np.ndarray:
+        """(N, A) the selected model's ensemble prediction at every arm ``arms_``."""
+        self._check_fitted()
+        return self.model_.predict_arms(check_X(X, self.n_features_in_))
+
+    def predict_arms_oof(self) -> np.ndarray:
+        """(N, A) out-of-fold predictions of the selected model for the training rows."""
+        self._check_fitted()
+        return self.oof_arms_
+
+    def predict_profit_oof(self, T) -> np.ndarray:
+        """(N, M) out-of-fold predictions for the training rows at treatments T."""
+        return self.oof_arms_ @ self.treatment_weights(T).T

@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""Step-1 model table: every learner on six benchmark families, estimation error and decision value.
+
+Families (each replication draws new data; the models never see the held-out part):
+  ihdp_a, ihdp_b   IHDP response surfaces A and B (econml.data.dgps; 747 children, 25 covariates,
+                   binary treatment), the published out-of-sample protocol: 90 % fit / 10 % held out.
+  nw_rct           Nie & Wager's randomized-trial setup (causalml.dataset.regression.synthetic_data
+                   mode 2: 2,000 rows, 8 covariates, sigma 1); 70 / 30. Needs causalml: it is loaded
+                   from an installed ``pip install --no-deps causalml`` (only that numpy module is
+                   used), else the family is skipped.
+  promo_t8         the built-in promotions simulator (20,000 customers, 15 arms on a 5 x 3 grid),
+                   outcome averaged over 8 trips; 70 / 30.
+  promo_t1         the same with ONE purchase occasion per customer (n_trips=1): 8x the noise.
+  contacts         a second simulator of our own with another response shape (``contacts_family``):
+                   6 contact frequencies, a saturating response with fatigue, zero-inflated
+                   lognormal spend; 20,000 customers; 70 / 30.
+
+Metrics on the held-out customers: binary families sqrt(PEHE); multi-arm families the RMSE of the
+estimated profit at the arms; and for every family the TRUE-profit share of full personalization's
+incremental profit kept by the ``ot`` K=5 policy chosen on the model's estimates (K = 2 for a binary
+treatment: then it is the per-customer argmax; binary families charge the average effect as the
+treatment's cost, so that about half of the units should be treated and the share measures targeting).
+
+    python experiments/model_table.py --families ihdp_b --reps 10          # appends to --out
+    python experiments/model_table.py --table                              # mean +- se table from --out
+Results are appended one line per (family, model, replication) to --out (JSON lines) and cells
+already there are skipped, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coarse_gpu.data.simulator import PromotionsSimulator  # noqa: E402
+from coarse_gpu.discretize import discretize  # noqa: E402
+from coarse_gpu.evaluate.oracle import share_of_full  # noqa: E402
+from coarse_gpu.models import (  # noqa: E402
+    AutoCATE, DoseLogit, DoseVC, DragonNet, DRLearner, GBSLearner, GBTLearner, TARNet,
+)
+
+MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
+          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
+NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "model_table" / "cells.jsonl"
+
+
+# ---- families: (X, t (N, d), y, truth(X rows) -> true profit at arms (N, A), arms (A, d), split) ----
+def ihdp(surface: str, rep: int):
+    from econml.data.dgps import ihdp_surface_A, ihdp_surface_B
+
+    Y, T, X, tau = (ihdp_surface_A if surface == "a" else ihdp_surface_B)(random_state=rep)
+    X = np.asarray(X, dtype=np.float64)[:, 1:]  # column 0 is econml's intercept
+    t = np.asarray(T, dtype=np.float64).reshape(-1, 1)
+    tau = np.asarray(tau, dtype=np.float64).reshape(-1)
+    return _binary(X, t, np.asarray(Y, dtype=np.float64).reshape(-1), tau, rep, test_fraction=0.1)
+
+
+def nw_rct(rep: int):
+    spec = importlib.util.find_spec("causalml")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("causalml is not installed (pip install --no-deps causalml)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "dataset" / "regression.py"
+    mod_spec = importlib.util.spec_from_file_location("causalml_dataset_regression", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    np.random.seed(rep)  # the DGP draws from numpy's global RNG
+    y, X, w, tau, b, e = mod.synthetic_data(mode=2, n=2000, p=8, sigma=1.0)
+    return _binary(X, np.asarray(w, dtype=np.float64).reshape(-1, 1), y, tau, rep, test_fraction=0.3)
+
+
+def _binary(X, t, y, tau, rep, test_fraction):
+    """A binary family: the truth is known only up to the untreated level, which every policy shares;
+    profit = y - c t with c = the average effect (so the decision is whom to treat)."""
+    c = float(tau.mean())
+    y = y - c * t[:, 0]
+    arms = np.array([[0.0], [1.0]])
+    true = np.column_stack([np.zeros_like(tau), tau - c])  # pi(0) := 0: shares and PEHE need differences only
+    test, train = _split(len(y), rep, test_fraction)
+    return {"X": X, "t": t, "y": y, "true_arms": true, "arms": arms, "candidates": arms, "train": train,
+            "test": test, "binary": True}
+
+
+def promo(rep: int, n_trips: int):
+    sim = PromotionsSimulator(n_customers=20_000, n_trips=n_trips, seed=rep)
+    d = sim.sample()
+    test, train = _split(len(d), rep, 0.3)
+    cand = d.space.grid([26, 21])
+    return {"X": d.X.astype(np.float64), "t": d.treatment, "y": d.outcome, "true_arms": d.truth.profit(d.arms),
+            "arms": d.arms, "candidates": cand, "true_cand": lambda rows: d.truth.profit(cand, rows),
+            "train": train, "test": test, "binary": False}
+
+
+def contacts_family(rep: int, n: int = 20_000):
+    """6 e-mail contact frequencies f in {0, 1, 2, 4, 6, 8} per month. Expected profit
+        pi_i(f) = A_i (1 - exp(-f / s_i)) - c_i f,
+    A_i = the customer's incremental spend at saturation, s_i = how fast it saturates, c_i = fatigue
+    (unsubscribes, complaints); all three from covariates through smooth and sharp links. Realized
+    profit: a purchase with probability q_i(f) = 0.3 (1 - exp(-f/s_i)) + 0.05 times a lognormal basket
+    (heavy-tailed, sd 0.9 on the log scale), minus the fatigue cost: zero-inflated and skewed."""
+    rng = np.random.default_rng(50_000 + rep)
+    X = rng.standard_normal((n, 10))
+    X[:, 6] = np.exp(X[:, 6])  # a skewed covariate (past spend)
+    basket = 40.0 * np.exp(0.3 * X[:, 0] + 0.2 * np.log1p(X[:, 6]))
+    s = 1.0 + 4.0 / (1.0 + np.exp(-3.0 * (X[:, 1] - 0.5 * X[:, 2])))
+    fatigue = 0.4 + 0.6 * (X[:, 3] > 0.3) + 0.3 * np.tanh(X[:, 4] * X[:, 5])
+    levels = np.array([0.0, 1.0, 2.0, 4.0, 6.0, 8.0])
+
+    def q(f):
+        return 0.3 * (1.0 - np.exp(-f[None, :] / s[:, None])) + 0.05
+
+    true = basket[:, None] * q(levels) - fatigue[:, None] * levels[None, :]
+    a = rng.integers(0, levels.size, n)
+    bought = rng.random(n) < q(levels)[np.arange(n), a]
+    spend = basket * rng.lognormal(-0.405, 0.9, n)  # mean 1 multiplier
+    y = bought * spend - fatigue * levels[a]
+    test, train = _split(n, rep, 0.3)
+    cand = levels[:, None]
+    return {"X": X, "t": levels[a][:, None], "y": y, "true_arms": true, "arms": levels[:, None], "candidates": cand,
+            "train": train, "test": test, "binary": False}
+
+
+def _split(n: int, rep: int, test_fraction: float):
+    perm = np.random.default_rng(1000 + rep).permutation(n)
+    k = int(round(test_fraction * n))
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+FAMILIES = {"ihdp_a": lambda r: ihdp("a", r), "ihdp_b": lambda r: ihdp("b", r), "nw_rct": nw_rct,
+            "promo_t8": lambda r: promo(r, 8), "promo_t1": lambda r: promo(r, 1), "contacts": contacts_family}
+
+
+# ---- one cell -----------------------------------------------------------------------------------------
+def fit_predict(name: str, fam: dict, rep: int):
+    cls = MODELS[name]
+    kw = {"seed": rep}
+    if name in NEURAL:
+        kw["device"] = "cpu"
+    if name == "dose_vc" and fam["binary"]:
+        kw["n_basis"] = 2
+    tr, te = fam["train"], fam["test"]
+    model = cls(**kw).fit(fam["X"][tr], fam["t"][tr], fam["y"][tr])
+    p_arms = model.predict_profit(fam["X"][te], fam["arms"])
+    p_cand = p_arms if fam["candidates"] is fam["arms"] else model.predict_profit(fam["X"][te], fam["candidates"])
+    return model, p_arms, p_cand
+
+
+def score(fam: dict, p_arms: np.ndarray, p_cand: np.ndarray, rep: int) -> dict:
+    te = fam["test"]
+    true = fam["true_arms"][te]
+    out = {}
+    if fam["binary"]:
+        out["sqrt_pehe"] = float(np.sqrt(np.mean(((p_arms[:, 1] - p_arms[:, 0]) - (true[:, 1] - true[:, 0])) ** 2)))
+    else:
+        out["rmse_profit"] = float(np.sqrt(np.mean((p_arms - true) ** 2)))
+    k = min(5, p_cand.shape[1])
+    res = discretize(p_cand, k, candidates=fam["candidates"], seed=rep, device="cpu")
+    true_cand = fam["true_cand"](te) if "true_cand" in fam else fam["true_arms"][te]
+    # no refinement here: the K treatments are candidates, res.candidate_index says which
+    value = float(true_cand[np.arange(len(te)), res.candidate_index[res.assignment]].mean())
+    control = float(true_cand[:, 0].mean())
+    full = float(true_cand.max(1).mean())
+    # no share where targeting cannot matter (IHDP surface A: the same effect for everyone)
+    out["ot_k5_true_share"] = share_of_full(value, control, full) if full - control > 1e-9 * max(1.0, abs(full)) \
+        else None
+    return out
+
+
+# ---- driver -----------------------------------------------------------------------------------------------
+def done_cells(path: Path) -> set:
+    if not path.is_file():
+        return set()
+    out = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out.add((r["family"], r["model"], r["rep"]))
+    return out
+
+
+def run(families, models, reps, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = done_cells(out)
+    for family in families:
+        for rep in reps:
+            todo = [m for m in models if (family, m, rep) not in done]
+            if not todo:
+                continue
+            try:
+                fam = FAMILIES[family](rep)
+            except ModuleNotFoundError as err:
+                print(f"{family}: skipped ({err})", flush=True)
+                break
+            for name in todo:
+                t0 = time.perf_counter()
+                model, p_arms, p_cand = fit_predict(name, fam, rep)
+                rec = {"family": family, "model": name, "rep": rep, **score(fam, p_arms, p_cand, rep),
+                       "fit_s": round(time.perf_counter() - t0, 2), "selected": getattr(model, "selected_", None),
+                       "n_train": int(len(fam["train"]))}
+                with out.open("a") as fh:  # one line per cell: a killed run keeps every finished cell
+                    fh.write(json.dumps(rec) + "\n")
+                print(json.dumps(rec), flush=True)
+
+
+def table(path: Path) -> str:
+    """Markdown: per family, each model's error and K=5 true share as mean +- se over replications;
+    bold = best mean, * = within one se of the best."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    lines = []
+    for family in FAMILIES:
+        cells = [r for r in rows if r["family"] == family]
+        if not cells:
+            continue
+        metric = "sqrt_pehe" if "sqrt_pehe" in cells[0] else "rmse_profit"
+        lines += [f"\n**{family}** ({metric}: lower is better; ot K=5 true share: higher is better; "
+                  f"{len({r['rep'] for r in cells})} replications)", "",
+                  "| model | " + metric + " | ot K=5 true share | fit s | auto chose |", "| --- | --- | --- | --- | --- |"]
+        stats = {}
+        for m in MODELS:
+            mine = [r for r in cells if r["model"] == m]
+            if mine:
+                stats[m] = {key: _mean_se([r[key] for r in mine if r[key] is not None])
+                            for key in (metric, "ot_k5_true_share", "fit_s")}
+                stats[m]["chose"] = sorted({r["selected"] for r in mine if r.get("selected")})
+        best_err = min(v[metric][0] for v in stats.values())
+        shares = [v["ot_k5_true_share"][0] for v in stats.values() if v["ot_k5_true_share"][0] is not None]
+        best_share = max(shares) if shares else None
+        for m, v in stats.items():
+            e, es = v[metric]
+            s, ss = v["ot_k5_true_share"]
+            e_txt = f"{e:.3f} ± {es:.3f}"
+            e_txt = f"**{e_txt}**" if e == best_err else (e_txt + " *" if e - es <= best_err else e_txt)
+            if s is None:
+                s_txt = "— (one effect for all)"
+            else:
+                s_txt = f"{100 * s:.2f} ± {100 * ss:.2f} %"
+                s_txt = f"**{s_txt}**" if s == best_share else (s_txt + " *" if s + ss >= best_share else s_txt)
+            chose = ", ".join(v["chose"]) if v["chose"] else ""
+            lines.append(f"| {m} | {e_txt} | {s_txt} | {v['fit_s'][0]:.1f} | {chose} |")
+    return "\n".join(lines)
+
+
+def _mean_se(v):
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 0:
+        return None, None
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--table", action="store_true", help="print the table of --out and exit")
+    a = p.parse_args(argv)
+    if a.table:
+        print(table(a.out))
+        return 0
+    torch.set_num_threads(a.threads)
+    run(a.families, a.models, range(a.reps), a.out)
+    print(table(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
