@@ -58,6 +58,7 @@ import torch
 _FEAS_RTOL = 1e-9  # constraint values within this fraction of sum_i |w_i| max |v| of a bound count as on it
 _BASE = 8192  # customers below which the starting prices come from the entropic plan (no subsample)
 _AMB0 = 256  # first restricted LP size (customers); it grows x4 while the certificate fails
+_MILP_SECONDS = 10.0  # time limit of one rounding MILP (see _milp)
 _MILP_MAX = 1024  # customers the rounding MILP may free (beyond: the assignment's gap is reported, not closed)
 _PRICE_SAMPLE = 4096
 _REFINE_MAX = 8192  # customers on which warm prices are refined (a sample beyond; see _refine_prices)
@@ -858,16 +859,19 @@ def _round(prob: _Problem, x: np.ndarray, prices: Prices):
     while True:
         free = np.zeros(N, dtype=bool)
         free[order[:n_f]] = True
-        aF = _milp(prob, np.flatnonzero(free), a)
+        aF, solved = _milp(prob, np.flatnonzero(free), a)
         if aF is not None:
             cand = a.copy()
             cand[free] = aF
             delta = max(0.0, lp_value - float(prob.U[rows, cand].sum()))
             if best is None or delta < best[1]:
                 best = (cand, delta)
-            # no customer left fixed could move at a loss below delta: certified optimal
-            if n_f == N or not np.any(margin[~free] < delta - 1e-9 * span):
+            # no customer left fixed could move at a loss below delta: certified optimal (only when the
+            # MILP of the free ones was solved to optimality, not stopped at its time limit)
+            if solved and (n_f == N or not np.any(margin[~free] < delta - 1e-9 * span)):
                 return cand, True, 0.0
+            if not solved:  # a larger MILP would not finish either: keep the feasible incumbent, gap reported
+                return best[0], True, best[1]
         if n_f == N or 4 * n_f > max(_MILP_MAX, int(frac.sum()) + 64):
             if best is not None:
                 return best[0], True, best[1]
@@ -885,7 +889,10 @@ def _feasible(prob: _Problem, a: np.ndarray) -> bool:
 
 
 def _milp(prob: _Problem, F: np.ndarray, a: np.ndarray):
-    """Integral assignment of the customers F (others fixed at a) by HiGHS, exactly feasible; or None."""
+    """Integral assignment of the customers F (others fixed at a) by HiGHS, exactly feasible, and whether
+    HiGHS proved it optimal; (None, False) when it found none. A budget with few free customers is a
+    knapsack that HiGHS can branch on for minutes (measured: > 2 min on 1,500 x 99 at K = 4), hence the
+    time limit: past it the incumbent is returned and the rounding gap says what it may lose."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     N, K = prob.U.shape
@@ -895,32 +902,32 @@ def _milp(prob: _Problem, F: np.ndarray, a: np.ndarray):
     L, H = np.maximum(prob.L - used, 0), prob.H - used
     n = F.size
     if np.any(L > H) or L.sum() > n or H.sum() < n:
-        return None
+        return None, False
     vfix = _values_rows(prob, a, fixed)
     shrink = np.zeros(prob.Wc.shape[1])
     for _ in range(4):
         A_eq, A_ub, b_ub, kinds = _rows(prob, F, L, H, vfix)
         if any(kind == "infeasible" for kind, _, _ in kinds):
-            return None
+            return None, False
         cons = [LinearConstraint(A_eq, 1.0, 1.0)]
         if A_ub is not None:
             tight = np.array([shrink[j] / s if kind in ("hi", "lo") else 0.0 for kind, j, s in kinds])
             cons.append(LinearConstraint(A_ub, -np.inf, b_ub - tight))
         u = float(np.abs(prob.U[F]).max()) or 1.0
         res = milp(-prob.U[F].ravel() / u, constraints=cons, integrality=np.ones(n * K, dtype=np.uint8),
-                   bounds=Bounds(0, 1), options={"mip_rel_gap": 0.0})
+                   bounds=Bounds(0, 1), options={"mip_rel_gap": 0.0, "time_limit": _MILP_SECONDS})
         if res.x is None:
-            return None
+            return None, False
         aF = res.x.reshape(n, K).argmax(1)
         full = a.copy()
         full[F] = aF
         v = prob.values(full)
         over = np.maximum(v - prob.hi, prob.lo - v)
         if np.all(over <= prob.tol):
-            return aF
+            return aF, bool(res.status == 0)
         # HiGHS' feasibility tolerance let a row slip by more than float rounding: tighten it and retry
         shrink = np.where(over > prob.tol, shrink + 2.0 * over, shrink)
-    return None
+    return None, False
 
 
 # ----------------------------------------------------------------------------------------------------
