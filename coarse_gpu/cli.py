@@ -140,13 +140,14 @@ def _write_hydra_files(cfg: DictConfig, hc, out_dir: Path) -> None:
 
 def _report(results: dict, out_dir: Path) -> tuple[Path, Optional[Path], int]:
     """table.txt and the figures into ``out_dir``; returns (share png, treatments png or None, K plotted)."""
-    from coarse_gpu.experiment.report import format_table, plot_share_vs_k, plot_treatments
+    from coarse_gpu.experiment.report import format_table, plot_price_of_constraints, plot_share_vs_k, plot_treatments
     from coarse_gpu.utils import atomic_write_text
 
     table = format_table(results)
     atomic_write_text(out_dir / "table.txt", table + "\n")
     print("\n" + table + "\n", flush=True)
     share_png = plot_share_vs_k(results, out_dir / "share_vs_k.png")
+    plot_price_of_constraints(results, out_dir / "price_of_constraints.png")  # None without constraints
     k_plot = 5 if 5 in results["k_values"] else max(results["k_values"])
     return share_png, plot_treatments(results, out_dir / f"treatments_k{k_plot}.png", k_plot), k_plot
 

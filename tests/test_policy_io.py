@@ -19,6 +19,7 @@ from coarse_gpu.assign_cli import main as assign_main
 from coarse_gpu.data.file import experiment_from_frame
 from coarse_gpu.models import DragonNet, TARNet
 from coarse_gpu.policy import Policy, grid_search, kmeans_features, kmeans_preferences, kmeans_profiles
+from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
 from coarse_gpu.policy.io import deployable, load_policy, save_policy
 
@@ -46,6 +47,7 @@ def _policies(data, model):
         "kmeans_profiles": kmeans_profiles(profit, cand, 3, seed=0),
         "kmeans_profiles_pca": kmeans_profiles(profit, cand, 4, seed=0, n_components=5),
         "policy_tree": policy_tree(data.X, profit, cand, 4, seed=0, min_samples_leaf=20),
+        "ot_tree": ot_tree(data.X, profit, cand, 4, seed=0, min_samples_leaf=20),
     }
 
 
@@ -65,7 +67,7 @@ def test_round_trip_assigns_new_customers_identically(fitted, tmp_path):
         # the same rule on the customers the policy was built on gives back its own assignment
         seg, _ = loaded.assign_matrix(data.X)
         agree = np.mean(seg == pol.assignment)
-        assert agree >= (1.0 if name in ("grid", "policy_tree") else 0.99), (name, agree)
+        assert agree >= (1.0 if name in ("grid", "policy_tree", "ot_tree") else 0.99), (name, agree)
 
 
 def test_a_method_without_a_new_customer_rule_is_not_saved(fitted):

@@ -1,6 +1,8 @@
 """The policy-tree baseline recovers a planted rule-based segmentation and respects the K budget."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,64 @@ def test_stored_tree_reproduces_the_assignment_on_new_rows():
     assert np.mean(np.isclose(got, ideal_n)) > 0.95
     one = policy_tree(X, P, cand, 1)
     assert np.all(apply_tree(Xn, one.info["tree"]) == 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ot_tree: the OT's treatments assigned by a tree on the covariates
+# ---------------------------------------------------------------------------------------------------
+def test_ot_tree_recovers_the_planted_rules_in_both_variants():
+    from coarse_gpu.policy.ot_tree import ot_tree
+
+    X, P, cand, ideal = _planted()
+    rows = np.arange(len(X))
+    for variant in ("distill", "policy"):
+        pol = ot_tree(X, P, cand, 3, variant=variant, feature_names=["x0", "x1", "x2"])
+        assert pol.name == "ot_tree" and pol.k == 3
+        assert sorted(pol.treatments[:, 0].round(6).tolist()) == [0.2, 0.5, 0.8]  # the OT's three treatments
+        got = pol.treatment_of_customers()[:, 0]
+        assert np.mean(np.isclose(got, ideal)) > 0.97, variant
+        # the tree keeps (almost) all of the OT assignment's profit, never more
+        info = pol.info
+        assert info["tree_objective"] <= info["ot_objective"] + 1e-9
+        assert info["tree_objective"] >= info["ot_objective"] - 0.02 * abs(info["ot_objective"])
+        assert info["tree_objective"] == pytest.approx(P[rows, np.asarray(info["candidate_index"])[pol.assignment]].sum())
+        assert re.search(r"if x1 <= 0\.(3|29)", info["rules"]) and "-> segment" in info["rules"]
+        assert "[0.8]" in info["rules"] and "[0.2]" in info["rules"]
+
+
+def test_ot_tree_stored_arrays_assign_new_rows_and_print():
+    from coarse_gpu.policy.ot_tree import default_depth, ot_tree, tree_rules
+    from coarse_gpu.policy.tree import apply_tree
+
+    X, P, cand, _ = _planted(seed=4)
+    pol = ot_tree(X, P, cand, 4, seed=0)
+    np.testing.assert_array_equal(apply_tree(X, pol.info["tree"]), pol.assignment)
+    Xn, _, _, ideal_n = _planted(n=500, seed=5)
+    assert np.mean(np.isclose(pol.treatments[apply_tree(Xn, pol.info["tree"]), 0], ideal_n)) > 0.95
+    assert pol.info["depth"] == default_depth(4) == 3
+    # one line per reachable leaf, an if / else pair per reachable split; no split leads to one treatment
+    tree = pol.info["tree"]
+    left, right, slot = (np.asarray(tree[key]) for key in ("left", "right", "leaf_slot"))
+    reach, stack = [], [0]
+    while stack:
+        node = stack.pop()
+        reach.append(node)
+        if left[node] >= 0:
+            stack += [left[node], right[node]]
+            assert not (left[left[node]] < 0 and left[right[node]] < 0 and slot[left[node]] == slot[right[node]])
+    reach = np.asarray(reach)
+    text = tree_rules(tree, pol.treatments, ["a", "b", "c"], ["dose"])
+    assert text.count("->") == int(np.sum(left[reach] < 0)) and text.count("if ") == int(np.sum(left[reach] >= 0))
+    assert "dose=" in text and "if b <=" in text
+
+
+def test_ot_tree_bad_input_is_named():
+    from coarse_gpu.policy.ot_tree import ot_tree
+
+    X, P, cand, _ = _planted(n=200)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        ot_tree(X, P, cand, 3, variant="forest")
+    with pytest.raises(ValueError, match="ot_tree: need X"):
+        ot_tree(X[:10], P, cand, 3)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        ot_tree(X, P, cand, 3, depth=0)

@@ -815,6 +815,10 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         rule = "empirical arm frequency n_a / N (completely randomized experiment)"
     meta = {"source": source, "feature_schema": schema.to_dict(), "propensity_rule": rule,
             "profit_formula": _profit_formula(spec), "warnings": list(warnings)}
+    if spec.treatment_cost is not None:
+        # the per-customer cost of treatment t that the profit formula charges (sum_j cost_j t_j):
+        # what a discretizer.budget bounds (coarse_gpu.experiment.methods.constraints_from_config)
+        meta["treatment_unit_cost"] = [float(c) for c in np.asarray(spec.treatment_cost, dtype=np.float64).reshape(d)]
     if spec.id:
         meta["ids"] = df[spec.id].to_numpy()
         meta["id_column"] = spec.id

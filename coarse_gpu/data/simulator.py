@@ -28,6 +28,9 @@ Realized profit of the randomized arm t_i, measured per shopping trip over a win
   (so E[L_ij] = 1 and E[y_i | x_i, t_i] = pi_i(t_i); Var = [P v^2 (m-delta)^2 exp(sigma^2) - (P v (m-delta))^2] / n_trips).
 
 Arms: the product of ``discount_levels`` x ``duration_levels``, randomized uniformly (propensity 1/A).
+Cost of a treatment (what ``discretizer.budget`` bounds, ``meta["treatment_unit_cost"]``):
+  cost(delta, s) = delta * R + contact_cost * s, R = the experiment's mean realized revenue per customer
+  (basket value x purchases): the discount given away on an average customer's purchases plus the contact cost.
 """
 from __future__ import annotations
 
@@ -229,7 +232,12 @@ class PromotionsSimulator:
             propensity=np.full(n, 1.0 / a),
             space=self.space,
             truth=truth,
-            meta={"source": "promotions_simulator", "seed": self.seed, "n_trips": self.n_trips},
+            meta={"source": "promotions_simulator", "seed": self.seed, "n_trips": self.n_trips,
+                  # cost of a promotion (discount, weeks) per customer, linear in t (what a budget bounds):
+                  # the discount on the experiment's mean revenue per customer plus the contact cost.
+                  # The two cost lines of pi_i(t); the discount's exact cost v_i delta P_i(t) depends on the
+                  # customer and on t, so the mean realized revenue stands in for v_i P_i(t).
+                  "treatment_unit_cost": [float(np.mean(truth.basket_value * spend)), self.contact_cost]},
         )
 
 

@@ -40,45 +40,70 @@ import torch
 def entropic_plan(
     U: torch.Tensor,
     eps,
-    lo: float = 0.0,
-    hi: float = 1.0,
+    lo=0.0,
+    hi=1.0,
     g: Optional[torch.Tensor] = None,
     tol: float = 1e-5,
     max_iter: int = 1000,
+    side=None,
+    lam: Optional[torch.Tensor] = None,
 ):
-    """Box-constrained semi-relaxed entropic plan, batched over restarts.
+    """Box-constrained semi-relaxed entropic plan, batched over restarts, optionally with side constraints.
 
     Parameters
     ----------
     U : (N, K) or (N, R, K) profits of the chosen columns (R independent problems share the rows).
     eps : positive float (or (R,) tensor): entropic temperature in profit units.
-    lo, hi : column-share box (fractions of the total mass 1).
+    lo, hi : column-share box (fractions of the total mass 1): floats, or (K,) tensors per column.
     g : optional warm start (K,) or (R, K) column potentials.
-    tol : stop when the summed share violation sum_k (s_k - hi)_+ + (lo - s_k)_+ is below tol.
+    tol : stop when the summed share violation sum_k (s_k - hi)_+ + (lo - s_k)_+ is below tol; with
+        side constraints, plus each one's violation as a fraction of its scale sum_i |w_i| max |v| and the
+        complementary slackness of every multiplier and potential (they are then read as prices).
+    side : optional linear side constraints ``(Wc (N, C), Vk (C, K) or (R, C, K), clo (C,), chi (C,))``:
+        clo_c <= N sum_ik P_ik Wc_ic Vk_ck <= chi_c (row i of N P is customer i's randomized assignment;
+        +-inf for no bound), enforced by one multiplier lam_c per constraint (and restart):
+        P_ik ∝ exp((U_ik + g_k - sum_c lam_c Wc_ic Vk_ck) / eps). Each lam_c takes a Newton step of its
+        exact block update (project 0 onto {lam : clo <= value(lam) <= chi}; value decreases in lam with
+        slope -Var / eps), capped at 8 eps per unit of the constraint's largest per-customer swing
+        (the value is nearly a step function at small eps, where plain Newton overshoots).
+    lam : optional warm start (C,) or (R, C) multipliers.
 
     Returns
     -------
     P : plan, same shape as U; every row sums to exactly 1/N.
     g : column potentials (R, K) (or (K,)).
-    err : (R,) (or scalar) share violation of the returned plan.
+    err : (R,) (or scalar) share (and side-constraint) violation of the returned plan.
     n_iter : iterations used.
+    lam : (R, C) (or (C,)) multipliers — only when ``side`` is given.
     """
     squeeze = U.ndim == 2
     if squeeze:
         U = U[:, None, :]
         if g is not None and g.ndim == 1:
             g = g[None, :]
+        if lam is not None and lam.ndim == 1:
+            lam = lam[None, :]
     N, R, K = U.shape
     if isinstance(eps, torch.Tensor):
         eps_t = eps.to(U).reshape(1, -1, 1) if eps.numel() > 1 else eps.to(U).reshape(1, 1, 1)
     else:
         eps_t = torch.tensor(float(eps), dtype=U.dtype, device=U.device)
     g = torch.zeros(R, K, dtype=U.dtype, device=U.device) if g is None else g.to(U).reshape(R, K).clone()
-    free = lo <= 0.0 and hi >= 1.0
-    log_lo = math.log(lo) if lo > 0 else -math.inf
-    log_hi = math.log(hi) if hi < 1 else 0.0
+    lo_t = torch.as_tensor(lo, dtype=U.dtype, device=U.device)
+    hi_t = torch.as_tensor(hi, dtype=U.dtype, device=U.device)
+    free = bool((lo_t <= 0.0).all() and (hi_t >= 1.0).all())
+    tiny = torch.finfo(U.dtype).tiny
+    log_lo = torch.where(lo_t > 0, torch.log(lo_t.clamp_min(tiny)), torch.full_like(lo_t, -math.inf))
+    log_hi = torch.where(hi_t < 1, torch.log(hi_t.clamp_min(tiny)), torch.zeros_like(hi_t))
     logN = math.log(N)
     eps_rk = eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t  # broadcastable against (R, K)
+    if side is not None:
+        Wc, Vk, clo, chi = (torch.as_tensor(t, device=U.device).to(U.dtype) for t in side)
+        Vk = Vk.expand(R, *Vk.shape[-2:]) if Vk.ndim == 2 else Vk  # (R, C, K)
+        C = Wc.shape[1]
+        lam = torch.zeros(R, C, dtype=U.dtype, device=U.device) if lam is None else lam.to(U).reshape(R, C).clone()
+        cscale = Wc.abs().sum(0) * Vk.abs().amax((0, 2)) + tiny  # (C,)
+        swing = Wc.abs().amax(0)[None, :] * (Vk.amax(2) - Vk.amin(2))  # (R, C) largest per-customer change
     err = torch.zeros(R, dtype=U.dtype, device=U.device)
     # Floor on log-weights relative to each row's best column: entries below it are set to the floor
     # (a relative weight < 1e-25, far below the dtype's resolution). This keeps every exp() and every
@@ -87,26 +112,80 @@ def entropic_plan(
     floor = max(floor, -700.0)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        logits = (U + g) / eps_t
+        logits = U + g
+        if side is not None:
+            logits = logits - torch.einsum("nc,rck->nrk", Wc, lam[:, :, None] * Vk)
+        logits = logits / eps_t
         z = (logits - logits.amax(dim=2, keepdim=True)).clamp_min(floor)
         logP = z - torch.log(torch.exp(z).sum(dim=2, keepdim=True)) - logN
-        if free:
+        if free and side is None:
             break
-        S = torch.exp(logP).sum(0)  # (R, K) column shares
-        err = (torch.relu(S - hi) + torch.relu(lo - S)).sum(1)
+        P = torch.exp(logP)
+        S = P.sum(0)  # (R, K) column shares
+        err = (torch.relu(S - hi_t) + torch.relu(lo_t - S)).sum(1)
+        if side is not None:
+            val, slope = _side_moments(P * N, Wc, Vk)  # (R, C) values and variances
+            err = err + _side_error(val, lam, clo, chi, cscale) + _share_slackness(S, g, lo_t, hi_t)
         if float(err.max()) <= tol:
             break
-        logS = torch.log(S.clamp_min(torch.finfo(U.dtype).tiny))
-        a = g + eps_rk * (log_lo - logS)
-        b = g + eps_rk * (log_hi - logS)
-        g = torch.maximum(a, torch.minimum(torch.zeros_like(b), b))
+        if not free:
+            logS = torch.log(S.clamp_min(tiny))
+            a = g + eps_rk * (log_lo - logS)
+            b = g + eps_rk * (log_hi - logS)
+            g = torch.maximum(a, torch.minimum(torch.zeros_like(b), b))
+        if side is not None:
+            lam = _multiplier_step(lam, val, slope, clo, chi, swing, eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t)
     P = torch.exp(logP)
-    if not free:
+    if not free or side is not None:
         S = P.sum(0)
-        err = (torch.relu(S - hi) + torch.relu(lo - S)).sum(1)
+        err = (torch.relu(S - hi_t) + torch.relu(lo_t - S)).sum(1)
+        if side is not None:
+            val, _ = _side_moments(P * N, Wc, Vk)
+            err = err + _side_error(val, lam, clo, chi, cscale) + _share_slackness(S, g, lo_t, hi_t)
     if squeeze:
-        return P[:, 0, :], g[0], err[0], n_iter
-    return P, g, err, n_iter
+        out = (P[:, 0, :], g[0], err[0], n_iter)
+        return out + (lam[0],) if side is not None else out
+    return (P, g, err, n_iter, lam) if side is not None else (P, g, err, n_iter)
+
+
+def _multiplier_step(lam, val, slope, clo, chi, swing, eps_r) -> torch.Tensor:
+    """One capped Newton step of every multiplier (R, C) toward its exact block update: project 0 onto
+    {lam : clo <= linearized value <= chi}; the value decreases in lam with slope -Var / eps."""
+    tiny = torch.finfo(lam.dtype).tiny
+    d = -(slope / eps_r).clamp_min(tiny)  # d value / d lam < 0
+    lam_hi = lam + (chi - val) / d  # linearized value = chi
+    lam_lo = lam + (clo - val) / d  # linearized value = clo (lam_hi <= lam_lo)
+    new = torch.maximum(lam_hi, torch.minimum(torch.zeros_like(lam_lo), lam_lo))
+    cap = 8.0 * eps_r / swing.clamp_min(tiny)
+    new = torch.where(swing > 0, lam + (new - lam).clamp(-cap, cap), lam)
+    return torch.nan_to_num(new, nan=0.0)
+
+
+def _side_error(val, lam, clo, chi, cscale) -> torch.Tensor:
+    """(R,) violation plus complementary slackness of the side constraints, as fractions of their scale:
+    a multiplier may only be positive on the upper bound and negative on the lower one."""
+    viol = torch.relu(val - chi) + torch.relu(clo - val)
+    slack = torch.where(lam > 0, (chi - val).abs(), torch.zeros_like(val)) \
+        + torch.where(lam < 0, (val - clo).abs(), torch.zeros_like(val))
+    return (torch.nan_to_num(viol + slack, nan=0.0, posinf=0.0) / cscale).sum(1)
+
+
+def _share_slackness(S, g, lo_t, hi_t) -> torch.Tensor:
+    """(R,) complementary slackness of the share potentials (g_k > 0 only at s_k = lo, < 0 only at hi);
+    checked with side constraints, whose multipliers are read as prices."""
+    return (torch.where(g > 0, (S - lo_t).abs(), torch.zeros_like(S))
+            + torch.where(g < 0, (hi_t - S).abs(), torch.zeros_like(S))).sum(1)
+
+
+def _side_moments(p: torch.Tensor, Wc: torch.Tensor, Vk: torch.Tensor):
+    """Values sum_i E_p[w_ic v_c] (R, C) and summed variances sum_i Var_p[w_ic v_c] (R, C) of the
+    randomized assignment p (N, R, K) (rows sum to 1)."""
+    m1 = torch.einsum("nrk,rck->nrc", p, Vk)  # E[v] per customer
+    m2 = torch.einsum("nrk,rck->nrc", p, Vk * Vk)
+    w = Wc[:, None, :]
+    val = (w * m1).sum(0)
+    var = (w * w * (m2 - m1 * m1).clamp_min(0)).sum(0)
+    return val, var
 
 
 def entropic_value(U: torch.Tensor, eps: float, block: int = 1 << 14) -> float:

@@ -155,10 +155,21 @@ class ModelConfig:
 
 
 @dataclass
+class GroupParityConfig:
+    """Group parity (coarse_gpu.experiment.methods.constraints_from_config): the mean level of one
+    treatment dimension may differ by at most ``max_gap`` between any two groups of customers."""
+
+    column: Optional[str] = None  # raw data column whose values are the groups (e.g. region); null = off
+    max_gap: Optional[float] = None  # largest allowed gap between two groups' mean treatment level
+    treatment: Optional[str] = None  # the treatment dimension bounded (a name in data's treatment space);
+    # null = the only dimension (an error with several)
+
+
+@dataclass
 class DiscretizerConfig:
     """Step 2: the optimal-transport discretizer (coarse_gpu.discretize)."""
 
-    solver: str = "sinkhorn"  # sinkhorn | lloyd
+    solver: str = "sinkhorn"  # sinkhorn | lloyd | mip (exact, N x M up to ~1e5)
     # One K for this run (for sweeps: -m discretizer.k=2,3); null = every K in evaluation.k_values.
     k: Optional[int] = None
     n_restarts: int = 8
@@ -167,6 +178,14 @@ class DiscretizerConfig:
     max_share: Optional[float] = None
     refine: bool = True  # move treatments off the candidate grid with the model's profit oracle
     dtype: str = "float32"
+    # Budget: the mean cost per customer of the assigned treatments is at most this (null = none).
+    # Cost of treatment t = sum_j unit_cost_j t_j, unit costs from ``budget_unit_cost`` or the data's
+    # profit definition (data.meta["treatment_unit_cost"]: file data's treatment_cost; the simulator:
+    # discount x mean revenue per customer + contact_cost x weeks). Turns off ``refine`` (the costs are
+    # per candidate).
+    budget: Optional[float] = None
+    budget_unit_cost: Optional[List[float]] = None  # cost per unit of each treatment dimension
+    group_parity: GroupParityConfig = field(default_factory=GroupParityConfig)
 
 
 @dataclass

@@ -21,7 +21,9 @@ import torch
 from omegaconf import DictConfig
 
 from coarse_gpu.data import ExperimentData
-from coarse_gpu.discretize import discretize
+from coarse_gpu.discretize import Constraint, discretize
+from coarse_gpu.discretize.exact import share_counts
+from coarse_gpu.discretize.constraints import assign_constrained
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
 from coarse_gpu.policy import (
     Policy,
@@ -32,13 +34,16 @@ from coarse_gpu.policy import (
     single_best,
 )
 from coarse_gpu.policy.baselines import profile_embedding
+from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
 
-__all__ = ["METHODS", "MethodContext", "ensemble_spread", "method_policy", "ot_policy", "warm_start"]
+__all__ = ["METHODS", "MethodContext", "constraints_from_config", "ensemble_spread", "method_policy", "ot_policy",
+           "treatment_costs", "warm_start"]
 
 log = logging.getLogger("coarse_gpu")
 
-METHODS = ("ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid", "single_best")
+METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid",
+           "single_best")
 #: Customers on which the spread re-runs the discretizer per fold model (a uniform subsample).
 SPREAD_ROWS = 5_000
 
@@ -62,6 +67,7 @@ class MethodContext:
     ot_previous: Optional[list] = field(default=None)  # the ot grid solution at the previous K
     fold_arms: Optional[list] = field(default=None)  # per fold model: (N, A) estimates (ensemble_spread)
     cache: dict = field(default_factory=dict)  # work that does not depend on K (baselines' embeddings)
+    constraints: Optional[list] = field(default=None)  # the discretizer's side constraints (built once)
 
 
 def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
@@ -80,21 +86,143 @@ def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional
     return chosen
 
 
-def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfig, oracle, space,
-              device: torch.device, seed: int, init: Optional[list] = None) -> tuple[Policy, dict]:
-    """The OT discretizer's policy at K; ``init`` (K grid indices, e.g. ``warm_start``) seeds restart 0."""
+def treatment_costs(d_cfg, data: ExperimentData, candidates: np.ndarray) -> np.ndarray:
+    """(M,) cost per customer of each candidate treatment (M, d): sum_j unit_cost_j t_j, with the unit
+    costs of ``discretizer.budget_unit_cost`` or, when null, the data's profit definition
+    (``data.meta["treatment_unit_cost"]``, see coarse_gpu.data.simulator / file)."""
+    unit = d_cfg.get("budget_unit_cost")
+    unit = data.meta.get("treatment_unit_cost") if unit is None else unit
+    if unit is None:  # validate.constraint_problems names the key before any work; this guards API callers
+        raise ValueError("discretizer.budget needs treatment costs: set discretizer.budget_unit_cost (one per "
+                         "treatment dimension)")
+    return np.asarray(candidates, dtype=np.float64) @ np.asarray(list(unit), dtype=np.float64)
+
+
+def parity_groups(column, data: ExperimentData) -> tuple[np.ndarray, list[str]]:
+    """(codes (N,) int64, sorted level names) of the raw data column ``column`` (values as strings)."""
+    vals = data.features[column].astype(str).to_numpy()
+    levels = sorted(set(vals.tolist()))
+    return np.searchsorted(np.asarray(levels, dtype=object), vals).astype(np.int64), levels
+
+
+def constraints_from_config(d_cfg, data: ExperimentData, candidates: np.ndarray) -> list[Constraint]:
+    """The side constraints that ``discretizer.budget`` and ``discretizer.group_parity`` ask for, over the
+    customers of ``data`` (the ones the discretizer assigns) and the candidates (M, d).
+
+    budget B: weights 1/N, values = ``treatment_costs``, hi = B (mean cost per customer <= B).
+    group parity (column, max_gap, treatment dimension j): for every pair of groups g < h, weights
+    +1/|g| on g and -1/|h| on h, values = candidates[:, j], in [-max_gap, max_gap]: the pairwise bands
+    together say max_g mean_g - min_g mean_g <= max_gap (mean_g = group g's mean level of dimension j).
+    """
+    out: list[Constraint] = []
+    n = len(data)
+    if d_cfg.get("budget") is not None:
+        out.append(Constraint(np.full(n, 1.0 / n), treatment_costs(d_cfg, data, candidates), hi=float(d_cfg.budget),
+                              name="budget"))
+    gp = d_cfg.get("group_parity") or {}
+    if gp.get("column") is not None:
+        names = list(data.space.names)
+        j = 0 if gp.get("treatment") is None else names.index(gp["treatment"])
+        codes, levels = parity_groups(gp["column"], data)
+        size = np.bincount(codes, minlength=len(levels)).astype(np.float64)
+        gap = float(gp["max_gap"])
+        for g in range(len(levels)):
+            for h in range(g + 1, len(levels)):
+                w = np.where(codes == g, 1.0 / size[g], 0.0) - np.where(codes == h, 1.0 / size[h], 0.0)
+                out.append(Constraint(w, np.asarray(candidates, dtype=np.float64)[:, j], lo=-gap, hi=gap,
+                                      name=f"parity {gp['column']}={levels[g]} vs {levels[h]} ({names[j]})"))
+    return out
+
+
+def constraint_spec(d_cfg, data: ExperimentData, constraints: list) -> dict:
+    """What a saved policy records of its constraints: the config keys and the costs actually used."""
+    spec: dict = {"n_constraints": len(constraints)}
+    budget = next((c for c in constraints if c.name == "budget"), None)
+    if budget is not None:
+        unit = d_cfg.get("budget_unit_cost")
+        spec["budget"] = float(d_cfg.budget)
+        spec["budget_unit_cost"] = [float(u) for u in (data.meta.get("treatment_unit_cost") if unit is None else unit)]
+        spec["budget_unit_cost_from"] = "discretizer.budget_unit_cost" if unit is not None else "data"
+        spec["treatment_names"] = list(data.space.names)
+        spec["candidate_cost_range"] = [float(np.min(budget.values)), float(np.max(budget.values))]
+    gp = d_cfg.get("group_parity") or {}
+    if gp.get("column") is not None:
+        spec["group_parity"] = {"column": gp["column"], "max_gap": float(gp["max_gap"]),
+                                "treatment": gp.get("treatment") or list(data.space.names)[0],
+                                "groups": parity_groups(gp["column"], data)[1]}
+    return spec
+
+
+def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, constraints):
     d = cfg.discretizer
     options = dict(solver=d.solver, n_restarts=d.n_restarts, dtype=d.dtype, init=init)
-    if d.refine and oracle is not None:  # no oracle: the model cannot leave the arms
+    if d.refine and oracle is not None and not constraints:  # no oracle: the model cannot leave the arms;
+        # constraints: their values are per candidate, so the treatments stay on the grid
         options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
-    res = discretize(
-        profit, k, candidates=candidates, min_share=d.min_share, max_share=d.max_share,
-        epsilon=d.epsilon, device=str(device), seed=seed, **options,
-    )
+    return discretize(profit, k, candidates=candidates, min_share=d.min_share, max_share=d.max_share,
+                      epsilon=d.epsilon, device=str(device), seed=seed, constraints=constraints or None, **options)
+
+
+def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfig, oracle, space,
+              device: torch.device, seed: int, init: Optional[list] = None,
+              constraints: Optional[list] = None, spec: Optional[dict] = None) -> tuple[Policy, dict]:
+    """The OT discretizer's policy at K; ``init`` (K grid indices, e.g. ``warm_start``) seeds restart 0.
+
+    With ``constraints`` (a list of ``Constraint``) the policy's info records each one (value, bounds,
+    dual multiplier: the total estimated profit one more unit of the bound buys) under "constraints",
+    and extra["discretization"] is the ``Discretization`` (ot_tree reuses it)."""
+    res = _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, constraints)
     info = {"solver": res.solver, "epsilon": res.epsilon, "estimated_objective": res.objective,
             "entropic_objective": res.entropic_objective, "n_trace": len(res.trace)}
+    if constraints:
+        info["constraints"] = {"spec": spec or {}, "rows": res.info.get("constraints", [])}
     return Policy("ot", res.treatments, res.assignment, info), {"trace": res.trace,
-                                                                 "grid_index": res.info.get("grid_index")}
+                                                                 "grid_index": res.info.get("grid_index"),
+                                                                 "discretization": res}
+
+
+def unconstrained_ot(k: int, ctx: "MethodContext") -> Policy:
+    """The OT policy at K without the side constraints and without refinement (the constrained one is on
+    the grid too): the reference of the price of the constraints."""
+    prev = ctx.cache.get("free_previous")
+    init = warm_start(ctx.profit, prev, k) if ctx.cfg.discretizer.solver != "exact" else None
+    res = _discretize(ctx.profit, ctx.candidates, k, ctx.cfg, None, ctx.scored.space, ctx.device, ctx.seed, init, None)
+    ctx.cache["free_previous"] = res.info.get("grid_index")
+    return Policy("ot_unconstrained", res.treatments, res.assignment, {"estimated_objective": res.objective})
+
+
+def _ot_tree(k: int, ctx: "MethodContext") -> Policy:
+    """ot_tree at K on the OT solution of this K (run first when ``ot`` is not among the methods): its
+    grid treatments before any refinement, with the assignment under shares and constraints."""
+    res = method_policy("ot", k, ctx)[1]["discretization"]  # cached when ot ran at this K
+    cols = np.asarray(res.info["grid_index"], dtype=np.int64)
+    if np.any(np.asarray(res.candidate_index) < 0):  # refined off the grid: back to its grid solution
+        d = ctx.cfg.discretizer
+        L, H = share_counts(len(ctx.scored), k, d.min_share, d.max_share)
+        a, _, _ = assign_constrained(ctx.profit[:, cols], L, H, None, cols)
+        res = _GridSolution(ctx.candidates[cols], a, cols, res.info)
+    pol = ot_tree(ctx.scored.X, ctx.profit, ctx.candidates, k, seed=ctx.seed, discretization=res,
+                  feature_names=getattr(ctx.scored, "feature_names", None))
+    if ctx.constraints:
+        # the tree's leaves are not priced: record what the constraints come to under its assignment
+        cand_idx = np.asarray(pol.info["candidate_index"], dtype=np.int64)[pol.assignment]
+        rows = []
+        for c in ctx.constraints:
+            v = float(np.dot(np.asarray(c.weights), np.asarray(c.values)[cand_idx]))
+            ok = (c.lo is None or v >= c.lo - 1e-9 * abs(c.lo)) and (c.hi is None or v <= c.hi + 1e-9 * abs(c.hi))
+            rows.append({"name": c.name, "value": v, "lo": c.lo, "hi": c.hi, "satisfied": bool(ok)})
+        pol.info["constraints"] = {"spec": ctx.cache["constraint_spec"], "rows": rows, "enforced": False}
+    return pol
+
+
+@dataclass
+class _GridSolution:
+    """The fields of a ``Discretization`` that ot_tree reads."""
+
+    treatments: np.ndarray
+    assignment: np.ndarray
+    candidate_index: np.ndarray
+    info: dict
 
 
 def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Policy, dict]]:
@@ -108,10 +236,21 @@ def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Pol
             return None
         return grid_search(ctx.estimates.mu_arms, ctx.arms, k, seed=seed), {}
     if method == "ot":
+        if ("ot", k) in ctx.cache:  # ot_tree ran it first at this K
+            return ctx.cache[("ot", k)]
         init = warm_start(p, ctx.ot_previous, k) if ctx.cfg.discretizer.solver != "exact" else None
-        policy, extra = ot_policy(p, cand, k, ctx.cfg, ctx.estimates.oracle, ctx.scored.space, ctx.device, seed, init)
+        if ctx.constraints is None:  # once per run: they do not depend on K
+            ctx.constraints = constraints_from_config(ctx.cfg.discretizer, ctx.scored, cand)
+            ctx.cache["constraint_spec"] = constraint_spec(ctx.cfg.discretizer, ctx.scored, ctx.constraints)
+        policy, extra = ot_policy(p, cand, k, ctx.cfg, ctx.estimates.oracle, ctx.scored.space, ctx.device, seed, init,
+                                  ctx.constraints, ctx.cache["constraint_spec"])
         ctx.ot_previous = extra.get("grid_index")
+        if ctx.constraints:
+            extra["unconstrained"] = unconstrained_ot(k, ctx)
+        ctx.cache[("ot", k)] = (policy, extra)
         return policy, extra
+    if method == "ot_tree":
+        return _ot_tree(k, ctx), {}
     if method == "kmeans_features":
         return kmeans_features(ctx.scored.X, p, cand, k, seed=seed), {}
     if method == "kmeans_preferences":

@@ -30,7 +30,7 @@ from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_sprea
 from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.tracking import Tracker
-from coarse_gpu.experiment.validate import validate_config
+from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_problems, validate_config
 from coarse_gpu.models import CrossFitted
 from coarse_gpu.policy import Policy, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
@@ -268,6 +268,29 @@ def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
     return cells, comparisons
 
 
+#: per-customer profit measures of a cell that the price of a constraint / of interpretability compares
+PROFITS = ("oracle_profit", "expected_profit", "dr_value")
+
+
+def _cost_vs(ref: dict, cell: dict) -> dict:
+    """ref minus cell for each per-customer profit measure (None where either lacks it)."""
+    return {m: (ref[m] - cell[m]) if ref.get(m) is not None and cell.get(m) is not None else None for m in PROFITS}
+
+
+def _price_of_constraints(evaluator: Evaluator, policy: Policy, free: Policy, cell: dict) -> dict:
+    """The constrained OT policy (``cell``) next to the unconstrained one at the same K: both per-customer
+    profits, their difference ("cost"), and per constraint its value, bounds and dual multiplier, total
+    ("dual": estimated profit one more unit of the bound buys) and per customer (dual / N)."""
+    s = evaluator.scores(free)
+    sc = evaluator.score(free, s, evaluator.intervals(s[:, None])[0])
+    unc = {"oracle_profit": sc.oracle_profit, "expected_profit": sc.expected_profit, "dr_value": sc.dr_value,
+           "share_of_full": sc.share_of_full, "treatments": np.asarray(free.treatments).tolist(),
+           "segment_sizes": free.segment_sizes.astype(int).tolist()}
+    con = {m: cell.get(m) for m in PROFITS + ("share_of_full",)}
+    rows = [{**r, "dual_per_customer": r["dual"] / policy.n} for r in policy.info["constraints"]["rows"]]
+    return {"constrained": con, "unconstrained": unc, "cost": _cost_vs(unc, con), "constraints": rows}
+
+
 def _save_policies(run_dir: Path, policies: dict, cells: dict, model, data, ctx, k: int) -> None:
     from coarse_gpu.policy.io import deployable, save_policy
 
@@ -299,6 +322,14 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
     cells, comparisons = _score_k(evaluator, policies, k)
     if "ot" in policies:
         cells["ot"]["ensemble_spread"] = ensemble_spread(model, ctx, policies["ot"], k)
+    if extras.get("ot", {}).get("unconstrained") is not None:
+        price = _price_of_constraints(evaluator, policies["ot"], extras["ot"]["unconstrained"], cells["ot"])
+        cells["ot"]["price_of_constraints"] = price
+        results.setdefault("price_of_constraints", {})[str(k)] = price
+    if "ot_tree" in policies:
+        cells["ot_tree"]["rules"] = policies["ot_tree"].info["rules"]
+        if "ot" in cells:
+            cells["ot_tree"]["cost_vs_ot"] = _cost_vs(cells["ot"], cells["ot_tree"])
     timings["evaluate"] += time.perf_counter() - t0
     if cfg.get("save_policies", True):
         t0 = time.perf_counter()
@@ -319,10 +350,21 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
     candidates = candidate_treatments(data, cfg.data)
     check_k_values(k_values, len(candidates), len(scored))
+    _check_constraint_keys(cfg, data, candidates)
     log.info("data: %d customers (%s), %d arms, %d candidate treatments", len(data),
              "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
              data.n_arms, len(candidates))
     return data, train, scored, candidates
+
+
+def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:
+    """discretizer.budget / group_parity against the loaded data (column, costs), before training."""
+    col = (cfg.discretizer.get("group_parity") or {}).get("column")
+    groups = {col: int(data.features[col].astype(str).nunique())} if col in data.features.columns else None
+    problems = data_constraint_problems(cfg, list(data.features.columns), list(data.space.names),
+                                        data.meta.get("treatment_unit_cost"), candidates, groups)
+    if problems:
+        raise ConfigValueError(problems)
 
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:

@@ -21,6 +21,7 @@ from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 # Display order and labels of the methods (the keys are the results.json contract).
 METHOD_LABELS = {
     "ot": "OT discretizer",
+    "ot_tree": "OT treatments, tree segments",
     "kmeans_features": "k-means on features",
     "kmeans_preferences": "k-means on preferences",
     "kmeans_profiles": "k-means on profit vectors",
@@ -100,7 +101,58 @@ def format_table(results: Mapping[str, Any]) -> str:
                 cells.append(f"{'-':>22}")
         lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
     lines.extend(_comparison_lines(results, k_values, width))
+    lines.extend(_price_lines(results, k_values))
+    lines.extend(_tree_lines(results, k_values))
     return "\n".join(lines)
+
+
+def _measure(cell: Mapping[str, Any]) -> str:
+    """The per-customer profit a comparison uses: true profit on simulated data, else the DR value."""
+    return "oracle_profit" if cell.get("oracle_profit") is not None else "dr_value"
+
+
+def _price_lines(results: Mapping[str, Any], k_values: list[str]) -> list[str]:
+    """Per K: the constrained OT policy's profit next to the unconstrained one, and each constraint's
+    value and dual multiplier per customer (the profit one more unit of its bound buys)."""
+    price = results.get("price_of_constraints") or {}
+    if not price:
+        return []
+    first = next(iter(price.values()))
+    m = _measure(first["constrained"])
+    what = "true profit" if m == "oracle_profit" else "doubly robust value"
+    out = ["", f"Price of the constraints (OT discretizer, {what} per customer; dual = profit per customer one "
+               "more unit of the bound buys)"]
+    for k in k_values:
+        p = price.get(k)
+        if not p:
+            continue
+        con, unc, cost = p["constrained"][m], p["unconstrained"][m], p["cost"][m]
+        duals = ", ".join(f"{r['name']}: value {r['value']:.4g}, dual {r['dual_per_customer']:.4g}"
+                          for r in p["constraints"] if r.get("binding") or r["name"] == "budget")
+        out.append(f"  K={k}: constrained {con:.4f}, unconstrained {unc:.4f}, cost {cost:.4f}"
+                   + (f"; {duals}" if duals else "; no constraint binds"))
+    return out
+
+
+def _tree_lines(results: Mapping[str, Any], k_values: list[str]) -> list[str]:
+    """ot_tree: the profit it gives up against ot at every K, then its rules."""
+    cells = results.get("methods", {}).get("ot_tree") or {}
+    if not cells:
+        return []
+    out = ["", "Segments a marketer can read (ot_tree): profit per customer given up against the OT assignment"]
+    for k in k_values:
+        c = cells.get(k)
+        if c and c.get("cost_vs_ot"):
+            cost = c["cost_vs_ot"]
+            m = "oracle_profit" if cost.get("oracle_profit") is not None else "dr_value"
+            out.append(f"  K={k}: {cost[m]:.4f} ({'true profit' if m == 'oracle_profit' else 'DR value'}), "
+                       f"{cost['expected_profit']:.4f} (estimated)")
+    for k in k_values:
+        c = cells.get(k)
+        if c and c.get("rules"):
+            out.append(f"ot_tree rules at K={k}:")
+            out.extend("  " + line for line in c["rules"].splitlines())
+    return out
 
 
 def _selection_lines(results: Mapping[str, Any]) -> list[str]:
@@ -260,6 +312,48 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     axb.set_xlim(0, 100)
     axb.set_xlabel("share of customers per segment (largest first, %)")
     axb.set_title(f"Segment sizes at K={k}", fontsize=9)
+    fig.tight_layout()
+    out = _save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_price_of_constraints(results: Mapping[str, Any], path: str | os.PathLike) -> Path | None:
+    """PNG: per K, the constrained OT policy's profit per customer next to the unconstrained one (left)
+    and each binding constraint's dual multiplier per customer (right). None without constraints."""
+    price = results.get("price_of_constraints") or {}
+    if not price:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(int(k) for k in price)
+    m = _measure(price[str(ks[0])]["constrained"])
+    fig, (ax, axd) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    ax.plot(ks, [price[str(k)]["unconstrained"][m] for k in ks], marker="o", color="black", label="unconstrained")
+    ax.plot(ks, [price[str(k)]["constrained"][m] for k in ks], marker="s", color="tab:red", label="constrained")
+    ax.set_xlabel("number of distinct treatments K")
+    ax.set_ylabel(("true profit" if m == "oracle_profit" else "doubly robust value") + " per customer")
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("OT policy with and without the constraints", fontsize=9)
+    names = [r["name"] for r in price[str(ks[0])]["constraints"]]
+    for name in names:
+        duals = [next((r["dual_per_customer"] for r in price[str(k)]["constraints"] if r["name"] == name), 0.0)
+                 for k in ks]
+        if any(duals):
+            axd.plot(ks, duals, marker="o", label=name)
+    axd.axhline(0.0, color="grey", lw=0.8)
+    axd.set_xlabel("number of distinct treatments K")
+    axd.set_ylabel("dual multiplier per customer")
+    axd.set_xticks(ks)
+    axd.grid(alpha=0.3)
+    if axd.get_legend_handles_labels()[0]:
+        axd.legend(fontsize=7)
+    axd.set_title("profit one more unit of each bound buys", fontsize=9)
     fig.tight_layout()
     out = _save_figure(fig, path)
     plt.close(fig)

@@ -148,6 +148,9 @@ RULES: dict[str, Rule] = {
     "discretizer.epsilon": _num(0.0, lo_open=True, null=True),
     "discretizer.min_share": _num(0.0, 1.0, null=True),
     "discretizer.max_share": _num(0.0, 1.0, lo_open=True, null=True),
+    "discretizer.budget": _num(null=True),
+    "discretizer.budget_unit_cost": Rule("numbers", null=True),
+    "discretizer.group_parity.max_gap": _num(0.0, null=True),
     # evaluation
     "evaluation.k_values": Rule("ints", 1),
     "evaluation.n_boot": _int(0),
@@ -167,6 +170,8 @@ RULES: dict[str, Rule] = {
 #: The simulator's treatment box (coarse_gpu.data.simulator.PROMOTION_SPACE).
 LEVELS = {"data.discount_levels": (0.0, 0.5), "data.duration_levels": (0.0, 4.0)}
 CHOICES = {"discretizer.dtype": ("float32", "float64")}
+#: Most groups a parity constraint may compare (G groups give G (G - 1) / 2 pairwise constraints).
+MAX_PARITY_GROUPS = 12
 
 
 def _plain(cfg: Any) -> dict:
@@ -289,11 +294,73 @@ def model_problems(tree: dict) -> list[str]:
     return []
 
 
+def constraint_config_problems(tree: dict) -> list[str]:
+    """The constraint keys that belong together (no data needed): group_parity's column and max_gap, and
+    no constraints with solver=exact (subset enumeration has no side constraints)."""
+    gp = _get(tree, "discretizer.group_parity", None) or {}
+    out = []
+    if (gp.get("column") is None) != (gp.get("max_gap") is None):
+        have, lack = ("column", "max_gap") if gp.get("column") is not None else ("max_gap", "column")
+        out.append(f"discretizer.group_parity.{have}={gp.get(have)!r} needs discretizer.group_parity.{lack} too "
+                   "(the groups' column and the largest gap between their mean treatment levels)")
+    if gp.get("treatment") is not None and gp.get("column") is None:
+        out.append("discretizer.group_parity.treatment is set without discretizer.group_parity.column")
+    constrained = _get(tree, "discretizer.budget", None) is not None or gp.get("column") is not None
+    if constrained and _get(tree, "discretizer.solver", None) == "exact":
+        out.append("discretizer.solver=exact (subset enumeration) takes no budget or group parity; use "
+                   "discretizer.solver=mip (exact, with constraints) or sinkhorn")
+    return out
+
+
+def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, unit_cost: Optional[list],
+                             candidates, groups: Optional[dict] = None) -> list[str]:
+    """What the budget and group-parity keys need from the loaded data, checked before training.
+
+    columns : the data's raw feature columns; treatment_names : its treatment dimensions; unit_cost :
+    the data's cost per unit of each dimension (data.meta["treatment_unit_cost"]) or None; candidates :
+    (M, d) candidate treatments; groups : {column: number of distinct values} for the parity column.
+    """
+    tree = _plain(cfg)
+    d = _get(tree, "discretizer", {}) or {}
+    out = []
+    if d.get("budget") is not None:
+        unit = d.get("budget_unit_cost") if d.get("budget_unit_cost") is not None else unit_cost
+        if unit is None:
+            out.append(f"discretizer.budget={d['budget']} needs the cost of a treatment, which this data does not "
+                       f"define: set discretizer.budget_unit_cost (one cost per unit of {list(treatment_names)})")
+        elif len(unit) != len(treatment_names):
+            out.append(f"discretizer.budget_unit_cost={list(unit)} needs one value per treatment dimension "
+                       f"{list(treatment_names)}")
+        else:
+            import numpy as np
+
+            cost = np.asarray(candidates, dtype=float) @ np.asarray(unit, dtype=float)
+            if cost.min() > d["budget"]:
+                out.append(f"discretizer.budget={d['budget']} is below the cheapest candidate treatment's cost "
+                           f"{cost.min():.6g} (costs span [{cost.min():.6g}, {cost.max():.6g}] per customer)")
+    gp = d.get("group_parity") or {}
+    col = gp.get("column")
+    if col is not None:
+        if col not in columns:
+            out.append(f"discretizer.group_parity.column={col!r} is not a column of the data; columns: {list(columns)}")
+        elif groups is not None and not 2 <= groups.get(col, 0) <= MAX_PARITY_GROUPS:
+            out.append(f"discretizer.group_parity.column={col!r} has {groups.get(col, 0)} distinct values; parity "
+                       f"needs 2 to {MAX_PARITY_GROUPS} groups (bin a numeric column into a few groups first)")
+        t = gp.get("treatment")
+        if t is None and len(treatment_names) > 1:
+            out.append(f"discretizer.group_parity.treatment is null but the treatment has {len(treatment_names)} "
+                       f"dimensions; name the one parity bounds: one of {list(treatment_names)}")
+        elif t is not None and t not in treatment_names:
+            out.append(f"discretizer.group_parity.treatment={t!r} is not a treatment dimension; one of "
+                       f"{list(treatment_names)}")
+    return out
+
+
 def config_problems(cfg: Any) -> list[str]:
     """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
     tree = _plain(cfg)
     return (range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
-            + model_problems(tree))
+            + model_problems(tree) + constraint_config_problems(tree))
 
 
 def validate_config(cfg: Any) -> None:
@@ -303,4 +370,4 @@ def validate_config(cfg: Any) -> None:
         raise ConfigValueError(problems)
 
 
-__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "validate_config"]
+__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "data_constraint_problems", "validate_config"]

@@ -7,7 +7,8 @@ On-disk format (``FORMAT = "coarse_gpu.policy/1"``): a folder, e.g. ``policies/o
       below), rule parameters (centroids, standardization, candidates), feature_schema (raw
       feature columns, categorical levels, model-matrix names), id_column, model (class name,
       hyperparameters, fitted scalars, weights file name and its sha256), metrics (the run's
-      DR value etc.), created.
+      DR value etc.), constraints (the discretizer's side constraints: config keys, costs used, each
+      one's value, bounds and dual multiplier; {} without any), created.
   model-<sha16>.safetensors   the CATE model: network weights ("network.<name>") and fitted arrays
                               ("fitted.<name>": arms, feature means / scales, ...). safetensors holds
                               raw tensors only: loading it executes no code.
@@ -18,7 +19,8 @@ removed. A process killed at any moment leaves the previous complete policy or t
 
 Assignment rules for new customers x (pi_hat = the saved model's estimated profit):
   argmax            segment = argmax_k pi_hat(x, tau_k)  (ot, grid, single_best). With share
-                    constraints in the run, shares are not re-imposed on new customers.
+                    bounds or side constraints in the run (recorded under "constraints"), they are not
+                    re-imposed on new customers.
   feature_centroid  k-means on characteristics: nearest centroid of the standardized model matrix
                     (centroid = mean of the segment's standardized rows, centre / scale from the
                     customers the policy was built on).
@@ -126,6 +128,9 @@ class DeployedPolicy:
     params: dict = field(default_factory=dict)
     id_column: Optional[str] = None
     metrics: dict = field(default_factory=dict)
+    # the run's side constraints on the assignment ({"spec": config keys and costs, "rows": per constraint
+    # its value, bounds and dual}); empty without any. New customers are not re-priced by them.
+    constraints: dict = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -241,7 +246,7 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
             cent[s] = z[policy.assignment == s].mean(0)
         params["centroids"] = cent
         rule = "profile_centroid"
-    elif method == "policy_tree":
+    elif method in ("policy_tree", "ot_tree"):
         rule = "tree"
         params = {"tree_" + key: np.asarray(v, dtype=np.float64 if key == "threshold" else np.int64)
                   for key, v in policy.info["tree"].items()}
@@ -249,12 +254,13 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarra
         rule = "argmax"
     else:
         raise NotImplementedError(f"no assignment rule for new customers is defined for method {method!r}; "
-                                  f"savable methods: {list(ARGMAX_METHODS) + ['kmeans_features', 'kmeans_preferences', 'kmeans_profiles', 'policy_tree']}")
+                                  f"savable methods: {list(ARGMAX_METHODS) + ['kmeans_features', 'kmeans_preferences', 'kmeans_profiles', 'policy_tree', 'ot_tree']}")
     id_col = None
     if "feature_schema" in data.meta and data.meta.get("ids") is not None:
         id_col = data.meta.get("id_column")
     return DeployedPolicy(method, np.asarray(policy.treatments, dtype=np.float64), list(data.space.names), rule,
-                          model, feature_schema_of(data), params, id_col, dict(metrics or {}))
+                          model, feature_schema_of(data), params, id_col, dict(metrics or {}),
+                          dict(policy.info.get("constraints") or {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +321,7 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
         "id_column": policy.id_column,
         "model": {**model_meta, "weights": weights, "sha256": digest, "size": len(blob)},
         "metrics": policy.metrics,
+        "constraints": policy.constraints,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # NaN centroids (empty segments) must survive JSON: store them as null, read back as NaN.
@@ -515,9 +522,12 @@ def _policy_fields(doc: dict, pj: Path) -> dict:
         raise PolicyFileError(f"{where}: {err}") from err
     params = _rule_params(doc["rule"], doc.get("rule_params"), K, d, len(schema.names), where)
     metrics = doc.get("metrics") or {}
+    constraints = doc.get("constraints") or {}
+    if not isinstance(constraints, dict):
+        raise PolicyFileError(f"{where}: 'constraints' must be an object or null")
     return {"method": doc["method"], "treatments": treatments, "treatment_names": list(names), "rule": doc["rule"],
             "feature_schema": schema, "params": params, "id_column": doc.get("id_column"),
-            "metrics": metrics if isinstance(metrics, dict) else {}}
+            "metrics": metrics if isinstance(metrics, dict) else {}, "constraints": constraints}
 
 
 def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolicy:
@@ -572,7 +582,7 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
         raise PolicyFileError(f"policy file '{pj}': the model's arms have shape {arms.shape}, but there are "
                               f"{f['treatments'].shape[1]} treatment dimensions {f['treatment_names']}")
     return DeployedPolicy(f["method"], f["treatments"], f["treatment_names"], f["rule"], model, schema,
-                          f["params"], f["id_column"], f["metrics"])
+                          f["params"], f["id_column"], f["metrics"], f["constraints"])
 
 
 def iter_assignments(policy: DeployedPolicy, chunks: Iterator[pd.DataFrame], id_column: Optional[str],
