@@ -63,6 +63,13 @@ class CoarsePersonalizer(BaseEstimator):
         "dose_logit", "dose_vc").
     discretizer : step 2 solver, "sinkhorn" (entropic OT), "lloyd" (the paper's alternation) or "exact".
     min_share, max_share : optional bounds on each treatment's share of customers.
+    constraints : ``coarse_gpu.discretize.Constraint`` side constraints on the assignment of the
+        training rows (weights (N,) in the order of X's rows, values (M,) over the candidate
+        treatments ``candidates_``; docs/constraints.md), or a function of the (M, d) candidate
+        treatments that returns them (the candidates are known once the data is): a budget, group
+        parity, ... The K treatments
+        and the training rows' assignment satisfy them exactly; new customers are assigned by their
+        best of the K treatments, so the saved policy records the constraints but does not enforce them.
     n_folds : cross-fitting folds of step 1.
     model_params : extra ``model.*`` settings, e.g. {"hidden": 64} or {"candidates": ["gb_s", "gb_t"]}.
     categorical : columns of X to one-hot encode although they hold numbers (string / category columns
@@ -75,7 +82,8 @@ class CoarsePersonalizer(BaseEstimator):
     """
 
     def __init__(self, *, k: int = 5, model: str = "auto", discretizer: str = "sinkhorn",
-                 min_share: Optional[float] = None, max_share: Optional[float] = None, n_folds: int = 5,
+                 min_share: Optional[float] = None, max_share: Optional[float] = None,
+                 constraints: Sequence = (), n_folds: int = 5,
                  model_params: Optional[dict] = None, categorical: Sequence[str] = (), seed: int = 0,
                  device: str = "auto", verbose: bool = False) -> None:
         self.k = k
@@ -83,6 +91,7 @@ class CoarsePersonalizer(BaseEstimator):
         self.discretizer = discretizer
         self.min_share = min_share
         self.max_share = max_share
+        self.constraints = constraints
         self.n_folds = n_folds
         self.model_params = model_params
         self.categorical = categorical
@@ -150,11 +159,18 @@ class CoarsePersonalizer(BaseEstimator):
         model, est, selection = personalize(self._model_cfg(), data, data, True, device, int(self.seed),
                                             bool(self.verbose))
         profit = est.profit_at(candidates)
+        constraints = list((self.constraints(candidates) if callable(self.constraints) else self.constraints) or ())
         res = discretize(profit, int(self.k), candidates=candidates, solver=self.discretizer,
-                         min_share=self.min_share, max_share=self.max_share, seed=int(self.seed), device=str(device))
-        policy = Policy("ot", res.treatments, res.assignment, {"solver": res.solver})
+                         min_share=self.min_share, max_share=self.max_share, seed=int(self.seed), device=str(device),
+                         constraints=constraints or None)
+        info = {"solver": res.solver}
+        if constraints:  # the same record as the CLI's (coarse_gpu.experiment.methods.ot_policy)
+            info["constraints"] = {"spec": {"n_constraints": len(constraints), "source": "python"},
+                                   "rows": res.info.get("constraints", []), "enforced": False}
+        policy = Policy("ot", res.treatments, res.assignment, info)
         self.policy_ = deployable(policy, model, data, candidates, data.X, profit)
         self.treatments_ = np.asarray(res.treatments, dtype=np.float64)
+        self.candidates_ = np.asarray(candidates, dtype=np.float64)
         self.assignment_ = np.asarray(res.assignment, dtype=np.int64)
         self.model_ = model
         self.model_selection_ = selection

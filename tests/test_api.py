@@ -68,3 +68,23 @@ def test_a_saved_auto_policy_reloads_and_assigns_identically(tmp_path):
     again = CoarsePersonalizer.load(cp.save(tmp_path / "auto_k3"))
     np.testing.assert_array_equal(again.assign(Xn), seg)
     np.testing.assert_array_equal(again.predict_profit(Xn, cp.treatments_), cp.predict_profit(Xn, cp.treatments_))
+
+
+def test_a_budget_through_the_api_holds_exactly_and_costs_what_it_saves(tmp_path):
+    from coarse_gpu.discretize import Constraint
+
+    X, t, y, _ = _experiment(1500, 4)
+    free = CoarsePersonalizer(k=3, model="gb_t", n_folds=2, seed=0).fit(X, t, y)
+    spend = free.treatments_[free.assignment_, 0].mean()  # mean discount the unconstrained policy gives
+    assert spend > 0.02
+    budget = 0.5 * spend
+    cp = CoarsePersonalizer(k=3, model="gb_t", n_folds=2, seed=0, constraints=lambda cand: [
+        Constraint(np.full(len(X), 1.0 / len(X)), cand[:, 0], hi=budget, name="budget")]).fit(X, t, y)
+    assert cp.candidates_.shape[1] == 2 and np.isin(cp.treatments_[:, 0], cp.candidates_[:, 0]).all()
+    given = cp.treatments_[cp.assignment_, 0].mean()
+    assert given <= budget + 1e-9  # exactly within the budget, on the rows it was fitted on
+    assert given >= 0.9 * budget  # and it uses it: the budget binds
+    rows = cp.policy_.constraints["rows"]
+    assert rows[0]["name"] == "budget" and rows[0]["dual"] > 0  # one more unit of budget buys profit
+    assert load_policy(cp.save(tmp_path / "budget")).constraints["rows"][0]["hi"] == pytest.approx(budget)
+
