@@ -28,6 +28,9 @@ Why plain torch here rather than GeomLoss: GeomLoss' Sinkhorn returns (debiased)
 dual potentials between two point clouds with *fixed* masses; it has no semi-relaxed plan with free
 or boxed column masses, and its cost is a function of point coordinates, not an arbitrary profit
 table. The plan here is N x K with K ~ 5, so dense torch log-sum-exp is already memory-bound optimal.
+Measured (scripts/bench_geomloss.py, fixed equal shares so that both solve the same plan, N = 1e5,
+K = 5): GeomLoss' eps-scaling reaches a 1.2 % marginal error 2.7x faster than this code annealed the
+same way, but stops there; the share bounds here must hold to 1e-7 before the LP rounding.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("coarse_gpu", "torch", "numpy", "scipy", "scikit-learn", "pandas", "geomloss", "pykeops",
+PACKAGES = ("coarse_gpu", "torch", "numpy", "scipy", "scikit-learn", "pandas", "pykeops",
             "pot", "hydra-core", "omegaconf", "wandb")
 
 
