@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -646,15 +646,10 @@ class _Run:
         screened swaps are verified on all customers. When no swap improves, a Lloyd polish; stops
         when neither a swap nor the polish improves. (No share constraints.)
         """
-        src, k, N, M = self.src, self.k, self.src.n, self.src.m
+        src, k, M = self.src, self.k, self.src.m
         if k >= M:
             return C, obj
-        n_s = self.opts["swap_rows"]
-        n_s = N if n_s is None and N * M <= 2**22 else int(n_s or max(4096, 2**22 // M))
-        n_s = min(N, n_s)
-        exact_screen = n_s == N
-        rows = torch.arange(N, device=src.device) if exact_screen else \
-            torch.randperm(N, generator=gen)[:n_s].sort().values.to(src.device)
+        rows, n_s, exact_screen = self._screen_rows(gen)
         Xs = src.submatrix(rows)
         polished = True  # the starts are Lloyd fixed points
         for rnd in range(int(self.opts["max_iter"])):
@@ -693,6 +688,16 @@ class _Run:
             C, obj = Cp[0], val
         return C, obj
 
+    def _screen_rows(self, gen: torch.Generator):
+        """(rows (n_s,) sorted, n_s, exact): the customers a swap search screens on; all of them (exact
+        screening) when N * M <= 2**22 and ``swap_rows`` is unset, else a random sample."""
+        src, N, M = self.src, self.src.n, self.src.m
+        n_s = self.opts["swap_rows"]
+        n_s = min(N, N if n_s is None and N * M <= 2**22 else int(n_s or max(4096, 2**22 // M)))
+        exact = n_s == N
+        rows = torch.arange(N, device=src.device) if exact else \
+            torch.randperm(N, generator=gen)[:n_s].sort().values.to(src.device)
+        return rows, n_s, exact
 
     def swap_constrained(self, C: torch.Tensor, obj: float, prices, gen: torch.Generator, restart_id: int):
         """1-swap local search under share bounds and side constraints, pruned by Lagrangian bounds.
@@ -711,12 +716,7 @@ class _Run:
         src, k, N, M = self.src, self.k, self.src.n, self.src.m
         if k >= M or prices is None:
             return C, obj, prices
-        n_s = self.opts["swap_rows"]
-        n_s = N if n_s is None and N * M <= 2**22 else int(n_s or max(4096, 2**22 // M))
-        n_s = min(N, n_s)
-        exact_screen = n_s == N
-        rows = torch.arange(N, device=src.device) if exact_screen else \
-            torch.randperm(N, generator=gen)[:n_s].sort().values.to(src.device)
+        rows, n_s, exact_screen = self._screen_rows(gen)
         Xs = src.submatrix(rows).to(torch.float64)
         Ws = self.side_W[rows].to(torch.float64) if self.side is not None else None
         polished = True
