@@ -1141,13 +1141,8 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
             info["restart_objectives"]["lloyd"] = obj_l.tolist()
         pbar.update(1)
         if solver == "sinkhorn" and run.side is None:
-            t_ph = time.perf_counter()
-            C_p, obj_p, p_p = _anneal_and_polish(run, anneal_from, eps_list, anneal_ids, pbar, coarse, None)
-            phase_s["anneal"] = time.perf_counter() - t_ph
-            results.append((C_p, obj_p))
-            result_ids.extend(anneal_ids.tolist())
-            result_prices.extend(p_p)
-            info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
+            _anneal_recorded(run, anneal_from, eps_list, anneal_ids, pbar, coarse, None, phase_s, results, result_ids,
+                             result_prices, info)
     pbar.update(1)
     pbar.close()
     allC = torch.cat([c for c, _ in results], 0)
@@ -1181,16 +1176,25 @@ def _anneal_first(run: _Run, coarse, coarse_side, n_a, k, gen, init, eps_list, a
     """Side constraints: anneal first (its multipliers learn the constraints' prices), record the
     polished restarts, and return the profits priced by the best one's multipliers, on which the Lloyd
     seeds are drawn so that the restarts start near feasibility."""
-    t_ph = time.perf_counter()
     starts = _anneal_starts(coarse if coarse is not None else run.src, n_a, k, gen, init)
+    obj_p, p_p = _anneal_recorded(run, starts, eps_list, anneal_ids, pbar, coarse, coarse_side, phase_s, results,
+                                  result_ids, result_prices, info)
+    lam0 = p_p[int(obj_p.argmax())].lam[:run.n_side]
+    return PricedSource(run.src, run.side.W, run.side.V, lam0)
+
+
+def _anneal_recorded(run: _Run, starts, eps_list, anneal_ids, pbar, coarse, coarse_side, phase_s, results, result_ids,
+                     result_prices, info):
+    """Anneal and polish ``starts``, recording the phase time, the results, their restart ids and prices;
+    returns (objectives, prices) of the polished restarts."""
+    t_ph = time.perf_counter()
     C_p, obj_p, p_p = _anneal_and_polish(run, starts, eps_list, anneal_ids, pbar, coarse, coarse_side)
     phase_s["anneal"] = time.perf_counter() - t_ph
     results.append((C_p, obj_p))
     result_ids.extend(anneal_ids.tolist())
     result_prices.extend(p_p)
     info["restart_objectives"]["sinkhorn"] = obj_p.tolist()
-    lam0 = p_p[int(obj_p.argmax())].lam[:run.n_side]
-    return PricedSource(run.src, run.side.W, run.side.V, lam0)
+    return obj_p, p_p
 
 
 def _anneal_and_polish(run: _Run, starts, eps_list, ids, pbar, coarse, coarse_side):
