@@ -88,8 +88,8 @@ def explain_config_error(err: BaseException) -> str:
 
 
 def choice_errors(cfg: DictConfig) -> list[str]:
-    """Values outside their allowed set for the string options the schemas type only as ``str``."""
-    from coarse_gpu.discretize import SOLVERS
+    """Values outside their allowed set for the string options the schemas type only as ``str`` (the
+    discretizer's options are checked by the solver's own rules: validate.solver_option_problems)."""
     from coarse_gpu.experiment.personalize import MODELS
     from coarse_gpu.experiment.tracking import MODES
     from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
@@ -99,10 +99,12 @@ def choice_errors(cfg: DictConfig) -> list[str]:
     allowed = {
         "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS + ("auto",),
         "model.x_transform": TRANSFORMS, "model.interpolation": METHODS,
-        "model.amp": AMP_MODES, "discretizer.solver": SOLVERS, "logger.name": ("wandb", "none"),
+        "model.amp": AMP_MODES, "logger.name": ("wandb", "none"),
         "logger.mode": MODES,
     }
     errors = []
+    if OmegaConf.select(cfg, "model._target_", default=None):
+        del allowed["model.name"]  # your own estimator class: its name is only a label
     for key, values in allowed.items():
         v = OmegaConf.select(cfg, key, default=None)
         if v is not None and v not in values:

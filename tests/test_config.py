@@ -35,7 +35,7 @@ def test_default_config_composes_with_every_group():
     assert cfg.discretizer.solver == "sinkhorn"
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
     assert list(cfg.evaluation.k_values) == [1, 2, 3, 4, 5, 8]
-    assert set(cfg.evaluation.methods) == {"ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree",
+    assert set(cfg.evaluation.methods) == {"ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles",
                                            "grid", "single_best"}
 
 
@@ -88,3 +88,55 @@ def test_multirun_sweeps_two_values(tmp_path):
         cfg = OmegaConf.load(path.parent / "config.yaml")
         assert cfg.discretizer.k == res["k_values"][0]
     assert ks == {2, 3}
+
+
+MODEL_FILES = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_every_model_config_instantiates_its_class(name):
+    """configs/model/<name>.yaml names its estimator by _target_; build_model instantiates exactly it."""
+    from coarse_gpu.experiment.personalize import MODELS, build_model
+
+    cfg = _compose([f"model={name}", "logger=none"])
+    assert cfg.model._target_.rsplit(".", 1)[1] == MODELS[name].__name__
+    model = build_model(cfg.model, "cpu", 0, False)
+    assert type(model) is MODELS[name]
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_a_misspelt_or_foreign_model_key_is_an_error_for_every_model(name):
+    from coarse_gpu.experiment.validate import config_problems
+
+    with pytest.raises(ConfigCompositionException, match="hiden"):
+        _compose([f"model={name}", "model.hiden=8"])
+    # a real key of another model, set away from its default, that this model does not take
+    foreign = "model.alpha=2.0" if name not in ("dragonnet", "auto") else "model.knots=quantile"
+    problems = config_problems(_compose([f"model={name}", foreign, "logger=none"]))
+    assert any(foreign.split("=")[0] in p and "not parameters" in p for p in problems), problems
+
+
+def test_model_target_takes_your_own_class_and_names_a_bad_one():
+    from coarse_gpu.experiment.personalize import build_model
+    from coarse_gpu.experiment.validate import config_problems
+    from coarse_gpu.models import GBSLearner
+
+    cfg = _compose(["model=gb_s", "model.name=my_boosting", "model.max_iter=7", "logger=none"])
+    model = build_model(cfg.model, "cpu", 0, False)
+    assert isinstance(model, GBSLearner) and model.max_iter == 7
+    problems = config_problems(_compose(["model._target_=coarse_gpu.models.NoSuchModel", "logger=none"]))
+    assert problems == ["model._target_='coarse_gpu.models.NoSuchModel' is not an importable class: module "
+                        "'coarse_gpu.models' has no attribute 'NoSuchModel'"]
+
+
+def test_policy_tree_without_econml_is_named_before_any_work(monkeypatch):
+    import importlib.util
+
+    from coarse_gpu.experiment.validate import config_problems
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "econml" else real(name, *a))
+    assert config_problems(_compose(["logger=none"])) == []  # the defaults do not need econml
+    problems = config_problems(_compose(["logger=none", "evaluation.methods=[ot,policy_tree]"]))
+    assert problems == ["evaluation.methods lists policy_tree, which needs econml: pip install 'coarse_gpu[real]' "
+                        "(or econml), or leave policy_tree out"]

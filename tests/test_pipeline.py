@@ -25,7 +25,9 @@ def _cfg(extra=()):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    results = run_experiment(_cfg(), run_dir)
+    # every method of the paper, the policy tree (not a default: econml is an extra) included
+    results = run_experiment(_cfg(["evaluation.methods=[ot,kmeans_features,kmeans_preferences,kmeans_profiles,"
+                                   "policy_tree,grid,single_best]"]), run_dir)
     return run_dir, results
 
 

@@ -94,66 +94,22 @@ from coarse_gpu.discretize.profit import (
     relu_colsum,
     swap_values,
 )
+from coarse_gpu.discretize.options import SOLVERS, check_solver_options, default_options
 from coarse_gpu.discretize.refine import grid_steps, refine_treatments
 from coarse_gpu.discretize.sinkhorn import entropic_plan, entropic_value
 from coarse_gpu.utils.device import resolve_device
 
-SOLVERS = ("sinkhorn", "lloyd", "exact", "mip")
 DEFAULT_EPSILON = 0.01  # target temperature, relative to the profit scale
+# Every plain-valued option and its default is ``options.SolverOptions`` (also the Hydra schema of the
+# discretizer group); these four are objects the caller builds.
 DEFAULT_OPTIONS = dict(
-    solver="sinkhorn",
-    n_restarts=8,
-    max_iter=100,  # Lloyd / polish iterations (and the cap of annealing iterations per eps = iter_per_eps)
-    tol=1e-4,  # share violation tolerated by the entropic plan (fraction of all customers)
-    dtype="float32",
-    refine_oracle=None,
-    bounds=None,
-    memory_limit_bytes=None,
-    verbose=False,
-    init=None,
-    lazy="auto",  # factored profits: "auto" (KeOps on CUDA, row-blocked torch on CPU) | "keops" | "torch"
-    eps_start=1.0,  # first annealing temperature (relative)
-    eps_decay=0.5,  # geometric factor between temperatures
-    iter_per_eps=4,  # location updates per temperature
-    sinkhorn_iter=200,  # inner Sinkhorn iterations per plan (only with share constraints)
-    refine_rounds=5,
-    # Annealing from eps_start = 1 forgets its start: at that temperature every treatment's plan spans
-    # most customers, so all seeds flow to the same solution (measured: 8 seeds -> 1 distinct result on
-    # the benchmark instances). Annealing one seed and spending the rest on plain Lloyd restarts (cheap)
-    # and the swap search (which is what closes the last 0.1-0.5 %) is the faster mix.
-    n_anneal=1,  # sinkhorn: how many of the restarts are annealed (the first ones; None: all)
-    # Annealing on this many sampled customers, then the Lloyd polish on all (None: all of them);
-    # see _Run.anneal. The k-means++ seeds of the non-greedy path are drawn from the same sample. 16384 customers estimate a segment's mean profit curve to ~1 % of its spread.
-    anneal_rows=16384,
-    swap=True,  # sinkhorn: finish with 1-swap local search (facility-location moves) on the best solutions
-    n_swap=2,  # how many of the best distinct solutions get the swap search (None: n_restarts)
-    swap_rows=None,  # customers used to screen swaps (default: all when N * M <= 2**24, else a sample)
-    # Large N: search (seeding, restarts, annealing, swaps) on a random subsample of customers, then
-    # polish the winner by the exact Lloyd alternation on all N. The K locations depend on the
-    # customers only through sums over segments, so a 65k-customer sample pins them down to a
-    # sampling error far below the objective's resolution, and the full-data polish removes the rest.
-    # "auto": 65536 customers when N > 262144 (16384 when N > 65536 under side constraints, see
-    # _subsample_size); None: never; an int: that sample size.
-    subsample="auto",
-    # sinkhorn: restart 0 of the plain Lloyd restarts is the greedy facility-location seed (True) or is
-    # left to the annealed solution (False). The greedy seed costs K relu-sum passes over all N x M
-    # profits (0.5 s of a 1.5 s Lloyd run on the 65k x 1024 search sample; the k-means++ seeds need one
-    # row max), while annealing needs only plan x profit products (O(N K A) on a factored source).
-    # "auto": greedy while the search's N x M < 2**22 entries (cheap there) or under share constraints
-    # (no swap search there); in the two-level search (coarse_restarts) below 2**24 entries, Lloyd's
-    # greedy restart also runs on all the search's customers, next to the sampled restarts (on
-    # Gaussian-noise tables it is Lloyd's best restart every time, and no sampled restart reaches it).
-    # True / False: always / never. solver="lloyd" always seeds greedily.
-    greedy_seed="auto",
-    # sinkhorn, large search without the greedy seed and without shares: the k-means++ Lloyd restarts run
-    # to their fixed points on the annealing sample too (a quarter of the 65k search rows), and only the
-    # best n_swap distinct solutions are polished on all the search's customers before the swap search.
-    coarse_restarts=True,
+    default_options(),
+    refine_oracle=None,  # callable (T, d) float64 tensor -> (N, T) profits: continuous refinement
+    bounds=None,  # (low (d,), high (d,)): the box the refinement stays in
+    init=None,  # K candidate indices seeding restart 0 (e.g. the previous K's solution)
     # Experimental support per segment: a constraints.Support (each segment must hold >= n customers of
     # the group supporting its treatment, e.g. those randomized to the arm nearest it); None: none.
     support=None,
-    mip_time_limit=None,  # solver="mip": seconds before HiGHS stops with its incumbent (info["mip_gap"])
-    mip_rel_gap=1e-4,  # solver="mip": relative gap to the dual bound at which it stops (HiGHS default)
 )
 _SMALL_SEARCH = 1 << 22  # N x M entries below which sinkhorn also runs the greedy-seeded restart ("auto")
 _GREEDY_AFFORDABLE = 1 << 24  # two-level search below this: Lloyd's greedy restart on all search rows too
@@ -389,7 +345,7 @@ def _anneal_starts(src: ProfitSource, r: int, k: int, gen: torch.Generator, init
 
 
 def _greedy_seed(option, n: int, m: int, shares: bool) -> bool:
-    """Whether ``sinkhorn`` runs the greedy-seeded Lloyd restart; see DEFAULT_OPTIONS["greedy_seed"]."""
+    """Whether ``sinkhorn`` runs the greedy-seeded Lloyd restart; see options.SolverOptions.greedy_seed."""
     if option == "auto":
         return shares or n * m < _SMALL_SEARCH
     if not isinstance(option, bool):
@@ -852,7 +808,7 @@ def _two_level_search(run: _Run, coarse: ProfitSource, seeds, anneal_from, eps_l
 
 
 def _subsample_size(option, n: int, side: bool = False) -> Optional[int]:
-    """Customers the search runs on (None: all of them); see DEFAULT_OPTIONS["subsample"].
+    """Customers the search runs on (None: all of them); see options.SolverOptions.subsample.
 
     Under side constraints "auto" means 16384 customers when N > 65536: every Lloyd iteration and
     verified swap then costs an exact constrained assignment of the search's customers (restricted LP
@@ -909,21 +865,19 @@ def discretize(
     constraints : a ``Constraint`` or a list of them (``constraints.py``): sum_i w_i v[c(i)] in [lo, hi],
         exactly satisfied by the returned assignment; ``info["constraints"]`` reports each one's value,
         bounds and dual multiplier. Not with ``refine_oracle`` (values are per candidate) or solver="exact".
-    **options : solver ("sinkhorn" | "lloyd" | "exact" | "mip"), n_restarts (8), max_iter (100), tol (1e-4),
-        dtype ("float32" | "float64"), refine_oracle, bounds, memory_limit_bytes, verbose, init,
-        lazy ("auto" | "keops" | "torch"), eps_start (1.0), eps_decay (0.5), iter_per_eps (4),
-        sinkhorn_iter (200), refine_rounds (5), n_anneal (1: restarts annealed), swap (True), n_swap (2),
-        subsample ("auto": search on 65536 sampled customers
-        when N > 262144, then an exact Lloyd polish on all N; None: search on all N; or an int),
-        mip_time_limit (None: seconds for solver="mip"), mip_rel_gap (1e-4).
+    **options : the plain-valued options of ``options.SolverOptions`` (solver, n_restarts, max_iter, tol,
+        dtype, lazy, eps_start, eps_decay, iter_per_eps, sinkhorn_iter, refine_rounds, n_anneal,
+        anneal_rows, swap, n_swap, swap_rows, subsample, greedy_seed, coarse_restarts, memory_limit_bytes,
+        verbose, mip_time_limit, mip_rel_gap; each documented there) and four objects:
+        refine_oracle (callable (T, d) -> (N, T): continuous refinement within ``bounds``),
+        bounds ((low (d,), high (d,))), init (K candidate indices seeding restart 0) and support
+        (a ``constraints.Support``).
     """
     t_start = time.perf_counter()
     opts, dtype, eps_target = _check_options(options, epsilon)
     solver = opts["solver"]
     dev = resolve_device(device)
     mem = int(opts["memory_limit_bytes"]) if opts["memory_limit_bytes"] is not None else _default_memory_limit(dev)
-    if mem <= 0:
-        raise ValueError(f"memory_limit_bytes must be positive, got {opts['memory_limit_bytes']}")
 
     src, cand = _make_source(profit, candidates, dev, dtype, mem, opts["lazy"])
     N, M = src.n, src.m
@@ -974,27 +928,11 @@ def _check_options(options: dict, epsilon):
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; known options: {sorted(DEFAULT_OPTIONS)}")
     opts = {**DEFAULT_OPTIONS, **options}
-    if opts["solver"] not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {opts['solver']!r}")
-    if opts["dtype"] not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {opts['dtype']!r}")
+    check_solver_options(opts)
     dtype = torch.float32 if opts["dtype"] == "float32" else torch.float64
-    if int(opts["n_restarts"]) < 1:
-        raise ValueError(f"n_restarts must be >= 1, got {opts['n_restarts']}")
-    if opts["n_anneal"] is not None and (isinstance(opts["n_anneal"], bool) or int(opts["n_anneal"]) < 1):
-        raise ValueError(f"n_anneal must be >= 1 or None (all restarts), got {opts['n_anneal']!r}")
     if epsilon is not None and not (float(epsilon) > 0 and math.isfinite(float(epsilon))):
         raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
     eps_target = DEFAULT_EPSILON if epsilon is None else float(epsilon)
-    if int(opts["max_iter"]) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {opts['max_iter']}")
-    if not (0.0 < float(opts["eps_decay"]) < 1.0):
-        raise ValueError(f"eps_decay must lie in (0, 1), got {opts['eps_decay']}")
-    if opts["mip_time_limit"] is not None and not float(opts["mip_time_limit"]) > 0:
-        raise ValueError(f"mip_time_limit must be a positive number of seconds or None, got {opts['mip_time_limit']!r}")
-    if not 0.0 <= float(opts["mip_rel_gap"]) < 1.0:
-        raise ValueError(f"mip_rel_gap must lie in [0, 1), got {opts['mip_rel_gap']!r}")
-    _greedy_seed(opts["greedy_seed"], 0, 0, False)  # validates the option before any work
     return opts, dtype, eps_target
 
 
@@ -1070,7 +1008,7 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
 
     solver, n_restarts, N, M = opts["solver"], int(opts["n_restarts"]), src.n, src.m
     shares = run.shares
-    # The search runs on `run` (all customers) or on a subsample's run; see DEFAULT_OPTIONS["subsample"].
+    # The search runs on `run` (all customers) or on a subsample's run; see options.SolverOptions.subsample.
     full_run = run
     n_sub = _subsample_size(opts["subsample"], N, run.rows_priced)
     if n_sub is not None:
@@ -1092,7 +1030,7 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
             run.src.n, int(a_rows), replace=False)))  # None where the source cannot subsample
     # Two-level search (sinkhorn, large search, no shares): every restart runs to its fixed point on
     # the annealing sample, and only the best n_swap distinct ones are polished on all the search's
-    # customers (see DEFAULT_OPTIONS["coarse_restarts"]).
+    # customers (see options.SolverOptions.coarse_restarts).
     two_level = solver == "sinkhorn" and coarse is not None and not greedy and not run.constrained \
         and bool(opts["coarse_restarts"])
     anneal_ids = np.arange(n_a)  # the annealed restarts are restarts 0..n_a-1 on both paths

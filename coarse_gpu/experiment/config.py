@@ -12,12 +12,17 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from coarse_gpu.discretize.options import SolverOptions
+
 
 @dataclass
 class SimulatedDataConfig:
     """The built-in simulated promotions field experiment (coarse_gpu.data.simulator)."""
 
     name: str = "promotions"
+    # The simulator class, built by hydra.utils.instantiate with the keys below that its __init__ takes
+    # (your own simulator with the same sample() -> ExperimentData works too).
+    _target_: str = "coarse_gpu.data.simulator.PromotionsSimulator"
     n_customers: int = 50_000
     discount_levels: List[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4])
     duration_levels: List[float] = field(default_factory=lambda: [0.0, 2.0, 4.0])
@@ -98,8 +103,12 @@ class ModelConfig:
     """
 
     # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | auto (cross-validated choice among
-    # ``candidates`` by decision loss, coarse_gpu.models.select)
+    # ``candidates`` by decision loss, coarse_gpu.models.select): the model's label in the outputs
     name: str = "tarnet"
+    # The estimator class, built by hydra.utils.instantiate with the keys below that its __init__ takes
+    # (each configs/model/<name>.yaml sets it; your own class with the same fit/predict_arms interface
+    # works too). null = the built-in class of ``name``.
+    _target_: Optional[str] = None
     # Cross-fitting folds: every customer's estimates come from the fold model that never saw it, and
     # new customers are scored by the ensemble of all fold models. 1 = one model (needs
     # data.eval_fraction > 0: a held-out share to score).
@@ -166,18 +175,20 @@ class GroupParityConfig:
 
 
 @dataclass
-class DiscretizerConfig:
-    """Step 2: the optimal-transport discretizer (coarse_gpu.discretize)."""
+class DiscretizerConfig(SolverOptions):
+    """Step 2: the optimal-transport discretizer (coarse_gpu.discretize).
 
-    solver: str = "sinkhorn"  # sinkhorn | lloyd | mip (exact, N x M up to ~1e5)
+    Every plain-valued option of ``discretize`` is inherited from ``SolverOptions`` (with its default
+    and meaning there), so each is ``discretizer.<name>=...`` on the command line; the keys below are
+    the main job's own.
+    """
+
     # One K for this run (for sweeps: -m discretizer.k=2,3); null = every K in evaluation.k_values.
     k: Optional[int] = None
-    n_restarts: int = 8
     epsilon: Optional[float] = None  # target entropic regularization (unit-free); null = solver default
     min_share: Optional[float] = None
     max_share: Optional[float] = None
     refine: bool = True  # move treatments off the candidate grid with the model's profit oracle
-    dtype: str = "float32"
     # Budget: the mean cost per customer of the assigned treatments is at most this (null = none).
     # Cost of treatment t = sum_j unit_cost_j t_j, unit costs from ``budget_unit_cost`` or the data's
     # profit definition (data.meta["treatment_unit_cost"]: file data's treatment_cost; the simulator:
@@ -191,9 +202,11 @@ class DiscretizerConfig:
 @dataclass
 class EvaluationConfig:
     k_values: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 8])
+    # policy_tree (econml's PolicyTree, the `real` extra: ~250 MB with numba) is not among the defaults;
+    # the paper's experiments (experiment=paper_simulation, thornton) list it.
     methods: List[str] = field(
-        default_factory=lambda: ["ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree",
-                                 "grid", "single_best"]
+        default_factory=lambda: ["ot", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "grid",
+                                 "single_best"]
     )
     n_boot: int = 1000  # bootstrap resamples for the doubly robust confidence intervals
     ci_level: float = 0.95

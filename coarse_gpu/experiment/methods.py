@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize import Constraint, discretize
 from coarse_gpu.discretize.exact import share_counts
+from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.constraints import assign_constrained
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
 from coarse_gpu.policy import (
@@ -155,7 +156,9 @@ def constraint_spec(d_cfg, data: ExperimentData, constraints: list) -> dict:
 
 def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, constraints):
     d = cfg.discretizer
-    options = dict(solver=d.solver, n_restarts=d.n_restarts, dtype=d.dtype, init=init)
+    # every plain-valued option of discretize is a discretizer.<name> key (options.SolverOptions)
+    options = {name: d.get(name, default) for name, default in default_options().items()}
+    options["init"] = init
     if d.refine and oracle is not None and not constraints:  # no oracle: the model cannot leave the arms;
         # constraints: their values are per candidate, so the treatments stay on the grid
         options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))

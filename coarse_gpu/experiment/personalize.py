@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.data import ExperimentData
@@ -39,15 +40,31 @@ from coarse_gpu.models import (
     TARNet,
 )
 from coarse_gpu.models.select import CANDIDATES, pseudo_outcomes, selection_report
+from coarse_gpu.utils.imports import class_path, locate_class
 
-__all__ = ["MODELS", "ProfitEstimates", "build_model", "fold_predictors", "personalize"]
+__all__ = ["MODELS", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
 
 log = logging.getLogger("coarse_gpu")
 
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
           "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
 #: ModelConfig keys that are not model parameters (handled here).
-_PIPELINE_KEYS = ("name", "n_folds", "checkpoint", "candidates", "blend")
+_PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend")
+
+
+def model_class(model_cfg) -> type:
+    """The estimator class of a model config: ``_target_`` (imported by Hydra), else the built-in
+    class of ``name``; ValueError naming the key otherwise."""
+    target = model_cfg.get("_target_")
+    if target:
+        cls = locate_class(target, "model._target_")
+        if not callable(getattr(cls, "fit", None)):
+            raise ValueError(f"model._target_={target!r} has no fit method: not a CATE model")
+        return cls
+    name = model_cfg.get("name")
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r} is not a known model; available: {sorted(MODELS)}")
+    return MODELS[name]
 
 
 def _model_kwargs(cls: type, cfg: dict) -> dict:
@@ -75,38 +92,52 @@ def _unused_keys(classes: list[type], cfg: dict) -> list[str]:
     return sorted(k for k, v in cfg.items() if k not in taken and k in defaults and v != defaults[k])
 
 
-def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,
-                checkpoint_dir: Optional[str | Path] = None):
-    """The unfitted model ``model.name`` with every config key it takes; a key set for a model that
-    does not take it is an error (never silently dropped)."""
-    name = model_cfg.name
-    if name not in MODELS:
-        raise ValueError(f"model.name={name!r} is not a known model; available: {sorted(MODELS)}")
+def model_key_problems(model_cfg) -> list[str]:
+    """Why a model config cannot build its model (an unimportable ``_target_``, unknown candidates, a key
+    set that the model does not take), each naming the key; [] when it can. Run before any work
+    (``validate.config_problems``) and again by ``build_model``."""
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    ckpt = str(checkpoint_dir) if checkpoint_dir is not None and cfg.get("checkpoint", True) else None
-    if name == "auto":
+    try:
+        cls = model_class(cfg)
+    except ValueError as err:
+        return [str(err)]
+    if issubclass(cls, AutoCATE):
         cands = list(cfg.get("candidates") or AutoCATE().candidates)
         bad = [c for c in cands if c not in CANDIDATES]
         if bad:
-            raise ValueError(f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}")
+            return [f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}"]
         unused = _unused_keys([CANDIDATES[c] for c in cands], cfg)
-        if unused:
-            raise ValueError(f"model key(s) {['model.' + k for k in unused]} are not parameters of any candidate "
-                             f"{cands} of model=auto")
+        owner = f"any candidate {cands} of model=auto"
+    else:
+        unused = _unused_keys([cls], cfg)
+        owner = f"model={cfg.get('name')} ({cls.__name__})"
+    return [f"model key(s) {['model.' + k for k in unused]} are not parameters of {owner}"] if unused else []
+
+
+def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,
+                checkpoint_dir: Optional[str | Path] = None):
+    """The unfitted model of ``model._target_`` (``model_class``), built by ``hydra.utils.instantiate``
+    with every config key its ``__init__`` takes; a key set for a model that does not take it is an
+    error (never silently dropped)."""
+    problems = model_key_problems(model_cfg)
+    if problems:
+        raise ValueError(problems[0])
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    cls = model_class(cfg)
+    ckpt = str(checkpoint_dir) if checkpoint_dir is not None and cfg.get("checkpoint", True) else None
+    if issubclass(cls, AutoCATE):
+        cands = list(cfg.get("candidates") or AutoCATE().candidates)
         params = {c: {k: v for k, v in _model_kwargs(CANDIDATES[c], cfg).items() if k not in ("seed", "device")}
                   for c in cands}
-        return AutoCATE(candidates=cands, n_folds=int(cfg.get("n_folds") or 5), blend=bool(cfg.get("blend", True)),
-                        candidate_params=params, interpolation=cfg.get("interpolation", "linear"), device=str(device),
-                        checkpoint_dir=ckpt, seed=seed, verbose=verbose)
-    cls = MODELS[name]
-    unused = _unused_keys([cls], cfg)
-    if unused:
-        raise ValueError(f"model key(s) {['model.' + k for k in unused]} are not parameters of model={name}")
+        return instantiate({"_target_": class_path(cls)}, candidates=cands, n_folds=int(cfg.get("n_folds") or 5),
+                           blend=bool(cfg.get("blend", True)), candidate_params=params,
+                           interpolation=cfg.get("interpolation", "linear"), device=str(device),
+                           checkpoint_dir=ckpt, seed=seed, verbose=verbose, _convert_="all")
     kwargs = _model_kwargs(cls, cfg)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs.update({k: v for k, v in (("device", str(device)), ("seed", seed), ("verbose", verbose),
                                      ("checkpoint_dir", ckpt)) if k in accepted and v is not None})
-    return cls(**kwargs)
+    return instantiate({"_target_": class_path(cls)}, **kwargs, _convert_="all")
 
 
 @dataclass

@@ -10,6 +10,7 @@ and doubly robust values with paired intervals).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -34,6 +36,7 @@ from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_pro
 from coarse_gpu.models import CrossFitted
 from coarse_gpu.policy import Policy, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
+from coarse_gpu.utils.imports import class_path, locate_class
 
 log = logging.getLogger("coarse_gpu")
 
@@ -77,20 +80,13 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> Experimen
     if n_customers < 2:
         raise ValueError(f"scale={scale} x data.n_customers={data_cfg.n_customers} leaves {n_customers} customers; "
                          "need at least 2")
-    sim = PromotionsSimulator(
-        n_customers=n_customers,
-        discount_levels=tuple(data_cfg.discount_levels),
-        duration_levels=tuple(data_cfg.duration_levels),
-        margin=data_cfg.margin,
-        contact_cost=data_cfg.contact_cost,
-        beta_max=data_cfg.beta_max,
-        gamma_max=data_cfg.gamma_max,
-        type_sharpness=data_cfg.type_sharpness,
-        basket_sigma=data_cfg.basket_sigma,
-        n_noise_features=data_cfg.n_noise_features,
-        n_trips=data_cfg.n_trips,
-        seed=seed,
-    )
+    # The simulator is built from its config by Hydra: every key of configs/data/promotions.yaml that
+    # its __init__ takes (``_target_``), the others (name, eval_fraction, candidate_points) are the job's.
+    cls = locate_class(data_cfg.get("_target_") or class_path(PromotionsSimulator), "data._target_")
+    accepted = inspect.signature(cls.__init__).parameters
+    params = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k in accepted}
+    sim = instantiate({"_target_": class_path(cls), **params, "n_customers": n_customers, "seed": seed},
+                      _convert_="all")
     return sim.sample()
 
 

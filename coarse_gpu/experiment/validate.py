@@ -16,6 +16,7 @@ loading the data, still before training.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -144,7 +145,6 @@ RULES: dict[str, Rule] = {
     "model.n_basis": Rule("ints", 2, null=True),
     # discretizer
     "discretizer.k": _int(1, null=True),
-    "discretizer.n_restarts": _int(1),
     "discretizer.epsilon": _num(0.0, lo_open=True, null=True),
     "discretizer.min_share": _num(0.0, 1.0, null=True),
     "discretizer.max_share": _num(0.0, 1.0, lo_open=True, null=True),
@@ -169,7 +169,6 @@ RULES: dict[str, Rule] = {
 
 #: The simulator's treatment box (coarse_gpu.data.simulator.PROMOTION_SPACE).
 LEVELS = {"data.discount_levels": (0.0, 0.5), "data.duration_levels": (0.0, 4.0)}
-CHOICES = {"discretizer.dtype": ("float32", "float64")}
 #: Most groups a parity constraint may compare (G groups give G (G - 1) / 2 pairwise constraints).
 MAX_PARITY_GROUPS = 12
 
@@ -190,7 +189,7 @@ def _get(tree: dict, key: str, missing: Any) -> Any:
 
 
 def range_problems(tree: dict) -> list[str]:
-    """Values outside their range (RULES), the simulator's levels lists and fixed choices."""
+    """Values outside their range (RULES) and the simulator's levels lists."""
     missing = object()
     problems = []
     for key, rule in RULES.items():
@@ -206,10 +205,6 @@ def range_problems(tree: dict) -> list[str]:
                   and all(FINITE.ok(x) and lo <= x <= hi for x in v))
             if not ok:
                 problems.append(f"{key}={v!r} must be a list of >= 2 distinct numbers in [{_fmt(lo)}, {_fmt(hi)}]")
-    for key, allowed in CHOICES.items():
-        v = _get(tree, key, missing)
-        if v is not missing and v not in allowed:
-            problems.append(f"{key}={v!r} is not allowed; allowed values: {', '.join(allowed)}")
     return problems
 
 
@@ -264,6 +259,9 @@ def list_problems(tree: dict) -> list[str]:
             unknown = [m for m in methods if m not in METHODS]
             if unknown:
                 out.append(f"evaluation.methods has unknown method(s) {unknown}; available: {list(METHODS)}")
+            elif "policy_tree" in methods and importlib.util.find_spec("econml") is None:
+                out.append("evaluation.methods lists policy_tree, which needs econml: pip install "
+                           "'coarse_gpu[real]' (or econml), or leave policy_tree out")
     treatment = _get(tree, "data.treatment", None)
     low, high = _get(tree, "data.treatment_low", None), _get(tree, "data.treatment_high", None)
     for key, v in (("data.treatment_low", low), ("data.treatment_high", high), ("data.control", _get(tree, "data.control", None))):
@@ -356,11 +354,45 @@ def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, uni
     return out
 
 
+def solver_option_problems(tree: dict) -> list[str]:
+    """Each ``discretizer.<option>`` of ``discretize``'s ``SolverOptions`` checked by the solver's own
+    rules (one at a time, so every bad option is named)."""
+    from coarse_gpu.discretize.options import OPTION_NAMES, check_solver_options, default_options
+
+    given = _get(tree, "discretizer", None) or {}
+    problems = []
+    for name in OPTION_NAMES:
+        if name in given:
+            try:
+                check_solver_options({**default_options(), name: given[name]})
+            except (ValueError, TypeError) as err:
+                problems.append(f"discretizer.{err}")
+    return problems
+
+
+def target_problems(tree: dict) -> list[str]:
+    """The model group's keys against its estimator (``personalize.model_key_problems``); the
+    simulator's ``data._target_`` importable."""
+    from coarse_gpu.experiment.personalize import model_key_problems
+
+    model = _get(tree, "model", None)
+    out = model_key_problems(model) if isinstance(model, dict) and "name" in model else []
+    target = _get(tree, "data._target_", None)
+    if target:
+        from coarse_gpu.utils.imports import locate_class
+
+        try:
+            locate_class(target, "data._target_")
+        except ValueError as err:
+            out.append(str(err))
+    return out
+
+
 def config_problems(cfg: Any) -> list[str]:
     """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
     tree = _plain(cfg)
-    return (range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
-            + model_problems(tree) + constraint_config_problems(tree))
+    return (target_problems(tree) + range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
+            + model_problems(tree) + constraint_config_problems(tree) + solver_option_problems(tree))
 
 
 def validate_config(cfg: Any) -> None:

@@ -144,8 +144,8 @@ def _distilled_tree(x, U, assignment, depth, min_samples_leaf, seed) -> dict:
 def _policy_tree(x, U, depth, min_samples_leaf, seed) -> dict:
     try:
         from econml.policy import PolicyTree
-    except ImportError as err:  # pragma: no cover - econml is in the [paper] extra
-        raise ImportError("ot_tree(variant='policy') needs econml (pip install econml)") from err
+    except ImportError as err:  # pragma: no cover - econml is in the [real] and [all] extras
+        raise ImportError("ot_tree(variant='policy') needs econml (pip install 'coarse_gpu[real]' or econml)") from err
     tree = PolicyTree(max_depth=depth, min_samples_leaf=min_samples_leaf, honest=False, random_state=seed)
     tree.fit(x, U)
     leaves = np.asarray(tree.apply(x), dtype=np.int64)

@@ -38,8 +38,8 @@ def policy_tree(X, profit, candidates, k: int, seed: int = 0, min_samples_leaf: 
     """
     try:
         from econml.policy import PolicyTree
-    except ImportError as err:  # pragma: no cover - econml is in the [all] extra
-        raise ImportError("policy_tree needs econml (pip install 'coarse_gpu[paper]' or econml)") from err
+    except ImportError as err:  # pragma: no cover - econml is in the [real] and [all] extras
+        raise ImportError("policy_tree needs econml (pip install 'coarse_gpu[real]' or econml)") from err
     x = np.asarray(X, dtype=np.float64)
     p = np.asarray(profit, dtype=np.float64)
     c = np.asarray(candidates, dtype=np.float64)
