@@ -209,6 +209,9 @@ class EvaluationConfig:
                                  "single_best"]
     )
     n_boot: int = 1000  # bootstrap resamples for the doubly robust confidence intervals
+    # Simulators: per K, the share the discretizer keeps on the TRUE profits (results.json
+    # "true_profit_ceiling", the figure's ceiling line; coarse_gpu.evaluate.oracle.oracle_ceiling).
+    true_ceiling: bool = True
     ci_level: float = 0.95
     # Choosing K: cost of one more distinct treatment, per customer (total cost / customers it is spread
     # over); results.json "choose_k" gives the K maximizing value - cost * K for the ot policy.

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
 from coarse_gpu.evaluate import oracle_control_value, oracle_full_personalization, oracle_value, share_of_full
+from coarse_gpu.evaluate.oracle import oracle_ceiling
 from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
@@ -392,6 +393,11 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         t0 = time.perf_counter()
         control, full = _simulator_checks(scored, candidates, seed, results)
         timings["simulator_checks"] = time.perf_counter() - t0
+        if control is not None and cfg.evaluation.get("true_ceiling", True):
+            t0 = time.perf_counter()
+            results["true_profit_ceiling"] = oracle_ceiling(scored.truth, scored.space, candidates, k_values,
+                                                            control, full[0], seed=seed, device=str(device))
+            timings["true_ceiling"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
                                             checkpoint_dir=run_dir / "checkpoints")

@@ -29,6 +29,8 @@ METHOD_LABELS = {
     "grid": "grid search (arms)",
     "single_best": "one treatment for all",
 }
+#: the row / line of the discretizer run on the TRUE profits (results.json "true_profit_ceiling")
+CEILING_LABEL = "true-profit ceiling"
 
 
 def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
@@ -65,6 +67,10 @@ def format_table(results: Mapping[str, Any]) -> str:
             r = results["methods"][m].get(k)
             cells.append(f"{100 * r['share_of_full']:7.2f}%" if r and r.get("share_of_full") is not None else f"{'-':>8}")
         lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+    ceiling = (results.get("true_profit_ceiling") or {}).get("share_of_full") or {}
+    if ceiling:
+        cells = [f"{100 * ceiling[k]:7.2f}%" if k in ceiling else f"{'-':>8}" for k in k_values]
+        lines.append(f"{CEILING_LABEL:<{width}} " + " ".join(cells))
     if fp.get("oracle_profit") is None and fp.get("dr_value") is not None:  # no simulator (your own data)
         lines.append(f"(no true profits without a simulator: see the doubly robust values below; full "
                      f"personalization {fp['dr_value']:.4f}, everyone at control {fp.get('control_dr_value', float('nan')):.4f})")
@@ -74,6 +80,9 @@ def format_table(results: Mapping[str, Any]) -> str:
             f"{fp.get('control_oracle_profit', float('nan')):.4f}; the model's own per-customer argmax keeps "
             f"{100 * fp.get('estimated_policy_share_of_full', float('nan')):.2f}%)"
         )
+    if ceiling:
+        lines.append(f"({CEILING_LABEL}: the OT discretizer on the simulator's TRUE profits, what K treatments can "
+                     f"keep at best; no model behind it)")
     if any(r.get("expected_share_of_full") is not None for m in methods for r in results["methods"][m].values()):
         lines.append("")
         lines.append("Share of expected incremental profit (the paper's measure: the model's estimates for the policy, "
@@ -220,6 +229,15 @@ def plot_share_vs_k(results: Mapping[str, Any], path: str | os.PathLike) -> Path
         style = {"lw": 2.2, "zorder": 5} if m == "ot" else \
             ({"lw": 5, "alpha": 0.35, "zorder": 3} if m == "grid" else {"lw": 1.3, "zorder": 4})
         ax.plot(ks, [100 * s for s in shares], marker=markers.get(m, "x"), label=label, **style)
+    ceiling = (results.get("true_profit_ceiling") or {}).get("share_of_full") or {}
+    if ceiling:  # what K treatments can keep at best (true profits): the gap below it is the model's cost
+        ck = sorted((int(k), v) for k, v in ceiling.items())
+        ax.plot([k for k, _ in ck], [100 * v for _, v in ck], color="black", lw=1.0, ls="-.", marker=".",
+                ms=5, zorder=2, label=f"{CEILING_LABEL} (OT on true profits)")
+    argmax = (results.get("full_personalization") or {}).get("estimated_policy_share_of_full")
+    if argmax is not None and math.isfinite(argmax):
+        ax.axhline(100 * argmax, color="tab:blue", lw=0.9, ls=(0, (1, 2)), zorder=2,
+                   label="model's per-customer argmax (any K)")
     ax.axhline(100.0, color="black", lw=0.8, ls="--", label="full personalization")
     ax.set_xlabel("number of distinct treatments K")
     ax.set_ylabel("% of full personalization's incremental profit")
