@@ -42,6 +42,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from coarse_gpu.discretize.facility import best_subset
+
 _EMD_FULL_MAX = 6000  # customers solved directly by network simplex
 _AMBIGUOUS0 = 4096  # first restricted-problem size
 _PRICE_SAMPLE = 4096  # customers in the subsample whose exact solution gives the starting prices
@@ -371,21 +373,12 @@ def _cancel_cycles(U: np.ndarray, a: np.ndarray, L: np.ndarray, H: np.ndarray, m
     raise RuntimeError("exact capacitated assignment: cycle cancelling did not converge")  # pragma: no cover
 
 
-def _subset_chunks(m: int, k: int, chunk: int):
-    it = itertools.combinations(range(m), k)
-    while True:
-        block = list(itertools.islice(it, chunk))
-        if not block:
-            return
-        yield np.asarray(block, dtype=np.int64)
-
-
 def enumerate_optimum(profit, k: int, min_share: Optional[float] = None, max_share: Optional[float] = None,
                       max_subsets: int = 2_000_000):
     """Brute force: the best K-subset of the M columns of ``profit`` (N, M).
 
-    Without shares the value of a subset S is sum_i max_{m in S} profit[i, m], evaluated for chunks of
-    subsets at once (fine for C(M, k) up to ~1e5-1e6 with N in the thousands). With shares each
+    Without shares the value of a subset S is sum_i max_{m in S} profit[i, m]: ``facility.best_subset``'s
+    exact enumeration (the exact float64 optimum; fine for C(M, k) up to ~1e6 with N in the thousands). With shares each
     subset's value is the exact capacitated assignment (``assign_with_shares``), so keep C(M, k) small.
 
     Returns (subset (k,) int64 sorted column indices, total objective float).
@@ -408,11 +401,5 @@ def enumerate_optimum(profit, k: int, min_share: Optional[float] = None, max_sha
             if val > best_val:
                 best_val, best_set = val, np.asarray(S, dtype=np.int64)
         return best_set, best_val
-    Xt = torch.as_tensor(X)
-    chunk = max(1, int(2e7 // max(1, N * k)))
-    for subs in _subset_chunks(M, k, chunk):
-        vals = Xt[:, torch.as_tensor(subs)].amax(2).sum(0)  # (chunk,)
-        j = int(vals.argmax())
-        if float(vals[j]) > best_val:
-            best_val, best_set = float(vals[j]), subs[j].copy()
-    return best_set, best_val
+    S, value = best_subset(torch.as_tensor(X, dtype=torch.float64), k, "exact")
+    return np.asarray(S, dtype=np.int64), value

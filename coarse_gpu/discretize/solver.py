@@ -94,7 +94,8 @@ from coarse_gpu.discretize.profit import (
     relu_colsum,
     swap_values,
 )
-from coarse_gpu.discretize.options import SOLVERS, check_solver_options, default_options
+from coarse_gpu.discretize.facility import column_means, greedy
+from coarse_gpu.discretize.options import SOLVERS, check_solver_options, default_options  # noqa: F401
 from coarse_gpu.discretize.refine import grid_steps, refine_treatments
 from coarse_gpu.discretize.sinkhorn import entropic_plan, entropic_value
 from coarse_gpu.utils.device import resolve_device
@@ -281,11 +282,6 @@ def _sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
     return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
 
 
-def _column_means(src: ProfitSource) -> torch.Tensor:
-    """(M,) mean profit of each candidate over the customers (one P^T Pi product)."""
-    return src.scores(torch.full((src.n, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
-
-
 def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init, first: bool = True) -> torch.Tensor:
     """(R, K) distinct candidate indices per restart: init / greedy for restart 0, k-means++ for the rest.
 
@@ -296,15 +292,7 @@ def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, ini
     if first and init is not None:
         seeds.append([int(x) for x in init])
     elif first:
-        chosen = [int(_column_means(src).argmax())]
-        best = src.columns(torch.tensor(chosen, device=src.device))[:, 0]
-        for _ in range(1, k):
-            gain = src.gains(best)
-            gain[torch.tensor(chosen, device=src.device)] = -math.inf
-            m = int(gain.argmax())
-            chosen.append(m)
-            best = torch.maximum(best, src.columns(torch.tensor([m], device=src.device))[:, 0])
-        seeds.append(chosen)
+        seeds.append(greedy(src, k))  # facility-location greedy
     if n_restarts > 1:
         best_full, ideal = src.row_max()
     for _ in range(1, n_restarts):
@@ -339,7 +327,7 @@ def _anneal_starts(src: ProfitSource, r: int, k: int, gen: torch.Generator, init
     if init is not None:
         first = torch.as_tensor(np.asarray(init, dtype=np.int64))
     else:
-        first = _column_means(src).topk(k).indices.cpu()
+        first = column_means(src).topk(k).indices.cpu()
     starts = [first] + [torch.randperm(src.m, generator=gen)[:k] for _ in range(1, r)]
     return torch.stack(starts).to(src.device)
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize import Constraint, discretize
 from coarse_gpu.discretize.exact import share_counts
+from coarse_gpu.discretize.facility import dense_source, greedy
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.constraints import assign_constrained
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
@@ -73,18 +74,10 @@ class MethodContext:
 
 def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional[list]:
     """Seed for K from the solution at a smaller K: its grid treatments plus, one at a time, the candidate
-    with the largest profit gain over them (greedy facility location); None when there is no previous."""
+    with the largest profit gain over them (``facility.greedy``); None when there is no previous."""
     if not previous or len(previous) >= k or len(set(previous)) != len(previous):
         return None
-    chosen = list(previous)
-    best = profit[:, chosen].max(1)
-    while len(chosen) < k:
-        gain = np.maximum(profit - best[:, None], 0.0).sum(0)
-        gain[chosen] = -np.inf
-        m = int(gain.argmax())
-        chosen.append(m)
-        best = np.maximum(best, profit[:, m])
-    return chosen
+    return greedy(dense_source(profit), k, start=previous)
 
 
 def treatment_costs(d_cfg, data: ExperimentData, candidates: np.ndarray) -> np.ndarray:

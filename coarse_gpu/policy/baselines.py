@@ -23,7 +23,6 @@ Conventions shared by all baselines
 """
 from __future__ import annotations
 
-from itertools import combinations
 from math import comb
 from dataclasses import dataclass
 from typing import Optional
@@ -33,6 +32,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from coarse_gpu.discretize.facility import best_subset
 from coarse_gpu.policy.policy import Policy
 
 __all__ = [
@@ -350,157 +350,6 @@ def kmeans_profiles(profit, candidates, k: int, seed: int = 0, n_components: Opt
 # ---------------------------------------------------------------------------------------------
 # grid search: best K-subset of a prespecified grid
 # ---------------------------------------------------------------------------------------------
-def _plain_values(pT: torch.Tensor, subsets: torch.Tensor, max_bytes: int) -> torch.Tensor:
-    """(C,) sum_i max_{g in S_c} p[i, g] for subset rows (C, k) of grid indices; pT is p transposed (G, N).
-
-    Works on row gathers of the transposed matrix (contiguous), in chunks of subsets so that the
-    two (chunk, N) temporaries stay under ``max_bytes``.
-    """
-    n = pT.shape[1]
-    chunk = max(1, int(max_bytes // (2 * pT.element_size() * n)))
-    out = torch.empty(subsets.shape[0], dtype=pT.dtype, device=pT.device)
-    for s in range(0, subsets.shape[0], chunk):
-        block = subsets[s: s + chunk]
-        m = pT[block[:, 0]]
-        for j in range(1, block.shape[1]):
-            torch.maximum(m, pT[block[:, j]], out=m)
-        out[s: s + chunk] = m.sum(dim=1)
-    return out
-
-
-def _split_values(pT: torch.Tensor, subsets: np.ndarray, max_bytes: int) -> Optional[torch.Tensor]:
-    """Meet in the middle: the same values as ``_plain_values`` from tables of half-subset maxima.
-
-    S = (first h members) + (last k - h members); the (C(G, h), N) tables of maxima over all
-    h-subsets (and (k-h)-subsets) are built once, then each subset costs one max of two table rows
-    instead of k - 1 maxima. Returns None when the tables would not fit in ``max_bytes`` / 2.
-    """
-    G, n = pT.shape
-    k = subsets.shape[1]
-    h = k // 2
-    if h < 2:
-        return None
-    sizes = {h, k - h}
-    table_bytes = sum(comb(G, s) for s in sizes) * n * pT.element_size()
-    if table_bytes > max_bytes // 2:
-        return None
-    dev = pT.device
-    tables, keys = {}, {}
-    for s in sizes:
-        combos = np.array(list(combinations(range(G), s)), dtype=np.int64)
-        tables[s] = _plain_values_table(pT, torch.as_tensor(combos, device=dev))
-        keys[s] = _combo_keys(combos, G)  # increasing: combinations() is lexicographic
-    # row of each half-subset in its table, found through its mixed-radix key
-    ia = torch.as_tensor(np.searchsorted(keys[h], _combo_keys(subsets[:, :h], G)), device=dev)
-    ib = torch.as_tensor(np.searchsorted(keys[k - h], _combo_keys(subsets[:, h:], G)), device=dev)
-    chunk = max(1, int((max_bytes // 2) // (2 * pT.element_size() * n)))
-    out = torch.empty(subsets.shape[0], dtype=pT.dtype, device=dev)
-    ta, tb = tables[h], tables[k - h]
-    for s in range(0, subsets.shape[0], chunk):
-        m = ta[ia[s: s + chunk]]
-        torch.maximum(m, tb[ib[s: s + chunk]], out=m)
-        out[s: s + chunk] = m.sum(dim=1)
-    return out
-
-
-def _plain_values_table(pT: torch.Tensor, combos: torch.Tensor) -> torch.Tensor:
-    """(C, N) per-customer maxima over each combination row of ``combos`` (C, s)."""
-    m = pT[combos[:, 0]]
-    for j in range(1, combos.shape[1]):
-        torch.maximum(m, pT[combos[:, j]], out=m)
-    return m
-
-
-def _combo_keys(combos: np.ndarray, G: int) -> np.ndarray:
-    """Integer key of each row of sorted grid indices (mixed radix G)."""
-    key = np.zeros(combos.shape[0], dtype=np.int64)
-    for j in range(combos.shape[1]):
-        key = key * G + combos[:, j]
-    return key
-
-
-def _exact_best(p: torch.Tensor, subsets: np.ndarray, max_bytes: int) -> tuple[int, float]:
-    """Index of the best subset row and its total profit, exactly (float64), screening in float32.
-
-    All C(G, k) totals are first computed in float32 (half the memory traffic, and the
-    meet-in-the-middle tables when they fit); every subset within a conservative float32 error
-    bound of the best is then rescored in float64 and the best of those is returned (ties: first).
-    """
-    pT64 = p.T.contiguous()
-    pT32 = pT64.float()
-    vals32 = _split_values(pT32, subsets, max_bytes)
-    if vals32 is None:
-        vals32 = _plain_values(pT32, torch.as_tensor(subsets, device=p.device), max_bytes)
-    # rounding each entry to float32 moves a total by <= 2^-24 sum_i max_g |p_ig|; summation adds
-    # O(log N) eps more: 1e-5 relative is ~100x that, so the float64 winner is always rescored.
-    tol = 1e-5 * float(p.abs().max(dim=1).values.sum()) + 1e-12
-    near = torch.nonzero(vals32.double() >= float(vals32.max()) - 2 * tol).reshape(-1)
-    vals64 = _plain_values(pT64, torch.as_tensor(subsets, device=p.device)[near], max_bytes)
-    j = int(torch.argmax(vals64))
-    return int(near[j]), float(vals64[j])
-
-
-def _total(p: torch.Tensor, S: list[int]) -> float:
-    """sum_i max_{g in S} p[i, g] in float64."""
-    return float(p[:, list(S)].max(dim=1).values.sum())
-
-
-def _column_gains(p: torch.Tensor, base: torch.Tensor, max_bytes: int) -> torch.Tensor:
-    """(G,) sum_i max(base_i, p[i, g]) for every column g, chunked over columns."""
-    n, g = p.shape
-    chunk = max(1, int(max_bytes // (8 * n)))
-    out = torch.empty(g, dtype=torch.float64, device=p.device)
-    for s in range(0, g, chunk):
-        out[s: s + chunk] = torch.maximum(base[:, None], p[:, s: s + chunk]).sum(dim=0)
-    return out
-
-
-def _greedy(p: torch.Tensor, k: int, max_bytes: int) -> list[int]:
-    """Greedy forward selection: add the column with the largest total profit gain, k times."""
-    n, g = p.shape
-    chosen: list[int] = []
-    cur = torch.full((n,), -torch.inf, dtype=torch.float64, device=p.device)
-    for _ in range(k):
-        gains = _column_gains(p, cur, max_bytes)
-        if chosen:
-            gains[chosen] = -torch.inf
-        j = int(torch.argmax(gains))
-        chosen.append(j)
-        cur = torch.maximum(cur, p[:, j])
-    return chosen
-
-
-def _local_search(p: torch.Tensor, start: list[int], max_bytes: int, max_iter: int = 200) -> tuple[list[int], float]:
-    """Best-improvement 1-swap local search from ``start``; returns (subset, total profit)."""
-    n, g = p.shape
-    S = list(start)
-    k = len(S)
-    value = _total(p, S)
-    for _ in range(max_iter):
-        sub = p[:, S]  # (N, k)
-        if k > 1:
-            top2 = torch.topk(sub, 2, dim=1)
-            b1, b2, pos = top2.values[:, 0], top2.values[:, 1], top2.indices[:, 0]
-        best_gain, best_move = 0.0, None
-        for j in range(k):
-            if k > 1:  # best profit within S without member j
-                base = torch.where(pos == j, b2, b1)
-            else:
-                base = torch.full((n,), -torch.inf, dtype=torch.float64, device=p.device)
-            vals = _column_gains(p, base, max_bytes)
-            vals[S] = -torch.inf  # swapping in a member of S is not a move
-            c = int(torch.argmax(vals))
-            gain = float(vals[c]) - value
-            if gain > best_gain + 1e-12 * max(1.0, abs(value)):
-                best_gain, best_move = gain, (j, c)
-        if best_move is None:
-            break
-        S[best_move[0]] = best_move[1]
-        value += best_gain
-    value = _total(p, S)  # exact, no drift
-    return S, value
-
-
 def grid_search(profit_at_grid, grid, k: int, seed: int = 0, method: str = "auto", max_exact: int = 20_000,
                 n_restarts: int = 4, max_bytes: int = _GRID_BYTES, device: str | torch.device = "auto") -> Policy:
     """Best K-subset of a prespecified grid of treatments (e.g. the experimental arms).
@@ -536,25 +385,9 @@ def grid_search(profit_at_grid, grid, k: int, seed: int = 0, method: str = "auto
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     p = torch.as_tensor(p_np, dtype=torch.float64, device=torch.device(device))
-    if used == "exact":
-        if n_subsets > 50_000_000:
-            raise ValueError(f"method='exact': C({G}, {k}) = {n_subsets} subsets is too many to enumerate; use 'local'")
-        subsets = np.array(list(combinations(range(G), k)), dtype=np.int64).reshape(n_subsets, k)
-        best, total = _exact_best(p, subsets, max_bytes)
-        S = subsets[best].tolist()
-    elif used == "greedy":
-        S = _greedy(p, k, max_bytes)
-        total = _total(p, S)
-    else:
-        starts = [_greedy(p, k, max_bytes)]
-        rng = np.random.default_rng(seed)
-        starts += [rng.choice(G, size=k, replace=False).tolist() for _ in range(n_restarts)]
-        S, total = None, -np.inf
-        for s0 in starts:
-            s1, v1 = _local_search(p, s0, max_bytes)
-            if S is None or v1 > total + 1e-12 * max(1.0, abs(total)):
-                S, total = s1, v1
-    S = sorted(int(s) for s in S)
+    if used == "exact" and n_subsets > 50_000_000:
+        raise ValueError(f"method='exact': C({G}, {k}) = {n_subsets} subsets is too many to enumerate; use 'local'")
+    S, total = best_subset(p, k, used, seed=seed, n_restarts=n_restarts, max_bytes=max_bytes)
     assignment = p_np[:, S].argmax(axis=1).astype(np.int64)
     return Policy(
         "grid", g_np[S], assignment,
