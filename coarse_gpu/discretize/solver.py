@@ -315,19 +315,9 @@ def _profit_scale(src: ProfitSource, gen: torch.Generator) -> float:
     return s
 
 
-def _sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
-    """One index drawn with probability proportional to nonnegative weights (any length)."""
-    c = torch.cumsum(weights.to(torch.float64), 0)
-    total = float(c[-1])
-    if not total > 0:
-        return int(torch.randint(weights.shape[0], (1,), generator=gen))
-    u = float(torch.rand(1, generator=gen, dtype=torch.float64)) * total
-    return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
-
-
 def _column_means(src: ProfitSource) -> torch.Tensor:
     """(M,) mean profit of each candidate over the customers (one P^T Pi product)."""
-    return src.scores(torch.full((src.n, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
+    return src.scores(torch.full((src.n_local, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
 
 
 def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init, first: bool = True) -> torch.Tensor:
@@ -353,13 +343,14 @@ def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, ini
         best_full, ideal = src.row_max()
     for _ in range(1, n_restarts):
         i = int(torch.randint(N, (1,), generator=gen))
-        chosen = [int(ideal[i])]
+        chosen = [int(src.row_item(ideal, i))]
         best = src.columns(torch.tensor(chosen, device=src.device))[:, 0]
         for _ in range(1, k):
             m = None
             regret = torch.relu(best_full - best)
             for _try in range(8):
-                cand = int(ideal[_sample_index(regret, gen)]) if float(regret.max()) > 0 else -1
+                cand = int(src.row_item(ideal, src.sample_row(regret, gen))) if float(src.max_value(regret)) > 0 \
+                    else -1
                 if cand >= 0 and cand not in chosen:
                     m = cand
                     break
@@ -498,7 +489,7 @@ class _Run:
         does not improve it (an infeasible set scores -inf: its phase-one prices move it toward
         feasibility, for at most max_iter iterations).
         """
-        src, k, N, M = self.src, self.k, self.src.n, self.src.m
+        src, k = self.src, self.k
         R = C0.shape[0]
         C = C0.clone()
         obj = torch.full((R,), -math.inf, dtype=torch.float64)
@@ -511,16 +502,16 @@ class _Run:
             if act.size == 0:
                 break
             Ca = C[torch.as_tensor(act, device=C.device)]
-            U = src.columns(Ca.reshape(-1)).view(N, act.size, k)
-            A = torch.empty(N, act.size, dtype=torch.long, device=U.device)
+            U = src.columns(Ca.reshape(-1)).view(-1, act.size, k)  # this process's rows (all but sharded)
+            A = torch.empty(U.shape[0], act.size, dtype=torch.long, device=U.device)
             feasible = np.ones(act.size, dtype=bool)
             for j, r in enumerate(act):
                 A[:, j], prices[r], feasible[j] = self.hard_assign(U[:, j], prices[r], Ca[j], integral=False)
-            vals = U.gather(2, A[:, :, None])[:, :, 0].to(torch.float64).sum(0).cpu()
+            vals = src.reduce_sum(U.gather(2, A[:, :, None])[:, :, 0].to(torch.float64).sum(0)).cpu()
             if guard:
                 vals = torch.tensor([self.value(U[:, j], A[:, j], prices[r], feasible[j])
                                      for j, r in enumerate(act)], dtype=torch.float64)
-            counts = torch.stack([torch.bincount(A[:, j], minlength=k) for j in range(act.size)])  # (Ra, K)
+            counts = src.reduce_sum(torch.stack([torch.bincount(A[:, j], minlength=k) for j in range(act.size)]))
             S = src.segment_scores(A, k).to(torch.float64).cpu().numpy()  # (Ra, K, M)
             for j, r in enumerate(act):
                 obj[r] = vals[j]
@@ -599,7 +590,7 @@ class _Run:
             N = src.n
             eps = rel * self.scale
             for it in range(int(self.opts["iter_per_eps"])):
-                U = src.columns(C.reshape(-1)).view(N, R, k)
+                U = src.columns(C.reshape(-1)).view(-1, R, k)
                 if side is None:
                     P, g, err, n_in = entropic_plan(U, eps, self.lo, self.hi, g=g, tol=float(self.opts["tol"]),
                                                     max_iter=int(self.opts["sinkhorn_iter"]))
@@ -610,13 +601,15 @@ class _Run:
                     P, g, err, n_in, lam = entropic_plan(U, eps, self.lo, self.hi, g=g, tol=float(self.opts["tol"]),
                                                          max_iter=min(50, int(self.opts["sinkhorn_iter"])),
                                                          side=(Wt, Vk, *bounds), lam=lam)
-                S = src.scores(P.reshape(N, R * k)).view(R, k, M)
+                if src.n_local != N:  # sharded (free masses): the plan's rows are 1/N of the whole sample
+                    P = P * (src.n_local / N)
+                S = src.scores(P.reshape(-1, R * k)).view(R, k, M)
                 if side is not None:
                     S = S - torch.einsum("rkc,rc,mc->rkm", (P.reshape(N, R * k).T @ Wt).view(R, k, -1), lam, Vt)
                 S = S.to(torch.float64).cpu().numpy()
                 # totals in units of all the run's customers (estimates while on the coarse sample)
-                soft = (P * U).to(torch.float64).sum((0, 2)).cpu() * (self.src.n * self.unit)
-                hard = U.max(2).values.to(torch.float64).sum(0).cpu() * (self.src.n * self.unit / N)
+                soft = src.reduce_sum((P * U).to(torch.float64).sum((0, 2))).cpu() * (self.src.n * self.unit)
+                hard = src.reduce_sum(U.max(2).values.to(torch.float64).sum(0)).cpu() * (self.src.n * self.unit / N)
                 changed = False
                 for r in range(R):
                     self.trace.append({"restart": int(restart_ids[r]), "phase": "anneal", "eps": rel, "iter": it,
@@ -635,7 +628,7 @@ class _Run:
 
     def objective(self, C: torch.Tensor) -> float:
         """Total profit of the argmax assignment to columns C (K,) (no shares)."""
-        return float(self.src.columns(C).max(1).values.to(torch.float64).sum())
+        return float(self.src.reduce_sum(self.src.columns(C).max(1).values.to(torch.float64).sum()))
 
     def swap(self, C: torch.Tensor, obj: float, gen: torch.Generator, restart_id: int):
         """1-swap local search: replace one treatment by one candidate while that raises the objective.
@@ -890,6 +883,7 @@ def discretize(
     device="auto",
     seed: int = 0,
     constraints=None,
+    distributed: bool = False,
     **options,
 ) -> Discretization:
     """Choose K treatments among candidates and assign every customer to one (see module docstring).
@@ -916,6 +910,10 @@ def discretize(
         subsample ("auto": search on 65536 sampled customers
         when N > 262144, then an exact Lloyd polish on all N; None: search on all N; or an int),
         mip_time_limit (None: seconds for solver="mip"), mip_rel_gap (1e-4).
+    distributed : True: ``profit`` is this rank's shard (rows) of one problem split over the initialized
+        torch.distributed default process group, in rank order (``distributed.py``); every rank returns
+        the same treatments, ``assignment`` (N_rank,) for its own rows, and the global objective and
+        shares. Not with shares, constraints, support, refine_oracle or solver "exact" / "mip".
     """
     t_start = time.perf_counter()
     opts, dtype, eps_target = _check_options(options, epsilon)
@@ -925,7 +923,16 @@ def discretize(
     if mem <= 0:
         raise ValueError(f"memory_limit_bytes must be positive, got {opts['memory_limit_bytes']}")
 
-    src, cand = _make_source(profit, candidates, dev, dtype, mem, opts["lazy"])
+    if not isinstance(distributed, bool):
+        raise ValueError(f"distributed must be True or False, got {distributed!r}")
+    if distributed:
+        from coarse_gpu.discretize import distributed as sharding
+
+        sharding.check_request(solver, min_share, max_share, constraints, opts)
+        src, cand = sharding.shard_source(lambda: _make_source(profit, candidates, dev, dtype, mem, opts["lazy"]),
+                                          dict(opts, k=k, seed=seed, epsilon=epsilon))
+    else:
+        src, cand = _make_source(profit, candidates, dev, dtype, mem, opts["lazy"])
     N, M = src.n, src.m
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= int(k) <= M):
         raise ValueError(f"k must be an integer in [1, M={M}], got {k!r}")
@@ -964,6 +971,9 @@ def discretize(
     else:
         C_best, best_prices, eps_used = _search(run, src, k, L, H, side, init, opts, eps_target, gen, seed,
                                                 min_share, max_share, info)
+    if distributed:
+        src.same_on_all_ranks(C_best)
+        info["distributed"] = {"world_size": src.comm.world, "rank": src.comm.rank, "n_local": src.n_local}
     return _finish(run, src, cand, C_best, best_prices, fixed_assignment, solver, eps_used, eps_target,
                    refine_oracle, bounds, opts, trace, info, t_start)
 
@@ -1270,7 +1280,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
         info["refined"] = moved.tolist()
 
     a_t = torch.as_tensor(assignment, device=U64.device)
-    objective = float(U64.gather(1, a_t[:, None]).sum())
+    objective = float(src.reduce_sum(U64.gather(1, a_t[:, None]).sum()))
     entropic = objective
     if solver == "sinkhorn":
         entropic = _final_entropic(run, U64, prices, cand_index, eps_target, opts, info)
@@ -1287,7 +1297,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
                            "dual": [float(x) for x in lam[run.n_side:]] or [0.0] * k}
     if run.rows_priced:
         info["constraint_rounding_gap"] = float(prices.rounding_gap) if prices is not None else 0.0
-    counts = np.bincount(assignment, minlength=k)
+    counts = src.reduce_sum(np.bincount(assignment, minlength=k))
     info["epsilon_abs"] = eps_used * run.scale
     info["time_s"] = time.perf_counter() - t_start
     return Discretization(
@@ -1314,7 +1324,7 @@ def _final_entropic(run: _Run, U64, prices, cols, eps_target: float, opts: dict,
     N, scale = U64.shape[0], run.scale
     if not run.constrained:  # free column masses: the plan is a row softmax, its rows sum to 1/N exactly
         info["final_marginal_error"] = 0.0
-        return entropic_value(U64, eps_target * scale)
+        return run.src.reduce_sum(entropic_value(U64, eps_target * scale))
     g0 = torch.as_tensor(prices.g, device=U64.device) if prices is not None else None
     kw = dict(g=g0, tol=min(float(opts["tol"]), 1e-6), max_iter=max(1000, int(opts["sinkhorn_iter"])))
     if run.side is not None:
