@@ -66,6 +66,18 @@ def _solve(name: str, sl: slice, **extra):
     return discretize(_rows(kind, full, sl), k, candidates=cand, device="cpu", seed=3, **opts, **extra)
 
 
+def _path(res) -> list:
+    """The search's path: (phase, restart, iteration, objective, entropic objective) of every trace record."""
+    return [(t["phase"], t["restart"], t["iter"], t["objective"], t.get("entropic_objective", 0.0)) for t in res.trace]
+
+
+def _same_path(got: list, want: list) -> None:
+    """Every phase, restart and iteration of the single-process search, at the same objectives (float
+    rounding of the sums aside): the sharded solve took the same steps, not just the same end point."""
+    assert [t[:3] for t in got] == [t[:3] for t in want]
+    np.testing.assert_allclose(np.array([t[3:] for t in got]), np.array([t[3:] for t in want]), rtol=1e-6, atol=1e-6)
+
+
 def _worker(rank: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -74,7 +86,7 @@ def _worker(rank: int, init_file: str, out: str) -> None:
         res = _solve(name, slice(0, n0) if rank == 0 else slice(n0, n), distributed=True)
         results[name] = dict(cols=res.candidate_index, assignment=res.assignment, objective=res.objective,
                              entropic=res.entropic_objective, shares=res.shares, info_n=res.info["n_customers"],
-                             n_local=res.info["distributed"]["n_local"])
+                             n_local=res.info["distributed"]["n_local"], trace=_path(res))
     for label, kw in REFUSED.items():
         try:
             discretize(np.ones((10, 4), np.float32), 2, device="cpu", distributed=True, **kw)
@@ -121,6 +133,7 @@ def test_sharded_lloyd_equals_lloyd_on_the_concatenated_rows(sharded, name):
         assert r["objective"] == pytest.approx(ref.objective, rel=1e-9)
         assert r["info_n"] == ref.info["n_customers"]
         np.testing.assert_allclose(r["shares"], ref.shares, rtol=0, atol=1e-12)
+        _same_path(r["trace"], _path(ref))
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c.startswith("sinkhorn")])
@@ -130,6 +143,9 @@ def test_sharded_sinkhorn_within_a_hundredth_of_a_percent(sharded, name):
     assert np.array_equal(r0["cols"], r1["cols"])  # every rank the same treatments
     assert r0["objective"] == r1["objective"] and r0["entropic"] == r1["entropic"]
     assert abs(r0["objective"] - ref.objective) <= 1e-4 * abs(ref.objective)
+    # on these instances it also took the single-process search's every step (annealing, restarts, swaps)
+    _same_path(r0["trace"], _path(ref))
+    assert r0["entropic"] == pytest.approx(ref.entropic_objective, rel=1e-9)
     # the global objective is the total of the ranks' own assignments at the chosen treatments
     kind, n, m, _, n0, _ = CASES[name]
     full = _instance(kind, n, m, seed=len(name))
