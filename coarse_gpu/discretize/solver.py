@@ -62,6 +62,10 @@ Shares: the annealing uses the boxed plan; every hard assignment is the exact ca
 (network simplex on the ambiguous customers + LP-duality certificate, ``exact.assign_with_shares``),
 warm-started with the entropic prices; integer capacities are ceil(min_share N) and floor(max_share N).
 
+Sharded: with ``distributed=True`` each process of a torch.distributed group passes its own customers
+and the same search runs in lockstep on all of them, reductions over customers crossing processes
+(``distributed.py``).
+
 Continuous refinement: with ``refine_oracle`` the final treatments leave the grid by pattern search
 within ``bounds`` (``refine.py``); ``candidate_index`` is then -1 for the moved ones.
 """
