@@ -6,7 +6,8 @@ for the box-constrained log-domain Sinkhorn, ``exact.py`` for the exact referenc
 enumeration, certified share-constrained assignment), ``constraints.py`` for linear side constraints
 (``Constraint``), experimental support per segment (``Support``) and the exact assignment under
 them, ``options.py`` for the typed search options (``SolverOptions``), ``mip.py`` for the exact joint mixed-integer program (``solver="mip"``), ``profit.py`` for
-dense / factored (KeOps) / oracle profit sources and ``refine.py`` for the continuous off-grid refinement.
+dense / factored (KeOps) / oracle profit sources, ``refine.py`` for the continuous off-grid refinement, ``facility.py`` for the facility-location searches
+and ``distributed.py`` for the sharded solve over torch.distributed (``distributed=True``).
 """
 from coarse_gpu.discretize.constraints import Constraint, Prices, Support, assign_constrained
 from coarse_gpu.discretize.exact import assign_with_shares, certify, enumerate_optimum, share_counts

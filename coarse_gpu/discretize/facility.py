@@ -36,7 +36,7 @@ DEFAULT_BYTES = 256 * 2**20  # temporaries of one enumeration / gain chunk
 
 def column_means(src: ProfitSource) -> torch.Tensor:
     """(M,) mean profit of each candidate over the customers (one P^T Pi product)."""
-    return src.scores(torch.full((src.n, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
+    return src.scores(torch.full((src.n_local, 1), 1.0 / src.n, device=src.device, dtype=src.dtype))[0]
 
 
 def greedy(src: ProfitSource, k: int, start: Sequence[int] = ()) -> list[int]:

@@ -194,6 +194,40 @@ class ProfitSource:
         """The same source restricted to customers ``idx`` (sorted int64), or None if not supported."""
         return None
 
+    # Reductions over customers that a sharded problem (``distributed.ShardedSource``: this process
+    # holds ``n_local`` of the ``n`` rows) completes across processes. A plain source holds every row,
+    # so they are identities here and the single-process numbers are untouched.
+    @property
+    def n_local(self) -> int:
+        """Rows held by this process: the first dimension of ``columns``, ``row_max``, plans P."""
+        return self.n
+
+    def reduce_sum(self, x):
+        """Sum over all shards of a per-shard partial sum ``x`` (tensor, ndarray or float; same type back)."""
+        return x
+
+    def max_value(self, t: torch.Tensor) -> torch.Tensor:
+        """Largest entry of a per-row tensor t (n_local,) over all shards."""
+        return t.max()
+
+    def row_item(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """t[i] for a per-row tensor t (n_local,) and a row index i in [0, n) of the whole problem."""
+        return t[i]
+
+    def sample_row(self, weights: torch.Tensor, gen: torch.Generator) -> int:
+        """A row in [0, n) drawn with probability proportional to per-row weights (n_local,) >= 0."""
+        return sample_index(weights, gen)
+
+
+def sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
+    """One index drawn with probability proportional to nonnegative weights (any length)."""
+    c = torch.cumsum(weights.to(torch.float64), 0)
+    total = float(c[-1])
+    if not total > 0:
+        return int(torch.randint(weights.shape[0], (1,), generator=gen))
+    u = float(torch.rand(1, generator=gen, dtype=torch.float64)) * total
+    return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
+
 
 def _rows_per_block(m: int, itemsize: int, memory_limit: int, floor: int = 256) -> int:
     """Rows of an (rows, m) temporary that fit a quarter of the memory budget (at least ``floor``)."""

@@ -98,7 +98,7 @@ def entropic_plan(
     tiny = torch.finfo(U.dtype).tiny
     log_lo = torch.where(lo_t > 0, torch.log(lo_t.clamp_min(tiny)), torch.full_like(lo_t, -math.inf))
     log_hi = torch.where(hi_t < 1, torch.log(hi_t.clamp_min(tiny)), torch.zeros_like(hi_t))
-    logN = math.log(N)
+    logN = math.log(max(N, 1))  # a shard of a sharded problem may hold no row of a sample
     eps_rk = eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t  # broadcastable against (R, K)
     if side is not None:
         Wc, Vk, clo, chi = (torch.as_tensor(t, device=U.device).to(U.dtype) for t in side)

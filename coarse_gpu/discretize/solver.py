@@ -62,6 +62,10 @@ Shares: the annealing uses the boxed plan; every hard assignment is the exact ca
 (network simplex on the ambiguous customers + LP-duality certificate, ``exact.assign_with_shares``),
 warm-started with the entropic prices; integer capacities are ceil(min_share N) and floor(max_share N).
 
+Sharded: with ``distributed=True`` each process of a torch.distributed group passes its own customers
+and the same search runs in lockstep on all of them, reductions over customers crossing processes
+(``distributed.py``).
+
 Continuous refinement: with ``refine_oracle`` the final treatments leave the grid by pattern search
 within ``bounds`` (``refine.py``); ``candidate_index`` is then -1 for the moved ones.
 """
@@ -272,14 +276,6 @@ def _profit_scale(src: ProfitSource, gen: torch.Generator) -> float:
     return s
 
 
-def _sample_index(weights: torch.Tensor, gen: torch.Generator) -> int:
-    """One index drawn with probability proportional to nonnegative weights (any length)."""
-    c = torch.cumsum(weights.to(torch.float64), 0)
-    total = float(c[-1])
-    if not total > 0:
-        return int(torch.randint(weights.shape[0], (1,), generator=gen))
-    u = float(torch.rand(1, generator=gen, dtype=torch.float64)) * total
-    return int(min(weights.shape[0] - 1, int(torch.searchsorted(c, torch.tensor([u], dtype=c.dtype, device=c.device)))))
 
 
 def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, init, first: bool = True) -> torch.Tensor:
@@ -297,13 +293,14 @@ def _seeds(src: ProfitSource, k: int, n_restarts: int, gen: torch.Generator, ini
         best_full, ideal = src.row_max()
     for _ in range(1, n_restarts):
         i = int(torch.randint(N, (1,), generator=gen))
-        chosen = [int(ideal[i])]
+        chosen = [int(src.row_item(ideal, i))]
         best = src.columns(torch.tensor(chosen, device=src.device))[:, 0]
         for _ in range(1, k):
             m = None
             regret = torch.relu(best_full - best)
             for _try in range(8):
-                cand = int(ideal[_sample_index(regret, gen)]) if float(regret.max()) > 0 else -1
+                cand = int(src.row_item(ideal, src.sample_row(regret, gen))) if float(src.max_value(regret)) > 0 \
+                    else -1
                 if cand >= 0 and cand not in chosen:
                     m = cand
                     break
@@ -442,7 +439,7 @@ class _Run:
         does not improve it (an infeasible set scores -inf: its phase-one prices move it toward
         feasibility, for at most max_iter iterations).
         """
-        src, k, N, M = self.src, self.k, self.src.n, self.src.m
+        src, k = self.src, self.k
         R = C0.shape[0]
         C = C0.clone()
         obj = torch.full((R,), -math.inf, dtype=torch.float64)
@@ -455,16 +452,16 @@ class _Run:
             if act.size == 0:
                 break
             Ca = C[torch.as_tensor(act, device=C.device)]
-            U = src.columns(Ca.reshape(-1)).view(N, act.size, k)
-            A = torch.empty(N, act.size, dtype=torch.long, device=U.device)
+            U = src.columns(Ca.reshape(-1)).view(-1, act.size, k)  # this process's rows (all but sharded)
+            A = torch.empty(U.shape[0], act.size, dtype=torch.long, device=U.device)
             feasible = np.ones(act.size, dtype=bool)
             for j, r in enumerate(act):
                 A[:, j], prices[r], feasible[j] = self.hard_assign(U[:, j], prices[r], Ca[j], integral=False)
-            vals = U.gather(2, A[:, :, None])[:, :, 0].to(torch.float64).sum(0).cpu()
+            vals = src.reduce_sum(U.gather(2, A[:, :, None])[:, :, 0].to(torch.float64).sum(0)).cpu()
             if guard:
                 vals = torch.tensor([self.value(U[:, j], A[:, j], prices[r], feasible[j])
                                      for j, r in enumerate(act)], dtype=torch.float64)
-            counts = torch.stack([torch.bincount(A[:, j], minlength=k) for j in range(act.size)])  # (Ra, K)
+            counts = src.reduce_sum(torch.stack([torch.bincount(A[:, j], minlength=k) for j in range(act.size)]))
             S = src.segment_scores(A, k).to(torch.float64).cpu().numpy()  # (Ra, K, M)
             for j, r in enumerate(act):
                 obj[r] = vals[j]
@@ -543,7 +540,7 @@ class _Run:
             N = src.n
             eps = rel * self.scale
             for it in range(int(self.opts["iter_per_eps"])):
-                U = src.columns(C.reshape(-1)).view(N, R, k)
+                U = src.columns(C.reshape(-1)).view(-1, R, k)
                 if side is None:
                     P, g, err, n_in = entropic_plan(U, eps, self.lo, self.hi, g=g, tol=float(self.opts["tol"]),
                                                     max_iter=int(self.opts["sinkhorn_iter"]))
@@ -554,13 +551,15 @@ class _Run:
                     P, g, err, n_in, lam = entropic_plan(U, eps, self.lo, self.hi, g=g, tol=float(self.opts["tol"]),
                                                          max_iter=min(50, int(self.opts["sinkhorn_iter"])),
                                                          side=(Wt, Vk, *bounds), lam=lam)
-                S = src.scores(P.reshape(N, R * k)).view(R, k, M)
+                if src.n_local != N:  # sharded (free masses): the plan's rows are 1/N of the whole sample
+                    P = P * (src.n_local / N)
+                S = src.scores(P.reshape(-1, R * k)).view(R, k, M)
                 if side is not None:
                     S = S - torch.einsum("rkc,rc,mc->rkm", (P.reshape(N, R * k).T @ Wt).view(R, k, -1), lam, Vt)
                 S = S.to(torch.float64).cpu().numpy()
                 # totals in units of all the run's customers (estimates while on the coarse sample)
-                soft = (P * U).to(torch.float64).sum((0, 2)).cpu() * (self.src.n * self.unit)
-                hard = U.max(2).values.to(torch.float64).sum(0).cpu() * (self.src.n * self.unit / N)
+                soft = src.reduce_sum((P * U).to(torch.float64).sum((0, 2))).cpu() * (self.src.n * self.unit)
+                hard = src.reduce_sum(U.max(2).values.to(torch.float64).sum(0)).cpu() * (self.src.n * self.unit / N)
                 changed = False
                 for r in range(R):
                     self.trace.append({"restart": int(restart_ids[r]), "phase": "anneal", "eps": rel, "iter": it,
@@ -579,7 +578,7 @@ class _Run:
 
     def objective(self, C: torch.Tensor) -> float:
         """Total profit of the argmax assignment to columns C (K,) (no shares)."""
-        return float(self.src.columns(C).max(1).values.to(torch.float64).sum())
+        return float(self.src.reduce_sum(self.src.columns(C).max(1).values.to(torch.float64).sum()))
 
     def swap(self, C: torch.Tensor, obj: float, gen: torch.Generator, restart_id: int):
         """1-swap local search: replace one treatment by one candidate while that raises the objective.
@@ -834,6 +833,7 @@ def discretize(
     device="auto",
     seed: int = 0,
     constraints=None,
+    distributed: bool = False,
     **options,
 ) -> Discretization:
     """Choose K treatments among candidates and assign every customer to one (see module docstring).
@@ -860,6 +860,10 @@ def discretize(
         refine_oracle (callable (T, d) -> (N, T): continuous refinement within ``bounds``),
         bounds ((low (d,), high (d,))), init (K candidate indices seeding restart 0) and support
         (a ``constraints.Support``).
+    distributed : True: ``profit`` is this rank's shard (rows) of one problem split over the initialized
+        torch.distributed default process group, in rank order (``distributed.py``); every rank returns
+        the same treatments, ``assignment`` (N_rank,) for its own rows, and the global objective and
+        shares. Not with shares, constraints, support, refine_oracle or solver "exact" / "mip".
     """
     t_start = time.perf_counter()
     opts, dtype, eps_target = _check_options(options, epsilon)
@@ -867,7 +871,16 @@ def discretize(
     dev = resolve_device(device)
     mem = int(opts["memory_limit_bytes"]) if opts["memory_limit_bytes"] is not None else _default_memory_limit(dev)
 
-    src, cand = _make_source(profit, candidates, dev, dtype, mem, opts["lazy"])
+    if not isinstance(distributed, bool):
+        raise ValueError(f"distributed must be True or False, got {distributed!r}")
+    if distributed:
+        from coarse_gpu.discretize import distributed as sharding
+
+        sharding.check_request(solver, min_share, max_share, constraints, opts)
+        src, cand = sharding.shard_source(lambda: _make_source(profit, candidates, dev, dtype, mem, opts["lazy"]),
+                                          dict(opts, k=k, seed=seed, epsilon=epsilon))
+    else:
+        src, cand = _make_source(profit, candidates, dev, dtype, mem, opts["lazy"])
     N, M = src.n, src.m
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (1 <= int(k) <= M):
         raise ValueError(f"k must be an integer in [1, M={M}], got {k!r}")
@@ -906,6 +919,9 @@ def discretize(
     else:
         C_best, best_prices, eps_used = _search(run, src, k, L, H, side, init, opts, eps_target, gen, seed,
                                                 min_share, max_share, info)
+    if distributed:
+        src.same_on_all_ranks(C_best)
+        info["distributed"] = {"world_size": src.comm.world, "rank": src.comm.rank, "n_local": src.n_local}
     return _finish(run, src, cand, C_best, best_prices, fixed_assignment, solver, eps_used, eps_target,
                    refine_oracle, bounds, opts, trace, info, t_start)
 
@@ -1196,7 +1212,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
         info["refined"] = moved.tolist()
 
     a_t = torch.as_tensor(assignment, device=U64.device)
-    objective = float(U64.gather(1, a_t[:, None]).sum())
+    objective = float(src.reduce_sum(U64.gather(1, a_t[:, None]).sum()))
     entropic = objective
     if solver == "sinkhorn":
         entropic = _final_entropic(run, U64, prices, cand_index, eps_target, opts, info)
@@ -1213,7 +1229,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
                            "dual": [float(x) for x in lam[run.n_side:]] or [0.0] * k}
     if run.rows_priced:
         info["constraint_rounding_gap"] = float(prices.rounding_gap) if prices is not None else 0.0
-    counts = np.bincount(assignment, minlength=k)
+    counts = src.reduce_sum(np.bincount(assignment, minlength=k))
     info["epsilon_abs"] = eps_used * run.scale
     info["time_s"] = time.perf_counter() - t_start
     return Discretization(
@@ -1240,7 +1256,7 @@ def _final_entropic(run: _Run, U64, prices, cols, eps_target: float, opts: dict,
     N, scale = U64.shape[0], run.scale
     if not run.constrained:  # free column masses: the plan is a row softmax, its rows sum to 1/N exactly
         info["final_marginal_error"] = 0.0
-        return entropic_value(U64, eps_target * scale)
+        return run.src.reduce_sum(entropic_value(U64, eps_target * scale))
     g0 = torch.as_tensor(prices.g, device=U64.device) if prices is not None else None
     kw = dict(g=g0, tol=min(float(opts["tol"]), 1e-6), max_iter=max(1000, int(opts["sinkhorn_iter"])))
     if run.side is not None:
