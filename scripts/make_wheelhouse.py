@@ -182,7 +182,7 @@ def select(wheels: list[dict], top: list[str], node: dict[str, str | None], env:
     Returns (kept wheels, {name: [specifier strings]} of the assumed packages that are reached).
     """
     by_name = {w["name"]: w for w in wheels}
-    names = set(by_name) | {canon(Requirement(r).name) for r in top}
+    names = set(by_name) | {canon(Requirement(r).name) for r in top + [r for w in wheels for r in w["requires"]]}
     kept: dict = {}
     for _ in range(len(names) + 1):
         specs = _collect_specs(top + [r for w in kept.values() for r in w["requires"]])
