@@ -130,7 +130,8 @@ def plan(smoke: bool, work: Path, gpu_gib: float) -> dict[str, dict]:
                  "cmd": bench + ["--methods", "ours-lazy", "--json", str(work / "disc_lazy.json")]},
         "dense": {"label": f"discretize dense {n_disc:,} x {m_disc} K=5", "n": n_disc, "m": m_disc,
                   "cmd": bench + ["--methods", "ours-dense", "--json", str(work / "disc_dense.json")]},
-        "train": {"label": f"train TARNet {n_train:,} rows x {epochs} epoch{'s' if epochs > 1 else ''}", "wrapped": True,
+        "train": {"label": f"train TARNet {n_train:,} rows x {epochs} epoch{'s' if epochs > 1 else ''}",
+                  "wrapped": True,
                   "cmd": [str(ROOT / "scripts" / "bench_train.py"), "--n", str(n_train), "--epochs", str(epochs),
                           "--device", dev, *train_extra]},
         "main": {"label": f"main job {n_main:,} customers (tarnet, 1 epoch, K=1,5)", "wrapped": True,
@@ -332,7 +333,8 @@ def main(argv=None) -> int:
     stages = [s for s in args.stages.split(",") if s]
     bad = [s for s in stages if s not in STAGE_ORDER]
     if bad or not stages:
-        raise SystemExit(f"gpu_check: --stages must be a comma list out of {','.join(STAGE_ORDER)}, got {args.stages!r}")
+        raise SystemExit(f"gpu_check: --stages must be a comma list out of {','.join(STAGE_ORDER)}, "
+                         f"got {args.stages!r}")
     if args.budget_s <= 0:
         raise SystemExit(f"gpu_check: --budget-s must be positive, got {args.budget_s}")
     env, gib = environment(args.smoke)

@@ -34,8 +34,9 @@ make it on a machine with network with scripts/make_wheelhouse.sh --python X.Y (
 command -v "$PY" >/dev/null 2>&1 || die "no Python at '$PY': pass --python /path/to/the/python/with/torch"
 "$PY" -c "import torch" 2>/dev/null || die "$PY cannot import torch: pass --python with the node's PyTorch"
 if [[ "${GPU_CHECK_CPU_SMOKE:-0}" != 1 ]]; then
-  "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || die "no CUDA device visible to \
-$PY (torch $("$PY" -c 'import torch; print(torch.__version__)')): this check needs a GPU; GPU_CHECK_CPU_SMOKE=1 runs it on CPU at tiny sizes" 3
+  TV="$("$PY" -c 'import torch; print(torch.__version__)')"
+  "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || die "no CUDA device visible \
+to $PY (torch $TV): this check needs a GPU; GPU_CHECK_CPU_SMOKE=1 runs it on CPU at tiny sizes" 3
 fi
 WANT="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["python"])' "$WH/wheelhouse.json")"
 HAVE="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"

@@ -50,7 +50,8 @@ def test_figures_read_off_each_stage_output(tmp_path):
     assert gc.figure_tests(log) == "1 failed, 1 passed, 37 deselected"
     assert gc.figure_tests("2 skipped, 37 deselected in 3.10s\n") == "2 skipped, 37 deselected"
     train = ("device=cuda (NVIDIA H200) torch=2.11\nmodel=tarnet N=1000000\n"
-             "train_wall_s=4.20 epochs_per_s=0.714 rows_per_s=714,286\neffect_rmse=0.1234 (constant-effect model: 0.9)\n")
+             "train_wall_s=4.20 epochs_per_s=0.714 rows_per_s=714,286\n"
+             "effect_rmse=0.1234 (constant-effect model: 0.9)\n")
     assert gc.figure_train(train) == "714,286 rows/s (fit 4.20 s), effect RMSE 0.1234 vs 0.9 constant"
     assert gc.figure_train("Traceback...\nRuntimeError: CUDA out of memory\n") == "RuntimeError: CUDA out of memory"
     lazy = [{"wall_s": 2.5, "path": "factored-keops", "objective": 200.0, "peak_mb": 3000.0, "device": "cuda"}]
@@ -65,7 +66,8 @@ def test_figures_read_off_each_stage_output(tmp_path):
     assert gc.figure_main(run, "last words\n") == "last words"
     (run / "results.json").write_text(json.dumps({"status": "complete", "timings_s": {"total": 95.0, "train": 20.5},
                                                   "methods": {"ot": {"5": {"share_of_full": 0.9123}}}}))
-    assert gc.figure_main(run, "") == "complete: total 95.0 s, train 20.5 s, OT K=5 keeps 91.2 % of full personalization"
+    assert gc.figure_main(run, "") == \
+        "complete: total 95.0 s, train 20.5 s, OT K=5 keeps 91.2 % of full personalization"
 
 
 def test_plan_uses_the_issue_sizes_on_gpu_and_dense_only_where_it_fits(tmp_path):
