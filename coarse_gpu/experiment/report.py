@@ -8,7 +8,6 @@ timings_s.{train, discretize, ...}, device, versions``.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -36,11 +35,6 @@ CEILING_LABEL = "true-profit ceiling"
 def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
     """Write results.json atomically (a reader or a killed run never sees half a file)."""
     return atomic_write_json(path, results)
-
-
-def load_results(path: str | os.PathLike) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def _method_order(results: Mapping[str, Any]) -> list[str]:

@@ -603,12 +603,4 @@ class DoseVC(DoseResponseModel):
         return total
 
 
-def dose_model(name: str, **kwargs):
-    """Build a dose model by name ("dose_logit" | "dose_vc")."""
-    models = {"dose_logit": DoseLogit, "dose_vc": DoseVC}
-    if name not in models:
-        raise ValueError(f"unknown dose model {name!r}; available: {sorted(models)}")
-    return models[name](**kwargs)
-
-
-__all__ = ["DoseLogit", "DoseResponseModel", "DoseVC", "SplineBasis1D", "TensorSplineBasis", "dose_model"]
+__all__ = ["DoseLogit", "DoseResponseModel", "DoseVC", "SplineBasis1D", "TensorSplineBasis"]
