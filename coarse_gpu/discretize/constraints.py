@@ -55,6 +55,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from coarse_gpu.discretize.profit import ProfitSource
+
 _FEAS_RTOL = 1e-9  # constraint values within this fraction of sum_i |w_i| max |v| of a bound count as on it
 _BASE = 8192  # customers below which the starting prices come from the entropic plan (no subsample)
 _AMB0 = 256  # first restricted LP size (customers); it grows x4 while the certificate fails
@@ -933,10 +935,11 @@ def _milp(prob: _Problem, F: np.ndarray, a: np.ndarray):
 # ----------------------------------------------------------------------------------------------------
 # the priced profit table (seeding under side constraints)
 # ----------------------------------------------------------------------------------------------------
-class PricedSource:
+class PricedSource(ProfitSource):
     """Pi_im - sum_c lam_c W_ic V_mc over a ProfitSource, never formed: the profit table under fixed
     multipliers, on which the greedy / k-means++ seeds are drawn (so that they respect the constraints
-    as the Lagrangian does). Implements the ProfitSource operations the seeding uses; the rank-C
+    as the Lagrangian does). Implements the ProfitSource operations the seeding uses (the row
+    reductions are ProfitSource's single-process ones: constraints are refused when sharded); the rank-C
     correction is added to ``columns`` / ``scores`` / ``submatrix``, and the N x M reductions
     (``row_max``, ``gains``) run over column chunks of ``columns``."""
 
