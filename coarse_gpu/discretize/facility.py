@@ -29,7 +29,7 @@ import torch
 
 from coarse_gpu.discretize.profit import DenseSource, ProfitSource
 
-__all__ = ["best_subset", "exact_best", "greedy", "local_search", "total"]
+__all__ = ["best_subset", "column_means", "dense_source", "exact_best", "greedy", "local_search", "total"]
 
 DEFAULT_BYTES = 256 * 2**20  # temporaries of one enumeration / gain chunk
 

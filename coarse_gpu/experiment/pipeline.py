@@ -164,11 +164,12 @@ def ideal_treatment_histogram(ideal: np.ndarray, candidates: np.ndarray, space, 
 
 def _simulator_checks(scored: ExperimentData, candidates: np.ndarray, seed: int, results: dict):
     """The simulator's difficulty figures with TRUE profits; returns (control value, (full value,
-    full treatments)) of the scored customers, or (None, None) without a simulator."""
+    full treatments), (N, M) true profits at the candidates) of the scored customers, or (None, None,
+    None) without a simulator."""
     if scored.truth is None:
         log.info("no simulator behind %s: policies are scored by their doubly robust value only",
                  scored.meta.get("source", "the data"))
-        return None, None
+        return None, None, None
     space = scored.space
     true_cand = scored.truth.profit(candidates)
     control = oracle_control_value(scored.truth, space)
@@ -182,7 +183,7 @@ def _simulator_checks(scored: ExperimentData, candidates: np.ndarray, seed: int,
     log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 "
              "keeps %.1f%% of full personalization's incremental profit",
              100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
-    return control, full
+    return control, full, true_cand
 
 
 def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict:
@@ -391,13 +392,15 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     out_path = run_dir / "results.json"
     try:
         t0 = time.perf_counter()
-        control, full = _simulator_checks(scored, candidates, seed, results)
+        control, full, true_cand = _simulator_checks(scored, candidates, seed, results)
         timings["simulator_checks"] = time.perf_counter() - t0
         if control is not None and cfg.evaluation.get("true_ceiling", True):
             t0 = time.perf_counter()
             results["true_profit_ceiling"] = oracle_ceiling(scored.truth, scored.space, candidates, k_values,
-                                                            control, full[0], seed=seed, device=str(device))
+                                                            control, full[0], profit=true_cand, seed=seed,
+                                                            device=str(device))
             timings["true_ceiling"] = time.perf_counter() - t0
+        del true_cand  # (N, M): not kept through training
         t0 = time.perf_counter()
         model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
                                             checkpoint_dir=run_dir / "checkpoints")

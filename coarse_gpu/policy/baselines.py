@@ -32,7 +32,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from coarse_gpu.discretize.facility import best_subset
+from coarse_gpu.discretize.facility import DEFAULT_BYTES, best_subset
 from coarse_gpu.policy.policy import Policy
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 # Default working-memory budget of the vectorized grid search (bytes of float64 temporaries).
-_GRID_BYTES = 256 * 2**20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +350,7 @@ def kmeans_profiles(profit, candidates, k: int, seed: int = 0, n_components: Opt
 # grid search: best K-subset of a prespecified grid
 # ---------------------------------------------------------------------------------------------
 def grid_search(profit_at_grid, grid, k: int, seed: int = 0, method: str = "auto", max_exact: int = 20_000,
-                n_restarts: int = 4, max_bytes: int = _GRID_BYTES, device: str | torch.device = "auto") -> Policy:
+                n_restarts: int = 4, max_bytes: int = DEFAULT_BYTES, device: str | torch.device = "auto") -> Policy:
     """Best K-subset of a prespecified grid of treatments (e.g. the experimental arms).
 
     Maximizes sum_i max_{g in S} profit_at_grid[i, g] over subsets S of size k; each customer then
