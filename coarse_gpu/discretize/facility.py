@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from coarse_gpu.discretize.profit import DenseSource, ProfitSource
+from coarse_gpu.discretize.profit import DenseSource, FactoredProfit, FactoredSource, ProfitSource
 
 __all__ = ["best_subset", "column_means", "dense_source", "exact_best", "greedy", "local_search", "total"]
 
@@ -52,8 +52,11 @@ def greedy(src: ProfitSource, k: int, start: Sequence[int] = ()) -> list[int]:
     return chosen
 
 
-def dense_source(p, max_bytes: int = DEFAULT_BYTES) -> DenseSource:
-    """A float64 ``ProfitSource`` over an (N, M) array / tensor, on the tensor's device (CPU for numpy)."""
+def dense_source(p, max_bytes: int = DEFAULT_BYTES) -> ProfitSource:
+    """A float64 ``ProfitSource`` over an (N, M) array / tensor, on the tensor's device (CPU for numpy),
+    or over a ``FactoredProfit`` (on CPU; its N x M reductions are row-blocked, never materialized)."""
+    if isinstance(p, FactoredProfit):
+        return FactoredSource(p, torch.device("cpu"), torch.float64, max_bytes)
     t = torch.as_tensor(p, dtype=torch.float64)
     return DenseSource(t, t.device, torch.float64, max_bytes, checked=True)
 

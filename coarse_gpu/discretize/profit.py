@@ -75,6 +75,32 @@ class FactoredProfit:
         """The (N, M) matrix as float64 numpy (only for small problems and tests)."""
         return _to_numpy(self.V) @ _to_numpy(self.W).T
 
+    def columns(self, idx) -> np.ndarray:
+        """(N, J) float64 numpy: the columns ``idx`` (J,) of Pi, at O(N J A) cost."""
+        return _to_numpy(self.V) @ _to_numpy(self.W)[np.asarray(idx, dtype=np.int64)].T
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """(hi - lo, M) float64 numpy: the rows lo:hi of Pi."""
+        return _to_numpy(self.V[lo:hi]) @ _to_numpy(self.W).T
+
+
+def profit_columns(profit, idx) -> np.ndarray:
+    """(N, J) float64 columns ``idx`` of a dense (N, M) profit matrix or a ``FactoredProfit``."""
+    if isinstance(profit, FactoredProfit):
+        return profit.columns(idx)
+    return np.asarray(profit, dtype=np.float64)[:, np.asarray(idx, dtype=np.int64)]
+
+
+def profit_row_blocks(profit, max_elements: int = 1 << 24):
+    """Yield (lo, hi, (hi - lo, M) float64 block) over the rows of a dense profit matrix or a
+    ``FactoredProfit``; a factored block is formed only for its rows (``max_elements`` entries at most)."""
+    n, m = profit.shape
+    step = max(1, max_elements // max(1, m))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        yield lo, hi, (profit.rows(lo, hi) if isinstance(profit, FactoredProfit)
+                       else np.asarray(profit[lo:hi], dtype=np.float64))
+
 
 def _to_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):

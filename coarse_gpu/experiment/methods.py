@@ -24,6 +24,7 @@ from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize import Constraint, discretize
 from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.discretize.facility import dense_source, greedy
+from coarse_gpu.discretize.profit import profit_columns
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.constraints import assign_constrained
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
@@ -48,6 +49,8 @@ METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_pro
            "single_best")
 #: Customers on which the spread re-runs the discretizer per fold model (a uniform subsample).
 SPREAD_ROWS = 5_000
+#: Above this many scored customers the assignment share of the spread is measured on a uniform sample.
+SPREAD_ALL_ROWS = 200_000
 
 
 @dataclass
@@ -195,7 +198,7 @@ def _ot_tree(k: int, ctx: "MethodContext") -> Policy:
     if np.any(np.asarray(res.candidate_index) < 0):  # refined off the grid: back to its grid solution
         d = ctx.cfg.discretizer
         L, H = share_counts(len(ctx.scored), k, d.min_share, d.max_share)
-        a, _, _ = assign_constrained(ctx.profit[:, cols], L, H, None, cols)
+        a, _, _ = assign_constrained(profit_columns(ctx.profit, cols), L, H, None, cols)
         res = _GridSolution(ctx.candidates[cols], a, cols, res.info)
     pol = ot_tree(ctx.scored.X, ctx.profit, ctx.candidates, k, seed=ctx.seed, discretization=res,
                   feature_names=getattr(ctx.scored, "feature_names", None))
@@ -271,26 +274,34 @@ def ensemble_spread(model, ctx: MethodContext, policy: Policy, k: int) -> Option
     """How the fold models of a cross-fitted ensemble disagree about ``policy`` (module docstring).
 
     assignment_changed_share : mean over fold models of the share of scored customers whose best of the
-        K treatments under that fold model's estimates is not their segment.
+        K treatments under that fold model's estimates is not their segment (above ``SPREAD_ALL_ROWS``
+        customers: of a uniform sample of that many).
     treatment_shift : mean over fold models of the mean distance from each of the K treatments to the
         nearest treatment the discretizer picks on that fold model's estimates (``SPREAD_ROWS``
         customers), in units of the treatment space's span per dimension (max over dimensions).
     None for a single model and for the dose-response models.
     """
     if ctx.fold_arms is None:  # once per run: every fold model's per-arm estimates of the customers
-        ctx.fold_arms = [predict(ctx.scored.X) for predict in fold_predictors(model)]
+        n = len(ctx.scored)
+        # above SPREAD_ALL_ROWS customers a uniform sample of them stands in (fold-model predictions cost
+        # a full prediction pass per fold model; the share is a mean, its sampling error ~1e-3)
+        ctx.cache["spread_rows"] = None if n <= SPREAD_ALL_ROWS else \
+            np.sort(np.random.default_rng(ctx.seed + 1).choice(n, SPREAD_ALL_ROWS, replace=False))
+        X_rows = ctx.scored.X if ctx.cache["spread_rows"] is None else ctx.scored.X[ctx.cache["spread_rows"]]
+        ctx.fold_arms = [predict(X_rows) for predict in fold_predictors(model)]
     if len(ctx.fold_arms) < 2 or ctx.estimates.weights is None:
         return None
-    X = ctx.scored.X
+    rows = ctx.cache.get("spread_rows")
+    assignment = policy.assignment if rows is None else policy.assignment[rows]
+    n_rows = assignment.shape[0]
     W_k, W_c = ctx.estimates.weights(policy.treatments), ctx.estimates.weights(ctx.candidates)
     rng = np.random.default_rng(ctx.seed)
-    sub = np.sort(rng.choice(X.shape[0], SPREAD_ROWS, replace=False)) if X.shape[0] > SPREAD_ROWS else \
-        np.arange(X.shape[0])
+    sub = np.sort(rng.choice(n_rows, SPREAD_ROWS, replace=False)) if n_rows > SPREAD_ROWS else np.arange(n_rows)
     span = np.where(ctx.scored.space.span > 0, ctx.scored.space.span, 1.0)
     changed, shifts = [], []
     for V in ctx.fold_arms:
         own = (V @ W_k.T).argmax(1)
-        changed.append(float(np.mean(own != policy.assignment)))
+        changed.append(float(np.mean(own != assignment)))
         res = discretize(V[sub] @ W_c.T, k, candidates=ctx.candidates, solver="lloyd", seed=ctx.seed,
                          device=str(ctx.device))
         shifts.append(_shift(np.asarray(policy.treatments, dtype=np.float64), res.treatments, span))

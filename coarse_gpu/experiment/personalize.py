@@ -11,6 +11,13 @@ ensemble is fitted on the rest and scores the held-out customers.
 their predictions at the arms, a function giving their estimated profit at any treatments (one
 (N, A) @ (A, M) product for the per-arm models), the multilinear map to the arms that the doubly
 robust score needs, and a torch profit oracle for the discretizer's off-grid refinement.
+
+``ProfitEstimates.at_candidates`` is the profit matrix the discretizer and the baselines receive. For the
+per-arm models it is exactly mu_arms @ W.T (W (M, A) the arms-to-treatment weights), so above
+``DENSE_PROFIT_ENTRIES`` N x M entries (2^26: 512 MiB in float64) it stays in that factored form
+(``FactoredProfit``) and nothing downstream forms N x M: at 2,000,000 customers and 546 candidates the
+dense matrix alone would be 8.7 GB. Below it the dense matrix is cheaper to reuse, and it is what the
+default run has always used, so its numbers do not move.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.data import ExperimentData
+from coarse_gpu.discretize.profit import FactoredProfit
 from coarse_gpu.models import (
     AutoCATE,
     Blend,
@@ -42,12 +50,14 @@ from coarse_gpu.models import (
 from coarse_gpu.models.select import CANDIDATES, pseudo_outcomes, selection_report
 from coarse_gpu.utils.imports import class_path, locate_class
 
-__all__ = ["MODELS", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
+__all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
 
 log = logging.getLogger("coarse_gpu")
 
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
           "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
+#: Largest N x M estimated-profit matrix handed on densely (module docstring).
+DENSE_PROFIT_ENTRIES = 2**26
 #: ModelConfig keys that are not model parameters (handled here).
 _PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend")
 
@@ -160,6 +170,14 @@ class ProfitEstimates:
     oracle: Optional[Callable]
     source: str
     weights: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def at_candidates(self, candidates: np.ndarray, max_dense: int = DENSE_PROFIT_ENTRIES):
+        """The estimated profit at the candidates (M, d): a dense (N, M) array, or ``FactoredProfit``
+        (mu_arms (N, A), weights (M, A)) for a per-arm model above ``max_dense`` entries."""
+        n, m = self.mu_arms.shape[0], len(candidates)
+        if self.weights is None or n * m <= max_dense:
+            return self.profit_at(candidates)
+        return FactoredProfit(self.mu_arms, np.asarray(self.weights(candidates), dtype=np.float64))
 
 
 def _first(model):

@@ -32,6 +32,7 @@ from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
 from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results
+from coarse_gpu.experiment.stages import stage
 from coarse_gpu.experiment.tracking import Tracker
 from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_problems, validate_config
 from coarse_gpu.models import CrossFitted
@@ -162,28 +163,49 @@ def ideal_treatment_histogram(ideal: np.ndarray, candidates: np.ndarray, space, 
             "source": "estimated best candidate per held-out customer"}
 
 
+#: Above this many scored customers the simulator checks and the true-profit ceiling use a uniform
+#: sample of this many (the same rows for both): their (N, M) true profits stay ~220 MB.
+CHECK_ROWS = 50_000
+
+
+def _check_sample(scored: ExperimentData, seed: int) -> Optional[np.ndarray]:
+    """The sorted rows of the checks' sample (the draw ``oracle_ceiling`` makes), None below CHECK_ROWS."""
+    n = len(scored)
+    return None if n <= CHECK_ROWS else np.sort(np.random.default_rng(seed).choice(n, size=CHECK_ROWS,
+                                                                                   replace=False))
+
+
 def _simulator_checks(scored: ExperimentData, candidates: np.ndarray, seed: int, results: dict):
-    """The simulator's difficulty figures with TRUE profits; returns (control value, (full value,
-    full treatments), (N, M) true profits at the candidates) of the scored customers, or (None, None,
-    None) without a simulator."""
+    """The simulator's difficulty figures with TRUE profits.
+
+    Returns (control value, (full value, full treatments)) of all scored customers, and the true-profit
+    ceiling's inputs (truth, control, full, (n, M) true profits at the candidates) of the customers the
+    checks ran on (all of them, or the ``CHECK_ROWS`` sample); (None, None, None) without a simulator.
+    """
     if scored.truth is None:
         log.info("no simulator behind %s: policies are scored by their doubly robust value only",
                  scored.meta.get("source", "the data"))
         return None, None, None
     space = scored.space
-    true_cand = scored.truth.profit(candidates)
     control = oracle_control_value(scored.truth, space)
     full = oracle_full_personalization(scored.truth, space, points=oracle_points(space))
+    rows = _check_sample(scored, seed)
+    sample = scored if rows is None else scored.subset(rows)
+    s_control, s_full = (control, full[0]) if rows is None else \
+        (oracle_control_value(sample.truth, space),
+         oracle_full_personalization(sample.truth, space, points=oracle_points(space))[0])
+    true_cand = sample.truth.profit(candidates)
     one = single_best(true_cand, candidates)
-    seg = kmeans_features(scored.X, true_cand, candidates, min(5, len(scored)), seed=seed)
-    checks = {"single_best_share_true_profits": share_of_full(oracle_value(scored.truth, one), control, full[0]),
-              "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(scored.truth, seg), control,
-                                                                     full[0])}
+    seg = kmeans_features(sample.X, true_cand, candidates, min(5, len(sample)), seed=seed)
+    checks = {"single_best_share_true_profits": share_of_full(oracle_value(sample.truth, one), s_control, s_full),
+              "kmeans_features_k5_share_true_profits": share_of_full(oracle_value(sample.truth, seg), s_control,
+                                                                     s_full),
+              "n_customers": len(sample)}
     results["simulator_checks"] = checks
     log.info("simulator check (true profits): one treatment for all keeps %.1f%%, k-means on covariates K=5 "
              "keeps %.1f%% of full personalization's incremental profit",
              100 * checks["single_best_share_true_profits"], 100 * checks["kmeans_features_k5_share_true_profits"])
-    return control, full, true_cand
+    return control, full, (sample.truth, s_control, s_full, true_cand)
 
 
 def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict:
@@ -233,11 +255,27 @@ def _references(evaluator: Evaluator, est: ProfitEstimates, profit: np.ndarray, 
         "estimated_policy_oracle_profit": value,
         "estimated_policy_share_of_full": share_of_full(value, evaluator.control, evaluator.full)}
     grid_pts = space.grid([11, 9]) if space.dim == 2 else candidates
-    sq_err = (est.profit_at(grid_pts) - test.truth.profit(grid_pts)) ** 2
+    sq_err = _squared_errors(est, test.truth, grid_pts)
     on_arm = np.isclose(grid_pts[:, None, :], np.asarray(data.arms)[None, :, :]).all(2).any(1)
     return {"rmse_profit_grid": float(np.sqrt(np.mean(sq_err))),
-            "rmse_profit_arms": float(np.sqrt(np.mean(sq_err[:, on_arm]))) if on_arm.any() else None,
-            "rmse_profit_off_arms": float(np.sqrt(np.mean(sq_err[:, ~on_arm]))) if (~on_arm).any() else None}
+            "rmse_profit_arms": float(np.sqrt(np.mean(sq_err[on_arm]))) if on_arm.any() else None,
+            "rmse_profit_off_arms": float(np.sqrt(np.mean(sq_err[~on_arm]))) if (~on_arm).any() else None}
+
+
+def _squared_errors(est: ProfitEstimates, truth, points: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """(G,) mean over the customers of (estimated - true profit)^2 at each of the points (G, d).
+
+    The per-arm models' estimates are formed in row blocks (mu_arms[rows] @ W.T), so no N x G matrix
+    exists at millions of customers; the dose-response models evaluate all rows at once."""
+    n = est.mu_arms.shape[0]
+    if est.weights is None:
+        return ((est.profit_at(points) - truth.profit(points)) ** 2).mean(0)
+    W = np.asarray(est.weights(points), dtype=np.float64)
+    total = np.zeros(len(points))
+    for lo in range(0, n, block):
+        rows = np.arange(lo, min(n, lo + block))
+        total += ((est.mu_arms[rows] @ W.T - truth.profit(points, rows)) ** 2).sum(0)
+    return total / n
 
 
 def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
@@ -309,30 +347,28 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
     policies, extras = {}, {}
     for method in methods:
         t0 = time.perf_counter()
-        out = method_policy(method, k, ctx)
-        dt = time.perf_counter() - t0
-        timings["discretize" if method == "ot" else "baselines"] += dt
+        with stage(timings, "discretize" if method == "ot" else "baselines", ctx.device):
+            out = method_policy(method, k, ctx)
         by_method = timings.setdefault("methods", {})
-        by_method[method] = by_method.get(method, 0.0) + dt
+        by_method[method] = by_method.get(method, 0.0) + time.perf_counter() - t0
         if out is not None:
             policies[method], extras[method] = out
-    t0 = time.perf_counter()
-    cells, comparisons = _score_k(evaluator, policies, k)
+    with stage(timings, "evaluate"):
+        cells, comparisons = _score_k(evaluator, policies, k)
+        if extras.get("ot", {}).get("unconstrained") is not None:
+            price = _price_of_constraints(evaluator, policies["ot"], extras["ot"]["unconstrained"], cells["ot"])
+            cells["ot"]["price_of_constraints"] = price
+            results.setdefault("price_of_constraints", {})[str(k)] = price
+        if "ot_tree" in policies:
+            cells["ot_tree"]["rules"] = policies["ot_tree"].info["rules"]
+            if "ot" in cells:
+                cells["ot_tree"]["cost_vs_ot"] = _cost_vs(cells["ot"], cells["ot_tree"])
     if "ot" in policies:
-        cells["ot"]["ensemble_spread"] = ensemble_spread(model, ctx, policies["ot"], k)
-    if extras.get("ot", {}).get("unconstrained") is not None:
-        price = _price_of_constraints(evaluator, policies["ot"], extras["ot"]["unconstrained"], cells["ot"])
-        cells["ot"]["price_of_constraints"] = price
-        results.setdefault("price_of_constraints", {})[str(k)] = price
-    if "ot_tree" in policies:
-        cells["ot_tree"]["rules"] = policies["ot_tree"].info["rules"]
-        if "ot" in cells:
-            cells["ot_tree"]["cost_vs_ot"] = _cost_vs(cells["ot"], cells["ot_tree"])
-    timings["evaluate"] += time.perf_counter() - t0
+        with stage(timings, "ensemble_spread"):
+            cells["ot"]["ensemble_spread"] = ensemble_spread(model, ctx, policies["ot"], k)
     if cfg.get("save_policies", True):
-        t0 = time.perf_counter()
-        _save_policies(run_dir, policies, cells, model, data, ctx, k)
-        timings["save_policies"] = timings.get("save_policies", 0.0) + time.perf_counter() - t0
+        with stage(timings, "save_policies"):
+            _save_policies(run_dir, policies, cells, model, data, ctx, k)
     for m, cell in cells.items():
         results["methods"][m][str(k)] = cell
         tracker.log({f"{m}/share_of_full": cell["share_of_full"], f"{m}/dr_value": cell["dr_value"], "K": k})
@@ -385,33 +421,29 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     if not k_values or any(k < 1 for k in k_values):
         raise ValueError(f"evaluation.k_values must hold at least one K >= 1, got {k_values}")
 
-    t0 = time.perf_counter()
-    data, train, scored, candidates = _load(cfg, seed, k_values, {})
-    timings["data"] = time.perf_counter() - t0
+    with stage(timings, "data"):
+        data, train, scored, candidates = _load(cfg, seed, k_values, {})
     results = _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device)
     out_path = run_dir / "results.json"
     try:
-        t0 = time.perf_counter()
-        control, full, true_cand = _simulator_checks(scored, candidates, seed, results)
-        timings["simulator_checks"] = time.perf_counter() - t0
+        with stage(timings, "simulator_checks"):
+            control, full, ceiling_input = _simulator_checks(scored, candidates, seed, results)
         if control is not None and cfg.evaluation.get("true_ceiling", True):
-            t0 = time.perf_counter()
-            results["true_profit_ceiling"] = oracle_ceiling(scored.truth, scored.space, candidates, k_values,
-                                                            control, full[0], profit=true_cand, seed=seed,
-                                                            device=str(device))
-            timings["true_ceiling"] = time.perf_counter() - t0
-        del true_cand  # (N, M): not kept through training
-        t0 = time.perf_counter()
-        model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
-                                            checkpoint_dir=run_dir / "checkpoints")
-        timings["train"] = time.perf_counter() - t0
+            truth, s_control, s_full, true_cand = ceiling_input
+            with stage(timings, "true_ceiling"):
+                results["true_profit_ceiling"] = oracle_ceiling(truth, scored.space, candidates, k_values, s_control,
+                                                                s_full, profit=true_cand, seed=seed,
+                                                                device=str(device))
+        del ceiling_input  # (n, M) true profits: not kept through training
+        with stage(timings, "train", device):
+            model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
+                                                checkpoint_dir=run_dir / "checkpoints")
         results["model_selection"] = selection
         results["model"] = _training_record(model, cfg, run_dir, tracker)
-        t0 = time.perf_counter()
-        evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full)
-        profit = est.profit_at(candidates)
-        results["model"].update(_references(evaluator, est, profit, candidates, data, results))
-        timings["predict"] = time.perf_counter() - t0
+        with stage(timings, "predict", device):
+            evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full)
+            profit = est.at_candidates(candidates)  # dense, or factored at millions of customers
+            results["model"].update(_references(evaluator, est, profit, candidates, data, results))
         log.info("model %s (%s) trained in %.1fs%s", cfg.model.name, results["model"]["selected"], timings["train"],
                  "" if results["model"]["rmse_profit_grid"] is None
                  else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
