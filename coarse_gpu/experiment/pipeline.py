@@ -218,7 +218,10 @@ def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) ->
         try:  # training curves next to results.json; a plotting problem never fails the run
             from coarse_gpu.models.history import plot_history
 
-            plot_history(history, run_dir / "training_curves.png", title=f"{cfg.model.name} training",
+            n_fold = len(model.members()) if isinstance(model, CrossFitted) else None
+            where = f"fold model 1 of {n_fold}, " if n_fold else ""
+            plot_history(history, run_dir / "training_curves.png",
+                         title=f"{type(first).__name__} training ({where}model={cfg.model.name})",
                          best_epoch=getattr(first, "best_epoch_", None))
         except Exception as err:  # pragma: no cover - matplotlib backends
             log.warning("training curves not plotted: %s", err)

@@ -293,24 +293,15 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     if arms is not None and len(arms):
         ax.scatter([a[0] for a in arms], [a[1] for a in arms], marker="+", color="tab:grey", s=30,
                    label="experimental arms", zorder=2)
-    styles = {"ot": ("o", "tab:red"), "kmeans_preferences": ("^", "tab:blue"), "grid": ("D", "tab:green")}
-    for m, r in rows:
-        if m not in styles:
-            continue
-        sizes = list(r.get("segment_sizes") if r.get("segment_sizes") is not None else [1] * len(r["treatments"]))
-        total = max(sum(sizes), 1)
-        mk, col = styles[m]
-        xs, ys = [t[0] for t in r["treatments"]], [t[1] for t in r["treatments"]]
-        ax.scatter(xs, ys, s=[25 + 700 * s_ / total for s_ in sizes], marker=mk, facecolors="none", edgecolors=col,
-                   linewidths=1.6, label=METHOD_LABELS.get(m, m), zorder=3)
-        if m == "ot":
-            for x, y, s_ in zip(xs, ys, sizes):
-                ax.annotate(f"{100 * s_ / total:.0f}%", (x, y), textcoords="offset points", xytext=(6, 6),
-                            fontsize=7, color=col)
+    _draw_chosen_treatments(ax, rows)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
+    ax.margins(0.07)  # room for the markers and labels on the box's edges
     ax.set_title(f"Treatments at K={k} over the customers' estimated best treatments", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, markerscale=0.5, frameon=False)
+    leg = ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
+    for h in leg.legend_handles:  # legend markers at one readable size, whatever the segment shares
+        if hasattr(h, "set_sizes"):
+            h.set_sizes([40])
     # segment sizes: one stacked bar per method, largest segment first
     labels = []
     for i, (m, r) in enumerate(rows):
@@ -332,6 +323,44 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     out = _save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+#: marker, colour and size scale of the methods drawn over the heatmap (OT last: it is never hidden)
+_TREATMENT_STYLES = {"kmeans_preferences": ("^", "tab:blue", 0.55), "grid": ("D", "tab:green", 0.75),
+                     "ot": ("o", "tab:red", 1.0)}
+
+
+def _same_treatments(a, b) -> bool:
+    ta, tb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return ta.shape == tb.shape and bool(np.allclose(np.sort(ta, axis=0), np.sort(tb, axis=0)))
+
+
+def _draw_chosen_treatments(ax, rows) -> None:
+    """The K treatments of OT and the two strongest baselines: marker area = segment share, OT drawn on
+    top and labelled with its shares; a baseline that chose the same K treatments as OT says so in the
+    legend (its smaller marker sits inside OT's), so a tie is visible rather than hidden."""
+    by_method = dict(rows)
+    ot = by_method.get("ot")
+    for m in _TREATMENT_STYLES:
+        r = by_method.get(m)
+        if r is None:
+            continue
+        sizes = list(r.get("segment_sizes") if r.get("segment_sizes") is not None else [1] * len(r["treatments"]))
+        total = max(sum(sizes), 1)
+        mk, col, scale = _TREATMENT_STYLES[m]
+        xs, ys = [t[0] for t in r["treatments"]], [t[1] for t in r["treatments"]]
+        label = METHOD_LABELS.get(m, m)
+        if m != "ot" and ot is not None and _same_treatments(r["treatments"], ot["treatments"]):
+            label += " (= OT's treatments)"
+        ax.scatter(xs, ys, s=[scale * (25 + 700 * s_ / total) for s_ in sizes], marker=mk, facecolors="none",
+                   edgecolors=col, linewidths=1.8 if m == "ot" else 1.3, label=label, zorder=4 if m == "ot" else 3,
+                   clip_on=False)
+        if m == "ot":
+            ymax = max(ys)
+            for x, y, s_ in zip(xs, ys, sizes):
+                # labels below the points on the top edge, above elsewhere: never outside the axes
+                ax.annotate(f"{100 * s_ / total:.0f}%", (x, y), textcoords="offset points",
+                            xytext=(7, -11 if y == ymax else 6), fontsize=7, color=col, zorder=5)
 
 
 def plot_price_of_constraints(results: Mapping[str, Any], path: str | os.PathLike) -> Path | None:
