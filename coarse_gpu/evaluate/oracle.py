@@ -23,9 +23,10 @@ __all__ = [
     "share_of_full",
 ]
 
-# Elements per (rows x treatments) block handed to truth.profit: 4M float64 = 32 MB per array, so
-# the handful of temporaries a profit formula creates stays around 100-200 MB.
-_BLOCK_ELEMENTS = 4_000_000
+# Elements per (rows x treatments) block handed to truth.profit: 500k float64 = 4 MB per array, so
+# a profit formula's temporaries stay near the CPU caches (1.6x faster than 32 MB blocks on the
+# simulator's full personalization, measured on 50,000 customers x 8,181 points) and small on any N.
+_BLOCK_ELEMENTS = 500_000
 
 
 def _check_truth(truth) -> None:
