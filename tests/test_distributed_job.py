@@ -24,13 +24,13 @@ from coarse_gpu.experiment.validate import config_problems
 ROOT = Path(__file__).resolve().parents[1]
 needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
-#: A small job: 3,000 customers, 2 folds, K in {1, 3}, the Lloyd discretizer on the grid.
-SMALL = ["data.n_customers=3000", "model.n_folds=2", "evaluation.k_values=[1,3]", "evaluation.n_boot=20",
+#: A small job: 2,000 customers, 2 folds, K in {1, 3}, the Lloyd discretizer on the grid.
+SMALL = ["data.n_customers=2000", "model.n_folds=2", "evaluation.k_values=[1,3]", "evaluation.n_boot=10",
          "discretizer=lloyd", "discretizer.refine=false", "evaluation.true_ceiling=false", "logger=none", "quiet=true",
          "device=cpu"]
 #: Gradient boosting trains the same in every process, whatever the world size: both runs then solve
 #: the same profit matrix, so the sharded solve must give the single-process answer exactly.
-BOOSTING = ["model=gb_t", "model.max_iter=20"]
+BOOSTING = ["model=gb_t", "model.max_iter=10"]
 NETWORK = ["model=tarnet", "model.max_epochs=2", "model.hidden=32", "model.n_ensemble=1"]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR")
 
@@ -71,7 +71,7 @@ def test_torchrun_job_gives_the_single_process_results(tmp_path):
         assert b["methods"][m] == a["methods"][m], m
     # rank 0 alone wrote: its folder, one copy of each log line, nothing else next to it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["single", "torchrun"]
-    assert (shard / "cli.log").read_text().count("data: 3000 customers") == 1
+    assert (shard / "cli.log").read_text().count("data: 2000 customers") == 1
 
 
 @needs_gloo
@@ -198,3 +198,21 @@ def test_row_blocks_are_contiguous_and_balanced():
 
     assert row_offsets(10, 3).tolist() == [0, 4, 7, 10]
     assert row_offsets(4, 4).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_rank_removes_only_its_own_empty_folder(tmp_path):
+    """Under torchrun a rank may compose another ${now:...} folder than rank 0: it removes it when it
+    holds nothing but an empty log, never rank 0's folder or one with anything in it."""
+    main, own = tmp_path / "main", tmp_path / "own"
+    for d in (main, own):
+        d.mkdir()
+        (d / "cli.log").write_text("")
+    job = dj.Job(1, 2, 1, "gloo", "cpu", "torchrun", own_dir=own, folder={"run_dir": str(main)})
+    job.drop_own_folder()
+    assert not own.exists() and main.exists()
+    own.mkdir()
+    (own / "cli.log").write_text("a line\n")
+    job.drop_own_folder()
+    assert own.exists()
+    dj.Job(1, 2, 1, "gloo", "cpu", "torchrun", own_dir=main, folder={"run_dir": str(main)}).drop_own_folder()
+    assert main.exists()
