@@ -30,7 +30,6 @@ launcher the job).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,8 +39,6 @@ import torch.distributed as dist
 
 from coarse_gpu.discretize import discretize
 from coarse_gpu.experiment.distributed import NO_LAUNCHER, DistributedSetupError, Job, current_job
-
-log = logging.getLogger("coarse_gpu")
 
 #: Largest piece of a block in one message: bounds the device copy under NCCL (128 MiB).
 CHUNK_BYTES = 1 << 27
