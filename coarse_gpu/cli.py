@@ -224,6 +224,29 @@ def _failure(err: BaseException, plan) -> str:
     return line
 
 
+def _in_process_sweep(hc) -> bool:
+    """A sweep whose jobs run one after another in this process (Hydra's basic launcher)."""
+    target = str(OmegaConf.select(hc, "launcher._target_", default="") or "")
+    return hc.mode == RunMode.MULTIRUN and target.endswith("BasicLauncher")
+
+
+def _take_run_dir(cfg: DictConfig, hc, run_dir: Path, rank):
+    """The run folder's plan (coarse_gpu.experiment.rundir); in a distributed job rank 0 then tells the
+    other ranks where it writes, or why it did not start."""
+    from coarse_gpu.experiment.rundir import prepare_run_dir
+
+    try:
+        plan = prepare_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=True),
+                               overwrite=bool(cfg.get("overwrite", False)), job=_job_record(hc))
+    except BaseException as err:
+        if rank is not None:
+            rank.share_folder(error=one_line(err))
+        raise
+    if rank is not None:
+        rank.share_folder(plan)
+    return plan
+
+
 #: Set by main() before it sets HYDRA_FULL_ERROR itself: whether the *user* asked for tracebacks.
 _DEBUG: Optional[bool] = None
 
@@ -234,8 +257,10 @@ def _user_debug() -> bool:
 
 def run(cfg: DictConfig) -> Any:
     """One job inside Hydra: validate, take the run folder, run the job; errors become one line."""
+    from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
+    from coarse_gpu.experiment.followers import follow
     from coarse_gpu.experiment.interrupt import stop_on_signals
-    from coarse_gpu.experiment.rundir import RunFolderBusy, prepare_run_dir
+    from coarse_gpu.experiment.rundir import RunFolderBusy
     from coarse_gpu.experiment.validate import ConfigValueError, config_problems
 
     hc = HydraConfig.get()
@@ -248,12 +273,18 @@ def run(cfg: DictConfig) -> Any:
             if problems:
                 raise ConfigValueError(problems)
             run_dir = Path(hc.runtime.output_dir)
-            plan = prepare_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=True),
-                                   overwrite=bool(cfg.get("overwrite", False)), job=_job_record(hc))
-            try:
-                return _job(cfg, hc, plan)
-            finally:
-                plan.release()
+            # distributed=true: this process is one rank (coarse_gpu.experiment.distributed); rank 0 runs
+            # the job below, the others only train and solve with it
+            with distributed_job(cfg, run_dir, in_process_sweep=_in_process_sweep(hc)) as rank:
+                if rank is not None:
+                    cfg = rank.job_config(cfg)
+                    if not rank.is_main:
+                        return follow(cfg, rank)
+                plan = _take_run_dir(cfg, hc, run_dir, rank)
+                try:
+                    return _job(cfg, hc, plan)
+                finally:
+                    plan.release()
     except BaseException as err:
         if isinstance(err, SystemExit):
             raise
@@ -262,7 +293,8 @@ def run(cfg: DictConfig) -> Any:
         if _user_debug() or bool(cfg.get("debug", False)):
             raise
         line, code = _failure(err, plan), exit_code(err)
-        if hc.mode == RunMode.MULTIRUN and not isinstance(err, (ConfigValueError, KeyboardInterrupt)):
+        if hc.mode == RunMode.MULTIRUN and not isinstance(err, (ConfigValueError, DistributedSetupError,
+                                                                KeyboardInterrupt)):
             raise JobFailed(line, code) from err  # this job failed; the sweep runs the others
         raise JobExit(line, code) from err
 

@@ -276,6 +276,9 @@ class RunConfig:
     # the new run completes). Without it such a rerun is refused (coarse_gpu.experiment.rundir).
     overwrite: bool = False
     debug: bool = False  # print the full traceback of an error (it is always in the run's cli.log)
+    # One job on several processes (torchrun, or launcher=slurm with nodes x tasks_per_node): DDP training,
+    # the OT discretizer sharded over the ranks, rank 0 writes (coarse_gpu.experiment.distributed).
+    distributed: bool = False
 
 
 GROUP_SCHEMAS = {

@@ -28,6 +28,7 @@ from coarse_gpu.evaluate import oracle_control_value, oracle_full_personalizatio
 from coarse_gpu.evaluate.oracle import oracle_ceiling
 from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
+from coarse_gpu.experiment.distributed import results_record
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
 from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
@@ -438,6 +439,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
                                                                 s_full, profit=true_cand, seed=seed,
                                                                 device=str(device))
         del ceiling_input  # (n, M) true profits: not kept through training
+        # distributed=true: ranks > 0 make this same call (experiment/followers.py follow); keep them in step
         with stage(timings, "train", device):
             model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
                                                 checkpoint_dir=run_dir / "checkpoints")
@@ -479,6 +481,7 @@ def _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device
         "full_personalization": {}, "methods": {m: {} for m in methods}, "timings_s": timings,
         "warnings": list(data.meta.get("warnings", [])),
         "device": env["device"], "versions": env["versions"], "environment": env,
+        **results_record(cfg),  # distributed=true: {"distributed": {world_size, backend, launcher}}
     }
 
 

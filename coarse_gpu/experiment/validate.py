@@ -390,9 +390,12 @@ def target_problems(tree: dict) -> list[str]:
 
 def config_problems(cfg: Any) -> list[str]:
     """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
+    from coarse_gpu.experiment.distributed import config_problems as distributed_problems
+
     tree = _plain(cfg)
     return (target_problems(tree) + range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
-            + model_problems(tree) + constraint_config_problems(tree) + solver_option_problems(tree))
+            + model_problems(tree) + constraint_config_problems(tree) + solver_option_problems(tree)
+            + distributed_problems(tree))
 
 
 def validate_config(cfg: Any) -> None:
