@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, clone
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -158,10 +158,11 @@ def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Gene
 # ---------------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------------
-class PerArmCATEModel(ArmModel):
+class PerArmCATEModel(ArmModel, BaseEstimator):
     """Base class: representation + one outcome head per experimental arm, trained by minibatch AdamW.
 
     Subclasses provide ``_build_network(p, A, generator)`` and ``_batch_loss(out, batch)``.
+    All parameters are keyword-only.
 
     Parameters (shared by TARNet and DragonNet)
     ----------
@@ -210,6 +211,7 @@ class PerArmCATEModel(ArmModel):
 
     def __init__(
         self,
+        *,
         hidden: int = 128,
         n_repr_layers: int = 3,
         n_head_layers: int = 3,
@@ -301,13 +303,6 @@ class PerArmCATEModel(ArmModel):
         return {}
 
     # -- helpers -------------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "args", "kwargs")]
-        return {n: getattr(self, n) for n in names}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
-
     def _check_params(self) -> None:
         ints = {"hidden": 1, "n_repr_layers": 1, "n_head_layers": 0, "batch_size": 1, "max_epochs": 1, "patience": 1}
         for name, lo in ints.items():
@@ -392,12 +387,11 @@ class PerArmCATEModel(ArmModel):
     def _fit_ensemble(self, X, T, y, propensity) -> "PerArmCATEModel":
         """``n_ensemble_`` members, seeds ``seed + j``, each with its own initialization, minibatch order
         and early-stopping split; predictions are their average (member 0 is the single model)."""
-        params = {**self.get_params(), "n_ensemble": 1}
         self.__dict__.pop("network_", None)  # a refit: no stale single network next to the members
         self.members_ = []
         t0 = time.perf_counter()
         for j in range(int(self.n_ensemble_)):
-            member = type(self)(**{**params, "seed": int(self.seed) + j})
+            member = clone(self).set_params(n_ensemble=1, seed=int(self.seed) + j)
             self.members_.append(member.fit(X, T, y, propensity=propensity))
         first = self.members_[0]
         for key, v in vars(first).items():  # arms, grids, scaling, resolved hyperparameters: shared

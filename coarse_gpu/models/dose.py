@@ -278,6 +278,7 @@ class DoseResponseModel(PerArmCATEModel):
 
     def __init__(
         self,
+        *,
         hidden: int = 128,
         n_repr_layers: int = 3,
         n_head_layers: int = 2,
@@ -475,7 +476,7 @@ class DoseLogit(DoseResponseModel):
     linear_terms : the direct linear cost / offset terms c_j(x) t_j; False -> c_0(x) only.
     """
 
-    def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
+    def __init__(self, *, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
                  lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
                  max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
@@ -526,7 +527,7 @@ class DoseVC(DoseResponseModel):
     smoothness : weight of the P-spline penalty on second differences of theta (per dimension).
     """
 
-    def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
+    def __init__(self, *, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
                  lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
                  max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
