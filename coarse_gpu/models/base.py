@@ -194,7 +194,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         restored without training). See coarse_gpu.models.checkpoint.
 
     Distributed data parallel: when ``fit`` runs inside an initialized torch.distributed process
-    group (``torchrun``, see coarse_gpu.models.distributed), the network is wrapped in
+    group (``torchrun``, see coarse_gpu.models.distributed), the Trainer wraps the network in
     DistributedDataParallel, every rank trains on its DistributedSampler shard with
     ``batch_size // world_size`` rows per step (so ``batch_size`` stays the global batch), and
     only rank 0 writes checkpoints.
