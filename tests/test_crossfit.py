@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.base import BaseEstimator
 
 from coarse_gpu.evaluate.dr import dr_scores
 from coarse_gpu.models import CrossFitted, DoseVC, TARNet, aipw_scores, model_aipw_scores
@@ -28,14 +29,11 @@ def binary():
     return X, t, y
 
 
-class Recorder:
+class Recorder(BaseEstimator):
     """A fake model that remembers which rows it was fitted on and predicts their count."""
 
-    def __init__(self, seed=0):
+    def __init__(self, *, seed=0):
         self.seed = seed
-
-    def get_params(self):
-        return {"seed": self.seed}
 
     def fit(self, X, t, y, propensity=None):
         self.rows_ = set(np.asarray(X)[:, 0].astype(int).tolist())

@@ -6,50 +6,40 @@ it to any treatment t with a linear interpolation operator across arms (``ArmGri
 
     pi_hat(x, T) = predict_arms(x) @ grid_.weights(T, interpolation).T        (N, M)
 
-Conventions (sklearn-like): hyperparameters are stored untouched in ``__init__``; everything
-learned in ``fit`` ends with ``_``. Outcomes are in the caller's units (e.g. currency per customer):
-the network works on standardized X and y, and predictions are mapped back.
+Conventions (scikit-learn's): the models are ``BaseEstimator``s whose keyword-only hyperparameters are
+stored untouched in ``__init__`` (so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work);
+inputs are validated at the start of ``fit``; everything learned in ``fit`` ends with ``_``. Outcomes
+are in the caller's units (e.g. currency per customer): the network works on standardized X and y, and
+predictions are mapped back. The training loop is not here: every network model trains through the
+one ``Trainer`` of coarse_gpu.models.trainer, and the model keeps only its network, loss, data
+preparation and predictions.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import inspect
-import logging
-import math
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, clone
 from torch import nn
-from tqdm.auto import tqdm
 
 from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
-from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from coarse_gpu.models.checkpoint import fingerprint
 from coarse_gpu.models.arms import ArmModel, as_array, find_arms
 from coarse_gpu.models.interpolate import METHODS
-from coarse_gpu.models.networks import count_parameters, no_decay_parameters
+from coarse_gpu.models.networks import count_parameters
 from coarse_gpu.models.scaling import TRANSFORMS, apply_scaling, fit_scaling
+from coarse_gpu.models.trainer import AMP_MODES, Trainer, distributed
 from coarse_gpu.utils.device import resolve_device
 
 #: Rows per forward pass when predicting (memory bound only; results do not depend on it).
 PREDICT_BATCH = 16384
 ARM_HEADS = ("separate", "conditioned")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Parameters that do not change what is learned: left out of the checkpoint fingerprint, so a
 #: run can resume on another device or with the progress bar switched on.
 _NOT_FINGERPRINTED = ("verbose", "device", "checkpoint_dir")
-
-log = logging.getLogger("coarse_gpu")
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of an initialized torch.distributed process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,10 +148,12 @@ def stratified_split(arm: np.ndarray, val_fraction: float, generator: torch.Gene
 # ---------------------------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------------------------
-class PerArmCATEModel(ArmModel):
+class PerArmCATEModel(ArmModel, BaseEstimator):
     """Base class: representation + one outcome head per experimental arm, trained by minibatch AdamW.
 
-    Subclasses provide ``_build_network(p, A, generator)`` and ``_batch_loss(out, batch)``.
+    Subclasses provide the network (``_network_cls`` or ``_build_network(p, A, generator)``) and the
+    loss of a minibatch (``_batch_loss(out, batch)``); ``coarse_gpu.models.trainer.Trainer`` trains it.
+    All parameters are keyword-only.
 
     Parameters (shared by TARNet and DragonNet)
     ----------
@@ -202,7 +194,7 @@ class PerArmCATEModel(ArmModel):
         restored without training). See coarse_gpu.models.checkpoint.
 
     Distributed data parallel: when ``fit`` runs inside an initialized torch.distributed process
-    group (``torchrun``, see coarse_gpu.models.distributed), the network is wrapped in
+    group (``torchrun``, see coarse_gpu.models.distributed), the Trainer wraps the network in
     DistributedDataParallel, every rank trains on its DistributedSampler shard with
     ``batch_size // world_size`` rows per step (so ``batch_size`` stays the global batch), and
     only rank 0 writes checkpoints.
@@ -210,6 +202,7 @@ class PerArmCATEModel(ArmModel):
 
     def __init__(
         self,
+        *,
         hidden: int = 128,
         n_repr_layers: int = 3,
         n_head_layers: int = 3,
@@ -301,13 +294,6 @@ class PerArmCATEModel(ArmModel):
         return {}
 
     # -- helpers -------------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "args", "kwargs")]
-        return {n: getattr(self, n) for n in names}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
-
     def _check_params(self) -> None:
         ints = {"hidden": 1, "n_repr_layers": 1, "n_head_layers": 0, "batch_size": 1, "max_epochs": 1, "patience": 1}
         for name, lo in ints.items():
@@ -392,12 +378,11 @@ class PerArmCATEModel(ArmModel):
     def _fit_ensemble(self, X, T, y, propensity) -> "PerArmCATEModel":
         """``n_ensemble_`` members, seeds ``seed + j``, each with its own initialization, minibatch order
         and early-stopping split; predictions are their average (member 0 is the single model)."""
-        params = {**self.get_params(), "n_ensemble": 1}
         self.__dict__.pop("network_", None)  # a refit: no stale single network next to the members
         self.members_ = []
         t0 = time.perf_counter()
         for j in range(int(self.n_ensemble_)):
-            member = type(self)(**{**params, "seed": int(self.seed) + j})
+            member = clone(self).set_params(n_ensemble=1, seed=int(self.seed) + j)
             self.members_.append(member.fit(X, T, y, propensity=propensity))
         first = self.members_[0]
         for key, v in vars(first).items():  # arms, grids, scaling, resolved hyperparameters: shared
@@ -413,13 +398,7 @@ class PerArmCATEModel(ArmModel):
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
 
-        # Squash heavy-tailed columns, standardize, clip (coarse_gpu.models.scaling).
-        for key, v in fit_scaling(X, self.x_transform).items():
-            setattr(self, key, v)
-        self.y_mean_ = float(y.mean())
-        ysd = float(y.std())
-        self.y_scale_ = ysd if ysd > 1e-12 else 1.0
-
+        self._fit_scaling(X, y)
         self.device_ = resolve_device(self.device)
         gen = torch.Generator().manual_seed(int(self.seed))
         train_rows, val_rows = stratified_split(arm, float(self.val_fraction), gen)
@@ -432,32 +411,55 @@ class PerArmCATEModel(ArmModel):
         }
         for k, v in self._prepare_extra(arm, propensity).items():
             cols[k] = torch.as_tensor(v, dtype=torch.float32, device=dev)
+        self._fit_rows(cols, train_rows, val_rows, gen)
+
+    def _fit_scaling(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Input scaling (heavy-tailed columns squashed, standardized, clipped: coarse_gpu.models.scaling)
+        and the outcome's mean and scale, learned on the training rows X (N, p), y (N,)."""
+        for key, v in fit_scaling(X, self.x_transform).items():
+            setattr(self, key, v)
+        self.y_mean_ = float(y.mean())
+        ysd = float(y.std())
+        self.y_scale_ = ysd if ysd > 1e-12 else 1.0
+
+    def _fit_rows(self, cols: dict, train_rows: np.ndarray, val_rows: np.ndarray, gen: torch.Generator) -> None:
+        """Train on rows ``train_rows`` of the (N, ...) tensors ``cols``, early-stopping on ``val_rows``."""
+        dev = self.device_
         tr = {k: v[torch.as_tensor(train_rows, device=dev)] for k, v in cols.items()}
         va = {k: v[torch.as_tensor(val_rows, device=dev)] for k, v in cols.items()}
-
         t_start = time.perf_counter()
-        # fork_rng: dropout draws from the global RNG; seeding a forked copy makes fits reproducible
-        # without changing the caller's random state.
-        fork_devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
+        # fork_rng: the default init of the layers and dropout draw from the global RNG; seeding a
+        # forked copy makes fits reproducible without changing the caller's random state.
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(int(self.seed))
             self._train(tr, va, gen)
         self.fit_time_s_ = time.perf_counter() - t_start
 
-    def _amp_dtype(self) -> Optional[torch.dtype]:
-        """The autocast dtype for training on ``device_``, or None for plain float32."""
-        if self.amp == "off":
-            return None
-        if self.device_.type != "cuda":
-            if self.amp == "auto":
-                return None
-            raise ValueError(f"{type(self).__name__}: amp={self.amp!r} needs a CUDA device (device is "
-                             f"{self.device_}); use amp='auto' or 'off'")
-        if self.amp == "fp16":
-            return torch.float16
-        if self.amp == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
+    # -- training: the shared Trainer, fed this model's network, loss and data -----------------
+    def _train(self, tr: dict, va: dict, gen: torch.Generator) -> None:
+        """Build the network and train it on the tensors ``tr`` (early stopping on ``va``): dicts of
+        x (N, p), arm (N,) (the dose models: (N, d) doses), y (N,) and the loss's extras. ``gen`` has
+        drawn the validation split; it draws the initial weights, then the Trainer's minibatches."""
+        net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(self.device_)
+        self.history_: list[dict] = []  # filled while training runs (a resume starts it with the checkpoint's)
+        self.checkpoint_path_ = self._checkpoint_file(tr, va, distributed()[1])
+        self.resumed_from_epoch_ = 0
+        result = self._trainer(self.checkpoint_path_).fit(net, self._loss, self._metrics, tr, va, gen,
+                                                         history=self.history_)
+        self.resumed_from_epoch_ = result.resumed_from_epoch
+        self.network_ = result.net
+        self.best_epoch_ = result.best_epoch
+        self.best_val_loss_ = result.best_val_loss
+        self.n_parameters_ = count_parameters(result.net)
+
+    def _trainer(self, checkpoint: Optional[Path]) -> Trainer:
+        """The Trainer of this fit, from the hyperparameters (resolved from the data where left to adapt)."""
+        return Trainer(
+            lr=self.lr, weight_decay=self._hp("weight_decay"), batch_size=int(self._hp("batch_size")),
+            max_epochs=int(self._hp("max_epochs")), patience=int(self._hp("patience")), device=self.device_,
+            lr_patience=self.lr_patience, min_delta=self.min_delta, ema=float(self.ema), amp=self.amp,
+            seed=int(self.seed), checkpoint=checkpoint, verbose=self.verbose, name=type(self).__name__,
+        )
 
     def _checkpoint_file(self, tr: dict, va: dict, world: int) -> Optional[Path]:
         """``<checkpoint_dir>/<Class>-<fingerprint of hyperparameters + training data>.pt`` or None."""
@@ -470,211 +472,13 @@ class PerArmCATEModel(ArmModel):
             arrays.append(np.asarray(self.arms_))
         return Path(self.checkpoint_dir) / f"{type(self).__name__}-{fingerprint(params, arrays)}.pt"
 
-    def _train(self, tr: dict, va: dict, gen: torch.Generator) -> None:
-        """Fit ``network_`` on the training tensors ``tr`` (early stopping on ``va``), resuming from the
-        checkpoint when one matches; dicts hold x (N, p), arm (N,), y (N,) and the loss's extras."""
-        dev = self.device_
-        rank, world = _distributed()
-        net = self._build_network(self.n_features_in_, self.n_arms_, gen).to(dev)
-        opt, sched, scaler, amp_dtype = self._optimizer(net)
-        sampler, n_train, batch_size, n_batches = self._batch_plan(tr["y"].shape[0], rank, world)
-        has_val = va["y"].shape[0] > 0
-        # Exponential moving average of the weights (ema > 0): with noisy outcomes the SGD iterates
-        # jitter around the optimum; their running average is a free ensemble along the trajectory.
-        # Validation, early stopping and the returned model all use the averaged weights.
-        ema = float(self.ema)
-        eval_net = copy.deepcopy(net) if ema > 0 else net
-        modules = {"net": net, "eval_net": eval_net if ema > 0 else None, "optimizer": opt, "scheduler": sched,
-                   "scaler": scaler}
-        self.history_: list[dict] = []
-        loop = {"best": math.inf, "best_state": None, "best_epoch": 0, "stale": 0, "start_epoch": 1,
-                "finished": False}
-        ckpt = self._checkpoint_file(tr, va, world)
-        self.checkpoint_path_ = ckpt
-        self.resumed_from_epoch_ = 0
-        if ckpt is not None:
-            self._resume(ckpt, modules, loop, gen, dev, rank, world)
-        train_net = _data_parallel(net, dev, world)
-        patience, max_epochs = int(self._hp("patience")), int(self._hp("max_epochs"))
-        epochs = range(loop["start_epoch"], max_epochs + 1) if not loop["finished"] else range(0)
-        bar = tqdm(epochs, desc=type(self).__name__, disable=not self.verbose or rank != 0, leave=False,
-                   initial=loop["start_epoch"] - 1, total=max_epochs)
-        for epoch in bar:
-            net.train()
-            if sampler is None:
-                perm = torch.randperm(n_train, generator=gen).to(dev)
-            else:
-                sampler.set_epoch(epoch)
-                perm = torch.as_tensor(list(sampler), dtype=torch.long, device=dev)
-            batches = [perm[b * batch_size: (b + 1) * batch_size] for b in range(n_batches)]
-            train_loss = self._epoch(train_net, modules, tr, batches, amp_dtype, world)
-            rec = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
-            if has_val:
-                val = self._validate(eval_net, va, rec, world, dev)
-            else:
-                val, rec["val_loss"] = train_loss, float("nan")
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"{type(self).__name__}: training loss became {train_loss} at epoch {epoch}; lower lr"
-                )
-            self.history_.append(rec)
-            if self.verbose:
-                bar.set_postfix(train=f"{train_loss:.4f}", val=f"{rec['val_loss']:.4f}", lr=f"{rec['lr']:.1e}")
-            best = loop["best"]
-            if not math.isfinite(best) or val < best - self.min_delta * abs(best):
-                loop.update(best=val, best_epoch=epoch, stale=0, best_state=copy.deepcopy(eval_net.state_dict()))
-            else:
-                loop["stale"] += 1
-            stop = False
-            if has_val:
-                sched.step(val)
-                stop = loop["stale"] >= patience
-            if ckpt is not None and rank == 0:
-                self._save_state(ckpt, modules, loop, epoch, stop or epoch == max_epochs, gen, dev)
-            if stop:
-                break
-        bar.close()
-        self._keep(eval_net, loop, has_val)
+    def _loss(self, net: nn.Module, batch: dict) -> torch.Tensor:
+        """The Trainer's minibatch loss: the network on (x, arm), then ``_batch_loss``."""
+        return self._batch_loss(net(batch["x"], batch["arm"]), batch)[0]
 
-    def _optimizer(self, net: nn.Module):
-        """AdamW (no decay on biases and norms), plateau schedule, AMP scaler and autocast dtype."""
-        decay, no_decay = no_decay_parameters(net)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self._hp("weight_decay")}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-        )
-        patience = int(self._hp("patience"))
-        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, patience // 3)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
-        amp_dtype = self._amp_dtype()
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        return opt, sched, scaler, amp_dtype
-
-    def _batch_plan(self, n_train: int, rank: int, world: int):
-        """(sampler or None, rows per epoch on this rank, batch size on this rank, batches per epoch)."""
-        batch_size = full_batch = int(self._hp("batch_size"))
-        sampler = None
-        if world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            # Each rank gets a disjoint shard of every epoch's permutation (padded to equal length so
-            # every rank takes the same number of steps); the global batch stays ``batch_size``.
-            sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True,
-                                         seed=int(self.seed), drop_last=False)
-            n_train = sampler.num_samples
-            batch_size = max(1, full_batch // world)
-        # Drop a last minibatch smaller than half a batch: a handful of rows gives a noisy step.
-        n_batches = max(1, math.ceil(n_train / batch_size))
-        if n_batches > 1 and n_train - (n_batches - 1) * batch_size < batch_size // 2:
-            n_batches -= 1
-        return sampler, n_train, batch_size, n_batches
-
-    def _resume(self, ckpt, modules: dict, loop: dict, gen, dev, rank: int, world: int) -> None:
-        """Load a matching checkpoint into the modules and the loop state (nothing when there is none)."""
-        state = load_checkpoint(ckpt, map_location=dev, modules={"net": modules["net"], "eval_net": modules["eval_net"]})
-        if state is None:
-            return
-        modules["net"].load_state_dict(state["net"])
-        if modules["eval_net"] is not None:
-            modules["eval_net"].load_state_dict(state["eval_net"])
-        modules["optimizer"].load_state_dict(state["optimizer"])
-        modules["scheduler"].load_state_dict(state["scheduler"])
-        if "scaler" in state and modules["scaler"].is_enabled():
-            modules["scaler"].load_state_dict(state["scaler"])
-        self.history_ = list(state["history"])
-        loop.update(best=float(state["best"]), best_epoch=int(state["best_epoch"]), stale=int(state["stale"]),
-                    best_state=state["best_state"], start_epoch=int(state["epoch"]) + 1,
-                    finished=bool(state["finished"]))
-        set_rng_state(state["rng"], gen, dev)
-        if world > 1:  # dropout masks: rank-dependent, reproducible streams after a resume
-            torch.manual_seed(int(self.seed) + 1000 * int(state["epoch"]) + rank)
-        self.resumed_from_epoch_ = int(state["epoch"])
-        log.info("%s: resumed from checkpoint %s (epoch %d%s)", type(self).__name__, ckpt, state["epoch"],
-                 ", training had finished" if loop["finished"] else "")
-
-    def _epoch(self, train_net, modules: dict, tr: dict, batches: list, amp_dtype, world: int) -> float:
-        """One pass over ``batches`` (index tensors into ``tr``); the mean training loss (all ranks)."""
-        net, opt, scaler = modules["net"], modules["optimizer"], modules["scaler"]
-        ema = float(self.ema)
-        live_params = list(net.parameters())
-        ema_params = list(modules["eval_net"].parameters()) if ema > 0 else live_params
-        dev = self.device_
-        autocast = (contextlib.nullcontext if amp_dtype is None
-                    else lambda: torch.autocast(device_type=dev.type, dtype=amp_dtype))
-        total = torch.zeros((), device=dev)
-        for idx in batches:
-            batch = {k: v[idx] for k, v in tr.items()}
-            with autocast():
-                loss, _ = self._batch_loss(train_net(batch["x"], batch["arm"]), batch)
-            opt.zero_grad(set_to_none=True)
-            if scaler.is_enabled():
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if ema > 0:
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, live_params, 1.0 - ema)
-            total += loss.detach().float()  # summed on device: no host sync per step
-        if world > 1:
-            torch.distributed.all_reduce(total)
-            total /= world
-        return float(total) / len(batches)
-
-    def _validate(self, eval_net, va: dict, rec: dict, world: int, dev) -> float:
-        """Validation loss parts into ``rec``; returns the early-stopping criterion ``val_loss``."""
-        parts = self._evaluate(eval_net, va)
-        if world > 1:  # identical weights on every rank; rank 0's figure decides for all
-            v = torch.tensor([parts[k] for k in sorted(parts)], dtype=torch.float64, device=dev)
-            torch.distributed.broadcast(v, src=0)
-            parts = dict(zip(sorted(parts), v.tolist()))
-        rec.update(parts)
-        return parts["val_loss"]
-
-    def _save_state(self, ckpt, modules: dict, loop: dict, epoch: int, finished: bool, gen, dev) -> None:
-        scaler = modules["scaler"]
-        save_checkpoint(ckpt, {
-            "epoch": epoch,
-            "finished": finished,
-            "net": modules["net"].state_dict(),
-            "eval_net": modules["eval_net"].state_dict() if modules["eval_net"] is not None else None,
-            "optimizer": modules["optimizer"].state_dict(),
-            "scheduler": modules["scheduler"].state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "history": self.history_,
-            "best": loop["best"],
-            "best_epoch": loop["best_epoch"],
-            "stale": loop["stale"],
-            "best_state": loop["best_state"],
-            "rng": rng_state(gen, dev),
-        })
-
-    def _keep(self, eval_net, loop: dict, has_val: bool) -> None:
-        """The returned model: the best validated weights (the last ones without validation rows)."""
-        net, best_epoch = eval_net, loop["best_epoch"]
-        if has_val and loop["best_state"] is not None:
-            net.load_state_dict(loop["best_state"])
-        else:  # no validation rows: keep the last weights
-            best_epoch = len(self.history_)
-        net.eval()
-        self.network_ = net
-        self.best_epoch_ = int(best_epoch)
-        self.best_val_loss_ = float(loop["best"]) if has_val else float("nan")
-        self.n_parameters_ = count_parameters(net)
-
-    @torch.no_grad()
-    def _evaluate(self, net: nn.Module, va: dict) -> dict[str, float]:
-        """Validation metrics (standardized units); ``val_loss`` drives early stopping."""
-        net.eval()
-        sums: dict[str, float] = {}
-        n = va["y"].shape[0]
-        for s in range(0, n, PREDICT_BATCH):
-            batch = {k: v[s : s + PREDICT_BATCH] for k, v in va.items()}
-            for k, v in self._val_parts(net(batch["x"], batch["arm"]), batch).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * batch["y"].shape[0]
-        return {k: v / n for k, v in sums.items()}
+    def _metrics(self, net: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """The Trainer's validation metrics: the network on (x, arm), then ``_val_parts``."""
+        return self._val_parts(net(batch["x"], batch["arm"]), batch)
 
     def _val_parts(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         """Per-batch mean validation metrics; default: factual outcome MSE (standardized y)."""
@@ -699,12 +503,3 @@ class PerArmCATEModel(ArmModel):
         mu = self._forward_numpy(X, "mu")
         return mu * self.y_scale_ + self.y_mean_
 
-
-def _data_parallel(net: nn.Module, dev: torch.device, world: int) -> nn.Module:
-    """The module the training steps call: ``net`` itself, or wrapped in DDP under torch.distributed."""
-    if world <= 1:
-        return net
-    from torch.nn.parallel import DistributedDataParallel
-
-    on_gpu = dev.type == "cuda" and dev.index is not None
-    return DistributedDataParallel(net, device_ids=[dev.index] if on_gpu else None)

@@ -19,14 +19,17 @@ processes (``n_jobs``, coarse_gpu.models.parallel); the models are the same eith
 With ``n_folds=1`` there is no cross-fitting: ``n_seeds`` models on all rows (a plain seed ensemble;
 ``predict_profit_oof`` then raises).
 
-``model_factory`` is either a callable ``seed -> unfitted model`` or an unfitted model instance, which is
-cloned with ``type(m)(**m.get_params())`` and its ``seed`` replaced.
+``model_factory`` is either a callable ``seed -> unfitted model`` or an unfitted scikit-learn-style
+estimator (``get_params`` / ``set_params``), copied per member with ``sklearn.base.clone`` and its
+``seed`` replaced. ``CrossFitted`` is itself a ``BaseEstimator`` (keyword-only parameters after the
+model), so it clones too.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional, Union
 
 import numpy as np
+from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
@@ -50,12 +53,12 @@ def fold_indices(n: int, n_folds: int, seed: int = 0, strata: Optional[np.ndarra
     return fold
 
 
-class CrossFitted:
+class CrossFitted(BaseEstimator):
     """K-fold cross-fitted (and optionally seed-ensembled) CATE model. See the module docstring.
 
-    Parameters
+    Parameters (all but ``model_factory`` keyword-only, as in scikit-learn's meta-estimators)
     ----------
-    model_factory : callable ``seed -> model`` or an unfitted model (cloned per member).
+    model_factory : callable ``seed -> model`` or an unfitted estimator (``sklearn.base.clone``d per member).
     n_folds : folds for out-of-fold predictions (>= 2), or 1 for a plain ensemble on all rows.
     n_seeds : models per fold, with seeds ``seed + 1000 * fold + s``.
     seed : fold assignment and member seeds.
@@ -66,7 +69,7 @@ class CrossFitted:
     (distinct training treatments), X_ (the training features, for the out-of-fold predictions).
     """
 
-    def __init__(self, model_factory: Union[Callable, object] = None, n_folds: int = 5, n_seeds: int = 1,
+    def __init__(self, model_factory: Union[Callable, object] = None, *, n_folds: int = 5, n_seeds: int = 1,
                  seed: int = 0, stratify: bool = True, max_strata: int = 100, verbose: bool = False,
                  n_jobs="auto") -> None:
         self.model_factory = model_factory
@@ -78,20 +81,15 @@ class CrossFitted:
         self.verbose = verbose
         self.n_jobs = n_jobs
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {"model_factory": self.model_factory, "n_folds": self.n_folds, "n_seeds": self.n_seeds,
-                "seed": self.seed, "stratify": self.stratify, "max_strata": self.max_strata, "verbose": self.verbose,
-                "n_jobs": self.n_jobs}
-
     def _make(self, seed: int):
+        """An unfitted member with this seed."""
         f = self.model_factory
         if hasattr(f, "get_params") and hasattr(f, "fit"):
-            params = f.get_params()
-            params["seed"] = seed
-            return type(f)(**params)
+            return clone(f).set_params(seed=seed)
         if callable(f):
             return f(seed)
-        raise TypeError("model_factory must be a callable seed -> model, or an unfitted model with get_params()")
+        raise TypeError("model_factory must be a callable seed -> model, or an unfitted estimator with "
+                        "get_params() / set_params()")
 
     def fit(self, X, t, y, propensity=None) -> "CrossFitted":
         if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 1:

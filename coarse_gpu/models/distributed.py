@@ -6,10 +6,10 @@ Launch one process per GPU; every process runs the same script::
 
 Inside, ``init_distributed()`` joins the process group torchrun describes in the environment
 (``nccl`` with one GPU per process when CUDA is available, ``gloo`` on CPU), and a plain
-``model.fit(X, t, y)`` then trains data-parallel: ``PerArmCATEModel._train`` sees the process group,
-wraps the network in ``DistributedDataParallel`` (gradients are all-reduced every step), gives every
-rank its ``DistributedSampler`` shard of each epoch, keeps ``batch_size`` as the global batch, and
-lets rank 0 alone write checkpoints. Every rank ends with identical weights; write outputs from rank
+``model.fit(X, t, y)`` then trains data-parallel: the models' ``Trainer`` (coarse_gpu.models.trainer)
+sees the process group, wraps the network in ``DistributedDataParallel`` (gradients are all-reduced
+every step), gives every rank its ``DistributedSampler`` shard of each epoch, keeps ``batch_size`` as
+the global batch, and lets rank 0 alone write checkpoints. Every rank ends with identical weights; write outputs from rank
 0 only (``is_main_process()``).
 
 Every rank loads the full (tabular) training set: the experiment fits in memory many times over, and

@@ -39,12 +39,12 @@ what the pipeline's grid baseline and the doubly robust evaluation need), and an
 ``predict_profit(X, T)`` for any T (M, d), batched on the model's device. ``profit_oracle(X)``
 returns a torch callable T (M, d) -> (N, M) on the device for the discretizer.
 
-Training reuses ``PerArmCATEModel._train`` (AdamW, ReduceLROnPlateau, early stopping, EMA, history):
-the batch's "arm" slot carries the (B, d) float treatment instead of an arm index.
+Training is the shared ``Trainer`` (coarse_gpu.models.trainer: AdamW, ReduceLROnPlateau, early
+stopping, EMA, checkpoints, history), through ``PerArmCATEModel._train``: the batch's "arm" slot
+carries the (B, d) float treatment instead of an arm index.
 """
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -61,7 +61,6 @@ from coarse_gpu.models.base import (
 )
 from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.networks import MLP, _uniform_fan_in_
-from coarse_gpu.models.scaling import fit_scaling
 from coarse_gpu.utils.device import resolve_device
 
 TRANSFORMS = ("identity", "log1p", "sqrt", "log")
@@ -278,6 +277,7 @@ class DoseResponseModel(PerArmCATEModel):
 
     def __init__(
         self,
+        *,
         hidden: int = 128,
         n_repr_layers: int = 3,
         n_head_layers: int = 2,
@@ -346,13 +346,7 @@ class DoseResponseModel(PerArmCATEModel):
             self.grid_ = None
         self.t_low_, self.t_high_ = self._treatment_range(T)
         self._setup_treatments(T)
-
-        for key, v in fit_scaling(X, self.x_transform).items():  # coarse_gpu.models.scaling
-            setattr(self, key, v)
-        self.y_mean_ = float(y.mean())
-        ysd = float(y.std())
-        self.y_scale_ = ysd if ysd > 1e-12 else 1.0
-
+        self._fit_scaling(X, y)
         self.device_ = resolve_device(self.device)
         gen = torch.Generator().manual_seed(int(self.seed))
         if counts.min() >= 2 and self.n_arms_ <= max(2, n // 20):
@@ -367,13 +361,7 @@ class DoseResponseModel(PerArmCATEModel):
             "arm": torch.as_tensor(T, dtype=torch.float32, device=dev),  # (N, d) doses in the "arm" slot
             "y": torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float32, device=dev),
         }
-        tr = {k: v[torch.as_tensor(train_rows, device=dev)] for k, v in cols.items()}
-        va = {k: v[torch.as_tensor(val_rows, device=dev)] for k, v in cols.items()}
-        t_start = time.perf_counter()
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(int(self.seed))
-            self._train(tr, va, gen)
-        self.fit_time_s_ = time.perf_counter() - t_start
+        self._fit_rows(cols, train_rows, val_rows, gen)
 
     def _setup_treatments(self, T: np.ndarray) -> None:
         """Hook: per-model preparation that depends on the training treatments (knots, transforms)."""
@@ -475,7 +463,7 @@ class DoseLogit(DoseResponseModel):
     linear_terms : the direct linear cost / offset terms c_j(x) t_j; False -> c_0(x) only.
     """
 
-    def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
+    def __init__(self, *, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
                  lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
                  max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
@@ -526,7 +514,7 @@ class DoseVC(DoseResponseModel):
     smoothness : weight of the P-spline penalty on second differences of theta (per dimension).
     """
 
-    def __init__(self, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
+    def __init__(self, *, hidden: int = 128, n_repr_layers: int = 3, n_head_layers: int = 2, dropout: float = 0.0,
                  lr: float = 1e-3, weight_decay: Optional[float] = None, batch_size: Optional[int] = None,
                  max_epochs: Optional[int] = None, patience: Optional[int] = None, val_fraction: float = 0.2, device: str = "auto", seed: int = 0,
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,

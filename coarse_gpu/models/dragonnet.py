@@ -52,6 +52,7 @@ class DragonNet(PerArmCATEModel):
 
     def __init__(
         self,
+        *,
         hidden: int = 128,
         n_repr_layers: int = 3,
         n_head_layers: int = 3,

@@ -69,7 +69,7 @@ def _is_scalar(v) -> bool:
 
 def _params(model) -> dict:
     out = {}
-    for k, v in model.get_params().items():
+    for k, v in model.get_params(deep=False).items():  # a wrapped estimator's parameters are its own
         if k in _NOT_STORED_PARAMS:
             continue
         v = list(v) if isinstance(v, tuple) else v
