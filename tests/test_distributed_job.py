@@ -216,3 +216,22 @@ def test_a_rank_removes_only_its_own_empty_folder(tmp_path):
     assert own.exists()
     dj.Job(1, 2, 1, "gloo", "cpu", "torchrun", own_dir=main, folder={"run_dir": str(main)}).drop_own_folder()
     assert main.exists()
+
+
+@needs_gloo
+def test_torchrun_job_shards_a_factored_profit_like_the_dense_one(tmp_path):
+    """Above personalize.DENSE_PROFIT_ENTRIES the profit stays factored (V, W): rank 0 then sends the ranks
+    their rows of V and W, and the sharded solve must give what the dense single-process job gives."""
+    driver = tmp_path / "factored_job.py"
+    driver.write_text("import sys\nfrom coarse_gpu.experiment import personalize\n"
+                      "personalize.DENSE_PROFIT_ENTRIES = 1000  # every profit matrix of this job: factored\n"
+                      "from coarse_gpu.cli import main\nsys.argv[0] = 'coarse-gpu'\nmain()\n")
+    single, shard = tmp_path / "single", tmp_path / "factored"
+    _run(["-m", "coarse_gpu.cli", *SMALL, *BOOSTING, f"hydra.run.dir={single}"], tmp_path)
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver), "distributed=true",
+          *SMALL, *BOOSTING, f"hydra.run.dir={shard}"], tmp_path)
+    a, b = (json.loads((d / "results.json").read_text()) for d in (single, shard))
+    for k in ("1", "3"):
+        ot_a, ot_b = a["methods"]["ot"][k], b["methods"]["ot"][k]
+        assert ot_b["treatments"] == ot_a["treatments"] and ot_b["segment_sizes"] == ot_a["segment_sizes"]
+        assert ot_b["expected_profit"] == pytest.approx(ot_a["expected_profit"], rel=1e-12)

@@ -441,6 +441,8 @@ def test_a_policy_in_the_landed_format_keeps_loading():
     expect = pd.read_csv(DATA / "policy_v1_assignments.csv")
     got = pol.assign(new, ids=new.customer_id)
     np.testing.assert_array_equal(got.segment, expect.segment)
-    np.testing.assert_allclose(got.predicted_profit, expect.predicted_profit, rtol=1e-12)
+    # the model is a float32 network: its sums depend on the thread count (1 in a module that pins it,
+    # 2 otherwise), so equal means equal to float32 precision, not to the last bit
+    np.testing.assert_allclose(got.predicted_profit, expect.predicted_profit, rtol=1e-6)
     assert pol.feature_schema.ranges == {}  # no ranges recorded: the range check is skipped
     assert snapshot(DATA) == before
