@@ -57,3 +57,22 @@ def test_grid_baseline_and_exact_solver_share_the_objective_with_ot():
     assert sorted(res.candidate_index.tolist()) == list(S) and np.isclose(res.objective, total_e)
     ot = discretize(P, 3, device="cpu", seed=0)
     assert ot.objective <= total_e + 1e-9 and ot.objective >= 0.999 * total_e
+
+
+def test_subset_sums_screening_finds_the_same_exact_optimum(monkeypatch):
+    """Many rows on a small grid: subset sums give every F(S) at once, and exact_best through them picks
+    the subset (and float64 total) that the float32 enumeration does, ties included."""
+    import coarse_gpu.discretize.facility as facility
+
+    rng = np.random.default_rng(3)
+    P = rng.normal(size=(3000, 11)) + rng.normal(size=(1, 11))
+    P[:, 7] = P[:, 2]  # an exactly tied pair of columns: the lexicographically first subset must win
+    subs = np.array(list(combinations(range(11), 3)))
+    brute = np.array([P[:, list(S)].max(1).sum() for S in subs])
+    np.testing.assert_allclose(facility.subset_sums(P, subs, block=700), brute, rtol=1e-13)
+    p = torch.as_tensor(P)
+    enumerated = {k: best_subset(p, k, "exact") for k in (1, 3, 5)}
+    monkeypatch.setattr(facility, "SUBSET_SUMS_MIN_WORK", 0)
+    for k, (S, v) in enumerated.items():
+        assert best_subset(p, k, "exact") == (S, v)
+        assert S == _brute(P, k)[0]

@@ -21,7 +21,7 @@ from coarse_gpu.models import DragonNet, TARNet
 from coarse_gpu.policy import Policy, grid_search, kmeans_features, kmeans_preferences, kmeans_profiles
 from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
-from coarse_gpu.policy.io import deployable, load_policy, save_policy
+from coarse_gpu.policy.io import deployable, load_policy, rule_of, save_policy
 
 from test_data_file import frame, spec
 
@@ -68,6 +68,50 @@ def test_round_trip_assigns_new_customers_identically(fitted, tmp_path):
         seg, _ = loaded.assign_matrix(data.X)
         agree = np.mean(seg == pol.assignment)
         assert agree >= (1.0 if name in ("grid", "policy_tree", "ot_tree") else 0.99), (name, agree)
+
+
+def test_a_saved_baseline_is_its_fitted_estimators_state_without_refitting(fitted, tmp_path, monkeypatch):
+    import sklearn.cluster
+    import sklearn.decomposition
+    import sklearn.tree
+
+    import coarse_gpu.policy.embeddings as embeddings
+
+    data, model, new = fitted
+    cand, profit, pols = _policies(data, model)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("saving a policy refitted part of it")
+
+    # every fit a baseline runs: none may run while saving (and deployable gets neither X nor the profit)
+    for owner, name in ((sklearn.cluster.KMeans, "fit"), (sklearn.decomposition.PCA, "fit"),
+                        (sklearn.tree.DecisionTreeClassifier, "fit"), (embeddings, "feature_embedding"),
+                        (embeddings, "profile_embedding")):
+        monkeypatch.setattr(owner, name, refit)
+    X_new = None
+    for name, pol in pols.items():
+        est = pol.estimator
+        assert est is not None and est.policy_ is pol
+        loaded = load_policy(save_policy(tmp_path / name, deployable(pol, model, data, cand, None, None)))
+        rule, params = rule_of(est) if name != "grid" else ("argmax", {})
+        assert loaded.rule == rule and sorted(loaded.params) == sorted(params)
+        for key, value in params.items():  # the file holds the estimator's arrays, as they are
+            np.testing.assert_array_equal(loaded.params[key], value, err_msg=f"{name}: {key}")
+        # the same segments as the estimator: on the fitted customers (= its policy) and on new ones
+        np.testing.assert_array_equal(loaded.assign_matrix(data.X)[0], pol.assignment, err_msg=name)
+        X_new = loaded.feature_schema.transform(new) if X_new is None else X_new
+        arg = X_new if est.assign_input == "X" else \
+            model.predict_arms(X_new) if name == "grid" else model.predict_profit(X_new, cand)
+        np.testing.assert_array_equal(loaded.assign_matrix(X_new)[0], est.assign(arg), err_msg=name)
+
+
+def test_a_baseline_policy_without_its_estimator_is_refused(fitted):
+    data, model, _ = fitted
+    cand, profit, pols = _policies(data, model)
+    pol = pols["kmeans_features"]
+    bare = Policy(pol.name, pol.treatments, pol.assignment, pol.info)
+    with pytest.raises(ValueError, match="carries no fitted estimator"):
+        deployable(bare, model, data, cand, data.X, profit)
 
 
 def test_a_method_without_a_new_customer_rule_is_not_saved(fitted):

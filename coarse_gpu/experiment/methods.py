@@ -36,7 +36,7 @@ from coarse_gpu.policy import (
     kmeans_profiles,
     single_best,
 )
-from coarse_gpu.policy.baselines import profile_embedding
+from coarse_gpu.policy.baselines import ProfitView, feature_embedding, profile_embedding
 from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
 
@@ -229,11 +229,23 @@ class _GridSolution:
     info: dict
 
 
+def _baseline_input(ctx: MethodContext, key: str):
+    """What the baselines compute once per run whatever K, kept in ``ctx.cache``: "profit_view" (the
+    profit, dense or factored, checked once, with its row argmax and column means), "features" (the
+    standardized covariates), "profiles" (the standardized, projected profit vectors)."""
+    if key not in ctx.cache:
+        make = {"profit_view": lambda: ProfitView(ctx.profit),
+                "features": lambda: feature_embedding(ctx.scored.X),
+                "profiles": lambda: profile_embedding(_baseline_input(ctx, "profit_view"), seed=ctx.seed)}[key]
+        ctx.cache[key] = make()
+    return ctx.cache[key]
+
+
 def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Policy, dict]]:
     """(policy, extra) of ``method`` at K, or None where the method does not apply at this K."""
     p, cand, seed = ctx.profit, ctx.candidates, ctx.seed
     if method == "single_best":
-        return (single_best(p, cand), {}) if k == 1 else None
+        return (single_best(_baseline_input(ctx, "profit_view"), cand), {}) if k == 1 else None
     if method == "grid":
         if k > ctx.arms.shape[0]:
             log.warning("grid: K=%d exceeds the %d experimental arms; skipped", k, ctx.arms.shape[0])
@@ -255,16 +267,16 @@ def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Pol
         return policy, extra
     if method == "ot_tree":
         return _ot_tree(k, ctx), {}
+    view = _baseline_input(ctx, "profit_view") if method in ("kmeans_features", "kmeans_preferences",
+                                                             "kmeans_profiles", "policy_tree") else None
     if method == "kmeans_features":
-        return kmeans_features(ctx.scored.X, p, cand, k, seed=seed), {}
+        return kmeans_features(ctx.scored.X, view, cand, k, seed=seed, embedding=_baseline_input(ctx, "features")), {}
     if method == "kmeans_preferences":
-        return kmeans_preferences(p, cand, k, seed=seed, scale=ctx.scored.space.span), {}
+        return kmeans_preferences(view, cand, k, seed=seed, scale=ctx.scored.space.span), {}
     if method == "kmeans_profiles":
-        if "profiles" not in ctx.cache:  # the projection does not depend on K: once per run
-            ctx.cache["profiles"] = profile_embedding(p, seed=seed)
-        return kmeans_profiles(p, cand, k, seed=seed, embedding=ctx.cache["profiles"]), {}
+        return kmeans_profiles(view, cand, k, seed=seed, embedding=_baseline_input(ctx, "profiles")), {}
     if method == "policy_tree":
-        return policy_tree(ctx.scored.X, p, cand, k, seed=seed,
+        return policy_tree(ctx.scored.X, view, cand, k, seed=seed,
                            feature_names=getattr(ctx.scored, "feature_names", None)), {}
     raise ValueError(f"unknown method {method!r}; available: {list(METHODS)}")
 

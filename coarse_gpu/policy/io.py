@@ -22,8 +22,8 @@ Assignment rules for new customers x (pi_hat = the saved model's estimated profi
                     bounds or side constraints in the run (recorded under "constraints"), they are not
                     re-imposed on new customers.
   feature_centroid  k-means on characteristics: nearest centroid of the standardized model matrix
-                    (centroid = mean of the segment's standardized rows, centre / scale from the
-                    customers the policy was built on).
+                    (centroids = the fitted k-means centers, centre / scale from the customers the
+                    policy was built on).
   preference_centroid  k-means on preferences: the customer's estimated ideal candidate
                     t* = argmax_m pi_hat(x, c_m), divided by ``scale``, to the nearest centroid.
   profile_centroid  k-means on estimated effects: the customer's profit vector at the candidates,
@@ -31,7 +31,9 @@ Assignment rules for new customers x (pi_hat = the saved model's estimated profi
                     principal components (if any), to the nearest centroid.
   tree              policy tree: the stored splits (feature index in the model matrix, threshold,
                     children) and each leaf's slot (``coarse_gpu.policy.tree.apply_tree``).
-Methods with no rule here are not saved: ``deployable`` raises NotImplementedError and the run
+The centroid and tree rules store the fitted state of the baseline's estimator (``rule_of``; the same
+arrays its ``assign`` uses), so a saved policy is never refitted and gives back the estimator's own
+segments. Methods with no rule here are not saved: ``deployable`` raises NotImplementedError and the run
 records ``policy_path: null``.
 predicted_profit = pi_hat(x, tau_segment), in the outcome's (profit) units.
 """
@@ -53,12 +55,13 @@ import torch
 
 from coarse_gpu.data.file import DataSchemaError, FeatureSchema, RowTally
 from coarse_gpu.models.serialize import MODEL_CLASSES
+from coarse_gpu.policy.clustering import nearest_center
 from coarse_gpu.policy.policy import Policy
 from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["FORMAT", "MAX_POLICY_JSON_BYTES", "MAX_WEIGHTS_BYTES", "MODEL_CLASSES", "DeployedPolicy",
            "PolicyFileError", "deployable", "feature_schema_of", "load_model", "load_policy", "model_tensors",
-           "save_policy"]
+           "rule_of", "save_policy"]
 
 FORMAT = "coarse_gpu.policy/1"
 RULES = ("argmax", "feature_centroid", "preference_centroid", "profile_centroid", "tree")
@@ -149,12 +152,12 @@ class DeployedPolicy:
                 lab = p_k.argmax(1)
             elif self.rule == "feature_centroid":
                 z = (xb.astype(np.float64) - self.params["center"]) / self.params["scale"]
-                lab = _nearest(z, self.params["centroids"])
+                lab = nearest_center(z, self.params["centroids"])
             elif self.rule == "profile_centroid":
                 z = (self.model.predict_profit(xb, self.params["candidates"]) - self.params["p_mean"]) / self.params["p_scale"]
                 if "components" in self.params:
                     z = (z - self.params["pca_mean"]) @ self.params["components"].T
-                lab = _nearest(z, self.params["centroids"])
+                lab = nearest_center(z, self.params["centroids"])
             elif self.rule == "tree":
                 from coarse_gpu.policy.tree import apply_tree
 
@@ -163,7 +166,7 @@ class DeployedPolicy:
             elif self.rule == "preference_centroid":
                 cand = self.params["candidates"]
                 best = self.model.predict_profit(xb, cand).argmax(1)
-                lab = _nearest(cand[best] / self.params["pref_scale"], self.params["centroids"])
+                lab = nearest_center(cand[best] / self.params["pref_scale"], self.params["centroids"])
             else:
                 raise PolicyFileError(f"unknown assignment rule {self.rule!r}; known: {list(RULES)}")
             seg[s: s + chunk_rows] = lab
@@ -186,15 +189,6 @@ class DeployedPolicy:
         return pd.DataFrame(out)
 
 
-def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest finite centroid (Euclidean) for each row of ``points``."""
-    c = np.asarray(centroids, dtype=np.float64)
-    ok = np.all(np.isfinite(c), axis=1)
-    d2 = ((points[:, None, :] - np.where(ok[:, None], c, 0.0)[None, :, :]) ** 2).sum(-1)
-    d2[:, ~ok] = np.inf
-    return d2.argmin(1).astype(np.int64)
-
-
 def feature_schema_of(data) -> FeatureSchema:
     """The FeatureSchema of an ExperimentData (stored in ``meta`` for file data; rebuilt otherwise)."""
     if "feature_schema" in data.meta:
@@ -207,54 +201,59 @@ def feature_schema_of(data) -> FeatureSchema:
     return schema
 
 
-def deployable(policy: Policy, model, data, candidates: np.ndarray, X: np.ndarray, profit: np.ndarray,
-               metrics: Optional[dict] = None) -> DeployedPolicy:
-    """A DeployedPolicy from a pipeline Policy built on customers X (N, p) with profit (N, M) at candidates.
+#: The methods whose saved rule is the state of the fitted estimator behind the policy (``policy.estimator``).
+ESTIMATOR_RULES = {"kmeans_features": "feature_centroid", "kmeans_preferences": "preference_centroid",
+                   "kmeans_profiles": "profile_centroid", "policy_tree": "tree", "ot_tree": "tree"}
 
-    kmeans_features gets its centroids as segment means of the standardized X (empty segments: NaN,
-    never chosen); kmeans_preferences keeps the k-means centroids of the ideal points.
+
+def rule_of(estimator) -> tuple[str, dict]:
+    """(rule, rule parameters) of a fitted baseline estimator, read from its fitted attributes: the saved
+    policy assigns new customers exactly as ``estimator.assign`` does, and nothing is refitted."""
+    method = estimator.policy_name
+    rule = ESTIMATOR_RULES[method]
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    if rule == "feature_centroid":
+        return rule, {"center": f64(estimator.center_), "scale": f64(estimator.scale_),
+                      "centroids": f64(estimator.centers_)}
+    if rule == "preference_centroid":
+        return rule, {"candidates": f64(estimator.candidates_), "pref_scale": f64(estimator.scale_),
+                      "centroids": f64(estimator.centers_)}
+    if rule == "profile_centroid":
+        params = {"candidates": f64(estimator.candidates_), "p_mean": f64(estimator.p_mean_),
+                  "p_scale": f64(estimator.p_scale_), "centroids": f64(estimator.centers_)}
+        if estimator.components_ is not None:
+            params.update(components=f64(estimator.components_), pca_mean=f64(estimator.pca_mean_))
+        return rule, params
+    return rule, {"tree_" + key: np.asarray(v, dtype=np.float64 if key == "threshold" else np.int64)
+                  for key, v in estimator.tree_.items()}
+
+
+def deployable(policy: Policy, model, data, candidates: np.ndarray, X: Optional[np.ndarray] = None,
+               profit=None, metrics: Optional[dict] = None) -> DeployedPolicy:
+    """A DeployedPolicy from a pipeline Policy and the model that scores new customers.
+
+    ot, grid, single_best: the argmax rule. The baselines with a rule of their own (``ESTIMATOR_RULES``)
+    save the fitted state of the estimator that built the policy (``policy.estimator``, ``rule_of``):
+    k-means centers, standardization, principal components, tree. ``candidates`` (M, d) are those the
+    policy was built on; X (N, p) and profit (N, M) are not read (nothing is refitted; they stay in the
+    signature for existing callers).
     """
     method = policy.name
     params: dict = {}
-    if method == "kmeans_features":
-        x = np.asarray(X, dtype=np.float64)
-        center = x.mean(0)
-        scale = x.std(0)
-        scale[scale <= 1e-12] = 1.0
-        z = (x - center) / scale
-        cent = np.full((policy.k, x.shape[1]), np.nan)
-        for s in np.flatnonzero(policy.segment_sizes):
-            cent[s] = z[policy.assignment == s].mean(0)
-        rule = "feature_centroid"
-        params = {"center": center, "scale": scale, "centroids": cent}
-    elif method == "kmeans_preferences":
-        s = np.asarray(policy.info["scale"], dtype=np.float64)
-        rule = "preference_centroid"
-        params = {"candidates": np.asarray(candidates, dtype=np.float64), "pref_scale": s,
-                  "centroids": np.asarray(policy.info["centroids"], dtype=np.float64) / s}
-    elif method == "kmeans_profiles":
-        # the baseline's own projection (policy.info): new customers are mapped exactly as it mapped these
-        info = policy.info
-        params = {"candidates": np.asarray(candidates, dtype=np.float64), "p_mean": np.asarray(info["p_mean"]),
-                  "p_scale": np.asarray(info["p_scale"])}
-        z = (np.asarray(profit, dtype=np.float64) - params["p_mean"]) / params["p_scale"]
-        if info.get("components") is not None:
-            params.update(components=np.asarray(info["components"]), pca_mean=np.asarray(info["pca_mean"]))
-            z = (z - params["pca_mean"]) @ params["components"].T
-        cent = np.full((policy.k, z.shape[1]), np.nan)
-        for s in np.flatnonzero(policy.segment_sizes):
-            cent[s] = z[policy.assignment == s].mean(0)
-        params["centroids"] = cent
-        rule = "profile_centroid"
-    elif method in ("policy_tree", "ot_tree"):
-        rule = "tree"
-        params = {"tree_" + key: np.asarray(v, dtype=np.float64 if key == "threshold" else np.int64)
-                  for key, v in policy.info["tree"].items()}
+    if method in ESTIMATOR_RULES:
+        est = policy.estimator
+        if est is None or getattr(est, "policy_", None) is not policy:
+            raise ValueError(f"policy '{method}' carries no fitted estimator (policy.estimator); build it with the "
+                             f"baseline's estimator or function (coarse_gpu.policy) to save it")
+        rule, params = rule_of(est)
+        if "candidates" in params and params["candidates"].shape[0] != len(candidates):
+            raise ValueError(f"policy '{method}' was fitted on {params['candidates'].shape[0]} candidates, "
+                             f"not the {np.shape(candidates)[0]} given")
     elif method in ARGMAX_METHODS:
         rule = "argmax"
     else:
         raise NotImplementedError(f"no assignment rule for new customers is defined for method {method!r}; "
-                                  f"savable methods: {list(ARGMAX_METHODS) + ['kmeans_features', 'kmeans_preferences', 'kmeans_profiles', 'policy_tree', 'ot_tree']}")
+                                  f"savable methods: {list(ARGMAX_METHODS) + list(ESTIMATOR_RULES)}")
     id_col = None
     if "feature_schema" in data.meta and data.meta.get("ids") is not None:
         id_col = data.meta.get("id_column")

@@ -26,6 +26,11 @@ share of the OT policy's incremental profit over no promotion that the tree keep
 The stored tree (``Policy.info["tree"]``) has the arrays format of ``policy_tree`` (feature, threshold,
 left, right, leaf_slot per node; ``coarse_gpu.policy.tree.apply_tree``), so the saved-policy "tree"
 rule (``coarse_gpu.policy.io``) assigns new customers with it; ``tree_rules`` prints it as text.
+
+``OTTree`` is the estimator (``coarse_gpu.policy.estimator``: fit(profit, candidates, X), assign(X) = the
+stored tree, policy_), ``ot_tree`` the function that returns its Policy. The profit may be a
+``FactoredProfit`` (the tree only reads the (N, K) profits of the K treatments); above ``max_fit_rows``
+customers the tree is grown on a seeded sample (``coarse_gpu.policy.baselines``, "Large N").
 """
 from __future__ import annotations
 
@@ -34,8 +39,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from coarse_gpu.policy.clustering import MAX_FIT_ROWS, sample_rows
+from coarse_gpu.policy.estimator import PolicyEstimator
 from coarse_gpu.policy.policy import Policy
-from coarse_gpu.policy.tree import apply_tree
+from coarse_gpu.policy.tree import check_tree_inputs, apply_tree
 
 VARIANTS = ("distill", "policy")
 
@@ -46,53 +53,87 @@ def default_depth(k: int) -> int:
     return int(math.ceil(math.log2(max(2, int(k))))) + 1
 
 
-def ot_tree(X, profit, candidates, k: int, variant: str = "distill", depth: Optional[int] = None,
-            min_samples_leaf: int = 50, seed: int = 0, feature_names: Optional[Sequence[str]] = None,
-            discretization=None, **discretize_kwargs) -> Policy:
+class OTTree(PolicyEstimator):
     """The OT's K treatments with a tree assignment (module docstring).
 
-    X : (N, p) covariates (the model matrix). profit : (N, M) estimated profit at the M candidates.
-    candidates : (M, d). k : number of treatments. variant : "distill" | "policy".
-    depth : tree depth (default ``default_depth(k)``). min_samples_leaf : smallest segment.
-    discretization : an existing ``Discretization`` of this profit (else ``discretize`` runs with
-    ``seed`` and ``discretize_kwargs``, e.g. min_share, constraints, solver).
-    Returns Policy "ot_tree": treatments (K, d) = the OT's, assignment = the tree's leaf slot;
-    info holds "tree" (arrays), "rules" (text), "variant", "depth", "ot_objective" (the OT
-    assignment's estimated profit), "tree_objective" (the tree's), "candidate_index" (K,).
+    k : number of treatments. variant : "distill" | "policy". depth : tree depth (default
+    ``default_depth(k)``). min_samples_leaf : smallest segment. feature_names : names of the covariates
+    for the rules. max_fit_rows : above it the tree is grown on a seeded sample of the customers and
+    its leaves relabelled on all of them (``coarse_gpu.policy.baselines``, "Large N").
+    discretize_options : keyword arguments of ``discretize`` when fit runs it (e.g. min_share,
+    constraints, solver).
+    fit(profit (N, M) dense or factored, candidates (M, d), X (N, p), discretization=None): an existing
+    ``Discretization`` of this profit (else ``discretize`` runs with ``seed`` and ``discretize_options``).
+    The Policy "ot_tree": treatments (K, d) = the OT's, assignment = the tree's leaf slot; info holds
+    "tree" (arrays), "rules" (text), "variant", "depth", "ot_objective" (the OT assignment's estimated
+    profit), "tree_objective" (the tree's), "candidate_index" (K,).
+    Fitted: tree_ (arrays), depth_, rules_, candidate_index_, treatments_, labels_, policy_.
+    assign(X (n, p)) -> ``apply_tree(X, tree_)``.
     """
-    from coarse_gpu.discretize import discretize
 
-    if variant not in VARIANTS:
-        raise ValueError(f"ot_tree: variant must be one of {VARIANTS}, got {variant!r}")
-    x = np.asarray(X, dtype=np.float64)
-    p = np.asarray(profit, dtype=np.float64)
-    c = np.asarray(candidates, dtype=np.float64)
-    c = c[:, None] if c.ndim == 1 else c
-    if x.ndim != 2 or p.ndim != 2 or x.shape[0] != p.shape[0] or c.shape[0] != p.shape[1]:
-        raise ValueError(f"ot_tree: need X (N, p), profit (N, M), candidates (M, d); got shapes "
-                         f"{x.shape}, {p.shape}, {c.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(p))):
-        raise ValueError("ot_tree: X and profit must be finite (no NaN or inf)")
-    depth = default_depth(k) if depth is None else int(depth)
-    if depth < 1:
-        raise ValueError(f"ot_tree: depth must be >= 1, got {depth}")
-    res = discretization if discretization is not None else \
-        discretize(p, k, candidates=c, seed=seed, device="cpu", **discretize_kwargs)
-    cols = np.asarray(res.candidate_index, dtype=np.int64)
-    if np.any(cols < 0):
-        raise ValueError("ot_tree: the discretization's treatments must lie on the candidate grid")
-    U = p[:, cols]  # (N, K) profit of each customer at each OT treatment
-    if variant == "distill":
-        arrays = _distilled_tree(x, U, res.assignment, depth, min_samples_leaf, seed)
-    else:
-        arrays = _policy_tree(x, U, depth, min_samples_leaf, seed)
-    slot = apply_tree(x, arrays)
-    rows = np.arange(x.shape[0])
-    info = {"variant": variant, "depth": depth, "min_samples_leaf": int(min_samples_leaf), "tree": arrays,
-            "rules": tree_rules(arrays, res.treatments, feature_names),
-            "ot_objective": float(U[rows, res.assignment].sum()), "tree_objective": float(U[rows, slot].sum()),
-            "candidate_index": cols.tolist()}
-    return Policy("ot_tree", res.treatments, slot, info)
+    policy_name = "ot_tree"
+    assign_input = "X"
+
+    def __init__(self, *, k: int = 5, variant: str = "distill", depth: Optional[int] = None,
+                 min_samples_leaf: int = 50, seed: int = 0, feature_names: Optional[Sequence[str]] = None,
+                 max_fit_rows: Optional[int] = MAX_FIT_ROWS, discretize_options: Optional[dict] = None):
+        self.k = k
+        self.variant = variant
+        self.depth = depth
+        self.min_samples_leaf = min_samples_leaf
+        self.seed = seed
+        self.feature_names = feature_names
+        self.max_fit_rows = max_fit_rows
+        self.discretize_options = discretize_options
+
+    def fit(self, profit, candidates, X=None, discretization=None) -> "OTTree":
+        from coarse_gpu.discretize import discretize
+
+        if self.variant not in VARIANTS:
+            raise ValueError(f"ot_tree: variant must be one of {VARIANTS}, got {self.variant!r}")
+        view, x, c = check_tree_inputs("ot_tree", X, profit, candidates)
+        depth = default_depth(self.k) if self.depth is None else int(self.depth)
+        if depth < 1:
+            raise ValueError(f"ot_tree: depth must be >= 1, got {depth}")
+        res = discretization if discretization is not None else \
+            discretize(view.source(), self.k, candidates=c, seed=self.seed, device="cpu",
+                       **(self.discretize_options or {}))
+        cols = np.asarray(res.candidate_index, dtype=np.int64)
+        if np.any(cols < 0):
+            raise ValueError("ot_tree: the discretization's treatments must lie on the candidate grid")
+        U = view.columns(cols)  # (N, K) profit of each customer at each OT treatment
+        rows = sample_rows(x.shape[0], self.max_fit_rows, self.seed)
+        if self.variant == "distill":
+            arrays = _distilled_tree(x, U, res.assignment, depth, self.min_samples_leaf, self.seed, rows)
+        else:
+            arrays = _policy_tree(x, U, depth, self.min_samples_leaf, self.seed, rows)
+        slot = apply_tree(x, arrays)
+        n = np.arange(x.shape[0])
+        info = {"variant": self.variant, "depth": depth, "min_samples_leaf": int(self.min_samples_leaf),
+                "tree": arrays, "rules": tree_rules(arrays, res.treatments, self.feature_names),
+                "ot_objective": float(U[n, res.assignment].sum()), "tree_objective": float(U[n, slot].sum()),
+                "candidate_index": cols.tolist()}
+        if rows is not None:
+            info["n_fit_rows"] = int(rows.size)
+        self.tree_, self.depth_, self.rules_ = arrays, depth, info["rules"]
+        return self._set_policy(Policy("ot_tree", res.treatments, slot, info), c)
+
+    def _assign(self, X) -> np.ndarray:
+        return apply_tree(X, self.tree_)
+
+
+def ot_tree(X, profit, candidates, k: int, variant: str = "distill", depth: Optional[int] = None,
+            min_samples_leaf: int = 50, seed: int = 0, feature_names: Optional[Sequence[str]] = None,
+            discretization=None, max_fit_rows: Optional[int] = MAX_FIT_ROWS, **discretize_kwargs) -> Policy:
+    """The OT's K treatments with a tree assignment (``OTTree``, which documents the arguments).
+
+    X : (N, p) covariates (the model matrix). profit : (N, M) estimated profit at the M candidates, dense
+    or factored. candidates : (M, d). discretize_kwargs : ``OTTree(discretize_options=...)``.
+    Returns the Policy "ot_tree".
+    """
+    est = OTTree(k=k, variant=variant, depth=depth, min_samples_leaf=min_samples_leaf, seed=seed,
+                 feature_names=feature_names, max_fit_rows=max_fit_rows, discretize_options=discretize_kwargs or None)
+    return est.fit(profit, candidates, X, discretization=discretization).policy_
 
 
 def _arrays(tr, leaf_slot: np.ndarray) -> dict:
@@ -130,24 +171,33 @@ def _best_per_leaf(leaves: np.ndarray, U: np.ndarray, n_nodes: int) -> np.ndarra
     return out
 
 
-def _distilled_tree(x, U, assignment, depth, min_samples_leaf, seed) -> dict:
+def _distilled_tree(x, U, assignment, depth, min_samples_leaf, seed, rows=None) -> dict:
+    """Classification tree fitted to the OT assignment (on ``rows`` only, when given), leaves relabelled
+    with their best treatment over every customer."""
     from sklearn.tree import DecisionTreeClassifier
 
     # what putting a customer in the wrong leaf costs, on average over the other treatments
     weight = U[np.arange(U.shape[0]), assignment] - U.mean(1)
+    weight = np.maximum(weight, 0.0) + 1e-9 * (np.abs(U).mean() + 1.0)
     clf = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=min_samples_leaf, random_state=seed)
-    clf.fit(x, assignment, sample_weight=np.maximum(weight, 0.0) + 1e-9 * (np.abs(U).mean() + 1.0))
+    if rows is None:
+        clf.fit(x, assignment, sample_weight=weight)
+    else:
+        clf.fit(x[rows], np.asarray(assignment)[rows], sample_weight=weight[rows])
     leaves = clf.apply(x)
     return _arrays(clf.tree_, _best_per_leaf(leaves, U, clf.tree_.node_count))
 
 
-def _policy_tree(x, U, depth, min_samples_leaf, seed) -> dict:
+def _policy_tree(x, U, depth, min_samples_leaf, seed, rows=None) -> dict:
     try:
         from econml.policy import PolicyTree
     except ImportError as err:  # pragma: no cover - econml is in the [real] and [all] extras
         raise ImportError("ot_tree(variant='policy') needs econml (pip install 'coarse_gpu[real]' or econml)") from err
     tree = PolicyTree(max_depth=depth, min_samples_leaf=min_samples_leaf, honest=False, random_state=seed)
-    tree.fit(x, U)
+    if rows is None:
+        tree.fit(x, U)
+    else:
+        tree.fit(x[rows], U[rows])
     leaves = np.asarray(tree.apply(x), dtype=np.int64)
     # each leaf's slot: the policy tree's own choice is the leaf's best total welfare, recomputed here
     return _arrays(tree.tree_, _best_per_leaf(leaves, U, tree.tree_.node_count))

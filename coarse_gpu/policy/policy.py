@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 
@@ -16,12 +17,15 @@ class Policy:
     treatments : (K, d) float64 treatments (same units as the treatment space columns).
     assignment : (N,) int64, customer i receives ``treatments[assignment[i]]``; values in [0, K).
     info : free-form details of how the policy was built (solver, objective, fitted scaler, ...).
+    estimator : the fitted estimator that built it (a baseline's ``PolicyEstimator``; None for the OT
+        discretizer's policies): its state is what a saved policy assigns new customers with.
     """
 
     name: str
     treatments: np.ndarray
     assignment: np.ndarray
     info: dict = field(default_factory=dict)
+    estimator: Optional[Any] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = np.asarray(self.treatments, dtype=np.float64)
