@@ -153,9 +153,9 @@ class FullPersonalization(PolicyEstimator):
     def fit(self, profit, candidates, X=None) -> "FullPersonalization":
         view = as_view(profit)
         c = check_candidates(view, candidates)
-        used, assignment = np.unique(view.row_argmax(), return_inverse=True)
+        used, assignment = view.ideal_candidates()
         return self._set_policy(Policy(
-            "full_personalization", c[used], assignment.reshape(-1).astype(np.int64),
+            "full_personalization", c[used], assignment.astype(np.int64),
             {"candidate_index": used.astype(np.int64), "estimated_value": float(view.row_max().mean()),
              "empty_segments": [], "n_unique_treatments": int(used.size)},
         ), c)
@@ -278,8 +278,7 @@ class KMeansPreferences(PolicyEstimator):
         c = check_candidates(view, candidates)
         k = check_k(self.k, view.n, "the number of customers N")
         s = _preference_scale(self.scale, c)
-        used, inverse = np.unique(view.row_argmax(), return_inverse=True)
-        inverse = inverse.reshape(-1)
+        used, inverse = view.ideal_candidates()
         pts = c[used] / s
         if used.size <= k:
             point_label = np.arange(used.size, dtype=np.int64)

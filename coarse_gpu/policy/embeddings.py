@@ -33,8 +33,9 @@ __all__ = ["FeatureEmbedding", "ProfileEmbedding", "check_features", "feature_em
 class FeatureEmbedding(Embedding):
     """z (N, p) standardized covariates; center, scale (p,) the standardization (scale > 0)."""
 
-    center: np.ndarray = None
-    scale: np.ndarray = None
+    # defaults only because dataclass fields after the base class's z must have one; always given
+    center: Optional[np.ndarray] = None
+    scale: Optional[np.ndarray] = None
 
     def transform(self, X) -> np.ndarray:
         """(n, p) points of covariates X (n, p)."""
@@ -68,8 +69,8 @@ class ProfileEmbedding(Embedding):
     matrix; components (q, M) and pca_mean (M,) the principal-component projection (None without one).
     """
 
-    p_mean: np.ndarray = None
-    p_scale: np.ndarray = None
+    p_mean: Optional[np.ndarray] = None  # (defaults: see FeatureEmbedding; always given)
+    p_scale: Optional[np.ndarray] = None
     components: Optional[np.ndarray] = None
     pca_mean: Optional[np.ndarray] = None
 

@@ -8,6 +8,7 @@ forms more than a block of rows of it (``BLOCK_BYTES``):
 
 * ``col_mean()`` / ``col_sum()``  (M,)  mean / total profit of each candidate        = mean(V) @ W.T
 * ``row_argmax()`` / ``row_max()`` (N,)  each customer's best candidate and its profit  row blocks
+* ``ideal_candidates()``                 the distinct best candidates and each row's index among them
 * ``at(cols)``                    (N,)  Pi[i, cols[i]]                                 = sum_a V_ia W_(cols_i)a
 * ``argmax_columns(cols)``        (N,)  position in ``cols`` of each row's best of those columns
 * ``columns(idx)``                (N, J) Pi[:, idx] (J small: the K chosen treatments)
@@ -124,6 +125,13 @@ class ProfitView:
     def row_argmax(self) -> np.ndarray:
         """(N,) int64 each customer's best candidate (first on ties)."""
         return self._row_best()[0]
+
+    def ideal_candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct best candidates (u,) sorted, inverse (N,) int64): np.unique of ``row_argmax()``, kept."""
+        if "ideal" not in self._cache:
+            used, inverse = np.unique(self.row_argmax(), return_inverse=True)
+            self._cache["ideal"] = (used, inverse.reshape(-1))
+        return self._cache["ideal"]
 
     def row_max(self) -> np.ndarray:
         """(N,) each customer's largest profit."""
