@@ -6,6 +6,8 @@ All values are means per customer over the customers ``truth`` describes.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,6 +29,8 @@ __all__ = [
 # a profit formula's temporaries stay near the CPU caches (1.6x faster than 32 MB blocks on the
 # simulator's full personalization, measured on 50,000 customers x 8,181 points) and small on any N.
 _BLOCK_ELEMENTS = 500_000
+#: Threads of the row-chunked oracle evaluations (``_argmax_on``).
+_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def _check_truth(truth) -> None:
@@ -75,15 +79,29 @@ def oracle_control_value(truth, space: TreatmentSpace) -> float:
 
 
 def _argmax_on(truth, treatments: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best of ``treatments`` (L, d) for each customer in ``rows``: (index (n,), profit (n,)), row-chunked."""
+    """Best of ``treatments`` (L, d) for each customer in ``rows``: (index (n,), profit (n,)), row-chunked.
+
+    Above a few chunks they run on one thread per core: numpy's ufuncs release the GIL, every chunk
+    writes its own rows, so the result is the sequential one (a 2-core machine takes ~half the time
+    on the millions of customers x 8,181 points of the full personalization)."""
     chunk = max(1, _BLOCK_ELEMENTS // max(1, treatments.shape[0]))
     idx = np.empty(rows.size, dtype=np.int64)
     val = np.empty(rows.size)
-    for s in range(0, rows.size, chunk):
+
+    def one(s: int) -> None:
         p = np.asarray(truth.profit(treatments, rows[s: s + chunk]), dtype=np.float64)
         j = p.argmax(axis=1)
         idx[s: s + chunk] = j
         val[s: s + chunk] = p[np.arange(p.shape[0]), j]
+
+    starts = range(0, rows.size, chunk)
+    workers = min(_THREADS, len(starts))
+    if workers <= 1 or len(starts) < 8:
+        for s in starts:
+            one(s)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, starts))
     return idx, val
 
 
