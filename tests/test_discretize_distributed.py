@@ -36,9 +36,11 @@ CASES = {
     "sinkhorn-factored": ("factored", 4000, 200, 5, 2000, {}),
     "sinkhorn-large": ("factored", 300_000, 100, 5, 160_000, {}),
     "sinkhorn-tiny-rank": ("dense", 4000, 40, 4, 3, dict(subsample=300, anneal_rows=100)),
+    # off-grid refinement: each rank's oracle scores its own rows of a smooth profit in t
+    "lloyd-refine": ("quadratic", 3000, 30, 4, 1200, dict(solver="lloyd")),
+    "sinkhorn-refine": ("quadratic", 3000, 30, 4, 1900, {}),
 }
-REFUSED = {"min_share": dict(min_share=0.1), "max_share": dict(max_share=0.5), "solver='mip'": dict(solver="mip"),
-           "refine_oracle": dict(refine_oracle=lambda T: None)}
+REFUSED = {"min_share": dict(min_share=0.1), "max_share": dict(max_share=0.5), "solver='mip'": dict(solver="mip")}
 
 
 def _instance(kind: str, n: int, m: int, seed: int):
@@ -46,6 +48,8 @@ def _instance(kind: str, n: int, m: int, seed: int):
     rng = np.random.default_rng(seed)
     if kind == "factored":
         return FactoredProfit(rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(m, 8)).astype(np.float32))
+    if kind == "quadratic":  # pi_i(t) = b_i - (t - c_i)^2 / 10: customer i's best treatment c_i, off the grid
+        return np.stack([rng.uniform(0, m - 1, n), rng.normal(size=n)], 1)
     return (rng.normal(size=(n, 6)) @ rng.normal(size=(6, m)) + 0.5 * rng.normal(size=(n, m))).astype(np.float32)
 
 
@@ -59,11 +63,22 @@ def _rows(kind: str, full, sl: slice):
     return full[sl]
 
 
+def _quadratic(cb: np.ndarray):
+    """The oracle (T, 1) -> (n, T) float64 of the customers' rows ``cb`` (n, 2) of a quadratic instance."""
+    c, b = (torch.as_tensor(cb[:, j]) for j in range(2))
+    return lambda T: b[:, None] - (torch.as_tensor(T, dtype=torch.float64)[:, 0][None, :] - c[:, None]) ** 2 / 10
+
+
 def _solve(name: str, sl: slice, **extra):
     kind, n, m, k, _, opts = CASES[name]
     full = _instance(kind, n, m, seed=len(name))
     cand = np.arange(m, dtype=np.float64)[:, None]
-    return discretize(_rows(kind, full, sl), k, candidates=cand, device="cpu", seed=3, **opts, **extra)
+    if kind == "quadratic":
+        extra = dict(extra, refine_oracle=_quadratic(full[sl]), bounds=(np.zeros(1), np.full(1, m - 1.0)))
+        profit = _quadratic(full[sl])(torch.as_tensor(cand)).numpy().astype(np.float32)
+    else:
+        profit = _rows(kind, full, sl)
+    return discretize(profit, k, candidates=cand, device="cpu", seed=3, **opts, **extra)
 
 
 def _path(res) -> list:
@@ -84,7 +99,7 @@ def _worker(rank: int, init_file: str, out: str) -> None:
     results = {}
     for name, (_, n, _, _, n0, _) in CASES.items():
         res = _solve(name, slice(0, n0) if rank == 0 else slice(n0, n), distributed=True)
-        results[name] = dict(cols=res.candidate_index, assignment=res.assignment, objective=res.objective,
+        results[name] = dict(cols=res.candidate_index, treatments=res.treatments, assignment=res.assignment, objective=res.objective,
                              entropic=res.entropic_objective, shares=res.shares, info_n=res.info["n_customers"],
                              n_local=res.info["distributed"]["n_local"], trace=_path(res))
     for label, kw in REFUSED.items():
@@ -122,7 +137,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is not available")
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c.startswith("lloyd")])
+@pytest.mark.parametrize("name", [c for c in CASES if c.startswith("lloyd") and not c.endswith("refine")])
 def test_sharded_lloyd_equals_lloyd_on_the_concatenated_rows(sharded, name):
     ref = _solve(name, slice(None))
     r0, r1 = sharded[0][name], sharded[1][name]
@@ -136,7 +151,7 @@ def test_sharded_lloyd_equals_lloyd_on_the_concatenated_rows(sharded, name):
         _same_path(r["trace"], _path(ref))
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c.startswith("sinkhorn")])
+@pytest.mark.parametrize("name", [c for c in CASES if c.startswith("sinkhorn") and not c.endswith("refine")])
 def test_sharded_sinkhorn_within_a_hundredth_of_a_percent(sharded, name):
     ref = _solve(name, slice(None))
     r0, r1 = sharded[0][name], sharded[1][name]
@@ -153,6 +168,24 @@ def test_sharded_sinkhorn_within_a_hundredth_of_a_percent(sharded, name):
     a = np.concatenate([r0["assignment"], r1["assignment"]])
     assert len(r0["assignment"]) == n0
     assert r0["objective"] == pytest.approx(float(X[np.arange(n), r0["cols"][a]].sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c.endswith("refine")])
+def test_sharded_refinement_moves_the_treatments_as_one_process_does(sharded, name):
+    """Each rank's oracle scores only its rows; the pattern search decides on sums over both ranks, so
+    the treatments leave the grid exactly as in the single-process solve."""
+    ref = _solve(name, slice(None))
+    assert (ref.candidate_index < 0).any()  # the instance makes the refinement move something
+    r0, r1 = sharded[0][name], sharded[1][name]
+    for r in (r0, r1):
+        np.testing.assert_array_equal(r["treatments"], ref.treatments)
+        np.testing.assert_array_equal(r["cols"], ref.candidate_index)
+        assert r["objective"] == pytest.approx(ref.objective, rel=1e-9)
+    a = np.concatenate([r0["assignment"], r1["assignment"]])
+    np.testing.assert_array_equal(a, ref.assignment)
+    kind, n, m, _, _, _ = CASES[name]
+    U = _quadratic(_instance(kind, n, m, seed=len(name)))(torch.as_tensor(ref.treatments)).numpy()
+    assert r0["objective"] == pytest.approx(float(U[np.arange(n), a].sum()), rel=1e-9)
 
 
 def test_unsupported_options_are_refused_by_name(sharded):

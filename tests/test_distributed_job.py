@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -24,13 +25,14 @@ from coarse_gpu.experiment.validate import config_problems
 ROOT = Path(__file__).resolve().parents[1]
 needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
-#: A small job: 2,000 customers, 2 folds, K in {1, 3}, the Lloyd discretizer on the grid.
+#: A small job: 2,000 customers, 2 folds, K in {1, 3}, the Lloyd discretizer, refined off the grid
+#: (the default discretizer.refine=true).
 SMALL = ["data.n_customers=2000", "model.n_folds=2", "evaluation.k_values=[1,3]", "evaluation.n_boot=10",
-         "discretizer=lloyd", "discretizer.refine=false", "evaluation.true_ceiling=false", "logger=none", "quiet=true",
-         "device=cpu"]
+         "discretizer=lloyd", "evaluation.true_ceiling=false", "logger=none", "quiet=true", "device=cpu"]
 #: Gradient boosting trains the same in every process, whatever the world size: both runs then solve
-#: the same profit matrix, so the sharded solve must give the single-process answer exactly.
-BOOSTING = ["model=gb_t", "model.max_iter=10"]
+#: the same profit matrix, so the sharded solve must give the single-process answer exactly. Spline
+#: interpolation between the arms makes the refinement move treatments off the candidate grid.
+BOOSTING = ["model=gb_t", "model.max_iter=10", "model.interpolation=spline"]
 NETWORK = ["model=tarnet", "model.max_epochs=2", "model.hidden=32", "model.n_ensemble=1"]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR")
 
@@ -67,6 +69,9 @@ def test_torchrun_job_gives_the_single_process_results(tmp_path):
         assert ot_b["treatments"] == ot_a["treatments"] and ot_b["segment_sizes"] == ot_a["segment_sizes"]
         assert sum(ot_b["segment_sizes"]) == b["n_eval"]  # rank 0 gathered every rank's assignment
         assert ot_b["expected_profit"] == ot_a["expected_profit"] and ot_b["dr_value"] == ot_a["dr_value"]
+    # the sharded refinement (every rank's oracle on its rows) moved the treatments off the grid as one process
+    cand = {(round(a_, 9), round(b_, 9)) for a_ in np.linspace(0, 0.5, 26) for b_ in np.linspace(0, 4, 21)}
+    assert any((round(t[0], 9), round(t[1], 9)) not in cand for t in b["methods"]["ot"]["3"]["treatments"])
     for m in a["methods"]:  # rank 0 ran the baselines and the evaluation as a single process does
         assert b["methods"][m] == a["methods"][m], m
     # rank 0 alone wrote: its folder, one copy of each log line, nothing else next to it
@@ -94,7 +99,7 @@ def test_submitit_launcher_runs_one_job_on_two_tasks(tmp_path):
 
 
 def test_distributed_without_a_launcher_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "coarse_gpu.cli", "distributed=true", "discretizer.refine=false",
+    proc = subprocess.run([sys.executable, "-m", "coarse_gpu.cli", "distributed=true",
                            f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1
@@ -121,11 +126,10 @@ def test_a_rank_of_torchrun_without_distributed_is_refused(monkeypatch):
     (["discretizer.budget=1.0"], "discretizer.budget=1.0"),
     (["discretizer.group_parity.column=region", "discretizer.group_parity.max_gap=0.1"],
      "discretizer.group_parity.column='region'"),
-    (["discretizer.refine=true"], "set discretizer.refine=false"),
     (["device=cuda:1"], "device='cuda:1'"),
 ])
 def test_options_the_sharded_solve_refuses_are_config_errors(override, key):
-    base = ["distributed=true", "discretizer.refine=false"]
+    base = ["distributed=true"]
     problems = [p for p in config_problems(_compose(base + override)) if "distributed=true" in p]
     assert len(problems) == 1 and key in problems[0], problems
     assert not [p for p in config_problems(_compose(base)) if "distributed" in p]
@@ -143,7 +147,7 @@ def test_slurm_multinode_launcher_submits_nodes_x_tasks(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     job = ["launcher=slurm", "launcher.nodes=2", "launcher.tasks_per_node=4", "launcher.gpus_per_node=4",
-           "distributed=true", "discretizer.refine=false"]
+           "distributed=true"]
     assert config_problems(_compose(job)) == []
     assert any("launcher.nodes x launcher.tasks_per_node = 8 tasks" in p and "distributed=true" in p
                for p in config_problems(_compose([o for o in job if not o.startswith("distributed")])))
@@ -187,7 +191,7 @@ def test_a_slurm_task_finds_its_rank_and_the_master(monkeypatch):
 def test_the_device_a_job_gives_its_rank_passes_the_config_rules(monkeypatch):
     """On CUDA each rank's config says cuda:<its LOCAL_RANK> (Job.job_config); run_experiment validates it
     again, so that device is allowed for that rank while a device=cuda:N the user gives is not."""
-    cfg = _compose(["distributed=true", "discretizer.refine=false", "device=cuda:1"])
+    cfg = _compose(["distributed=true", "device=cuda:1"])
     assert any("device='cuda:1'" in p for p in config_problems(cfg))
     monkeypatch.setattr(dj, "_JOB", dj.Job(1, 2, 1, "nccl", "cuda:1", "torchrun"))
     assert not [p for p in config_problems(cfg) if "device" in p]

@@ -43,9 +43,10 @@ collectives per Lloyd iteration (a K x M float64 gather).
 
 Limits (each refused with a one-line ValueError naming the option): ``min_share`` / ``max_share``,
 ``constraints``, ``support`` (the exact capacitated / constrained assignment couples all customers
-through one network-simplex / LP solve), ``refine_oracle`` (the pattern search re-assigns all
-customers per probe), and ``solver="exact"`` / ``"mip"`` (they need the whole N x M table in one
-process). Dense, ``FactoredProfit`` and oracle local sources all work. Every rank must hold at least
+through one network-simplex / LP solve), and ``solver="exact"`` / ``"mip"`` (they need the whole N x M
+table in one process). ``refine_oracle`` works: each rank's oracle scores its own rows, and the pattern
+search decides on segment sums reduced over the ranks (``refine.refine_treatments``' ``reduce``), so
+every rank moves the treatments the same way. Dense, ``FactoredProfit`` and oracle local sources all work. Every rank must hold at least
 one customer; a rank may hold none of a subsample. Collectives run on CUDA under NCCL (call
 ``torch.cuda.set_device(local_rank)`` first, as ``scripts/discretize_sharded.py`` does) and on CPU
 otherwise.
@@ -75,7 +76,6 @@ def check_request(solver: str, min_share, max_share, constraints, opts: dict) ->
         (constraints is not None and (not isinstance(constraints, (list, tuple)) or len(constraints) > 0),
          "constraints", "the constrained assignment couples all customers in one LP"),
         (opts.get("support") is not None, "support", "the support assignment couples all customers in one LP"),
-        (opts.get("refine_oracle") is not None, "refine_oracle", "its pattern search re-assigns all customers"),
     ]
     for bad, name, why in refused:
         if bad:
@@ -270,6 +270,8 @@ def shard_source(make_local: Callable[[], tuple], args: dict) -> tuple[ShardedSo
     except Exception as e:  # noqa: BLE001 (re-raised below, after telling the other ranks)
         err = e
     steer = {k: v for k, v in args.items() if k not in _LOCAL_OPTIONS}
+    # each rank's oracle is its own function (of its own rows): only whether there is one must agree
+    steer["refine_oracle"] = steer.get("refine_oracle") is not None
     mine = (None if err is None else str(err), src.n if src is not None else 0, src.m if src is not None else 0,
             _digest(cand) if cand is not None else "", _digest(sorted(steer.items(), key=lambda kv: kv[0])))
     every: list = [None] * comm.world

@@ -52,8 +52,14 @@ def refine_treatments(
     min_step_frac: float = 1e-3,
     max_evals: int = 200,
     trace: Optional[list] = None,
+    reduce: Optional[Callable] = None,
 ):
-    """Pattern-search refinement (module docstring). Returns (T, assignment, U (N, K) float64, moved (K,))."""
+    """Pattern-search refinement (module docstring). Returns (T, assignment, U (N, K) float64, moved (K,)).
+
+    reduce : sums over the customers of other processes (``ShardedSource.reduce_sum``: the rows are one
+        rank's shard, ``oracle`` scores them); every decision then rests on global sums, identical on every
+        rank. None: the rows are all customers."""
+    reduce = reduce or (lambda x: x)
     low, high = (np.asarray(b, dtype=np.float64).reshape(-1) for b in bounds)
     T = np.clip(np.asarray(T, dtype=np.float64).copy(), low, high)
     K, d = T.shape
@@ -67,10 +73,10 @@ def refine_treatments(
     a = torch.as_tensor(assignment, device=device, dtype=torch.long)
     moved = np.zeros(K, dtype=bool)
     min_step = np.asarray(step0, dtype=np.float64) * min_step_frac
-    total = float(U.gather(1, a[:, None]).sum())
+    total = float(reduce(U.gather(1, a[:, None]).sum()))
     for rnd in range(max_rounds):
         steps = np.tile(np.asarray(step0, dtype=np.float64), (K, 1))
-        J = torch.diagonal(_segment_sums(U, a, K)).clone()
+        J = torch.diagonal(reduce(_segment_sums(U, a, K))).clone()
         n_evals = 0
         while n_evals < max_evals:
             live = np.flatnonzero((steps > min_step).any(1))
@@ -86,7 +92,7 @@ def refine_treatments(
                         t[j] = np.clip(t[j] + sgn * steps[k, j], low[j], high[j])
                         trials.append((k, t))
             pts = np.stack([t for _, t in trials])
-            S = _segment_sums(evaluate(pts), a, K)  # (K, n_trials)
+            S = reduce(_segment_sums(evaluate(pts), a, K))  # (K, n_trials)
             n_evals += 1
             owner = np.array([k for k, _ in trials])
             for k in live:
@@ -102,11 +108,11 @@ def refine_treatments(
                     steps[k] /= 2.0
         U = evaluate(T)
         a_new = torch.as_tensor(reassign(U), device=device, dtype=torch.long)
-        new_total = float(U.gather(1, a_new[:, None]).sum())
+        new_total = float(reduce(U.gather(1, a_new[:, None]).sum()))
         if trace is not None:
             trace.append({"restart": -1, "phase": "refine", "eps": 0.0, "iter": rnd, "objective": new_total,
                           "marginal_error": 0.0, "improvement": new_total - total})
-        changed = bool((a_new != a).any())
+        changed = bool(reduce(torch.tensor(float((a_new != a).sum()), dtype=f64)) > 0)
         a, total = a_new, new_total
         if not changed:
             break

@@ -863,7 +863,8 @@ def discretize(
     distributed : True: ``profit`` is this rank's shard (rows) of one problem split over the initialized
         torch.distributed default process group, in rank order (``distributed.py``); every rank returns
         the same treatments, ``assignment`` (N_rank,) for its own rows, and the global objective and
-        shares. Not with shares, constraints, support, refine_oracle or solver "exact" / "mip".
+        shares. Not with shares, constraints, support or solver "exact" / "mip"; with refine_oracle each
+        rank passes the oracle of its own rows.
     """
     t_start = time.perf_counter()
     opts, dtype, eps_target = _check_options(options, epsilon)
@@ -1206,7 +1207,7 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
         reassign = lambda U: run.hard_assign(U)[0].cpu().numpy()  # noqa: E731
         T, assignment, U64, moved = refine_treatments(
             refine_oracle, T, assignment, bounds, grid_steps(cand, *bounds), reassign, src.device,
-            max_rounds=int(opts["refine_rounds"]), trace=trace,
+            max_rounds=int(opts["refine_rounds"]), trace=trace, reduce=src.reduce_sum,
         )
         cand_index = np.where(moved, -1, cand_index)
         info["refined"] = moved.tolist()

@@ -1,9 +1,8 @@
 """The main job on several processes: ``distributed=true`` under torchrun or a submitit launcher.
 
-    torchrun --standalone --nproc_per_node=4 -m coarse_gpu.cli distributed=true discretizer=lloyd \\
-        discretizer.refine=false hydra.run.dir=outputs/ddp
+    torchrun --standalone --nproc_per_node=4 -m coarse_gpu.cli distributed=true hydra.run.dir=outputs/ddp
     coarse-gpu -m launcher=slurm launcher.nodes=2 launcher.tasks_per_node=4 launcher.gpus_per_node=4 \\
-        distributed=true discretizer.refine=false
+        distributed=true
 
 Every rank (process) builds the same data (the simulator and the splits are seeded) and trains the
 same model: ``fit`` sees the process group and trains with DistributedDataParallel, so every rank
@@ -84,9 +83,6 @@ def config_problems(tree: dict) -> list[str]:
     for key, why, fix in _REFUSED:
         if _get(tree, key) is not None:
             out.append(f"{key}={_get(tree, key)!r} is not supported with distributed=true ({why}); set {key}={fix}")
-    if _get(tree, "discretizer.refine"):
-        out.append("discretizer.refine=true is not supported with distributed=true (the off-grid refinement "
-                   "re-assigns all customers per probe, in one process); set discretizer.refine=false")
     dev = str(tree.get("device", "auto"))
     own = _JOB is not None and dev == _JOB.device  # the device Job.job_config gave this rank
     if dev.startswith("cuda:") and not own:

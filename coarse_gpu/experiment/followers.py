@@ -17,6 +17,10 @@ One solve, on every rank in this order:
 4. ranks > 0 send their assignment to rank 0, which concatenates them in rank order: rank 0's
    ``Discretization`` is then the single-process one's, with all N customers.
 
+With the off-grid refinement (``discretizer.refine``, the default) every rank scores its own rows
+with its own copy of the model's profit oracle (the same weights: training was DDP), and the pattern
+search moves the treatments on sums over all ranks.
+
 Rank 0 decides everything the solve reads besides the rows; ranks > 0 bring only their candidates
 (``shard_source`` checks them against rank 0's: the same data) and their device. Why requests rather
 than ranks > 0 re-running the pipeline's K loop: they then follow whatever solves rank 0 makes, in
@@ -39,6 +43,7 @@ import torch.distributed as dist
 
 from coarse_gpu.discretize import FactoredProfit, discretize
 from coarse_gpu.experiment.distributed import NO_LAUNCHER, DistributedSetupError, Job, current_job
+from coarse_gpu.experiment.personalize import oracle_rows
 
 #: Largest piece of a block in one message: bounds the device copy under NCCL (128 MiB).
 CHUNK_BYTES = 1 << 27
@@ -88,6 +93,7 @@ class Link:
         self.in_solve = False
         self._sent: Any = None  # rank 0: the matrix whose blocks the other ranks hold (kept, not copied)
         self._block: Optional[np.ndarray] = None  # ranks > 0: their block of it
+        self._rows = (0, 0)  # ranks > 0: the rows of the scored customers their block holds
 
     def _broadcast(self, obj: Any) -> Any:
         msg = [obj]
@@ -105,8 +111,11 @@ class Link:
                             "FactoredProfit")
         job, new = self.job, self._sent is not profit
         offsets = row_offsets(P.shape[0], job.world_size)
+        # the refinement's oracle is a function of rank 0's model: every rank builds its own for its rows
+        oracle = options.get("refine_oracle")
+        sent = {key: v for key, v in options.items() if key != "refine_oracle"}
         self.in_solve = True
-        self._broadcast({"kind": "solve", "k": k, "options": options,
+        self._broadcast({"kind": "solve", "k": k, "options": sent, "refine": oracle is not None,
                          "shape": P.shape if new else None, "dtype": P.dtype.str, "W": W if new else None})
         self.requests += 1
         if new:
@@ -114,9 +123,11 @@ class Link:
                 _send(P[offsets[r]:offsets[r + 1]], r, job)
             self._sent = profit
         own = P[offsets[0]:offsets[1]]
+        if oracle is not None:
+            sent["refine_oracle"] = oracle_rows(oracle, int(offsets[0]), int(offsets[1]))
         try:
             res = discretize(own if W is None else FactoredProfit(own, W), k, candidates=candidates, device=device,
-                             distributed=True, **options)
+                             distributed=True, **sent)
         except ValueError:
             self.in_solve = False  # refused on every rank: the others wait for the next request
             raise
@@ -133,8 +144,11 @@ class Link:
 
         self._broadcast({"kind": "stop", "error": None if err is None else one_line(err)})
 
-    def serve(self, candidates: np.ndarray, device) -> None:
-        """Ranks > 0: solve what rank 0 asks for until it says stop (JobExit when it stopped on an error)."""
+    def serve(self, candidates: np.ndarray, device, oracle=None) -> None:
+        """Ranks > 0: solve what rank 0 asks for until it says stop (JobExit when it stopped on an error).
+
+        oracle : this rank's copy of the model's profit oracle over all scored customers (its rows'
+            part refines the treatments when rank 0 asks for it), or None."""
         from coarse_gpu.experiment.errors import JobExit
 
         job = self.job
@@ -148,11 +162,15 @@ class Link:
                 n, m = req["shape"]
                 offsets = row_offsets(int(n), job.world_size)
                 rows = int(offsets[job.rank + 1] - offsets[job.rank])
+                self._rows = (int(offsets[job.rank]), int(offsets[job.rank + 1]))
                 block = _recv((rows, int(m)), np.dtype(req["dtype"]), 0, job)
                 self._block = block if req["W"] is None else FactoredProfit(block, req["W"])
+            opts = dict(req["options"])
+            if req.get("refine") and oracle is not None:  # none here: the ranks disagree, refused on all
+                opts["refine_oracle"] = oracle_rows(oracle, *self._rows)
             try:
                 res = discretize(self._block, req["k"], candidates=candidates, device=str(device), distributed=True,
-                                 **req["options"])
+                                 **opts)
             except ValueError:
                 continue  # refused on every rank: rank 0's job fails with it and sends a stop
             _send(np.asarray(res.assignment, dtype=np.int64), 0, job)
@@ -193,9 +211,9 @@ def follow(cfg, job: Job) -> None:
     data, train, scored, candidates = _load(cfg, seed, k_values, {})
     del data
     # run_experiment's own call (pipeline.py), from the same run folder: a resumed training resumes here too
-    personalize(cfg.model, train, scored, train is scored, device, seed, False,
-                checkpoint_dir=Path(folder["out_dir"]) / "checkpoints")
-    job.link.serve(candidates, device)
+    _, est, _ = personalize(cfg.model, train, scored, train is scored, device, seed, False,
+                            checkpoint_dir=Path(folder["out_dir"]) / "checkpoints")
+    job.link.serve(candidates, device, est.oracle)
 
 
 __all__ = ["CHUNK_BYTES", "Link", "follow", "row_offsets", "sharded_discretize"]

@@ -50,7 +50,7 @@ from coarse_gpu.models import (
 from coarse_gpu.models.select import CANDIDATES, pseudo_outcomes, selection_report
 from coarse_gpu.utils.imports import class_path, locate_class
 
-__all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
+__all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ArmsOracle", "oracle_rows", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
 
 log = logging.getLogger("coarse_gpu")
 
@@ -232,15 +232,30 @@ def _oof_dose_oracle(cf: CrossFitted, device: torch.device) -> Callable:
     return oracle
 
 
-def _arms_oracle(mu_arms: np.ndarray, weights: Callable, device: torch.device) -> Callable:
-    """pi_hat at any treatments as one (N, A) @ (A, M) product on the device (per-arm models)."""
-    mu = torch.as_tensor(mu_arms, device=device)
+class ArmsOracle:
+    """pi_hat at any treatments as one (N, A) @ (A, M) product on the device (per-arm models).
 
-    def oracle(treatments) -> torch.Tensor:
+    ``rows(lo, hi)`` is the same oracle for customers lo..hi-1 only (a rank's shard of a distributed
+    job's off-grid refinement)."""
+
+    def __init__(self, mu_arms: np.ndarray, weights: Callable, device: torch.device) -> None:
+        self.mu_arms, self.weights, self.device = mu_arms, weights, device
+        self._mu = torch.as_tensor(mu_arms, device=device)
+
+    def __call__(self, treatments) -> torch.Tensor:
         t = treatments.detach().cpu().numpy() if isinstance(treatments, torch.Tensor) else np.asarray(treatments)
-        return mu @ torch.as_tensor(weights(t), device=device, dtype=mu.dtype).T
+        return self._mu @ torch.as_tensor(self.weights(t), device=self.device, dtype=self._mu.dtype).T
 
-    return oracle
+    def rows(self, lo: int, hi: int) -> "ArmsOracle":
+        return ArmsOracle(self.mu_arms[lo:hi], self.weights, self.device)
+
+
+def oracle_rows(oracle: Callable, lo: int, hi: int) -> Callable:
+    """``oracle`` restricted to customers lo..hi-1: its own ``rows`` when it has one, else its output
+    sliced (the dose-response models' oracles score every customer's network output)."""
+    if hasattr(oracle, "rows"):
+        return oracle.rows(lo, hi)
+    return lambda T: oracle(T)[lo:hi]
 
 
 def personalize(model_cfg: DictConfig, train: ExperimentData, scored: ExperimentData, same_customers: bool,
@@ -276,7 +291,7 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     if not dose:
         weights = lambda T: model.treatment_weights(T)  # noqa: E731
         profit_at = lambda T: mu @ weights(T).T  # noqa: E731
-        oracle = _arms_oracle(mu, weights, device) if model.grid_ is not None else None
+        oracle = ArmsOracle(mu, weights, device) if model.grid_ is not None else None
     estimates = ProfitEstimates(np.asarray(mu, dtype=np.float64), profit_at, lin, oracle,
                                 "out-of-fold" if same_customers else "held-out", weights)
     return model, estimates, _selection(model, model_cfg.name, scored, estimates)
