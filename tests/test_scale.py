@@ -126,3 +126,20 @@ def test_checks_and_ceiling_run_on_one_sample_above_check_rows(tmp_path, monkeyp
             full["true_profit_ceiling"]["share_of_full"][k], abs=0.03)
     for key in ("single_best_share_true_profits", "kmeans_features_k5_share_true_profits"):
         assert sampled["simulator_checks"][key] == pytest.approx(full["simulator_checks"][key], abs=0.05)
+
+
+def test_the_samples_full_personalization_is_its_rows_share_of_everyones():
+    """_simulator_checks takes the checks' sample's full-personalization value from the all-customers
+    search (a customer's best treatment depends on its row alone): it must equal a search on the sample."""
+    from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_full_personalization
+
+    data = PromotionsSimulator(n_customers=4000, seed=1).sample()
+    rows = np.sort(np.random.default_rng(0).choice(4000, 1500, replace=False))
+    value, best_t = oracle_best_treatments(data.truth, data.space, points=(41, 31))
+    sub = data.subset(rows)
+    sub_value, sub_t = oracle_full_personalization(sub.truth, sub.space, points=(41, 31))
+    assert float(value[rows].mean()) == sub_value and np.array_equal(best_t[rows], sub_t)
+    # and each customer's value is the truth at its treatment, at least its best grid point's
+    own = np.array([data.truth.profit(best_t[i:i + 1], np.array([i]))[0, 0] for i in rows[:50]])
+    np.testing.assert_array_equal(own, value[rows[:50]])
+    assert np.all(value >= data.truth.profit(data.space.grid([41, 31])).max(1) - 1e-12)

@@ -17,6 +17,7 @@ from coarse_gpu.discretize import discretize
 from coarse_gpu.policy.policy import Policy
 
 __all__ = [
+    "oracle_best_treatments",
     "oracle_ceiling",
     "oracle_control_value",
     "oracle_customer_profit",
@@ -138,6 +139,16 @@ def oracle_full_personalization(
     best treatment (N, d) float64. The value is an upper bound (up to the refinement tolerance) on
     the true value of any policy, coarse or not.
     """
+    best_val, best_t = oracle_best_treatments(truth, space, points, refine, zoom, levels)
+    return float(best_val.mean()), best_t
+
+
+def oracle_best_treatments(truth, space: TreatmentSpace, points: int | Sequence[int] = (101, 81),
+                           refine: bool = True, zoom: Optional[int] = None,
+                           levels: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's own best treatment and its true profit: (profit (N,), treatments (N, d)), by
+    ``oracle_full_personalization``'s search (its parameters). A customer's result depends on its own
+    row only, so the mean over any subset of rows is that subset's full-personalization value."""
     _check_truth(truth)
     if not isinstance(space, TreatmentSpace):
         raise ValueError(f"space must be a TreatmentSpace, got {type(space).__name__}")
@@ -175,7 +186,7 @@ def oracle_full_personalization(
                 best_val[rows[better]] = v[better]
                 best_t[rows[better]] = local[j[better]]
             step = step * 2.0 / (zoom - 1)
-    return float(best_val.mean()), best_t
+    return best_val, best_t
 
 
 def share_of_full(value: float, control: float, full: float) -> float:

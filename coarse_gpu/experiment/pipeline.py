@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
-from coarse_gpu.evaluate import oracle_control_value, oracle_full_personalization, oracle_value, share_of_full
-from coarse_gpu.evaluate.oracle import oracle_ceiling
+from coarse_gpu.evaluate import oracle_control_value, oracle_value, share_of_full
+from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.distributed import results_record
@@ -37,7 +37,7 @@ from coarse_gpu.experiment.stages import stage
 from coarse_gpu.experiment.tracking import Tracker
 from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_problems, validate_config
 from coarse_gpu.models import CrossFitted
-from coarse_gpu.policy import Policy, full_personalization, kmeans_features, single_best
+from coarse_gpu.policy import Policy, ProfitView, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
 from coarse_gpu.utils.imports import class_path, locate_class
 
@@ -189,12 +189,13 @@ def _simulator_checks(scored: ExperimentData, candidates: np.ndarray, seed: int,
         return None, None, None
     space = scored.space
     control = oracle_control_value(scored.truth, space)
-    full = oracle_full_personalization(scored.truth, space, points=oracle_points(space))
+    best_profit, best_t = oracle_best_treatments(scored.truth, space, points=oracle_points(space))
+    full = (float(best_profit.mean()), best_t)
     rows = _check_sample(scored, seed)
     sample = scored if rows is None else scored.subset(rows)
+    # a customer's best treatment depends on its own row only: the sample's value is its rows' mean
     s_control, s_full = (control, full[0]) if rows is None else \
-        (oracle_control_value(sample.truth, space),
-         oracle_full_personalization(sample.truth, space, points=oracle_points(space))[0])
+        (oracle_control_value(sample.truth, space), float(best_profit[rows].mean()))
     true_cand = sample.truth.profit(candidates)
     one = single_best(true_cand, candidates)
     seg = kmeans_features(sample.X, true_cand, candidates, min(5, len(sample)), seed=seed)
@@ -232,7 +233,7 @@ def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) ->
             "resumed_from_epoch": getattr(first, "resumed_from_epoch_", 0)}
 
 
-def _references(evaluator: Evaluator, est: ProfitEstimates, profit: np.ndarray, candidates: np.ndarray,
+def _references(evaluator: Evaluator, est: ProfitEstimates, profit, candidates: np.ndarray,
                 data: ExperimentData, results: dict) -> dict:
     """Full personalization and no treatment, estimated and (simulators) true; the model's accuracy."""
     test, space = evaluator.test, evaluator.test.space
@@ -336,7 +337,7 @@ def _save_policies(run_dir: Path, policies: dict, cells: dict, model, data, ctx,
 
     for m, policy in policies.items():
         try:
-            dep = deployable(policy, model, data, ctx.candidates, ctx.scored.X, ctx.profit, metrics=cells[m])
+            dep = deployable(policy, model, data, ctx.candidates, metrics=cells[m])
         except NotImplementedError as why:  # no rule to assign new customers with
             log.warning("policy of %s at K=%d not saved: %s", m, k, why)
             cells[m]["policy_path"] = None
@@ -448,11 +449,13 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         with stage(timings, "predict", device):
             evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full)
             profit = est.at_candidates(candidates)  # dense, or factored at millions of customers
-            results["model"].update(_references(evaluator, est, profit, candidates, data, results))
+            view = ProfitView(profit)  # its row maxima serve the references and the baselines (computed once)
+            results["model"].update(_references(evaluator, est, view, candidates, data, results))
         log.info("model %s (%s) trained in %.1fs%s", cfg.model.name, results["model"]["selected"], timings["train"],
                  "" if results["model"]["rmse_profit_grid"] is None
                  else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
-        ctx = MethodContext(scored, est, profit, candidates, np.asarray(model.arms_), cfg, device, seed)
+        ctx = MethodContext(scored, est, profit, candidates, np.asarray(model.arms_), cfg, device, seed,
+                            cache={"profit_view": view})
         for k in tqdm(k_values, desc="K", disable=not verbose):
             _run_k(k, methods, ctx, evaluator, model, data, cfg, run_dir, results, timings, tracker)
             timings["total"] = time.perf_counter() - t_start
