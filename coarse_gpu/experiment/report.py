@@ -55,12 +55,7 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines.extend(_selection_lines(results))
     lines.append(f"Share of full personalization's incremental profit recovered (true profits, {who})")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>8}" for k in k_values))
-    for m in methods:
-        cells = []
-        for k in k_values:
-            r = results["methods"][m].get(k)
-            cells.append(f"{100 * r['share_of_full']:7.2f}%" if r and r.get("share_of_full") is not None else f"{'-':>8}")
-        lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+    lines.extend(_method_rows(results, methods, k_values, width, _share_cell("share_of_full")))
     ceiling = (results.get("true_profit_ceiling") or {}).get("share_of_full") or {}
     if ceiling:
         cells = [f"{100 * ceiling[k]:7.2f}%" if k in ceiling else f"{'-':>8}" for k in k_values]
@@ -82,31 +77,37 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.append("Share of expected incremental profit (the paper's measure: the model's estimates for the policy, "
                      "no treatment and full personalization)")
         lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>8}" for k in k_values))
-        for m in methods:
-            cells = []
-            for k in k_values:
-                r = results["methods"][m].get(k)
-                v = r.get("expected_share_of_full") if r else None
-                cells.append(f"{100 * v:7.2f}%" if v is not None else f"{'-':>8}")
-            lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+        lines.extend(_method_rows(results, methods, k_values, width, _share_cell("expected_share_of_full")))
     lines.append("")
     lines.append("Doubly robust value per customer from the randomized data, held-out estimates [95% CI] "
                  "(no simulator needed)")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
-    for m in methods:
-        cells = []
-        for k in k_values:
-            r = results["methods"][m].get(k)
-            if r and r.get("dr_value") is not None:
-                lo, hi = r["dr_ci"]
-                cells.append(f"{r['dr_value']:7.3f} [{lo:6.3f},{hi:6.3f}]")
-            else:
-                cells.append(f"{'-':>22}")
-        lines.append(f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cells))
+    lines.extend(_method_rows(results, methods, k_values, width, _dr_cell))
     lines.extend(_comparison_lines(results, k_values, width))
     lines.extend(_price_lines(results, k_values))
     lines.extend(_tree_lines(results, k_values))
     return "\n".join(lines)
+
+
+def _share_cell(key: str):
+    """A table cell printing ``key`` of a result cell as a percentage, "-" where it is missing."""
+    def cell(r) -> str:
+        v = r.get(key) if r else None
+        return f"{100 * v:7.2f}%" if v is not None else f"{'-':>8}"
+    return cell
+
+
+def _dr_cell(r) -> str:
+    if r and r.get("dr_value") is not None:
+        lo, hi = r["dr_ci"]
+        return f"{r['dr_value']:7.3f} [{lo:6.3f},{hi:6.3f}]"
+    return f"{'-':>22}"
+
+
+def _method_rows(results: Mapping[str, Any], methods: list, k_values: list, width: int, cell) -> list[str]:
+    """One line per method: its label, then ``cell(result cell or None)`` for every K."""
+    return [f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cell(results["methods"][m].get(k)) for k in k_values)
+            for m in methods]
 
 
 def _measure(cell: Mapping[str, Any]) -> str:
