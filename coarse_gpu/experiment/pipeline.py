@@ -220,17 +220,28 @@ def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) ->
         try:  # training curves next to results.json; a plotting problem never fails the run
             from coarse_gpu.models.history import plot_history
 
-            n_fold = len(model.members()) if isinstance(model, CrossFitted) else None
-            where = f"fold model 1 of {n_fold}, " if n_fold else ""
+            n_fold = _n_fold_models(model)
+            where = f", fold model 1 of {n_fold}" if n_fold else ""
+            chose = getattr(model, "selected_", None)
             plot_history(history, run_dir / "training_curves.png",
-                         title=f"{type(first).__name__} training ({where}model={cfg.model.name})",
+                         title=f"{type(first).__name__} training{where}\n(model={cfg.model.name}"
+                               f"{f', which chose {chose}' if chose else ''})",
                          best_epoch=getattr(first, "best_epoch_", None))
         except Exception as err:  # pragma: no cover - matplotlib backends
             log.warning("training curves not plotted: %s", err)
     return {"name": cfg.model.name, "selected": getattr(model, "selected_", cfg.model.name),
-            "n_fold_models": len(model.members()) if isinstance(model, CrossFitted) else None,
+            "n_fold_models": _n_fold_models(model),
             "best_epoch": getattr(first, "best_epoch_", None), "best_val_loss": getattr(first, "best_val_loss_", None),
             "resumed_from_epoch": getattr(first, "resumed_from_epoch_", 0)}
+
+
+def _n_fold_models(model) -> Optional[int]:
+    """How many fold models the cross-fitted ensemble (or model=auto's winner) holds; None for one model."""
+    inner = getattr(model, "model_", model)  # AutoCATE: its winner (a CrossFitted or a Blend of them)
+    for m in [inner] + list(getattr(inner, "members_", [])):
+        if isinstance(m, CrossFitted):
+            return len(m.members())
+    return None
 
 
 def _references(evaluator: Evaluator, est: ProfitEstimates, profit, candidates: np.ndarray,
