@@ -37,13 +37,21 @@ def _frame(X) -> pd.DataFrame:
     return pd.DataFrame(a, columns=[f"x{j}" for j in range(a.shape[1])])
 
 
+def _is_time(s: pd.Series) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s)
+
+
 def _treatment_frame(treatment, n: int) -> pd.DataFrame:
     if isinstance(treatment, pd.DataFrame):
         t = treatment.reset_index(drop=True)
     elif isinstance(treatment, pd.Series):
         t = treatment.reset_index(drop=True).to_frame(name=str(treatment.name or "treatment"))
     else:
-        a = np.asarray(treatment, dtype=np.float64)
+        try:
+            a = np.asarray(treatment, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"treatment must be numbers (one column per treatment dimension, e.g. the discount): "
+                             f"{err}") from None
         a = a[:, None] if a.ndim == 1 else a
         if a.ndim != 2:
             raise ValueError(f"treatment must be (N,) or (N, d), got shape {a.shape}")
@@ -112,15 +120,20 @@ class CoarsePersonalizer(BaseEstimator):
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if y.shape[0] != len(df):
             raise ValueError(f"y has {y.shape[0]} rows but X has {len(df)}")
-        df["__outcome__"] = y
-        # String, category and boolean columns are categorical; numeric ones only when listed.
+        # the names the data checks' messages use: the arguments', unless X has such a column
+        out, prop = ("y", "propensity") if not {"y", "propensity"} & set(map(str, df.columns)) else \
+            ("__outcome__", "__propensity__")
+        df[out] = y
+        # String, category and boolean columns are categorical; numeric ones only when listed (dates
+        # are neither: the data checks refuse them by name).
         cats = list(self.categorical) + [str(c) for c in feats.columns if str(c) not in self.categorical
-                                         and not pd.api.types.is_numeric_dtype(feats[c])]
+                                         and not pd.api.types.is_numeric_dtype(feats[c])
+                                         and not _is_time(feats[c])]
         spec = FileSpec(features=[str(c) for c in feats.columns], treatment=[str(c) for c in t.columns],
-                        outcome="__outcome__", categorical=cats, min_per_arm=2)
+                        outcome=out, categorical=cats, min_per_arm=2)
         if propensity is not None:
-            df["__propensity__"] = np.asarray(propensity, dtype=np.float64).reshape(-1)
-            spec.propensity = "__propensity__"
+            df[prop] = np.asarray(propensity, dtype=np.float64).reshape(-1)
+            spec.propensity = prop
         return experiment_from_frame(df, spec, source="the arrays passed to CoarsePersonalizer.fit")
 
     def _model_cfg(self):
@@ -158,7 +171,7 @@ class CoarsePersonalizer(BaseEstimator):
         check_k_values([int(self.k)], len(candidates), len(data))
         model, est, selection = personalize(self._model_cfg(), data, data, True, device, int(self.seed),
                                             bool(self.verbose))
-        profit = est.profit_at(candidates)
+        profit = est.at_candidates(candidates)  # dense, or factored at millions of customers (as the CLI)
         constraints = list((self.constraints(candidates) if callable(self.constraints) else self.constraints) or ())
         res = discretize(profit, int(self.k), candidates=candidates, solver=self.discretizer,
                          min_share=self.min_share, max_share=self.max_share, seed=int(self.seed), device=str(device),

@@ -55,6 +55,16 @@ def test_arrays_work_too_and_errors_name_the_problem():
         CoarsePersonalizer(k=2).fit(num, t, y[:10])
     with pytest.raises(RuntimeError, match="not fitted"):
         CoarsePersonalizer().assign(num)
+    # bad input named before any training: a date column (not one-hot encoded as 1,500 "levels"), a
+    # treatment of strings, an outcome that is not finite (named by its argument, y)
+    dated = X.assign(signup=pd.date_range("2020-01-01", periods=len(X)))
+    with pytest.raises(ValueError, match="feature column 'signup' holds dates or durations"):
+        CoarsePersonalizer(k=2, model="gb_s").fit(dated, t, y)
+    with pytest.raises(ValueError, match="treatment must be numbers"):
+        CoarsePersonalizer(k=2, model="gb_s").fit(num, np.array(["a"] * len(num)), y)
+    bad_y = np.where(np.arange(len(y)) == 3, np.inf, y)
+    with pytest.raises(ValueError, match="outcome column 'y': 1 row\\(s\\) are inf"):
+        CoarsePersonalizer(k=2, model="gb_s").fit(num, t, bad_y)
 
 
 def test_a_saved_auto_policy_reloads_and_assigns_identically(tmp_path):

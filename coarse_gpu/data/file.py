@@ -386,6 +386,10 @@ def _check_features(df: pd.DataFrame, spec: FileSpec, usable, problems: list[str
         if not usable(c):
             continue
         s = df[c]
+        if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+            problems.append(f"feature column '{c}' holds dates or durations ({s.dtype}): convert it to a number "
+                            "(e.g. days since a reference date) or drop it")
+            continue
         if c in spec.categorical:
             miss = s.isna().to_numpy()
             if miss.any():
