@@ -168,6 +168,10 @@ class CoarsePersonalizer(BaseEstimator):
         device = resolve_device(self.device)
         data = self._experiment(X, treatment, y, propensity)
         candidates = candidate_treatments(data, OmegaConf.create({"candidate_points": None}))
+        if isinstance(self.k, (int, np.integer)) and not isinstance(self.k, bool) and 1 <= self.k and \
+                self.k > len(candidates):  # the CLI's message names its config keys; this one the argument
+            raise ValueError(f"k={self.k} exceeds the {len(candidates)} distinct candidate treatments (the grid of "
+                             f"the arms in the data); use k <= {len(candidates)}")
         check_k_values([int(self.k)], len(candidates), len(data))
         model, est, selection = personalize(self._model_cfg(), data, data, True, device, int(self.seed),
                                             bool(self.verbose))

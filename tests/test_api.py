@@ -60,6 +60,8 @@ def test_arrays_work_too_and_errors_name_the_problem():
     dated = X.assign(signup=pd.date_range("2020-01-01", periods=len(X)))
     with pytest.raises(ValueError, match="feature column 'signup' holds dates or durations"):
         CoarsePersonalizer(k=2, model="gb_s").fit(dated, t, y)
+    with pytest.raises(ValueError, match="k=9 exceeds the 6 distinct candidate treatments"):
+        CoarsePersonalizer(k=9, model="gb_s").fit(num, t, y)
     with pytest.raises(ValueError, match="treatment must be numbers"):
         CoarsePersonalizer(k=2, model="gb_s").fit(num, np.array(["a"] * len(num)), y)
     bad_y = np.where(np.arange(len(y)) == 3, np.inf, y)
