@@ -37,10 +37,6 @@ def _frame(X) -> pd.DataFrame:
     return pd.DataFrame(a, columns=[f"x{j}" for j in range(a.shape[1])])
 
 
-def _is_time(s: pd.Series) -> bool:
-    return pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s)
-
-
 def _treatment_frame(treatment, n: int) -> pd.DataFrame:
     if isinstance(treatment, pd.DataFrame):
         t = treatment.reset_index(drop=True)
@@ -109,7 +105,7 @@ class CoarsePersonalizer(BaseEstimator):
 
     # -- fit -------------------------------------------------------------------------------------
     def _experiment(self, X, treatment, y, propensity):
-        from coarse_gpu.data.file import FileSpec, experiment_from_frame
+        from coarse_gpu.data.file import FileSpec, experiment_from_frame, is_time_column
 
         feats = _frame(X)
         t = _treatment_frame(treatment, len(feats))
@@ -128,7 +124,7 @@ class CoarsePersonalizer(BaseEstimator):
         # are neither: the data checks refuse them by name).
         cats = list(self.categorical) + [str(c) for c in feats.columns if str(c) not in self.categorical
                                          and not pd.api.types.is_numeric_dtype(feats[c])
-                                         and not _is_time(feats[c])]
+                                         and not is_time_column(feats[c])]
         spec = FileSpec(features=[str(c) for c in feats.columns], treatment=[str(c) for c in t.columns],
                         outcome=out, categorical=cats, min_per_arm=2)
         if propensity is not None:
@@ -168,11 +164,7 @@ class CoarsePersonalizer(BaseEstimator):
         device = resolve_device(self.device)
         data = self._experiment(X, treatment, y, propensity)
         candidates = candidate_treatments(data, OmegaConf.create({"candidate_points": None}))
-        if isinstance(self.k, (int, np.integer)) and not isinstance(self.k, bool) and 1 <= self.k and \
-                self.k > len(candidates):  # the CLI's message names its config keys; this one the argument
-            raise ValueError(f"k={self.k} exceeds the {len(candidates)} distinct candidate treatments (the grid of "
-                             f"the arms in the data); use k <= {len(candidates)}")
-        check_k_values([int(self.k)], len(candidates), len(data))
+        check_k_values([int(self.k)], len(candidates), len(data), key="k")
         model, est, selection = personalize(self._model_cfg(), data, data, True, device, int(self.seed),
                                             bool(self.verbose))
         profit = est.at_candidates(candidates)  # dense, or factored at millions of customers (as the CLI)

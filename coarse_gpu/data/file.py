@@ -380,13 +380,18 @@ def _check_header(df: pd.DataFrame, spec: FileSpec, problems: list[str], warning
     return set(dups)
 
 
+def is_time_column(s: pd.Series) -> bool:
+    """Dates or durations: neither a number nor a category to the models (the checks refuse them)."""
+    return pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s)
+
+
 def _check_features(df: pd.DataFrame, spec: FileSpec, usable, problems: list[str]) -> None:
     n = int(df.shape[0])
     for c in spec.features:
         if not usable(c):
             continue
         s = df[c]
-        if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+        if is_time_column(s):
             problems.append(f"feature column '{c}' holds dates or durations ({s.dtype}): convert it to a number "
                             "(e.g. days since a reference date) or drop it")
             continue

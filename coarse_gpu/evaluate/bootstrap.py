@@ -11,18 +11,19 @@ jointly (paired), which is what a comparison between methods needs.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from coarse_gpu.utils.device import usable_cpus
 
 __all__ = ["SharedBootstrap", "percentile_ci"]
 
 #: Resample-count entries per block (rows x customers): 16M float32 = 64 MB whatever N is.
 _BLOCK_ELEMENTS = 16_000_000
 #: Threads counting the resamples (``_counts``).
-_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+_THREADS = usable_cpus(4)
 
 
 def percentile_ci(draws: np.ndarray, alpha: float) -> tuple[float, float]:

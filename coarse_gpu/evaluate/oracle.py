@@ -6,7 +6,6 @@ All values are means per customer over the customers ``truth`` describes.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 from coarse_gpu.data.treatments import TreatmentSpace, product_grid
 from coarse_gpu.discretize import discretize
 from coarse_gpu.policy.policy import Policy
+from coarse_gpu.utils.device import usable_cpus
 
 __all__ = [
     "oracle_best_treatments",
@@ -31,7 +31,7 @@ __all__ = [
 # simulator's full personalization, measured on 50,000 customers x 8,181 points) and small on any N.
 _BLOCK_ELEMENTS = 500_000
 #: Threads of the row-chunked oracle evaluations (``_argmax_on``).
-_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+_THREADS = usable_cpus(8)
 
 
 def _check_truth(truth) -> None:

@@ -123,12 +123,16 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarr
     return product_grid(grid.levels)
 
 
-def check_k_values(k_values: list[int], n_candidates: int, n_customers: int) -> None:
-    """Every K must be an integer in [1, min(M candidates, N held-out customers)]; the error names the fix."""
+def check_k_values(k_values: list[int], n_candidates: int, n_customers: int, key: Optional[str] = None) -> None:
+    """Every K must be an integer in [1, min(M candidates, N held-out customers)]; the error names the fix:
+    the CLI's config keys, or the argument ``key`` holding the one K (the Python API's ``k``)."""
     bad = [k for k in k_values if k < 1]
     if bad:
         raise ValueError(f"every K must be >= 1, got K={bad[0]} in k_values={k_values}")
     too_many = [k for k in k_values if k > n_candidates]
+    if too_many and key is not None:
+        raise ValueError(f"{key}={too_many[0]} exceeds the {n_candidates} distinct candidate treatments (the grid of "
+                         f"the arms in the data); use {key} <= {n_candidates}")
     if too_many:
         raise ValueError(
             f"K={too_many[0]} exceeds the {n_candidates} distinct candidate treatments (k_values={k_values}); "

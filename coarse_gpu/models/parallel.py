@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from coarse_gpu.utils.device import usable_cpus
 
 __all__ = ["MIN_ROWS_PARALLEL", "auto_jobs", "fit_all", "one_thread"]
 
@@ -56,8 +57,7 @@ def auto_jobs(models: Sequence, n_rows: int) -> int:
         return 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return 1
-    return max(1, min(len(models), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
-                      os.cpu_count() or 1))
+    return usable_cpus(len(models))
 
 
 def _init_worker() -> None:

@@ -1,6 +1,8 @@
 """Device selection shared by models and discretizers."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -26,3 +28,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev
+
+
+def usable_cpus(cap: int | None = None) -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one), at most ``cap``."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, n if cap is None else min(cap, n))
