@@ -10,14 +10,24 @@
     cp.evaluate(X, treatment, y)                # doubly robust value of the policy on (new) data, with CI
     cp.save("policies/my_k5"); CoarsePersonalizer.load("policies/my_k5")
 
-It runs the main job's steps on the caller's arrays: the data checks of ``data=file``
-(coarse_gpu.data.file), step 1 cross-fitted on every row (coarse_gpu.experiment.personalize, any
-``model=`` of the CLI), step 2 (``discretize`` on the out-of-fold estimates at the candidate
-treatments: the grid of the arms' levels) and a saved policy in the CLI's format
-(``policies/<method>_k<K>``), so a policy fitted here is scored by ``coarse-gpu-assign`` and vice versa.
+It runs the main job's steps on the caller's arrays, with the CLI's own functions, so the same data,
+seed and options give the same K treatments as ``coarse-gpu data=file ... discretizer.k=K``: the data
+checks of ``data=file`` (coarse_gpu.data.file), step 1 cross-fitted on every row with the model config
+the CLI composes from ``configs/model/<model>.yaml`` (coarse_gpu.experiment.composed, personalize),
+step 2 as the CLI's ``ot`` method (coarse_gpu.experiment.methods.ot_policy on the out-of-fold estimates
+at the grid of the arms' levels, refined off the grid with the model's profit oracle unless side
+constraints are given) and a saved policy in the CLI's format (``policies/<method>_k<K>``), so a policy
+fitted here is scored by ``coarse-gpu-assign`` and vice versa.
+
+Rows are paired by POSITION: row i of X goes with row i of treatment, y and propensity whatever the
+pandas index labels say. Treatment columns are matched by NAME wherever they have names (DataFrames, a
+named Series): ``evaluate`` and ``predict_profit`` reorder columns given in another order and refuse
+other names. Every argument is checked before any work, and an error names it.
 """
 from __future__ import annotations
 
+import numbers
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,8 +37,12 @@ from sklearn.base import BaseEstimator
 
 __all__ = ["CoarsePersonalizer"]
 
+#: Treatment column names given to arrays (no names of their own): d = 1, d > 1.
+_ONE, _MANY = "treatment", "t{}"
+
 
 def _frame(X) -> pd.DataFrame:
+    """X as a DataFrame with a fresh 0..N-1 index: rows pair with the other arguments by position."""
     if isinstance(X, pd.DataFrame):
         return X.reset_index(drop=True)
     a = np.asarray(X)
@@ -37,24 +51,96 @@ def _frame(X) -> pd.DataFrame:
     return pd.DataFrame(a, columns=[f"x{j}" for j in range(a.shape[1])])
 
 
-def _treatment_frame(treatment, n: int) -> pd.DataFrame:
+def _column(v, name: str, n: int) -> np.ndarray:
+    """A per-row argument (y, propensity) as a 1-D array of N entries, by position (values checked later
+    by the data checks, which name it)."""
+    a = v.to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else np.asarray(v)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (N,), got shape {a.shape}")
+    if a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} rows but X has {n}")
+    return a
+
+
+def _treatment_frame(treatment, n: int, arg: str = "treatment") -> tuple[pd.DataFrame, bool]:
+    """(the treatment as an (N, d) DataFrame with a fresh index, whether its columns carry names: a
+    DataFrame or a named Series)."""
     if isinstance(treatment, pd.DataFrame):
-        t = treatment.reset_index(drop=True)
+        t, named = treatment.reset_index(drop=True), True
+        t.columns = [str(c) for c in t.columns]
     elif isinstance(treatment, pd.Series):
-        t = treatment.reset_index(drop=True).to_frame(name=str(treatment.name or "treatment"))
+        named = treatment.name is not None
+        t = treatment.reset_index(drop=True).to_frame(name=str(treatment.name) if named else _ONE)
     else:
         try:
             a = np.asarray(treatment, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"treatment must be numbers (one column per treatment dimension, e.g. the discount): "
+            raise ValueError(f"{arg} must be numbers (one column per treatment dimension, e.g. the discount): "
                              f"{err}") from None
         a = a[:, None] if a.ndim == 1 else a
         if a.ndim != 2:
-            raise ValueError(f"treatment must be (N,) or (N, d), got shape {a.shape}")
-        t = pd.DataFrame(a, columns=["treatment"] if a.shape[1] == 1 else [f"t{j}" for j in range(a.shape[1])])
+            raise ValueError(f"{arg} must be (N,) or (N, d), got shape {a.shape}")
+        t = pd.DataFrame(a, columns=[_ONE] if a.shape[1] == 1 else [_MANY.format(j) for j in range(a.shape[1])])
+        named = False
     if len(t) != n:
-        raise ValueError(f"treatment has {len(t)} rows but X has {n}")
-    return t
+        raise ValueError(f"{arg} has {len(t)} rows but X has {n}")
+    return t, named
+
+
+def _by_name(t: pd.DataFrame, named: bool, names: list[str], arg: str) -> np.ndarray:
+    """(N, d) float treatments in the fitted column order ``names``: a named frame is reordered by name
+    (other names are an error listing both); an unnamed one must have d columns."""
+    given = list(t.columns)
+    if named and given != names:
+        if sorted(given) != sorted(names):
+            hint = " (the model was fitted on an array: pass an array with the columns in that order)" \
+                if names == [_ONE] or names == [_MANY.format(j) for j in range(len(names))] else ""
+            raise ValueError(f"{arg} columns {given} do not match the fitted treatment columns {names}{hint}")
+        t = t[names]
+    if t.shape[1] != len(names):
+        raise ValueError(f"{arg} has {t.shape[1]} column(s) but the policy was fitted on {len(names)}: {names}")
+    try:
+        return t.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{arg} must be numbers: {err}") from None
+
+
+def _check_range(T: np.ndarray, arms: np.ndarray, names: list[str], what: str, hint: str = "") -> None:
+    """Every treatment of T (M, d) inside the trained range (per dimension, the arms' min..max); else a
+    ValueError naming the row, the dimension and the value (then ``hint``)."""
+    lo, hi = arms.min(0), arms.max(0)
+    bad = ~((T >= lo) & (T <= hi))  # NaN is outside too
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"{what}[{i}] has {names[j]} = {T[i, j]:g}, outside the trained range [{lo[j]:g}, {hi[j]:g}] "
+                         f"of '{names[j]}' (the arms of the experiment); {int(bad.any(1).sum())} treatment(s) are "
+                         f"outside it. The model has no data there{hint}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(float(v))
+
+
+def _unsupported_segments(kappa: np.ndarray, seg: np.ndarray, arm: np.ndarray, treatments: np.ndarray,
+                          names: list[str]) -> None:
+    """Refuse a DR value that rests on extrapolation alone: a segment whose treatment's interpolation
+    weight (kappa (K, A), on the arms) falls entirely on arms that none of the rows received gets no
+    residual correction, so its part of the value would be the model's guess at propensity 1."""
+    received = np.bincount(arm, minlength=kappa.shape[1]) > 0
+    for k in np.unique(seg):
+        if not np.any(kappa[k, received] > 0):
+            on = np.flatnonzero(kappa[k] > 0)
+            t = ", ".join(f"{n}={v:g}" for n, v in zip(names, treatments[k]))
+            raise ValueError(f"segment {k} (treatment {t}) is assigned {int(np.sum(seg == k))} of the {seg.size} "
+                             f"rows, but none of the rows received the arm(s) {on.tolist()} its value rests on: "
+                             "the doubly robust value would be the model's extrapolation alone. Evaluate on a "
+                             "randomized sample that received those arms")
 
 
 class CoarsePersonalizer(BaseEstimator):
@@ -62,33 +148,38 @@ class CoarsePersonalizer(BaseEstimator):
 
     Parameters
     ----------
-    k : number of distinct treatments.
+    k : number of distinct treatments, an integer >= 1.
     model : step 1, a ``model=`` name of the CLI ("auto", "tarnet", "dragonnet", "gb_s", "gb_t", "dr",
-        "dose_logit", "dose_vc").
-    discretizer : step 2 solver, "sinkhorn" (entropic OT), "lloyd" (the paper's alternation) or "exact".
-    min_share, max_share : optional bounds on each treatment's share of customers.
+        "dose_logit", "dose_vc"): its hyperparameters are those of ``configs/model/<model>.yaml``.
+    discretizer : step 2 solver, "sinkhorn" (entropic OT), "lloyd" (the paper's alternation), "exact"
+        or "mip"; its options are those of ``configs/discretizer/<discretizer>.yaml``.
+    min_share, max_share : optional bounds on each treatment's share of customers, in [0, 1].
     constraints : ``coarse_gpu.discretize.Constraint`` side constraints on the assignment of the
         training rows (weights (N,) in the order of X's rows, values (M,) over the candidate
         treatments ``candidates_``; docs/constraints.md), or a function of the (M, d) candidate
         treatments that returns them (the candidates are known once the data is): a budget, group
-        parity, ... The K treatments
-        and the training rows' assignment satisfy them exactly; new customers are assigned by their
-        best of the K treatments, so the saved policy records the constraints but does not enforce them.
-    n_folds : cross-fitting folds of step 1.
-    model_params : extra ``model.*`` settings, e.g. {"hidden": 64} or {"candidates": ["gb_s", "gb_t"]}.
+        parity, ... The K treatments and the training rows' assignment satisfy them exactly (the
+        treatments stay on the candidate grid); new customers are assigned by their best of the K
+        treatments, so the saved policy records the constraints but does not enforce them.
+    n_folds : cross-fitting folds of step 1, an integer >= 2 (every training row is scored by a model
+        that did not see it).
+    model_params : ``model.*`` settings over the YAML's, e.g. {"hidden": 64} or {"candidates": ["gb_s", "gb_t"]}.
+    discretizer_params : ``discretizer.*`` settings over the YAML's, e.g. {"refine": False, "n_restarts": 4}.
     categorical : columns of X to one-hot encode although they hold numbers (string / category columns
         are encoded anyway).
     seed, device ("auto" | "cpu" | "cuda"), verbose (progress bars).
 
     Fitted attributes: treatments_ (K, d), assignment_ (N,) of the training rows (from their
-    out-of-fold estimates), policy_ (the DeployedPolicy that assigns new customers), model_ (step 1's
-    ensemble), model_selection_ (dict), treatment_names_, feature_names_in_.
+    out-of-fold estimates), effective_k_ (segments with at least one training row; a warning when
+    below k), candidates_ (M, d), policy_ (the DeployedPolicy that assigns new customers), model_
+    (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_.
     """
 
     def __init__(self, *, k: int = 5, model: str = "auto", discretizer: str = "sinkhorn",
                  min_share: Optional[float] = None, max_share: Optional[float] = None,
                  constraints: Sequence = (), n_folds: int = 5,
-                 model_params: Optional[dict] = None, categorical: Sequence[str] = (), seed: int = 0,
+                 model_params: Optional[dict] = None, discretizer_params: Optional[dict] = None,
+                 categorical: Sequence[str] = (), seed: int = 0,
                  device: str = "auto", verbose: bool = False) -> None:
         self.k = k
         self.model = model
@@ -98,24 +189,119 @@ class CoarsePersonalizer(BaseEstimator):
         self.constraints = constraints
         self.n_folds = n_folds
         self.model_params = model_params
+        self.discretizer_params = discretizer_params
         self.categorical = categorical
         self.seed = seed
         self.device = device
         self.verbose = verbose
 
+    # -- the arguments ---------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """The constructor's arguments, each named, before any data is read."""
+        from coarse_gpu.discretize import SOLVERS
+        from coarse_gpu.experiment.personalize import MODELS
+
+        if not _is_int(self.k) or self.k < 1:
+            raise ValueError(f"k must be an integer >= 1 (the number of distinct treatments), got {self.k!r}")
+        if not _is_int(self.n_folds) or self.n_folds < 2:
+            raise ValueError(f"n_folds must be an integer >= 2 (cross-fitting: every training row is scored by a "
+                             f"model fitted without it), got {self.n_folds!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r} is not one of {sorted(MODELS)}")
+        if self.discretizer not in SOLVERS:
+            raise ValueError(f"discretizer={self.discretizer!r} is not one of {list(SOLVERS)}")
+        for name in ("min_share", "max_share"):
+            v = getattr(self, name)
+            if v is not None and not _is_num(v):
+                raise ValueError(f"{name} must be a number in [0, 1] or None, got {v!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if isinstance(self.categorical, str):
+            raise ValueError(f"categorical must be a list of column names, got the string {self.categorical!r}")
+
+    def _model_cfg(self):
+        """configs/model/<model>.yaml as the CLI composes it, n_folds, then ``model_params``, each checked by
+        the CLI's own rules (experiment.validate) and named."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from coarse_gpu.experiment.composed import model_config
+        from coarse_gpu.experiment.personalize import model_key_problems
+        from coarse_gpu.experiment.validate import range_problems
+
+        cfg = model_config(self.model)
+        cfg.n_folds = int(self.n_folds)
+        cfg.checkpoint = False
+        params = self.model_params or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"model_params must be a dict of model.* settings, got {type(params).__name__}")
+        for key, v in params.items():
+            if key in ("name", "_target_", "n_folds", "checkpoint"):
+                raise ValueError(f"model_params: {key!r} is set by the arguments (model=, n_folds=), not here")
+            if key not in cfg:
+                raise ValueError(f"model_params: unknown model key {key!r}; known keys: {sorted(cfg.keys())}")
+            try:
+                cfg[key] = v
+            except OmegaConfBaseException as err:
+                raise ValueError(f"model_params: {key}={v!r}: {str(err).splitlines()[0]}") from None
+        tree = {"model": OmegaConf.to_container(cfg, resolve=True)}
+        problems = range_problems(tree) + model_key_problems(cfg)
+        if problems:
+            raise ValueError(f"model_params: {problems[0]}")
+        return cfg
+
+    def _discretizer_cfg(self):
+        """configs/discretizer/<discretizer>.yaml as the CLI composes it, k and the shares, then
+        ``discretizer_params``, checked by the CLI's rules; the ``cfg`` that methods.ot_policy reads."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from coarse_gpu.experiment.composed import discretizer_config
+        from coarse_gpu.experiment.validate import range_problems, solver_option_problems
+
+        d = discretizer_config(self.discretizer)
+        params = self.discretizer_params or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"discretizer_params must be a dict of discretizer.* settings, got {type(params).__name__}")
+        own = ("solver", "k", "min_share", "max_share", "budget", "budget_unit_cost", "group_parity")
+        for key, v in params.items():
+            if key in own:
+                raise ValueError(f"discretizer_params: {key!r} is an argument (discretizer=, k=, min_share=, "
+                                 "max_share=) or a constraint (constraints=), not set here")
+            if key not in d:
+                raise ValueError(f"discretizer_params: unknown key {key!r}; known keys: "
+                                 f"{sorted(set(d.keys()) - set(own))}")
+            try:
+                d[key] = v
+            except OmegaConfBaseException as err:
+                raise ValueError(f"discretizer_params: {key}={v!r}: {str(err).splitlines()[0]}") from None
+        d.k, d.min_share, d.max_share = int(self.k), self.min_share, self.max_share
+        tree = {"discretizer": OmegaConf.to_container(d, resolve=True)}
+        problems = [p for p in range_problems(tree) + solver_option_problems(tree)
+                    if not p.startswith(("discretizer.min_share", "discretizer.max_share"))]
+        if problems:
+            raise ValueError(f"discretizer_params: {problems[0]}")
+        return OmegaConf.create({"discretizer": d, "distributed": False})
+
     # -- fit -------------------------------------------------------------------------------------
     def _experiment(self, X, treatment, y, propensity):
+        """The ExperimentData of the arrays, by position, through the data checks of ``data=file``."""
         from coarse_gpu.data.file import FileSpec, experiment_from_frame, is_time_column
 
         feats = _frame(X)
-        t = _treatment_frame(treatment, len(feats))
-        clash = sorted(set(feats.columns) & set(t.columns))
+        n = len(feats)
+        t, _ = _treatment_frame(treatment, n)
+        y = _column(y, "y", n)
+        prop_v = None if propensity is None else _column(propensity, "propensity", n)
+        missing = [c for c in self.categorical if c not in feats.columns]
+        if missing:
+            raise ValueError(f"categorical lists {missing}, which are not columns of X {list(map(str, feats.columns))}")
+        clash = sorted(set(map(str, feats.columns)) & set(t.columns))
         if clash:
             raise ValueError(f"treatment column(s) {clash} are also columns of X; rename one of them")
         df = pd.concat([feats, t], axis=1)
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if y.shape[0] != len(df):
-            raise ValueError(f"y has {y.shape[0]} rows but X has {len(df)}")
         # the names the data checks' messages use: the arguments', unless X has such a column
         out, prop = ("y", "propensity") if not {"y", "propensity"} & set(map(str, df.columns)) else \
             ("__outcome__", "__propensity__")
@@ -125,67 +311,73 @@ class CoarsePersonalizer(BaseEstimator):
         cats = list(self.categorical) + [str(c) for c in feats.columns if str(c) not in self.categorical
                                          and not pd.api.types.is_numeric_dtype(feats[c])
                                          and not is_time_column(feats[c])]
-        spec = FileSpec(features=[str(c) for c in feats.columns], treatment=[str(c) for c in t.columns],
+        spec = FileSpec(features=[str(c) for c in feats.columns], treatment=list(t.columns),
                         outcome=out, categorical=cats, min_per_arm=2)
-        if propensity is not None:
-            df[prop] = np.asarray(propensity, dtype=np.float64).reshape(-1)
+        if prop_v is not None:
+            df[prop] = prop_v
             spec.propensity = prop
         return experiment_from_frame(df, spec, source="the arrays passed to CoarsePersonalizer.fit")
 
-    def _model_cfg(self):
-        from omegaconf import OmegaConf
+    def _constraints(self, data, candidates: np.ndarray) -> list:
+        """The side constraints (a list, called with the candidates when a function), checked against the
+        data's N rows, the M candidates and k before any training."""
+        from coarse_gpu.discretize import Constraint
+        from coarse_gpu.discretize.constraints import check_constraints
 
-        from coarse_gpu.experiment.config import ModelConfig
-
-        cfg = OmegaConf.structured(ModelConfig)
-        cfg.name = self.model
-        cfg.n_folds = int(self.n_folds)
-        cfg.checkpoint = False
-        for key, v in (self.model_params or {}).items():
-            if key not in cfg:
-                raise ValueError(f"model_params: unknown model key {key!r}; known keys: {sorted(cfg.keys())}")
-            cfg[key] = v
-        return cfg
+        given = self.constraints(candidates) if callable(self.constraints) else self.constraints
+        given = [] if given is None else given
+        check_constraints(given, len(data), len(candidates), int(self.k))
+        return [given] if isinstance(given, Constraint) else list(given)
 
     def fit(self, X, treatment, y, propensity=None) -> "CoarsePersonalizer":
-        """Step 1 (cross-fitted on every row) and step 2 (``k`` treatments on the out-of-fold estimates)."""
+        """Step 1 (cross-fitted on every row) and step 2 (``k`` treatments on the out-of-fold estimates).
+
+        X : DataFrame or (N, p) array; treatment : (N,) or (N, d) array, Series or DataFrame (one numeric
+        column per treatment dimension); y : (N,) realized profit per customer (currency units);
+        propensity : optional (N,) probability of the arm each row received (default: the arm's share of
+        the rows, right for a completely randomized experiment). Rows pair by position, not by index label.
+        Every argument is checked before any training.
+        """
         from omegaconf import OmegaConf
 
-        from coarse_gpu.discretize import SOLVERS, discretize
+        from coarse_gpu.discretize.exact import share_counts
+        from coarse_gpu.experiment.methods import ot_policy
         from coarse_gpu.experiment.personalize import personalize
         from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
         from coarse_gpu.policy.io import deployable
-        from coarse_gpu.policy.policy import Policy
         from coarse_gpu.utils import resolve_device, seed_everything
 
-        if self.discretizer not in SOLVERS:
-            raise ValueError(f"discretizer={self.discretizer!r} is not one of {list(SOLVERS)}")
-        seed_everything(int(self.seed))
+        self._check_params()
+        model_cfg, run_cfg = self._model_cfg(), self._discretizer_cfg()
+        seed = int(self.seed)
+        seed_everything(seed)
         device = resolve_device(self.device)
         data = self._experiment(X, treatment, y, propensity)
         candidates = candidate_treatments(data, OmegaConf.create({"candidate_points": None}))
         check_k_values([int(self.k)], len(candidates), len(data), key="k")
-        model, est, selection = personalize(self._model_cfg(), data, data, True, device, int(self.seed),
-                                            bool(self.verbose))
+        share_counts(len(data), int(self.k), self.min_share, self.max_share)
+        constraints = self._constraints(data, candidates)
+        model, est, selection = personalize(model_cfg, data, data, True, device, seed, bool(self.verbose))
         profit = est.at_candidates(candidates)  # dense, or factored at millions of customers (as the CLI)
-        constraints = list((self.constraints(candidates) if callable(self.constraints) else self.constraints) or ())
-        res = discretize(profit, int(self.k), candidates=candidates, solver=self.discretizer,
-                         min_share=self.min_share, max_share=self.max_share, seed=int(self.seed), device=str(device),
-                         constraints=constraints or None)
-        info = {"solver": res.solver}
-        if constraints:  # the same record as the CLI's (coarse_gpu.experiment.methods.ot_policy)
-            info["constraints"] = {"spec": {"n_constraints": len(constraints), "source": "python"},
-                                   "rows": res.info.get("constraints", []), "enforced": False}
-        policy = Policy("ot", res.treatments, res.assignment, info)
-        self.policy_ = deployable(policy, model, data, candidates, data.X, profit)
-        self.treatments_ = np.asarray(res.treatments, dtype=np.float64)
+        spec = {"n_constraints": len(constraints), "source": "python"} if constraints else None
+        # the CLI's ot method at one K (no smaller K to warm-start from): same solver, options, refinement
+        policy, _ = ot_policy(profit, candidates, int(self.k), run_cfg, est.oracle, data.space, device, seed,
+                              None, constraints or None, spec)
+        if constraints:
+            policy.info["constraints"]["enforced"] = False
+        self.policy_ = deployable(policy, model, data, candidates)
+        self.treatments_ = np.asarray(policy.treatments, dtype=np.float64)
         self.candidates_ = np.asarray(candidates, dtype=np.float64)
-        self.assignment_ = np.asarray(res.assignment, dtype=np.int64)
+        self.assignment_ = np.asarray(policy.assignment, dtype=np.int64)
+        self.effective_k_ = int(np.unique(self.assignment_).size)
         self.model_ = model
         self.model_selection_ = selection
         self.treatment_names_ = list(data.space.names)
         self.feature_names_in_ = list(self.policy_.feature_schema.columns)
-        self._data_space = data.space
+        if self.effective_k_ < int(self.k):
+            warnings.warn(f"CoarsePersonalizer: only {self.effective_k_} of the k={self.k} treatments are given to "
+                          "any training row (the others' segments are empty); effective_k_ "
+                          f"= {self.effective_k_}", UserWarning, stacklevel=2)
         return self
 
     # -- use -------------------------------------------------------------------------------------
@@ -193,44 +385,114 @@ class CoarsePersonalizer(BaseEstimator):
         if not hasattr(self, "policy_"):
             raise RuntimeError("this CoarsePersonalizer is not fitted yet: call fit(X, treatment, y) first")
 
+    def _arms(self) -> np.ndarray:
+        return np.asarray(self.policy_.model.arms_, dtype=np.float64)
+
     def _matrix(self, X) -> np.ndarray:
         return self.policy_.feature_schema.transform(_frame(X), "X")
+
+    def _policy_in_range(self) -> None:
+        """The policy's K treatments inside the trained range (a hand-edited policy.json is refused)."""
+        _check_range(self.treatments_, self._arms(), self.treatment_names_, "the policy's treatment")
 
     def assign(self, X) -> np.ndarray:
         """(N,) int64 segment in [0, k) of each customer: its best of the k treatments by the ensemble."""
         self._check_fitted()
+        self._policy_in_range()
         return self.policy_.assign_matrix(self._matrix(X))[0]
 
-    def predict_profit(self, X, T) -> np.ndarray:
-        """(N, M) estimated profit of each customer at treatments T (M, d) (the fold models' average)."""
-        self._check_fitted()
-        return self.policy_.model.predict_profit(self._matrix(X), np.atleast_2d(np.asarray(T, dtype=np.float64)))
+    def predict_profit(self, X, T, extrapolate: bool = False) -> np.ndarray:
+        """(N, M) estimated profit (currency units per customer) of each customer at treatments T.
 
-    def evaluate(self, X, treatment, y, propensity=None, n_boot: int = 1000, ci_level: float = 0.95) -> dict:
-        """Doubly robust value per customer of the policy on randomized data (X, treatment, y), with a
-        percentile-bootstrap CI. The data must be new to the model for an honest value (a held-out
-        experiment); on the training rows the ensemble has seen every customer."""
-        from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
-
+        T : (M, d) array or a DataFrame with the treatment columns (matched by name), or (M,) when d = 1.
+        A treatment outside the trained range (per dimension, the arms' min..max) is an error unless
+        ``extrapolate=True``: then it gets the model's own continuation beyond its data -- the per-arm
+        models (tarnet, dragonnet, gb_s, gb_t, dr, auto) give the profit at the nearest edge of the range
+        (a constant continuation), dose_logit / dose_vc continue their functional form. Neither is an
+        estimate the experiment supports."""
         self._check_fitted()
-        X_m = self._matrix(X)
-        t = _treatment_frame(treatment, X_m.shape[0]).to_numpy(dtype=np.float64)
-        arms = np.asarray(self.policy_.model.arms_, dtype=np.float64)
+        names = self.treatment_names_
+        if isinstance(T, (pd.DataFrame, pd.Series)):
+            frame, named = _treatment_frame(T, len(T), "T")
+            T = _by_name(frame, named, names, "T")
+        else:
+            T = np.asarray(T, dtype=np.float64)
+            T = T.reshape(-1, 1) if T.ndim == 1 and len(names) == 1 else np.atleast_2d(T)
+            if T.ndim != 2 or T.shape[1] != len(names):
+                raise ValueError(f"T must be (M, {len(names)}) treatments {names}, got shape {T.shape}")
+        if not np.all(np.isfinite(T)):
+            raise ValueError("T contains NaN or inf")
+        if not extrapolate:
+            _check_range(T, self._arms(), names, "T", "; pass extrapolate=True for the model's own continuation")
+        return self.policy_.model.predict_profit(self._matrix(X), T)
+
+    def _check_eval_args(self, n_boot, ci_level) -> None:
+        if not _is_int(n_boot) or n_boot < 0:
+            raise ValueError(f"n_boot must be an integer >= 0 (bootstrap resamples; 0 = normal approximation), "
+                             f"got {n_boot!r}")
+        if not _is_num(ci_level) or not 0 < ci_level < 1:
+            raise ValueError(f"ci_level must be a number in (0, 1), e.g. 0.95, got {ci_level!r}")
+
+    def _eval_rows(self, X, treatment, y, propensity):
+        """(X matrix (N, p), arm index (N,), y (N,), propensity (N,)) of held-out rows, by position, checked
+        by the data checks of ``data=file`` (one arm only is refused there as in the CLI)."""
+        from coarse_gpu.data.file import FileSpec, check_frame
+
+        feats = _frame(X)
+        n = len(feats)
+        frame, named = _treatment_frame(treatment, n)
+        t = _by_name(frame, named, self.treatment_names_, "treatment")
+        yv = _column(y, "y", n)
+        pv = None if propensity is None else _column(propensity, "propensity", n)
+        # the CLI's data checks on these rows (numbers, one arm only, propensities against the arm
+        # frequencies); the features are the policy's to check (feature_schema.transform below)
+        names = self.treatment_names_
+        out, prop = ("y", "propensity") if not {"y", "propensity"} & set(names) else ("__outcome__", "__propensity__")
+        df = pd.DataFrame(t, columns=names).assign(**{out: yv, "__row__": np.arange(n, dtype=np.float64)})
+        spec = FileSpec(features=["__row__"], treatment=names, outcome=out, min_per_arm=1)
+        if pv is not None:
+            df[prop] = pv
+            spec.propensity = prop
+        check_frame(df, spec, source="the rows passed to CoarsePersonalizer.evaluate")
+        X_m = self._matrix(feats)
+        arms = self._arms()
         match = np.all(t[:, None, :] == arms[None, :, :], axis=2)
         if not match.any(1).all():
             bad = int(np.flatnonzero(~match.any(1))[0])
-            raise ValueError(f"row {bad}: treatment {t[bad].tolist()} is not one of the experiment's arms")
+            raise ValueError(f"treatment row {bad}: {t[bad].tolist()} is not one of the experiment's arms")
         arm = match.argmax(1)
-        e = np.asarray(propensity, dtype=np.float64) if propensity is not None else \
-            (np.bincount(arm, minlength=len(arms)) / len(arm))[arm]
+        y_f = np.asarray(yv, dtype=np.float64)
+        e = np.asarray(pv, dtype=np.float64) if pv is not None else (np.bincount(arm, minlength=len(arms)) / n)[arm]
+        return X_m, arm, y_f, e
+
+    def evaluate(self, X, treatment, y, propensity=None, n_boot: int = 1000, ci_level: float = 0.95) -> dict:
+        """Doubly robust value per customer of the policy on randomized data (X, treatment, y), with a
+        percentile-bootstrap CI at ``ci_level``. The data must be new to the model for an honest value (a
+        held-out experiment); on the training rows the ensemble has seen every customer.
+
+        Rows pair by position; treatment columns by name (a DataFrame in another order is reordered).
+        Refused: rows on one arm only (as the CLI refuses such data), and a policy segment whose
+        treatment rests only on arms none of the rows received (its value would be pure extrapolation).
+        Returns dr_value, dr_ci [lo, hi], se, n, segment_sizes (K,) of these rows and effective_k (the
+        number of non-empty segments among them).
+        """
+        from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
+
+        self._check_fitted()
+        self._check_eval_args(n_boot, ci_level)
+        self._policy_in_range()
+        X_m, arm, y_f, e = self._eval_rows(X, treatment, y, propensity)
+        arms = self._arms()
         seg = self.policy_.assign_matrix(X_m)[0]
+        kappa_k = arm_weights(self.treatments_, arms)
+        _unsupported_segments(kappa_k, seg, arm, self.treatments_, self.treatment_names_)
         mu_arms = self.policy_.model.predict_arms(X_m)
         mu_pol = self.policy_.model.predict_profit(X_m, self.treatments_)[np.arange(len(seg)), seg]
-        kappa = arm_weights(self.treatments_, arms)[seg]
-        res = dr_value(dr_scores(np.asarray(y, dtype=np.float64), arm, e, mu_arms, mu_pol, kappa),
-                       n_boot=n_boot, alpha=1 - ci_level, seed=int(self.seed))
+        res = dr_value(dr_scores(y_f, arm, e, mu_arms, mu_pol, kappa_k[seg]),
+                       n_boot=int(n_boot), alpha=1 - float(ci_level), seed=int(self.seed))
+        sizes = np.bincount(seg, minlength=len(self.treatments_))
         return {"dr_value": res.value, "dr_ci": list(res.ci), "se": res.se, "n": res.n,
-                "segment_sizes": np.bincount(seg, minlength=len(self.treatments_)).tolist()}
+                "segment_sizes": sizes.tolist(), "effective_k": int(np.count_nonzero(sizes))}
 
     def save(self, path) -> Path:
         """Write the policy folder (the CLI's ``policies/<method>_k<K>`` format; ``coarse-gpu-assign`` reads it)."""
@@ -251,4 +513,5 @@ class CoarsePersonalizer(BaseEstimator):
         cp.model_ = pol.model
         cp.treatment_names_ = list(pol.treatment_names)
         cp.feature_names_in_ = list(pol.feature_schema.columns)
+        cp._policy_in_range()
         return cp

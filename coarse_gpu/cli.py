@@ -47,15 +47,14 @@ log = logging.getLogger("coarse_gpu")
 
 
 def config_dir() -> Path:
-    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout."""
-    env = os.environ.get("COARSE_GPU_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
-    if not (path / "config.yaml").is_file():
-        raise SystemExit(
-            f"coarse-gpu: no config.yaml in {path}. Install from a source checkout with `pip install -e .` "
-            "or point COARSE_GPU_CONFIG_DIR at a copy of the repository's configs/ folder."
-        )
-    return path
+    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout
+    (coarse_gpu.experiment.composed, which the Python API reads too)."""
+    from coarse_gpu.experiment.composed import config_dir as folder
+
+    try:
+        return folder()
+    except FileNotFoundError as err:
+        raise SystemExit(f"coarse-gpu: {err}") from None
 
 
 def explain_config_error(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Independent fits (the folds of a cross-fitting) on a CPU: one thread each, in parallel processes.
+"""Independent fits (the folds of a cross-fitting) on a CPU: one thread each, in parallel workers.
 
 The models here are small: a TARNet step is a handful of 512 x 128 matrix products, so a second
 thread inside one fit buys little and, when another process shares the cores, costs a lot (measured
@@ -6,14 +6,15 @@ on the 2-core machine with one other busy process: 4.1 s per epoch with 2 thread
 with 1, 40,000 rows). Cross-fitting has n_folds fits that share nothing, so on a CPU every fit runs
 with one thread (torch, BLAS and OpenMP, which HistGradientBoosting uses) and, when the fits are
 large enough to pay for starting worker processes (a few seconds each), ``n_jobs`` of them run at
-once in spawned processes. Every fit seeds itself, so the fitted models are the same whichever way
-they ran (``tests/test_learners.py`` checks it bit for bit).
+once in joblib's loky workers. loky (not a hand-written process pool) because its workers do not
+re-run the caller's script: a plain ``.py`` file without an ``if __name__ == "__main__":`` guard
+works, which is how most scripts are written; and it keeps its workers for the next call (no second
+torch import). Every fit seeds itself, so the fitted models are the same whichever way they ran
+(``tests/test_learners.py`` checks it bit for bit).
 """
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -60,21 +61,21 @@ def auto_jobs(models: Sequence, n_rows: int) -> int:
     return usable_cpus(len(models))
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
 def _fit(model, X, T, y, propensity):
     return model.fit(X, T, y, propensity=propensity)
+
+
+def _fit_one_thread(model, X, T, y, propensity):
+    """A worker's fit: one thread (loky caps OpenMP / BLAS through the environment, torch needs telling)."""
+    with one_thread():
+        return _fit(model, X, T, y, propensity)
 
 
 def fit_all(models: Sequence, data: Sequence[tuple], n_jobs: int = 1,
             progress: Optional[Callable[[], None]] = None) -> list:
     """``models[i].fit(*data[i])`` for every i, each with one thread; ``n_jobs`` > 1 runs them in that many
-    spawned worker processes (the models come back fitted). data[i] = (X, T, y, propensity or None)."""
+    joblib (loky) worker processes (the models come back fitted, in order). data[i] = (X, T, y,
+    propensity or None). ``progress()`` is called once per finished fit."""
     cpu = all(_on_cpu(m) for m in models)
     if n_jobs <= 1:
         out = []
@@ -84,12 +85,15 @@ def fit_all(models: Sequence, data: Sequence[tuple], n_jobs: int = 1,
                 if progress:
                     progress()
         return out
-    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(_fit, m, *d) for m, d in zip(models, data)]
-        out = []
-        for f in futures:
-            out.append(f.result())
+    from joblib import Parallel, delayed, parallel_config
+
+    # max_nbytes=None: the arrays travel pickled, as writable copies (a memmap would hand the models
+    # read-only arrays); return_as="generator": results in order as they finish, for the progress bar.
+    out = []
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        run = Parallel(n_jobs=n_jobs, max_nbytes=None, return_as="generator")
+        for fitted in run(delayed(_fit_one_thread)(m, *d) for m, d in zip(models, data)):
+            out.append(fitted)
             if progress:
                 progress()
     return out

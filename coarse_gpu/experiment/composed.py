@@ -1,0 +1,70 @@
+"""The CLI's config groups for the Python API: one source of defaults for both.
+
+``coarse-gpu model=dose_logit`` composes ``configs/model/dose_logit.yaml`` over its schema
+(``ModelConfig``); the Python API must build the same model from the same file, not from the
+schema's defaults alone (which differ: the YAML sets n_head_layers 2 and the treatment transforms).
+``group_config`` does what Hydra's composition does for one group file -- the schema named in its
+defaults list, then the file's values -- with OmegaConf alone, so it needs no global Hydra state and
+works inside a running Hydra app too. ``tests/test_api_reliability.py`` checks every model file against
+Hydra's own composition.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from coarse_gpu.experiment.config import GROUP_SCHEMAS, DiscretizerConfig, ModelConfig
+
+__all__ = ["config_dir", "discretizer_config", "group_config", "model_config"]
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout.
+    FileNotFoundError (saying how to fix it) when it has no config.yaml."""
+    env = os.environ.get("COARSE_GPU_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"no config.yaml in {path}. Install from a source checkout with `pip install -e .` "
+            "or point COARSE_GPU_CONFIG_DIR at a copy of the repository's configs/ folder.")
+    return path
+
+
+def group_config(group: str, name: str) -> Optional[DictConfig]:
+    """``configs/<group>/<name>.yaml`` merged over its schema, as Hydra composes it; None when there is
+    no such file. A file whose defaults list names another schema than the group's is refused."""
+    path = config_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    raw = OmegaConf.load(path)
+    schemas = dict(GROUP_SCHEMAS[group])
+    listed = [d for d in (raw.pop("defaults", None) or []) if d != "_self_"]
+    if len(listed) != 1 or listed[0] not in schemas:
+        raise ValueError(f"{path}: its defaults list must name one schema of {sorted(schemas)} then _self_, "
+                         f"got {listed}")
+    return OmegaConf.merge(OmegaConf.structured(schemas[listed[0]]), raw)
+
+
+def model_config(name: str) -> DictConfig:
+    """The CLI's ``model=<name>`` group: configs/model/<name>.yaml over ``ModelConfig``; a model name
+    without a file gets the schema's defaults with that name (the built-in class of ``name``)."""
+    cfg = group_config("model", name)
+    if cfg is None:
+        cfg = OmegaConf.structured(ModelConfig)
+        cfg.name = name
+    return cfg
+
+
+def discretizer_config(solver: str) -> DictConfig:
+    """The CLI's ``discretizer=<solver>`` group (configs/discretizer/<solver>.yaml over
+    ``DiscretizerConfig``); a solver without a file (``exact``) gets the default file's values with
+    that solver, as ``coarse-gpu discretizer.solver=exact`` would."""
+    cfg = group_config("discretizer", solver)
+    if cfg is None:
+        cfg = group_config("discretizer", "sinkhorn")
+        cfg = OmegaConf.structured(DiscretizerConfig) if cfg is None else cfg
+        cfg.solver = solver
+    return cfg
