@@ -483,11 +483,10 @@ class CoarsePersonalizer(BaseEstimator):
         self._policy_in_range()
         X_m, arm, y_f, e = self._eval_rows(X, treatment, y, propensity)
         arms = self._arms()
-        seg = self.policy_.assign_matrix(X_m)[0]
+        seg, mu_pol = self.policy_.assign_matrix(X_m)  # segments and the profit at their treatment
         kappa_k = arm_weights(self.treatments_, arms)
         _unsupported_segments(kappa_k, seg, arm, self.treatments_, self.treatment_names_)
         mu_arms = self.policy_.model.predict_arms(X_m)
-        mu_pol = self.policy_.model.predict_profit(X_m, self.treatments_)[np.arange(len(seg)), seg]
         res = dr_value(dr_scores(y_f, arm, e, mu_arms, mu_pol, kappa_k[seg]),
                        n_boot=int(n_boot), alpha=1 - float(ci_level), seed=int(self.seed))
         sizes = np.bincount(seg, minlength=len(self.treatments_))
