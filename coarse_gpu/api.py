@@ -43,8 +43,8 @@ _ONE, _MANY = "treatment", "t{}"
 
 def _frame(X) -> pd.DataFrame:
     """X as a DataFrame with a fresh 0..N-1 index: rows pair with the other arguments by position."""
-    if isinstance(X, pd.DataFrame):
-        return X.reset_index(drop=True)
+    if isinstance(X, pd.DataFrame):  # column names as strings: the data checks and the schema name them so
+        return X.reset_index(drop=True).rename(columns=str)
     a = np.asarray(X)
     if a.ndim != 2:
         raise ValueError(f"X must be a DataFrame or an (N, p) array, got shape {a.shape}")

@@ -26,10 +26,19 @@ def main(path: str) -> None:
     cp.fit(fit[FEATURES], fit[TREATMENT], fit["profit"])       # string columns are one-hot encoded
     print("step 1 chose", cp.model_selection_["winner"])
     print(pd.DataFrame(cp.treatments_, columns=cp.treatment_names_))
+    print(f"{cp.effective_k_} of the k=3 segments hold training customers")  # (a warning when fewer)
     seg = cp.assign(held[FEATURES])
     print("segment sizes of the held-out customers:", np.bincount(seg, minlength=3).tolist())
-    ev = cp.evaluate(held[FEATURES], held[TREATMENT], held["profit"])
-    print(f"doubly robust value per customer {ev['dr_value']:.3f} [{ev['dr_ci'][0]:.3f}, {ev['dr_ci'][1]:.3f}]")
+    # rows pair by position, treatment columns by name: the columns in another order give the same value
+    ev = cp.evaluate(held[FEATURES], held[TREATMENT[::-1]], held["profit"])
+    print(f"doubly robust value per customer {ev['dr_value']:.3f} [{ev['dr_ci'][0]:.3f}, {ev['dr_ci'][1]:.3f}], "
+          f"{ev['effective_k']} segments in use")
+    # the profit at a treatment beyond the experiment's arms is refused unless asked for by name
+    far = pd.DataFrame({"discount": [0.2], "duration_weeks": [12.0]})
+    try:
+        cp.predict_profit(held[FEATURES].head(3), far)
+    except ValueError as err:
+        print("refused:", str(err).split(";")[0])
     folder = cp.save("outputs/example/quickstart_policy")     # coarse-gpu-assign policy=<folder> reads it
     assert (CoarsePersonalizer.load(folder).assign(held[FEATURES]) == seg).all()
     print("saved and reloaded:", folder)
