@@ -264,7 +264,8 @@ class CoarsePersonalizer(BaseEstimator):
         d = discretizer_config(self.discretizer)
         params = self.discretizer_params or {}
         if not isinstance(params, dict):
-            raise ValueError(f"discretizer_params must be a dict of discretizer.* settings, got {type(params).__name__}")
+            raise ValueError(f"discretizer_params must be a dict of discretizer.* settings, "
+                             f"got {type(params).__name__}")
         own = ("solver", "k", "min_share", "max_share", "budget", "budget_unit_cost", "group_parity")
         for key, v in params.items():
             if key in own:
