@@ -349,3 +349,22 @@ def test_the_api_and_the_cli_give_the_same_policy(tmp_path):
     assert cp.effective_k_ >= 3  # a policy with several segments in use
     on_grid = np.all(cp.treatments_[:, None, :] == cp.candidates_[None], axis=2).any(1)
     assert not on_grid.all()  # the refinement ran (the API's old step 2 stayed on the grid)
+
+
+def test_fit_all_in_loky_workers_reports_each_fit_and_returns_the_in_process_models_in_order():
+    from coarse_gpu.models import TARNet
+    from coarse_gpu.models.parallel import fit_all
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 3))
+    t = rng.integers(0, 2, 400).astype(float)
+    y = X[:, 0] + t * (1 + X[:, 1]) + rng.standard_normal(400)
+    kw = dict(hidden=8, n_repr_layers=1, n_head_layers=1, max_epochs=2, n_ensemble=1, device="cpu")
+    data = [(X[i::3], t[i::3], y[i::3], None) for i in range(3)]  # three different fits
+    ticks = []
+    par = fit_all([TARNet(seed=s, **kw) for s in range(3)], data, n_jobs=2, progress=lambda: ticks.append(1))
+    seq = fit_all([TARNet(seed=s, **kw) for s in range(3)], data, n_jobs=1)
+    assert len(ticks) == 3
+    for a, b in zip(par, seq):  # the same models, bit for bit, in the order given
+        np.testing.assert_array_equal(a.predict_arms(X), b.predict_arms(X))
+    assert not np.array_equal(par[0].predict_arms(X), par[1].predict_arms(X))
