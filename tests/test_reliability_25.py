@@ -1,0 +1,151 @@
+"""Issue 25, the CLI / config / discretizer / saved-policy side: one test per case the issue found.
+
+Each test asserts the message the user gets (one line, naming the key / column / row / file) or the
+correct result, and, where files are involved, that nothing on disk changed (``snapshot``). The
+fixtures are built so that a plausible wrong implementation fails: the K treatments of every saved
+policy differ (a scorer reporting the best-of-K profit instead of the assigned segment's is caught),
+declared ranges are one-sided (each side checked on its own).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coarse_gpu.assign_cli import main as assign_main
+from coarse_gpu.policy.io import PolicyFileError, load_policy
+
+from test_data_file import frame
+from test_reliability import cli, snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATURES = ["recency", "frequency", "monetary", "tenure", "age", "channel", "region", "tier"]
+CATS = ["channel", "region", "tier"]
+NEURAL = ["model.max_epochs=10", "model.lr=0.01", "model.hidden=8", "model.n_repr_layers=1", "model.n_ensemble=1"]
+BOOSTED = ["model.max_iter=5"]
+#: every configs/model/*.yaml, with the keys that make it small (1 epoch / 5 boosting rounds)
+FAMILIES = {
+    "tarnet": NEURAL, "dragonnet": NEURAL, "dose_logit": NEURAL, "dose_vc": NEURAL,
+    "gb_s": BOOSTED, "gb_t": BOOSTED, "dr": BOOSTED, "auto": NEURAL + BOOSTED,
+}
+
+
+def two_kinds(n: int, seed: int = 0) -> pd.DataFrame:
+    """Customers of two kinds with opposite, large responses (so that even a briefly trained model gives
+    K different treatments and segments of both kinds): for x1 > 0 the discount pays and the weeks cost,
+    for x1 <= 0 the reverse. Randomized discount in {0, 0.2, 0.4}, weeks in {0, 2, 4}."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    tier = rng.choice(["a", "b"], n)
+    disc = rng.choice([0.0, 0.2, 0.4], n)
+    weeks = rng.choice([0.0, 2.0, 4.0], n)
+    up = x[:, 0] > 0
+    profit = 10 + x[:, 1] + np.where(up, 40 * disc - 2 * weeks, -40 * disc + 2 * weeks) + rng.normal(0, 1, n)
+    return pd.DataFrame({"customer_id": [f"c{seed}-{i}" for i in range(n)], "x1": x[:, 0], "x2": x[:, 1],
+                         "x3": x[:, 2], "tier": tier, "discount": disc, "duration_weeks": weeks, "profit": profit})
+
+
+def file_run(tmp: Path, n: int = 900, seed: int = 0) -> list[str]:
+    """The overrides of a small data=file run on ``two_kinds`` (discount x weeks)."""
+    csv = tmp / "experiment.csv"
+    if not csv.exists():
+        two_kinds(n, seed=seed).to_csv(csv, index=False)
+    return ["data=file", f"data.path={csv}", "data.features=[x1,x2,x3,tier]",
+            "data.treatment=[discount,duration_weeks]", "data.outcome=profit", "data.id=customer_id",
+            "data.categorical=[tier]", "model.n_folds=2", "evaluation.n_boot=20",
+            "discretizer.n_restarts=1", "logger=none", "quiet=true"]
+
+
+def test_every_configs_model_yaml_is_covered():
+    assert sorted(FAMILIES) == sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+
+
+# ---- 1. every model family's saved policies reload and assign identically --------------------------------
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_model_family_saves_policies_that_reload_and_assign_identically(family, tmp_path, monkeypatch):
+    import coarse_gpu.policy.io as pio
+
+    kept = {}
+    real_save = pio.save_policy
+
+    def capture(folder, policy):  # the run's in-memory policy, to compare the reloaded one with
+        kept[Path(folder).name] = policy
+        return real_save(folder, policy)
+
+    monkeypatch.setattr(pio, "save_policy", capture)
+    run = tmp_path / "run"
+    code, err = cli(run, *file_run(tmp_path), f"model={family}", *FAMILIES[family],
+                    "evaluation.k_values=[3]", "evaluation.methods=[ot,kmeans_features]")
+    assert code == 0, err
+    assert sorted(kept) == ["kmeans_features_k3", "ot_k3"]
+    new = two_kinds(400, seed=7).drop(columns=["discount", "duration_weeks", "profit"])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    for name, mem in kept.items():
+        folder = run / "policies" / name
+        # the fixture's K treatments differ (identical ones would hide a scorer reporting another segment's profit)
+        assert len(np.unique(mem.treatments, axis=0)) >= (3 if name.startswith("ot") else 2), (family, mem.treatments)
+        before = snapshot(folder)
+        loaded = load_policy(folder)
+        a = mem.assign(new, ids=new.customer_id)
+        b = loaded.assign(new, ids=new.customer_id)
+        pd.testing.assert_frame_equal(a, b)
+        # the profit reported is the ASSIGNED segment's, predicted by the reloaded model on its own
+        X = loaded.feature_schema.transform(new, "new")
+        p_k = loaded.model.predict_profit(X, loaded.treatments)
+        np.testing.assert_allclose(b.predicted_profit, p_k[np.arange(len(new)), b.segment], rtol=1e-12)
+        np.testing.assert_array_equal(b[["discount", "duration_weeks"]].to_numpy(), loaded.treatments[b.segment])
+        out = tmp_path / f"{name}.csv"
+        assert assign_main([f"policy={folder}", f"data.path={tmp_path / 'new.csv'}", f"out={out}",
+                            "chunk_rows=150"]) == 0
+        c = pd.read_csv(out)
+        np.testing.assert_array_equal(c.segment, a.segment)
+        np.testing.assert_allclose(c.predicted_profit, a.predicted_profit, rtol=1e-6, atol=1e-5)  # float32 chunks
+        assert snapshot(folder) == before
+    # kmeans_features assigns by features, not by profit: some customers' segment is not their best,
+    # so a scorer that reported the best-of-K profit would differ from the assigned segment's
+    pol = load_policy(run / "policies" / "kmeans_features_k3")
+    X = pol.feature_schema.transform(new, "new")
+    seg, prof = pol.assign_matrix(X)
+    assert np.mean(prof < pol.model.predict_profit(X, pol.treatments).max(1) - 1e-9) > 0.05, family
+
+
+# ---- 2. a saved policy's treatments are range-checked at load -----------------------------------------
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("saved")
+    run = tmp / "run"
+    code, err = cli(run, *file_run(tmp), "model=tarnet", *NEURAL, "evaluation.k_values=[2]",
+                    "evaluation.methods=[ot]")
+    assert code == 0, err
+    return run / "policies" / "ot_k2"
+
+
+@pytest.mark.parametrize("value, side", [(40.0, "above"), (-0.5, "below")])
+def test_an_edited_treatment_outside_the_arms_range_is_refused_at_load_on_each_side(saved_run, tmp_path, value,
+                                                                                   side):
+    folder = tmp_path / "p"
+    shutil.copytree(saved_run, folder)
+    pj = folder / "policy.json"
+    doc = json.loads(pj.read_text())
+    doc["treatments"][1][0] = value  # discount, arms range 0-0.4
+    pj.write_text(json.dumps(doc))
+    before = snapshot(folder)
+    with pytest.raises(PolicyFileError) as info:
+        load_policy(folder)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"policy file '{pj}': treatment 'discount' of segment 1 is {value:g}, {side} the range [0, 0.4]" in msg
+    rc = assign_main([f"policy={folder}", f"data.path={tmp_path / 'none.csv'}", f"out={tmp_path / 'o.csv'}"])
+    assert rc != 0 and not (tmp_path / "o.csv").exists()
+    assert snapshot(folder) == before
+    # the second dimension (weeks, 0-4) is checked on its own too
+    doc["treatments"][1][0] = 0.2
+    doc["treatments"][0][1] = 4.5 if side == "above" else -1.0
+    pj.write_text(json.dumps(doc))
+    with pytest.raises(PolicyFileError, match=f"treatment 'duration_weeks' of segment 0 is .*, {side} the range "
+                                              r"\[0, 4\]"):
+        load_policy(folder)
