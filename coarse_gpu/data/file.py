@@ -49,6 +49,9 @@ __all__ = [
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 MAX_LEVELS = 1000  # a categorical column with more levels is almost surely an id or a typo
+#: Largest |value| a numeric column may hold: the model matrix and the networks are float32, where a
+#: larger finite value (1e300) becomes inf.
+MAX_ABS_VALUE = float(np.finfo(np.float32).max)
 _log = logging.getLogger(__name__)
 
 
@@ -295,7 +298,19 @@ def _check_numeric(s: pd.Series, col: str, role: str, problems: list[str]) -> Op
     if inf.any():
         problems.append(f"{role} column '{col}': {int(inf.sum())} row(s) are inf ({_example(s, inf)})")
         ok = False
+    huge = _too_large(v)
+    if huge.any():
+        problems.append(f"{role} column '{col}': {int(huge.sum())} row(s) hold a finite value too large to be used "
+                        f"(|value| > {MAX_ABS_VALUE:.3g}, the float32 range the models compute in) "
+                        f"({_example(s, huge)}); rescale the column (e.g. to thousands) or drop the rows")
+        ok = False
     return v if ok else None
+
+
+def _too_large(v: np.ndarray) -> np.ndarray:
+    """Finite values beyond ``MAX_ABS_VALUE`` (they would become inf in the float32 model matrix)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & (np.abs(v) > MAX_ABS_VALUE)
 
 
 def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> list[str]:
@@ -692,7 +707,9 @@ class FeatureSchema:
                 continue
             v, bad = _numeric(s)
             for what, mask in (("are not numeric", bad), ("are NaN/missing", s.isna().to_numpy()),
-                               ("are inf", np.isinf(v))):
+                               ("are inf", np.isinf(v)),
+                               (f"hold a finite value too large to be used (|value| > {MAX_ABS_VALUE:.3g})",
+                                _too_large(v))):
                 if mask.any():
                     issues.append(_issue(c, what, s, mask, offset))
         return issues

@@ -402,6 +402,8 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
     frac = float(cfg.data.eval_fraction)
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
+    if frac > 0:
+        _check_training_share(data, train, frac, int(cfg.model.get("n_folds") or 1))
     candidates = candidate_treatments(data, cfg.data)
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
@@ -409,6 +411,22 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
              "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
              data.n_arms, len(candidates))
     return data, train, scored, candidates
+
+
+def _check_training_share(data: ExperimentData, train: ExperimentData, frac: float, n_folds: int) -> None:
+    """The share left to train on keeps every arm trainable: 2 customers per arm in every fold's training
+    set (folds are stratified by arm: ceil(2 n_folds / (n_folds - 1)) per arm). Else ConfigValueError
+    naming data.eval_fraction, before training (the model's own error would blame the arms)."""
+    need = 2 if n_folds < 2 else int(np.ceil(2 * n_folds / (n_folds - 1)))
+    counts = np.bincount(train.arm, minlength=data.n_arms)
+    few = np.flatnonzero(counts < need)
+    if few.size:
+        i = int(few[np.argmin(counts[few])])
+        arm = ", ".join(f"{n}={v:g}" for n, v in zip(data.space.names, data.arms[i]))
+        raise ConfigValueError([
+            f"data.eval_fraction={frac:g} leaves {len(train)} of the {len(data)} customers to train on, and "
+            f"{few.size} of the {data.n_arms} arms have fewer than {need} of them (model.n_folds={n_folds}: 2 per "
+            f"arm in every fold), e.g. arm ({arm}) with {int(counts[i])}: lower data.eval_fraction"])
 
 
 def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:
