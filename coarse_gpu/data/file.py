@@ -80,6 +80,10 @@ class FileSpec:
     control : optional "no treatment" point (d floats); default: each treatment column's minimum.
     min_per_arm : fewest customers an arm may have (per-arm models need several rows per arm).
     outcome_scale, treatment_cost : profit = outcome_scale * outcome - treatment_cost . t.
+    group_columns : raw columns read beside the features but never model inputs (a protected attribute
+        that ``discretizer.group_parity`` bounds, which the model must not use); kept in
+        ``ExperimentData.features`` as strings, absent from ``X`` and the feature schema. Only those
+        present in the file are read (the constraint's check names a missing one).
     """
 
     features: list[str]
@@ -94,6 +98,7 @@ class FileSpec:
     min_per_arm: int = 10
     outcome_scale: float = 1.0
     treatment_cost: Optional[list[float]] = None
+    group_columns: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "FileSpec":
@@ -818,6 +823,9 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         feats[c] = feats[c].astype(str)
     schema = FeatureSchema.fit(feats, spec.categorical, levels)
     X = schema.transform(feats, source)
+    extra = [c for c in spec.group_columns if c in df.columns and c not in spec.features]
+    if extra:  # read for the constraints only, after the schema: never a model input
+        feats = pd.concat([feats, df[extra].astype(str)], axis=1)
     T = df[spec.treatment].apply(pd.to_numeric).to_numpy(dtype=np.float64)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     arm = arm.reshape(-1).astype(np.int64)

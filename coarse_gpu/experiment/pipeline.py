@@ -51,12 +51,13 @@ def progress_enabled(cfg: DictConfig) -> bool:
 DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
 
 
-def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> ExperimentData:
+def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
     """The experiment named by ``data.name``: the simulator, a CSV/Parquet file, or a built-in real dataset.
 
     ``scale`` (the top-level ``scale=`` key) multiplies the simulator's ``data.n_customers``: one switch
     to take an experiment from the 2-CPU size to a GPU size (``scale=10``) without editing its config.
-    Real data has the size it has, so any other value there is an error.
+    Real data has the size it has, so any other value there is an error. ``group_columns``: columns of
+    a file read beside its features for the constraints (``FileSpec.group_columns``), never model inputs.
     """
     if data_cfg.name not in DATA_SOURCES:
         raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
@@ -70,7 +71,9 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> Experimen
 
         if not data_cfg.get("path"):
             raise DataSchemaError(["data.path is not set: pass data.path=<your .csv or .parquet file>"], "data=file")
-        return load_experiment(data_cfg.path, FileSpec.from_config(data_cfg))
+        spec = FileSpec.from_config(data_cfg)
+        spec.group_columns = [str(c) for c in group_columns]
+        return load_experiment(data_cfg.path, spec)
     if data_cfg.name == "thornton":
         from coarse_gpu.data.real import load_thornton
 
@@ -399,7 +402,8 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
 
 def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     """The data step: the experiment, who trains and who is scored, the candidate treatments."""
-    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
+    parity = (cfg.discretizer.get("group_parity") or {}).get("column")
+    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
     frac = float(cfg.data.eval_fraction)
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
     if frac > 0:

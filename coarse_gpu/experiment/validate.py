@@ -340,7 +340,8 @@ def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, uni
     col = gp.get("column")
     if col is not None:
         if col not in columns:
-            out.append(f"discretizer.group_parity.column={col!r} is not a column of the data; columns: {list(columns)}")
+            out.append(f"discretizer.group_parity.column={col!r} is not a column of the data (neither a feature "
+                       f"nor another column of data.path); columns read: {list(columns)}")
         elif groups is not None and not 2 <= groups.get(col, 0) <= MAX_PARITY_GROUPS:
             out.append(f"discretizer.group_parity.column={col!r} has {groups.get(col, 0)} distinct values; parity "
                        f"needs 2 to {MAX_PARITY_GROUPS} groups (bin a numeric column into a few groups first)")
