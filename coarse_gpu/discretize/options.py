@@ -66,6 +66,9 @@ class SolverOptions:
     coarse_restarts: bool = True  # large searches on two levels (module docstring)
     mip_time_limit: Optional[float] = None  # solver="mip": seconds before HiGHS stops with its incumbent
     mip_rel_gap: float = 1e-4  # solver="mip": relative gap to the dual bound at which it stops
+    # solver="mip": largest N x M (customers x candidates) it starts on; above it the call is refused
+    # before any work (raise it knowingly: 1,200 x 60 already ran past 300 s)
+    mip_max_entries: int = 200_000
 
 
 OPTION_NAMES = tuple(f.name for f in fields(SolverOptions))
@@ -122,5 +125,8 @@ def check_solver_options(opts: dict) -> None:
         raise ValueError(f"eps_decay must lie in (0, 1), got {opts['eps_decay']}")
     if opts["mip_time_limit"] is not None and not float(opts["mip_time_limit"]) > 0:
         raise ValueError(f"mip_time_limit must be a positive number of seconds or None, got {opts['mip_time_limit']!r}")
+    if not (_is_int(opts["mip_max_entries"]) and int(opts["mip_max_entries"]) >= 1):
+        raise ValueError(f"mip_max_entries must be a positive integer (customers x candidates), got "
+                         f"{opts['mip_max_entries']!r}")
     if not 0.0 <= float(opts["mip_rel_gap"]) < 1.0:
         raise ValueError(f"mip_rel_gap must lie in [0, 1), got {opts['mip_rel_gap']!r}")

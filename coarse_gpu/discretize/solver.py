@@ -894,7 +894,7 @@ def discretize(
     if solver == "mip":
         from coarse_gpu.discretize.mip import check_size
 
-        check_size(N, M)  # refused before any profit is evaluated
+        check_size(N, M, int(opts["mip_max_entries"]))  # refused before any profit is evaluated
 
     gen = torch.Generator().manual_seed(int(seed))
     trace: list = []
@@ -982,7 +982,7 @@ def _mip_solve(run: _Run, src, k: int, L, H, side, opts: dict, info: dict):
 
     X = src.columns64(torch.arange(src.m, device=src.device)).cpu().numpy()
     kw = dict(side=side, support=run.support, time_limit=opts["mip_time_limit"], rel_gap=float(opts["mip_rel_gap"]),
-              verbose=bool(opts["verbose"]))
+              verbose=bool(opts["verbose"]), max_entries=int(opts["mip_max_entries"]))
     cols, _, mip_info = solve_mip(X, k, int(L[0]), int(H[0]), integral_x=False, **kw)
     info.update(mip_info)
     C = torch.as_tensor(cols, device=src.device)
@@ -1088,12 +1088,24 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
                              result_prices, info)
     pbar.update(1)
     pbar.close()
+    feas = _feasible_start(run, k)
+    if feas is not None:  # a start whose assignment is feasible: the search never refuses a feasible problem
+        t_ph = time.perf_counter()
+        C_f, obj_f, p_f = run.lloyd(feas, "feasible-start", np.array([n_restarts + 1]))
+        phase_s["feasible_start"] = time.perf_counter() - t_ph
+        results.append((C_f, obj_f))
+        result_ids.append(n_restarts + 1)
+        result_prices.extend(p_f)
+        info["restart_objectives"]["feasible_start"] = obj_f.tolist()
     allC = torch.cat([c for c, _ in results], 0)
     allobj = torch.cat([o for _, o in results], 0)
     best = int(allobj.argmax())
     C_best, best_prices = allC[best], result_prices[best]
-    if solver == "sinkhorn":
-        info["best_from"] = "sinkhorn" if result_ids[best] in set(anneal_ids.tolist()) else "lloyd"
+    if solver == "sinkhorn" or run.side is not None:
+        # lloyd too under side constraints: its priced fixed points can sit far below the optimum
+        # (measured up to 20 % below the MIP under a budget), which the constrained swap search closes
+        info["best_from"] = "sinkhorn" if solver == "sinkhorn" and result_ids[best] in set(anneal_ids.tolist()) \
+            else "lloyd"
         if opts["swap"]:
             t_ph = time.perf_counter()
             C_best, best_prices = _swap_phase(run, allC, allobj, result_ids, result_prices, C_best, best_prices,
@@ -1110,8 +1122,37 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
         info["objective_after_full_polish"] = float(obj_f[0])
     info["phase_s"] = phase_s
     if not math.isfinite(float(allobj.max())) and run.rows_priced:
-        _raise_infeasible(full_run)
+        from coarse_gpu.discretize.mip import size_problem
+
+        if size_problem(full_run.src.n, M, int(opts["mip_max_entries"])) is not None:
+            _raise_infeasible(full_run)
+        # no restart found a feasible set, but the exact problem is small: it decides (and solves) it
+        try:
+            C_m, _ = _mip_solve(full_run, src, k, full_run.L, full_run.H, full_run.side, opts, info)
+        except ValueError as err:
+            if "infeasible" not in str(err):
+                raise
+            _raise_infeasible(full_run, proven=True)
+        info["fallback"] = "mip: no restart of the search found a feasible set"
+        return C_m, None, 0.0
     return C_best, best_prices, (eps_target if solver == "sinkhorn" else 0.0)
+
+
+def _feasible_start(run: _Run, k: int) -> Optional[torch.Tensor]:
+    """(1, K) start whose hard assignment is feasible, for side constraints without shares or support:
+    the candidate that satisfies every constraint when it serves all customers alone (a budget's
+    cheapest treatment, e.g. no promotion at cost 0), the best such on average, then the greedy
+    facility-location columns. None when no such candidate exists (the MIP fallback decides then)."""
+    side = run.side
+    if side is None or run.support is not None or run.shares or k > run.src.m:
+        return None
+    alone = side.W.sum(0)[None, :] * side.V  # (M, C): each constraint's value with everyone on candidate m
+    ok = np.all((alone >= side.lo - side.tol) & (alone <= side.hi + side.tol), axis=1)
+    if not ok.any():
+        return None
+    means = column_means(run.src).to(torch.float64).cpu().numpy()
+    first = int(np.flatnonzero(ok)[np.argmax(means[ok])])
+    return torch.tensor([greedy(run.src, k, start=[first])], dtype=torch.long, device=run.src.device)
 
 
 def _anneal_first(run: _Run, coarse, coarse_side, n_a, k, gen, init, eps_list, anneal_ids, pbar, phase_s,
@@ -1173,13 +1214,16 @@ def _swap_phase(run: _Run, allC, allobj, result_ids, result_prices, C_best, best
     return C_best, best_prices
 
 
-def _raise_infeasible(run: _Run):
+def _raise_infeasible(run: _Run, proven: bool = False):
     parts = []
     if run.side is not None:
         parts.append("constraints " + ", ".join(repr(n) for n in run.side.names))
     if run.support is not None:
         parts.append(f"the support of {run.support.n:g} customers per segment")
     extra = f" with the share bounds (counts in [{int(run.L[0])}, {int(run.H[0])}])" if run.shares else ""
+    if proven:
+        raise ValueError(f"{' and '.join(parts)} could not be satisfied{extra}: no K treatments have a feasible "
+                         "assignment (proven by the exact MIP); loosen them")
     raise ValueError(f"{' and '.join(parts)} could not be satisfied{extra}: no restart found K treatments with a "
                      "feasible assignment; loosen them, or check with solver='mip' whether any exist")
 

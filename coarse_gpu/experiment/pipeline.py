@@ -411,6 +411,7 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     candidates = candidate_treatments(data, cfg.data)
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
+    _check_mip_size(cfg, len(scored), len(candidates))
     log.info("data: %d customers (%s), %d arms, %d candidate treatments", len(data),
              "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
              data.n_arms, len(candidates))
@@ -431,6 +432,21 @@ def _check_training_share(data: ExperimentData, train: ExperimentData, frac: flo
             f"data.eval_fraction={frac:g} leaves {len(train)} of the {len(data)} customers to train on, and "
             f"{few.size} of the {data.n_arms} arms have fewer than {need} of them (model.n_folds={n_folds}: 2 per "
             f"arm in every fold), e.g. arm ({arm}) with {int(counts[i])}: lower data.eval_fraction"])
+
+
+def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
+    """discretizer=mip on a problem beyond discretizer.mip_max_entries: refused before training (the
+    MIP itself would refuse it only after the model is fitted)."""
+    from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
+
+    if cfg.discretizer.get("solver") != "mip":
+        return
+    limit = int(cfg.discretizer.get("mip_max_entries") or MAX_ENTRIES)
+    problem = size_problem(n_scored, n_candidates, limit, key="discretizer.mip_max_entries")
+    if problem:
+        raise ConfigValueError([f"discretizer.solver=mip: {n_scored} scored customers x {n_candidates} candidate "
+                                f"treatments: " + problem.split(": ", 1)[1].replace("the sinkhorn solver",
+                                                                                  "discretizer=sinkhorn")])
 
 
 def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:
