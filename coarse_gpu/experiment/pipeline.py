@@ -310,11 +310,14 @@ def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
     for j, m in enumerate(names):
         ci = percentile_ci(draws[:, j], evaluator.alpha) if draws is not None else evaluator.intervals(S[:, [j]])[0]
         sc = evaluator.score(policies[m], S[:, j], ci)
+        sizes = np.asarray(policies[m].segment_sizes).astype(int)
         cells[m] = {"treatments": np.asarray(policies[m].treatments, dtype=float).tolist(),
                     "oracle_profit": sc.oracle_profit, "share_of_full": sc.share_of_full, "dr_value": sc.dr_value,
                     "dr_ci": list(sc.dr_ci), "dr_share_of_full": evaluator.dr_share(sc.dr_value),
                     "expected_profit": sc.expected_profit, "expected_share_of_full": sc.expected_share_of_full,
-                    "segment_sizes": np.asarray(policies[m].segment_sizes).astype(int).tolist()}
+                    "segment_sizes": sizes.tolist(),
+                    # segments that serve someone: below K when a policy leaves segments empty
+                    "effective_k": int(np.count_nonzero(sizes))}
     if "ot" in names:
         o = names.index("ot")
         for j, m in enumerate(names):
@@ -344,7 +347,8 @@ def _price_of_constraints(evaluator: Evaluator, policy: Policy, free: Policy, ce
     sc = evaluator.score(free, s, evaluator.intervals(s[:, None])[0])
     unc = {"oracle_profit": sc.oracle_profit, "expected_profit": sc.expected_profit, "dr_value": sc.dr_value,
            "share_of_full": sc.share_of_full, "treatments": np.asarray(free.treatments).tolist(),
-           "segment_sizes": free.segment_sizes.astype(int).tolist()}
+           "segment_sizes": free.segment_sizes.astype(int).tolist(),
+           "effective_k": int(np.count_nonzero(free.segment_sizes))}
     con = {m: cell.get(m) for m in PROFITS + ("share_of_full",)}
     rows = [{**r, "dual_per_customer": r["dual"] / policy.n} for r in policy.info["constraints"]["rows"]]
     return {"constrained": con, "unconstrained": unc, "cost": _cost_vs(unc, con), "constraints": rows}
