@@ -56,6 +56,9 @@ class SolverOptions:
     iter_per_eps: int = 4  # location updates per temperature
     sinkhorn_iter: int = 200  # inner Sinkhorn iterations per plan (only with share bounds)
     refine_rounds: int = 5  # pattern-search rounds of the off-grid refinement
+    # false: the refinement never moves a treatment dimension whose candidates are all integers (a coded
+    # category 0/1/2, a count, an on/off lever): "creative 1.18" is no treatment; true: refine it too
+    refine_integer_dims: bool = False
     n_anneal: Optional[int] = 1  # sinkhorn: how many of the restarts are annealed (None: all)
     anneal_rows: Optional[int] = 16384  # customers the annealing runs on (None: all of the search's)
     swap: bool = True  # sinkhorn: finish with the 1-swap local search on the best solutions
@@ -114,7 +117,7 @@ def check_solver_options(opts: dict) -> None:
         raise ValueError(f"subsample must be 'auto', None or a positive int, got {sub!r}")
     if opts["greedy_seed"] != "auto" and not isinstance(opts["greedy_seed"], bool):
         raise ValueError(f"greedy_seed must be 'auto', True or False, got {opts['greedy_seed']!r}")
-    for name in ("swap", "coarse_restarts", "verbose"):
+    for name in ("swap", "coarse_restarts", "verbose", "refine_integer_dims"):
         if not isinstance(opts[name], (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {opts[name]!r}")
     if not (float(opts["tol"]) > 0):

@@ -100,7 +100,7 @@ from coarse_gpu.discretize.profit import (
 )
 from coarse_gpu.discretize.facility import column_means, greedy
 from coarse_gpu.discretize.options import SOLVERS, check_solver_options, default_options  # noqa: F401
-from coarse_gpu.discretize.refine import grid_steps, refine_treatments
+from coarse_gpu.discretize.refine import grid_steps, integer_dims, refine_treatments
 from coarse_gpu.discretize.sinkhorn import entropic_plan, entropic_value
 from coarse_gpu.utils.device import resolve_device
 
@@ -1249,8 +1249,13 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
         if bounds is None:
             bounds = (cand.min(0), cand.max(0))
         reassign = lambda U: run.hard_assign(U)[0].cpu().numpy()  # noqa: E731
+        steps = grid_steps(cand, *bounds)
+        if not opts["refine_integer_dims"]:  # a zero step: the pattern search never moves that dimension
+            frozen = integer_dims(cand)
+            steps[frozen] = 0.0
+            info["refine_kept_integer_dims"] = np.flatnonzero(frozen).tolist()
         T, assignment, U64, moved = refine_treatments(
-            refine_oracle, T, assignment, bounds, grid_steps(cand, *bounds), reassign, src.device,
+            refine_oracle, T, assignment, bounds, steps, reassign, src.device,
             max_rounds=int(opts["refine_rounds"]), trace=trace, reduce=src.reduce_sum,
         )
         cand_index = np.where(moved, -1, cand_index)

@@ -96,11 +96,24 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
     return sim.sample()
 
 
-def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarray:
+def discrete_dims(data: ExperimentData) -> np.ndarray:
+    """(d,) bool: treatment dimensions whose observed values are all integers (a coded category, a
+    count, an on/off lever), unless the data source declares its treatments continuous
+    (``meta["continuous_treatments"]``, the simulator's weeks 0/2/4)."""
+    from coarse_gpu.discretize.refine import integer_dims
+
+    if data.meta.get("continuous_treatments"):
+        return np.zeros(data.space.dim, dtype=bool)
+    return integer_dims(data.arms)
+
+
+def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_integer_dims: bool = False) -> np.ndarray:
     """(M, d) candidate treatments for the discretizer and the baselines.
 
     ``data.candidate_points`` set: a regular grid over the treatment box with that many points per
-    dimension (the model interpolates between arms, so the arms must form a full tensor grid).
+    dimension (the model interpolates between arms, so the arms must form a full tensor grid); with
+    ``keep_integer_dims`` (the main job, unless ``discretizer.refine_integer_dims=true``) a dimension of
+    ``discrete_dims`` keeps its observed values instead.
     null: the tensor grid of the arms' own coordinates (= the arms when they form a full grid).
     """
     from coarse_gpu.models.interpolate import ArmGrid
@@ -118,7 +131,12 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarr
         if grid is None:
             raise ValueError(f"data.candidate_points={points}: the {data.n_arms} arms do not form a full grid, so the "
                              "model cannot interpolate between them; leave data.candidate_points=null (the arms)")
-        return data.space.grid(points)
+        from coarse_gpu.data.treatments import product_grid
+
+        discrete = discrete_dims(data) if keep_integer_dims else np.zeros(data.space.dim, dtype=bool)
+        axes = [np.unique(data.arms[:, j]) if discrete[j] else np.linspace(lo, hi, p)
+                for j, (lo, hi, p) in enumerate(zip(data.space.low, data.space.high, points))]
+        return product_grid(axes)
     if grid is None:
         return np.asarray(data.arms, dtype=np.float64)
     from coarse_gpu.data.treatments import product_grid
@@ -412,7 +430,9 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
     if frac > 0:
         _check_training_share(data, train, frac, int(cfg.model.get("n_folds") or 1))
-    candidates = candidate_treatments(data, cfg.data)
+    keep = not bool(cfg.discretizer.get("refine_integer_dims", False))
+    candidates = candidate_treatments(data, cfg.data, keep_integer_dims=keep)
+    _warn_discrete_dims(data, keep)
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
     _check_mip_size(cfg, len(scored), len(candidates))
@@ -436,6 +456,15 @@ def _check_training_share(data: ExperimentData, train: ExperimentData, frac: flo
             f"data.eval_fraction={frac:g} leaves {len(train)} of the {len(data)} customers to train on, and "
             f"{few.size} of the {data.n_arms} arms have fewer than {need} of them (model.n_folds={n_folds}: 2 per "
             f"arm in every fold), e.g. arm ({arm}) with {int(counts[i])}: lower data.eval_fraction"])
+
+
+def _warn_discrete_dims(data: ExperimentData, keep: bool) -> None:
+    """One line saying which treatment dimensions are kept on their observed integer values."""
+    names = [n for n, f in zip(data.space.names, discrete_dims(data)) if f]
+    if names and keep:
+        log.warning("treatment dimension(s) %s hold only integer values (a coded category, a count or an on/off "
+                    "lever): their candidates are the observed values and the refinement never moves them; set "
+                    "discretizer.refine_integer_dims=true if they are continuous doses", names)
 
 
 def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
