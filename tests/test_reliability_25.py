@@ -249,3 +249,206 @@ def test_every_shipped_config_has_only_schema_keys(overrides):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     assert unknown_key_problems(cfg) == []
+
+
+# ---- 5. the heuristic solvers never refuse a problem the exact solver solves ---------------------------
+def promotions_grid(seed: int, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(profit (n, 30), candidates (30, 2) discount x weeks, cost (30,) = 10 discount + 0.35 weeks): every
+    customer's best promotion costs something, the free one (0, 0) is nobody's best (the CLI case)."""
+    rng = np.random.default_rng(seed)
+    cand = np.array([(a, b) for a in np.linspace(0, 0.4, 6) for b in np.linspace(0, 4, 5)])
+    ideal, iw = rng.uniform(0.1, 0.4, (n, 1)), rng.uniform(1, 4, (n, 1))
+    X = 10 - 30 * (cand[None, :, 0] - ideal) ** 2 - 0.5 * (cand[None, :, 1] - iw) ** 2 \
+        + 0.2 * rng.normal(size=(n, len(cand)))
+    return X, cand, 10 * cand[:, 0] + 0.35 * cand[:, 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sinkhorn_and_lloyd_reach_the_mip_optimum_under_small_budgets(seed):
+    from coarse_gpu.discretize import Constraint, discretize
+
+    X, cand, cost = promotions_grid(seed)
+    n = X.shape[0]
+    for budget in (0.0, 0.05, 0.3):
+        for k in (2, 3):
+            cons = [Constraint(np.full(n, 1 / n), cost, hi=budget, name="budget")]
+            ref = discretize(X, k, candidates=cand, device="cpu", solver="mip", constraints=cons)
+            for solver in ("sinkhorn", "lloyd"):
+                res = discretize(X, k, candidates=cand, device="cpu", seed=0, solver=solver, constraints=cons,
+                                 n_restarts=2)
+                chosen = res.candidate_index[res.assignment]
+                assert float(np.mean(cost[chosen])) <= budget + 1e-9, (solver, budget, k)
+                assert res.objective == pytest.approx(X[np.arange(n), chosen].sum(), rel=1e-12)
+                assert res.objective >= ref.objective * (1 - 2e-3), (solver, budget, k, res.objective, ref.objective)
+                assert res.objective <= ref.info["mip_dual_bound"] * (1 + 1e-9)
+                if budget == 0.0:  # only the free promotion is affordable: everyone gets it
+                    assert np.all(cost[chosen] == 0.0) and res.objective == pytest.approx(ref.objective, rel=1e-12)
+
+
+def test_a_problem_no_restart_can_start_feasibly_falls_back_to_the_mip(monkeypatch):
+    """No candidate satisfies the constraints alone (a floor AND a ceiling on the mean cost that need a mix):
+    when every restart is infeasible on a small instance, the MIP decides instead of a refusal."""
+    import coarse_gpu.discretize.solver as solver_mod
+    from coarse_gpu.discretize import Constraint, discretize
+
+    X, cand, cost = promotions_grid(3, n=120)
+    n = X.shape[0]
+    cons = [Constraint(np.full(n, 1 / n), cost, lo=0.9, hi=1.0, name="band")]
+    ref = discretize(X, 3, candidates=cand, device="cpu", solver="mip", constraints=cons)
+    real_lloyd = solver_mod._Run.lloyd
+
+    def hopeless(self, C0, phase, ids, prices=None):  # every restart of the search ends infeasible
+        C, obj, p = real_lloyd(self, C0, phase, ids, prices)
+        return C, obj.new_full(obj.shape, -np.inf), p
+
+    monkeypatch.setattr(solver_mod._Run, "lloyd", hopeless)
+    monkeypatch.setattr(solver_mod._Run, "swap_constrained", lambda self, C, obj, *a: (C, obj, None))
+    res = discretize(X, 3, candidates=cand, device="cpu", seed=0, solver="lloyd", constraints=cons, n_restarts=2)
+    assert res.info["fallback"] == "mip: no restart of the search found a feasible set"
+    assert res.objective == pytest.approx(ref.objective, rel=1e-9)
+
+
+def test_budget_zero_with_a_free_no_promotion_runs_and_flags_its_single_treatment(tmp_path):
+    """The issue's command: discretizer.budget=0 with unit costs [10, 0.35] ran out of restarts after
+    training. Now it runs, and the K=3 policy (everyone at no promotion) reports effective K = 1."""
+    run = tmp_path / "run"
+    code, err = cli(run, *file_run(tmp_path), "model=gb_s", *BOOSTED, "evaluation.k_values=[1,3]",
+                    "evaluation.methods=[ot]", "discretizer.budget=0", "discretizer.budget_unit_cost=[10,0.35]")
+    assert code == 0, err
+    res = json.loads((run / "results.json").read_text())
+    cell = res["methods"]["ot"]["3"]
+    assert cell["segment_sizes"] == [900, 0, 0] or sorted(cell["segment_sizes"]) == [0, 0, 900]
+    assert cell["effective_k"] == 1 and res["methods"]["ot"]["1"]["effective_k"] == 1
+    seg = int(np.argmax(cell["segment_sizes"]))
+    assert cell["treatments"][seg] == [0.0, 0.0]
+    assert ("(empty segments: effective K, the number of segments that serve someone, is below K for OT "
+            "discretizer K=3: 1)") in (run / "table.txt").read_text()
+
+
+# ---- 6. the MIP refuses sizes far beyond its documented range, before training -------------------------
+def test_mip_beyond_its_size_is_refused_before_training_with_the_alternative(tmp_path):
+    run = tmp_path / "run"
+    code, err = cli(run, "discretizer=mip", "data.n_customers=2000", "model=gb_s", *BOOSTED, "model.n_folds=2",
+                    "evaluation.k_values=[2]", "evaluation.methods=[ot]", "logger=none", "quiet=true")
+    assert code == 1
+    assert err.strip() == (
+        "coarse-gpu: config error: discretizer.solver=mip: 2000 scored customers x 546 candidate treatments: N x M = "
+        "2000 x 546 = 1,092,000 profit entries is beyond the 200,000 the exact mixed-integer program is run on (it "
+        "is meant for about 1e5 and may run for many minutes above); use discretizer=sinkhorn, which takes the same "
+        "share bounds and constraints, or raise discretizer.mip_max_entries")
+    assert not (run / "results.json").exists() and not (run / "checkpoints").exists()  # nothing trained
+
+
+def test_mip_max_entries_is_the_limit_the_check_uses():
+    from omegaconf import OmegaConf
+
+    from coarse_gpu.experiment.pipeline import _check_mip_size
+    from coarse_gpu.experiment.validate import ConfigValueError
+
+    cfg = OmegaConf.create({"discretizer": {"solver": "mip", "mip_max_entries": 1_092_000}})
+    _check_mip_size(cfg, 2000, 546)  # raised knowingly, to exactly the size: accepted
+    with pytest.raises(ConfigValueError, match="1,092,000 profit entries is beyond the 1,091,999"):
+        _check_mip_size(OmegaConf.create({"discretizer": {"solver": "mip", "mip_max_entries": 1_091_999}}), 2000, 546)
+    _check_mip_size(OmegaConf.create({"discretizer": {"solver": "sinkhorn"}}), 10**6, 10**3)  # not the MIP
+
+
+# ---- 7. effective K in results.json and the table ------------------------------------------------------
+def test_the_table_flags_policies_with_empty_segments_and_only_those():
+    from coarse_gpu.experiment.report import format_table
+
+    def cell(sizes, **kw):
+        return {"treatments": [[0.1 * i] for i in range(len(sizes))], "oracle_profit": None, "share_of_full": None,
+                "dr_value": 1.0, "dr_ci": [0.5, 1.5], "segment_sizes": sizes, **kw}
+
+    full = {"k_values": [1, 2], "full_personalization": {"dr_value": 2.0, "control_dr_value": 0.5},
+            "methods": {"ot": {"1": cell([2000]), "2": cell([1200, 800], effective_k=2)},
+                        "grid": {"1": cell([2000]), "2": cell([2000, 0])}}}  # no effective_k: counted
+    table = format_table(full)
+    assert table.count("empty segments") == 1
+    assert "is below K for grid search (arms) K=2: 1)" in table
+    full["methods"]["grid"]["2"] = cell([1500, 500])
+    assert "empty segments" not in format_table(full)
+
+
+# ---- 8. messages: one line, naming the column / key / folder -------------------------------------------
+def test_huge_finite_values_are_named_per_column_with_their_first_row(tmp_path):
+    from coarse_gpu.data.file import DataSchemaError, FileSpec, check_frame
+
+    df = two_kinds(300)
+    df.loc[5, "x3"] = 1e300
+    df.loc[9, "x2"] = -1e300
+    df.loc[11, "x2"] = 1e300
+    spec = FileSpec(features=["x1", "x2", "x3", "tier"], treatment=["discount", "duration_weeks"], outcome="profit",
+                    categorical=["tier"])
+    with pytest.raises(DataSchemaError) as info:
+        check_frame(df, spec)
+    assert info.value.problems == [
+        "feature column 'x2': 2 row(s) hold a finite value too large to be used (|value| > 3.4e+38, the float32 "
+        "range the models compute in) (e.g. -1e+300 in row 9); rescale the column (e.g. to thousands) or drop the rows",
+        "feature column 'x3': 1 row(s) hold a finite value too large to be used (|value| > 3.4e+38, the float32 "
+        "range the models compute in) (e.g. 1e+300 in row 5); rescale the column (e.g. to thousands) or drop the rows"]
+    # the scorer names them the same way in new customers' files
+    from coarse_gpu.data.file import FeatureSchema
+
+    schema = FeatureSchema.fit(two_kinds(300)[["x1", "x2", "x3"]])
+    issues = schema.row_issues(df[["x1", "x2", "x3"]], offset=100)
+    assert [(i.column, i.what) for i in issues if "too large" in i.what] == [
+        ("x2", "hold a finite value too large to be used (|value| > 3.4e+38)"),
+        ("x3", "hold a finite value too large to be used (|value| > 3.4e+38)")]
+
+
+def test_an_eval_fraction_that_starves_the_arms_names_the_key(tmp_path):
+    run = tmp_path / "run"
+    code, err = cli(run, *file_run(tmp_path), "model=gb_s", *BOOSTED, "data.eval_fraction=0.99",
+                    "evaluation.k_values=[2]", "evaluation.methods=[ot]")
+    assert code == 1
+    line = err.strip()
+    assert line.startswith("coarse-gpu: config error: data.eval_fraction=0.99 leaves 9 of the 900 customers to train "
+                           "on, and ") and line.endswith(": lower data.eval_fraction") and "\n" not in line
+    assert "(model.n_folds=2: 2 per arm in every fold)" in line
+    assert not (run / "results.json").exists() and not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("kind", ["log file is a folder", "run dir under a file"])
+def test_an_unwritable_run_directory_is_named_before_any_work(kind, tmp_path):
+    if kind == "log file is a folder":  # what a read-only folder gives a non-root user: no cli.log
+        run = tmp_path / "run"
+        (run / "cli.log").mkdir(parents=True)
+        want = (f"coarse-gpu: the run directory '{run}' cannot be created or written (cannot open its log file "
+                f"'{run / 'cli.log'}' (Is a directory)); nothing was run")
+    else:
+        (tmp_path / "afile").write_text("x")
+        run = tmp_path / "afile" / "run"
+        want = (f"coarse-gpu: the run directory '{run}' cannot be created or written (Not a directory: '{run}'); "
+                "nothing was run")
+    before = snapshot(tmp_path)
+    code, err = cli(run, "logger=none", "quiet=true")
+    assert code == 1
+    assert err.strip() == want + ": set hydra.run.dir (hydra.sweep.dir with -m) to a writable folder"
+    assert snapshot(tmp_path) == before
+
+
+def test_group_parity_on_a_file_column_that_is_not_a_feature(tmp_path):
+    """A protected attribute the model must not use: read from the file for the constraint only."""
+    df = two_kinds(900)
+    df["gender"] = np.where(np.random.default_rng(1).random(900) < 0.5, "f", "m")
+    csv = tmp_path / "experiment.csv"
+    df.to_csv(csv, index=False)
+    base = [o for o in file_run(tmp_path) if not o.startswith("data.path")] + [f"data.path={csv}"]
+    run = tmp_path / "run"
+    code, err = cli(run, *base, "model=gb_s", *BOOSTED, "evaluation.k_values=[2]", "evaluation.methods=[ot]",
+                    "discretizer.group_parity.column=gender", "discretizer.group_parity.max_gap=0.05",
+                    "discretizer.group_parity.treatment=discount")
+    assert code == 0, err
+    res = json.loads((run / "results.json").read_text())
+    gap = [r for r in res["price_of_constraints"]["2"]["constraints"] if "gender" in r["name"] or "parity" in r["name"]]
+    assert gap and all(abs(r["value"]) <= 0.05 + 1e-9 for r in gap), res["price_of_constraints"]["2"]["constraints"]
+    pol = load_policy(run / "policies" / "ot_k2")
+    assert "gender" not in pol.feature_schema.columns and pol.feature_schema.columns == ["x1", "x2", "x3", "tier"]
+    # a column in neither place is named with what was read
+    code, err = cli(tmp_path / "run2", *base, "model=gb_s", *BOOSTED, "evaluation.k_values=[2]",
+                    "evaluation.methods=[ot]", "discretizer.group_parity.column=genre",
+                    "discretizer.group_parity.max_gap=0.05", "discretizer.group_parity.treatment=discount")
+    assert code == 1
+    assert "discretizer.group_parity.column='genre' is not a column of the data (neither a feature nor another " \
+           "column of data.path); columns read: ['x1', 'x2', 'x3', 'tier']" in err
