@@ -19,14 +19,11 @@ import pytest
 from coarse_gpu.assign_cli import main as assign_main
 from coarse_gpu.policy.io import PolicyFileError, load_policy
 
-from test_data_file import frame
 from test_reliability import cli, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-FEATURES = ["recency", "frequency", "monetary", "tenure", "age", "channel", "region", "tier"]
-CATS = ["channel", "region", "tier"]
 NEURAL = ["model.max_epochs=10", "model.lr=0.01", "model.hidden=8", "model.n_repr_layers=1", "model.n_ensemble=1"]
 BOOSTED = ["model.max_iter=5"]
 #: every configs/model/*.yaml, with the keys that make it small (1 epoch / 5 boosting rounds)

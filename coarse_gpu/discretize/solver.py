@@ -1088,15 +1088,7 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
                              result_prices, info)
     pbar.update(1)
     pbar.close()
-    feas = _feasible_start(run, k)
-    if feas is not None:  # a start whose assignment is feasible: the search never refuses a feasible problem
-        t_ph = time.perf_counter()
-        C_f, obj_f, p_f = run.lloyd(feas, "feasible-start", np.array([n_restarts + 1]))
-        phase_s["feasible_start"] = time.perf_counter() - t_ph
-        results.append((C_f, obj_f))
-        result_ids.append(n_restarts + 1)
-        result_prices.extend(p_f)
-        info["restart_objectives"]["feasible_start"] = obj_f.tolist()
+    _feasible_restart(run, k, n_restarts + 1, results, result_ids, result_prices, phase_s, info)
     allC = torch.cat([c for c, _ in results], 0)
     allobj = torch.cat([o for _, o in results], 0)
     best = int(allobj.argmax())
@@ -1122,20 +1114,40 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
         info["objective_after_full_polish"] = float(obj_f[0])
     info["phase_s"] = phase_s
     if not math.isfinite(float(allobj.max())) and run.rows_priced:
-        from coarse_gpu.discretize.mip import size_problem
-
-        if size_problem(full_run.src.n, M, int(opts["mip_max_entries"])) is not None:
-            _raise_infeasible(full_run)
-        # no restart found a feasible set, but the exact problem is small: it decides (and solves) it
-        try:
-            C_m, _ = _mip_solve(full_run, src, k, full_run.L, full_run.H, full_run.side, opts, info)
-        except ValueError as err:
-            if "infeasible" not in str(err):
-                raise
-            _raise_infeasible(full_run, proven=True)
-        info["fallback"] = "mip: no restart of the search found a feasible set"
-        return C_m, None, 0.0
+        return _mip_fallback(full_run, src, k, opts, info), None, 0.0
     return C_best, best_prices, (eps_target if solver == "sinkhorn" else 0.0)
+
+
+def _feasible_restart(run: _Run, k: int, restart_id: int, results, result_ids, result_prices, phase_s, info) -> None:
+    """Lloyd from ``_feasible_start`` (when there is one), recorded with the other restarts: under side
+    constraints the search then always holds a feasible set if a trivially feasible one exists."""
+    feas = _feasible_start(run, k)
+    if feas is None:
+        return
+    t_ph = time.perf_counter()
+    C_f, obj_f, p_f = run.lloyd(feas, "feasible-start", np.array([restart_id]))
+    phase_s["feasible_start"] = time.perf_counter() - t_ph
+    results.append((C_f, obj_f))
+    result_ids.append(restart_id)
+    result_prices.extend(p_f)
+    info["restart_objectives"]["feasible_start"] = obj_f.tolist()
+
+
+def _mip_fallback(run: _Run, src, k: int, opts: dict, info: dict) -> torch.Tensor:
+    """No restart found a feasible set: on an instance within ``mip_max_entries`` the exact MIP decides
+    (its treatments, or the proof that none exist); beyond it the search's refusal stands."""
+    from coarse_gpu.discretize.mip import size_problem
+
+    if size_problem(run.src.n, run.src.m, int(opts["mip_max_entries"])) is not None:
+        _raise_infeasible(run)
+    try:
+        C, _ = _mip_solve(run, src, k, run.L, run.H, run.side, opts, info)
+    except ValueError as err:
+        if "infeasible" not in str(err):
+            raise
+        _raise_infeasible(run, proven=True)
+    info["fallback"] = "mip: no restart of the search found a feasible set"
+    return C
 
 
 def _feasible_start(run: _Run, k: int) -> Optional[torch.Tensor]:
