@@ -29,7 +29,8 @@ BOOSTED = ["model.max_iter=5"]
 #: every configs/model/*.yaml, with the keys that make it small (1 epoch / 5 boosting rounds)
 FAMILIES = {
     "tarnet": NEURAL, "dragonnet": NEURAL, "dose_logit": NEURAL, "dose_vc": NEURAL,
-    "gb_s": BOOSTED, "gb_t": BOOSTED, "dr": BOOSTED, "auto": NEURAL + BOOSTED,
+    "gb_s": BOOSTED, "gb_t": BOOSTED, "dr": BOOSTED,
+    "auto": ["model.max_epochs=3", "model.hidden=8", "model.n_repr_layers=1", "model.n_ensemble=1"] + BOOSTED,
 }
 
 
@@ -161,6 +162,7 @@ def creatives(n: int = 1500, seed: int = 0) -> pd.DataFrame:
 
 
 def _creative_run(tmp: Path, *extra: str) -> tuple[int, str, Path]:
+    tmp.mkdir(parents=True, exist_ok=True)
     csv = tmp / "creatives.csv"
     creatives().to_csv(csv, index=False)
     run = tmp / "run"
