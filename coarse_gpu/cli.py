@@ -319,7 +319,7 @@ def main() -> None:
     except (Exception, KeyboardInterrupt) as err:  # Hydra's own errors (override syntax, ...), Ctrl-C there
         if debug:
             raise
-        print(f"coarse-gpu: {one_line(err)}", file=sys.stderr, flush=True)
+        print(f"coarse-gpu: {_run_dir_error(err) or one_line(err)}", file=sys.stderr, flush=True)
         raise SystemExit(exit_code(err)) from None
     finally:
         _DEBUG = None
@@ -327,6 +327,23 @@ def main() -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _run_dir_error(err: BaseException) -> Optional[str]:
+    """The run folder named when Hydra could not create it or open its log file in it (before ``run``:
+    a read-only or misspelt ``hydra.run.dir``); Hydra's own words are "Unable to configure handler
+    'file'". None for any other error."""
+    cause: Optional[BaseException] = err
+    while cause is not None and not (isinstance(cause, OSError) and cause.filename is not None):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    path = Path(str(cause.filename))
+    folder = path.parent if path.name == "cli.log" else path
+    what = cause.strerror or type(cause).__name__
+    detail = f"cannot open its log file '{path}' ({what})" if path.name == "cli.log" else f"{what}: '{path}'"
+    return (f"the run directory '{folder}' cannot be created or written ({detail}); nothing was run: set "
+            "hydra.run.dir (hydra.sweep.dir with -m) to a writable folder")
 
 
 def _flat_config_error(err: BaseException) -> str:

@@ -113,6 +113,27 @@ def test_treatment_outside_the_declared_range(df):
     assert msg.startswith(f"treatment column 'discount': {n} row(s) outside the declared range [0.0, 0.3]")
 
 
+def test_a_range_declared_on_one_side_only_is_checked_on_that_side(df):
+    """treatment_low alone and treatment_high alone: each side checked on its own (a check that ran only
+    when both were declared would pass every other test)."""
+    n_low = int((df.duration_weeks < 2.0).sum())
+    assert one(df, spec(treatment_low=[0.0, 2.0])).startswith(
+        f"treatment column 'duration_weeks': {n_low} row(s) outside the declared range [2.0, None]")
+    n_high = int((df.discount > 0.3).sum())
+    assert one(df, spec(treatment_high=[0.3, 4.0])).startswith(
+        f"treatment column 'discount': {n_high} row(s) outside the declared range [None, 0.3]")
+    # declared beyond the received treatments, one side at a time
+    assert one(df, spec(treatment_low=[-0.1, 0.0])).startswith("data.treatment_low[0]=-0.1 for treatment column "
+                                                               "'discount' lies beyond the smallest treatment")
+    assert one(df, spec(treatment_high=[0.4, 5.0])).startswith("data.treatment_high[1]=5 for treatment column "
+                                                               "'duration_weeks' lies beyond the largest treatment")
+    # and the treatment space takes the declared side and the observed other side
+    from coarse_gpu.data.file import experiment_from_frame
+
+    data = experiment_from_frame(df, spec(treatment_high=[0.4, 4.0]))
+    assert data.space.low == (0.0, 0.0) and data.space.high == (0.4, 4.0)
+
+
 def test_duplicate_ids(df):
     d = df.copy()
     d.loc[9, "customer_id"] = d.loc[4, "customer_id"]

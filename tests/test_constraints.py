@@ -77,8 +77,9 @@ def test_matches_the_mip_with_shares_budget_and_parity(seed, shares):
         else:  # Lloyd's alternation alone is the weaker reference (0.1-0.5 % below on these)
             assert res.objective >= ref.objective * (1 - 1e-2)
     # the budget binds (it was set below the free spend) and prices the profit it forgoes
-    budget = res.info["constraints"][0]
-    assert budget["binding"] == "hi" and budget["dual"] > 0 and budget["value"] == pytest.approx(budget["hi"], abs=1e-3)
+    # (an integral assignment sits within a few customers' cost steps 2 dt / n of the bound, as the MIP's does)
+    budget, step = res.info["constraints"][0], 2.0 * (t[1] - t[0]) / n
+    assert budget["binding"] == "hi" and budget["dual"] > 0 and budget["hi"] - 3 * step <= budget["value"] <= budget["hi"]
 
 
 def test_shares_alone_reach_the_mip_optimum():
@@ -226,7 +227,9 @@ def test_bad_constraints_and_options_are_named():
         discretize(X, 2, device="cpu", constraints=ok, solver="exact")
     with pytest.raises(ValueError, match="mip_time_limit"):
         discretize(X, 2, device="cpu", solver="mip", mip_time_limit=0)
-    with pytest.raises(ValueError, match=r"solver='mip': N x M = 2001 x 1000 .* far beyond"):
+    with pytest.raises(ValueError, match=r"solver='mip': N x M = 2001 x 1000 = 2,001,000 profit entries is beyond "
+                                         r"the 200,000 .* use the sinkhorn solver, which takes the same share bounds "
+                                         r"and constraints, or raise mip_max_entries"):
         discretize(np.zeros((2001, 1000), dtype=np.float32), 2, device="cpu", solver="mip")
 
 

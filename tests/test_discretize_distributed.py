@@ -74,7 +74,9 @@ def _solve(name: str, sl: slice, **extra):
     full = _instance(kind, n, m, seed=len(name))
     cand = np.arange(m, dtype=np.float64)[:, None]
     if kind == "quadratic":
-        extra = dict(extra, refine_oracle=_quadratic(full[sl]), bounds=(np.zeros(1), np.full(1, m - 1.0)))
+        # a continuous dose whose candidate grid happens to be the integers: refined by the user's say-so
+        extra = dict(extra, refine_oracle=_quadratic(full[sl]), bounds=(np.zeros(1), np.full(1, m - 1.0)),
+                     refine_integer_dims=True)
         profit = _quadratic(full[sl])(torch.as_tensor(cand)).numpy().astype(np.float32)
     else:
         profit = _rows(kind, full, sl)

@@ -19,7 +19,8 @@ NON_DEFAULT = {
     "memory_limit_bytes": 123456789, "verbose": True, "lazy": "torch", "eps_start": 0.5, "eps_decay": 0.7,
     "iter_per_eps": 2, "sinkhorn_iter": 50, "refine_rounds": 0, "n_anneal": None, "anneal_rows": 4096,
     "swap": False, "n_swap": 3, "swap_rows": 2048, "subsample": 10000, "greedy_seed": False,
-    "coarse_restarts": False, "mip_time_limit": 30.0, "mip_rel_gap": 0.01,
+    "coarse_restarts": False, "mip_time_limit": 30.0, "mip_rel_gap": 0.01, "mip_max_entries": 50_000,
+    "refine_integer_dims": True,
 }
 
 

@@ -49,6 +49,9 @@ __all__ = [
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 MAX_LEVELS = 1000  # a categorical column with more levels is almost surely an id or a typo
+#: Largest |value| a numeric column may hold: the model matrix and the networks are float32, where a
+#: larger finite value (1e300) becomes inf.
+MAX_ABS_VALUE = float(np.finfo(np.float32).max)
 _log = logging.getLogger(__name__)
 
 
@@ -77,6 +80,10 @@ class FileSpec:
     control : optional "no treatment" point (d floats); default: each treatment column's minimum.
     min_per_arm : fewest customers an arm may have (per-arm models need several rows per arm).
     outcome_scale, treatment_cost : profit = outcome_scale * outcome - treatment_cost . t.
+    group_columns : raw columns read beside the features but never model inputs (a protected attribute
+        that ``discretizer.group_parity`` bounds, which the model must not use); kept in
+        ``ExperimentData.features`` as strings, absent from ``X`` and the feature schema. Only those
+        present in the file are read (the constraint's check names a missing one).
     """
 
     features: list[str]
@@ -91,6 +98,7 @@ class FileSpec:
     min_per_arm: int = 10
     outcome_scale: float = 1.0
     treatment_cost: Optional[list[float]] = None
+    group_columns: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "FileSpec":
@@ -295,7 +303,19 @@ def _check_numeric(s: pd.Series, col: str, role: str, problems: list[str]) -> Op
     if inf.any():
         problems.append(f"{role} column '{col}': {int(inf.sum())} row(s) are inf ({_example(s, inf)})")
         ok = False
+    huge = _too_large(v)
+    if huge.any():
+        problems.append(f"{role} column '{col}': {int(huge.sum())} row(s) hold a finite value too large to be used "
+                        f"(|value| > {MAX_ABS_VALUE:.3g}, the float32 range the models compute in) "
+                        f"({_example(s, huge)}); rescale the column (e.g. to thousands) or drop the rows")
+        ok = False
     return v if ok else None
+
+
+def _too_large(v: np.ndarray) -> np.ndarray:
+    """Finite values beyond ``MAX_ABS_VALUE`` (they would become inf in the float32 model matrix)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & (np.abs(v) > MAX_ABS_VALUE)
 
 
 def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> list[str]:
@@ -692,7 +712,9 @@ class FeatureSchema:
                 continue
             v, bad = _numeric(s)
             for what, mask in (("are not numeric", bad), ("are NaN/missing", s.isna().to_numpy()),
-                               ("are inf", np.isinf(v))):
+                               ("are inf", np.isinf(v)),
+                               (f"hold a finite value too large to be used (|value| > {MAX_ABS_VALUE:.3g})",
+                                _too_large(v))):
                 if mask.any():
                     issues.append(_issue(c, what, s, mask, offset))
         return issues
@@ -801,6 +823,9 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         feats[c] = feats[c].astype(str)
     schema = FeatureSchema.fit(feats, spec.categorical, levels)
     X = schema.transform(feats, source)
+    extra = [c for c in spec.group_columns if c in df.columns and c not in spec.features]
+    if extra:  # read for the constraints only, after the schema: never a model input
+        feats = pd.concat([feats, df[extra].astype(str)], axis=1)
     T = df[spec.treatment].apply(pd.to_numeric).to_numpy(dtype=np.float64)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     arm = arm.reshape(-1).astype(np.int64)

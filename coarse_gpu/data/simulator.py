@@ -245,6 +245,7 @@ class PromotionsSimulator:
             space=self.space,
             truth=truth,
             meta={"source": "promotions_simulator", "seed": self.seed, "n_trips": self.n_trips,
+                  "continuous_treatments": True,  # weeks 0/2/4 are doses: refined and gridded between arms
                   # cost of a promotion (discount, weeks) per customer, linear in t (what a budget bounds):
                   # the discount on the experiment's mean revenue per customer plus the contact cost.
                   # The two cost lines of pi_i(t); the discount's exact cost v_i delta P_i(t) depends on the

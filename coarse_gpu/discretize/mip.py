@@ -25,7 +25,7 @@ for the relaxed MIP, 30-180 s with x integral).
 
 Size: N M continuous variables and N M linking rows. Measured with share bounds: 1,200 x 49 in 17 s;
 1,500 x 42 and 1,200 x 60 not closed within 300 s (HiGHS returns its incumbent and gap, see
-``mip_time_limit``); beyond ``MAX_ENTRIES`` the call is refused before any work.
+``mip_time_limit``); beyond ``mip_max_entries`` (default ``MAX_ENTRIES``) the call is refused before any work.
 """
 from __future__ import annotations
 
@@ -34,21 +34,31 @@ from typing import Optional
 
 import numpy as np
 
-#: N x M entries beyond which solver="mip" refuses (20x the sizes it is meant for).
-MAX_ENTRIES = 2_000_000
+#: Default of ``SolverOptions.mip_max_entries``: the N x M entries solver="mip" starts on (twice the
+#: ~1e5 it is meant for; 1.09 million ran 131 s and 3.7 GB before this limit).
+MAX_ENTRIES = 200_000
 
 
-def check_size(n: int, m: int) -> None:
-    """ValueError when N x M is beyond what the MIP is meant for (before any work)."""
-    if n * m > MAX_ENTRIES:
-        raise ValueError(f"solver='mip': N x M = {n} x {m} = {n * m:,} profit entries is far beyond what the "
-                         f"exact mixed-integer program solves (about 1e5; refused above {MAX_ENTRIES:,}); "
-                         "use solver='sinkhorn'")
+def size_problem(n: int, m: int, max_entries: int = MAX_ENTRIES, key: str = "mip_max_entries") -> Optional[str]:
+    """Why an N x M problem is too large for the MIP (naming the size, the limit, the alternative and
+    the key that raises the limit), or None."""
+    if n * m <= max_entries:
+        return None
+    return (f"solver='mip': N x M = {n} x {m} = {n * m:,} profit entries is beyond the {max_entries:,} the exact "
+            f"mixed-integer program is run on (it is meant for about 1e5 and may run for many minutes above); use "
+            f"the sinkhorn solver, which takes the same share bounds and constraints, or raise {key}")
+
+
+def check_size(n: int, m: int, max_entries: int = MAX_ENTRIES) -> None:
+    """ValueError when N x M is beyond ``max_entries`` (before any work)."""
+    problem = size_problem(n, m, max_entries)
+    if problem:
+        raise ValueError(problem)
 
 
 def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
               time_limit: Optional[float] = None, rel_gap: float = 1e-4, verbose: bool = False,
-              integral_x: Optional[bool] = None):
+              integral_x: Optional[bool] = None, max_entries: int = MAX_ENTRIES):
     """Exact K locations and assignment of the (N, M) float64 profits X (module docstring).
 
     L, H : integer count bounds per open treatment (0 and N when there are no share bounds).
@@ -59,13 +69,13 @@ def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
     (HiGHS' message), "mip_optimal" (bool: proven optimal within rel_gap), "mip_gap" (relative gap
     between the incumbent and the dual bound), "mip_dual_bound" (upper bound on the optimum, total
     profit), "mip_objective", "mip_nodes", "mip_s".
-    Raises ValueError when N x M exceeds MAX_ENTRIES or the problem is infeasible.
+    Raises ValueError when N x M exceeds ``max_entries`` or the problem is infeasible.
     """
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     N, M = X.shape
-    check_size(N, M)
+    check_size(N, M, max_entries)
     t0 = time.perf_counter()
     nx = N * M
     ix = np.arange(nx)

@@ -56,6 +56,9 @@ class SolverOptions:
     iter_per_eps: int = 4  # location updates per temperature
     sinkhorn_iter: int = 200  # inner Sinkhorn iterations per plan (only with share bounds)
     refine_rounds: int = 5  # pattern-search rounds of the off-grid refinement
+    # false: the refinement never moves a treatment dimension whose candidates are all integers (a coded
+    # category 0/1/2, a count, an on/off lever): "creative 1.18" is no treatment; true: refine it too
+    refine_integer_dims: bool = False
     n_anneal: Optional[int] = 1  # sinkhorn: how many of the restarts are annealed (None: all)
     anneal_rows: Optional[int] = 16384  # customers the annealing runs on (None: all of the search's)
     swap: bool = True  # sinkhorn: finish with the 1-swap local search on the best solutions
@@ -66,6 +69,9 @@ class SolverOptions:
     coarse_restarts: bool = True  # large searches on two levels (module docstring)
     mip_time_limit: Optional[float] = None  # solver="mip": seconds before HiGHS stops with its incumbent
     mip_rel_gap: float = 1e-4  # solver="mip": relative gap to the dual bound at which it stops
+    # solver="mip": largest N x M (customers x candidates) it starts on; above it the call is refused
+    # before any work (raise it knowingly: 1,200 x 60 already ran past 300 s)
+    mip_max_entries: int = 200_000
 
 
 OPTION_NAMES = tuple(f.name for f in fields(SolverOptions))
@@ -111,7 +117,7 @@ def check_solver_options(opts: dict) -> None:
         raise ValueError(f"subsample must be 'auto', None or a positive int, got {sub!r}")
     if opts["greedy_seed"] != "auto" and not isinstance(opts["greedy_seed"], bool):
         raise ValueError(f"greedy_seed must be 'auto', True or False, got {opts['greedy_seed']!r}")
-    for name in ("swap", "coarse_restarts", "verbose"):
+    for name in ("swap", "coarse_restarts", "verbose", "refine_integer_dims"):
         if not isinstance(opts[name], (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {opts[name]!r}")
     if not (float(opts["tol"]) > 0):
@@ -122,5 +128,8 @@ def check_solver_options(opts: dict) -> None:
         raise ValueError(f"eps_decay must lie in (0, 1), got {opts['eps_decay']}")
     if opts["mip_time_limit"] is not None and not float(opts["mip_time_limit"]) > 0:
         raise ValueError(f"mip_time_limit must be a positive number of seconds or None, got {opts['mip_time_limit']!r}")
+    if not (_is_int(opts["mip_max_entries"]) and int(opts["mip_max_entries"]) >= 1):
+        raise ValueError(f"mip_max_entries must be a positive integer (customers x candidates), got "
+                         f"{opts['mip_max_entries']!r}")
     if not 0.0 <= float(opts["mip_rel_gap"]) < 1.0:
         raise ValueError(f"mip_rel_gap must lie in [0, 1), got {opts['mip_rel_gap']!r}")

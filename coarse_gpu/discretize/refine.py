@@ -34,6 +34,14 @@ def grid_steps(candidates: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.
     return steps
 
 
+def integer_dims(values: np.ndarray) -> np.ndarray:
+    """(d,) bool: the dimensions of the (M, d) treatments whose values are all integers and not all
+    equal (coded categories, counts, on/off levers), which a continuous refinement must not move."""
+    v = np.asarray(values, dtype=np.float64)
+    whole = np.all(np.isfinite(v) & (v == np.round(v)), axis=0)
+    return whole & (np.ptp(v, axis=0) > 0)
+
+
 def _segment_sums(U: torch.Tensor, a: torch.Tensor, K: int) -> torch.Tensor:
     """(K, J) sum over the customers of each segment of U (N, J)."""
     out = torch.zeros(K, U.shape[1], dtype=U.dtype, device=U.device)

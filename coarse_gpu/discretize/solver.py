@@ -100,7 +100,7 @@ from coarse_gpu.discretize.profit import (
 )
 from coarse_gpu.discretize.facility import column_means, greedy
 from coarse_gpu.discretize.options import SOLVERS, check_solver_options, default_options  # noqa: F401
-from coarse_gpu.discretize.refine import grid_steps, refine_treatments
+from coarse_gpu.discretize.refine import grid_steps, integer_dims, refine_treatments
 from coarse_gpu.discretize.sinkhorn import entropic_plan, entropic_value
 from coarse_gpu.utils.device import resolve_device
 
@@ -894,7 +894,7 @@ def discretize(
     if solver == "mip":
         from coarse_gpu.discretize.mip import check_size
 
-        check_size(N, M)  # refused before any profit is evaluated
+        check_size(N, M, int(opts["mip_max_entries"]))  # refused before any profit is evaluated
 
     gen = torch.Generator().manual_seed(int(seed))
     trace: list = []
@@ -982,7 +982,7 @@ def _mip_solve(run: _Run, src, k: int, L, H, side, opts: dict, info: dict):
 
     X = src.columns64(torch.arange(src.m, device=src.device)).cpu().numpy()
     kw = dict(side=side, support=run.support, time_limit=opts["mip_time_limit"], rel_gap=float(opts["mip_rel_gap"]),
-              verbose=bool(opts["verbose"]))
+              verbose=bool(opts["verbose"]), max_entries=int(opts["mip_max_entries"]))
     cols, _, mip_info = solve_mip(X, k, int(L[0]), int(H[0]), integral_x=False, **kw)
     info.update(mip_info)
     C = torch.as_tensor(cols, device=src.device)
@@ -1088,12 +1088,16 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
                              result_prices, info)
     pbar.update(1)
     pbar.close()
+    _feasible_restart(run, k, n_restarts + 1, results, result_ids, result_prices, phase_s, info)
     allC = torch.cat([c for c, _ in results], 0)
     allobj = torch.cat([o for _, o in results], 0)
     best = int(allobj.argmax())
     C_best, best_prices = allC[best], result_prices[best]
-    if solver == "sinkhorn":
-        info["best_from"] = "sinkhorn" if result_ids[best] in set(anneal_ids.tolist()) else "lloyd"
+    if solver == "sinkhorn" or run.side is not None:
+        # lloyd too under side constraints: its priced fixed points can sit far below the optimum
+        # (measured up to 20 % below the MIP under a budget), which the constrained swap search closes
+        info["best_from"] = "sinkhorn" if solver == "sinkhorn" and result_ids[best] in set(anneal_ids.tolist()) \
+            else "lloyd"
         if opts["swap"]:
             t_ph = time.perf_counter()
             C_best, best_prices = _swap_phase(run, allC, allobj, result_ids, result_prices, C_best, best_prices,
@@ -1110,8 +1114,57 @@ def _search(run: _Run, src, k: int, L, H, side, init, opts: dict, eps_target: fl
         info["objective_after_full_polish"] = float(obj_f[0])
     info["phase_s"] = phase_s
     if not math.isfinite(float(allobj.max())) and run.rows_priced:
-        _raise_infeasible(full_run)
+        return _mip_fallback(full_run, src, k, opts, info), None, 0.0
     return C_best, best_prices, (eps_target if solver == "sinkhorn" else 0.0)
+
+
+def _feasible_restart(run: _Run, k: int, restart_id: int, results, result_ids, result_prices, phase_s, info) -> None:
+    """Lloyd from ``_feasible_start`` (when there is one), recorded with the other restarts: under side
+    constraints the search then always holds a feasible set if a trivially feasible one exists."""
+    feas = _feasible_start(run, k)
+    if feas is None:
+        return
+    t_ph = time.perf_counter()
+    C_f, obj_f, p_f = run.lloyd(feas, "feasible-start", np.array([restart_id]))
+    phase_s["feasible_start"] = time.perf_counter() - t_ph
+    results.append((C_f, obj_f))
+    result_ids.append(restart_id)
+    result_prices.extend(p_f)
+    info["restart_objectives"]["feasible_start"] = obj_f.tolist()
+
+
+def _mip_fallback(run: _Run, src, k: int, opts: dict, info: dict) -> torch.Tensor:
+    """No restart found a feasible set: on an instance within ``mip_max_entries`` the exact MIP decides
+    (its treatments, or the proof that none exist); beyond it the search's refusal stands."""
+    from coarse_gpu.discretize.mip import size_problem
+
+    if size_problem(run.src.n, run.src.m, int(opts["mip_max_entries"])) is not None:
+        _raise_infeasible(run)
+    try:
+        C, _ = _mip_solve(run, src, k, run.L, run.H, run.side, opts, info)
+    except ValueError as err:
+        if "infeasible" not in str(err):
+            raise
+        _raise_infeasible(run, proven=True)
+    info["fallback"] = "mip: no restart of the search found a feasible set"
+    return C
+
+
+def _feasible_start(run: _Run, k: int) -> Optional[torch.Tensor]:
+    """(1, K) start whose hard assignment is feasible, for side constraints without shares or support:
+    the candidate that satisfies every constraint when it serves all customers alone (a budget's
+    cheapest treatment, e.g. no promotion at cost 0), the best such on average, then the greedy
+    facility-location columns. None when no such candidate exists (the MIP fallback decides then)."""
+    side = run.side
+    if side is None or run.support is not None or run.shares or k > run.src.m:
+        return None
+    alone = side.W.sum(0)[None, :] * side.V  # (M, C): each constraint's value with everyone on candidate m
+    ok = np.all((alone >= side.lo - side.tol) & (alone <= side.hi + side.tol), axis=1)
+    if not ok.any():
+        return None
+    means = column_means(run.src).to(torch.float64).cpu().numpy()
+    first = int(np.flatnonzero(ok)[np.argmax(means[ok])])
+    return torch.tensor([greedy(run.src, k, start=[first])], dtype=torch.long, device=run.src.device)
 
 
 def _anneal_first(run: _Run, coarse, coarse_side, n_a, k, gen, init, eps_list, anneal_ids, pbar, phase_s,
@@ -1173,13 +1226,16 @@ def _swap_phase(run: _Run, allC, allobj, result_ids, result_prices, C_best, best
     return C_best, best_prices
 
 
-def _raise_infeasible(run: _Run):
+def _raise_infeasible(run: _Run, proven: bool = False):
     parts = []
     if run.side is not None:
         parts.append("constraints " + ", ".join(repr(n) for n in run.side.names))
     if run.support is not None:
         parts.append(f"the support of {run.support.n:g} customers per segment")
     extra = f" with the share bounds (counts in [{int(run.L[0])}, {int(run.H[0])}])" if run.shares else ""
+    if proven:
+        raise ValueError(f"{' and '.join(parts)} could not be satisfied{extra}: no K treatments have a feasible "
+                         "assignment (proven by the exact MIP); loosen them")
     raise ValueError(f"{' and '.join(parts)} could not be satisfied{extra}: no restart found K treatments with a "
                      "feasible assignment; loosen them, or check with solver='mip' whether any exist")
 
@@ -1205,8 +1261,13 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
         if bounds is None:
             bounds = (cand.min(0), cand.max(0))
         reassign = lambda U: run.hard_assign(U)[0].cpu().numpy()  # noqa: E731
+        steps = grid_steps(cand, *bounds)
+        if not opts["refine_integer_dims"]:  # a zero step: the pattern search never moves that dimension
+            frozen = integer_dims(cand)
+            steps[frozen] = 0.0
+            info["refine_kept_integer_dims"] = np.flatnonzero(frozen).tolist()
         T, assignment, U64, moved = refine_treatments(
-            refine_oracle, T, assignment, bounds, grid_steps(cand, *bounds), reassign, src.device,
+            refine_oracle, T, assignment, bounds, steps, reassign, src.device,
             max_rounds=int(opts["refine_rounds"]), trace=trace, reduce=src.reduce_sum,
         )
         cand_index = np.where(moved, -1, cand_index)

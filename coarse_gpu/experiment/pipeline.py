@@ -51,12 +51,13 @@ def progress_enabled(cfg: DictConfig) -> bool:
 DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
 
 
-def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> ExperimentData:
+def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
     """The experiment named by ``data.name``: the simulator, a CSV/Parquet file, or a built-in real dataset.
 
     ``scale`` (the top-level ``scale=`` key) multiplies the simulator's ``data.n_customers``: one switch
     to take an experiment from the 2-CPU size to a GPU size (``scale=10``) without editing its config.
-    Real data has the size it has, so any other value there is an error.
+    Real data has the size it has, so any other value there is an error. ``group_columns``: columns of
+    a file read beside its features for the constraints (``FileSpec.group_columns``), never model inputs.
     """
     if data_cfg.name not in DATA_SOURCES:
         raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
@@ -70,7 +71,9 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> Experimen
 
         if not data_cfg.get("path"):
             raise DataSchemaError(["data.path is not set: pass data.path=<your .csv or .parquet file>"], "data=file")
-        return load_experiment(data_cfg.path, FileSpec.from_config(data_cfg))
+        spec = FileSpec.from_config(data_cfg)
+        spec.group_columns = [str(c) for c in group_columns]
+        return load_experiment(data_cfg.path, spec)
     if data_cfg.name == "thornton":
         from coarse_gpu.data.real import load_thornton
 
@@ -93,11 +96,24 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> Experimen
     return sim.sample()
 
 
-def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarray:
+def discrete_dims(data: ExperimentData) -> np.ndarray:
+    """(d,) bool: treatment dimensions whose observed values are all integers (a coded category, a
+    count, an on/off lever), unless the data source declares its treatments continuous
+    (``meta["continuous_treatments"]``, the simulator's weeks 0/2/4)."""
+    from coarse_gpu.discretize.refine import integer_dims
+
+    if data.meta.get("continuous_treatments"):
+        return np.zeros(data.space.dim, dtype=bool)
+    return integer_dims(data.arms)
+
+
+def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_integer_dims: bool = False) -> np.ndarray:
     """(M, d) candidate treatments for the discretizer and the baselines.
 
     ``data.candidate_points`` set: a regular grid over the treatment box with that many points per
-    dimension (the model interpolates between arms, so the arms must form a full tensor grid).
+    dimension (the model interpolates between arms, so the arms must form a full tensor grid); with
+    ``keep_integer_dims`` (the main job, unless ``discretizer.refine_integer_dims=true``) a dimension of
+    ``discrete_dims`` keeps its observed values instead.
     null: the tensor grid of the arms' own coordinates (= the arms when they form a full grid).
     """
     from coarse_gpu.models.interpolate import ArmGrid
@@ -115,7 +131,12 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig) -> np.ndarr
         if grid is None:
             raise ValueError(f"data.candidate_points={points}: the {data.n_arms} arms do not form a full grid, so the "
                              "model cannot interpolate between them; leave data.candidate_points=null (the arms)")
-        return data.space.grid(points)
+        from coarse_gpu.data.treatments import product_grid
+
+        discrete = discrete_dims(data) if keep_integer_dims else np.zeros(data.space.dim, dtype=bool)
+        axes = [np.unique(data.arms[:, j]) if discrete[j] else np.linspace(lo, hi, p)
+                for j, (lo, hi, p) in enumerate(zip(data.space.low, data.space.high, points))]
+        return product_grid(axes)
     if grid is None:
         return np.asarray(data.arms, dtype=np.float64)
     from coarse_gpu.data.treatments import product_grid
@@ -307,11 +328,14 @@ def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
     for j, m in enumerate(names):
         ci = percentile_ci(draws[:, j], evaluator.alpha) if draws is not None else evaluator.intervals(S[:, [j]])[0]
         sc = evaluator.score(policies[m], S[:, j], ci)
+        sizes = np.asarray(policies[m].segment_sizes).astype(int)
         cells[m] = {"treatments": np.asarray(policies[m].treatments, dtype=float).tolist(),
                     "oracle_profit": sc.oracle_profit, "share_of_full": sc.share_of_full, "dr_value": sc.dr_value,
                     "dr_ci": list(sc.dr_ci), "dr_share_of_full": evaluator.dr_share(sc.dr_value),
                     "expected_profit": sc.expected_profit, "expected_share_of_full": sc.expected_share_of_full,
-                    "segment_sizes": np.asarray(policies[m].segment_sizes).astype(int).tolist()}
+                    "segment_sizes": sizes.tolist(),
+                    # segments that serve someone: below K when a policy leaves segments empty
+                    "effective_k": int(np.count_nonzero(sizes))}
     if "ot" in names:
         o = names.index("ot")
         for j, m in enumerate(names):
@@ -341,7 +365,8 @@ def _price_of_constraints(evaluator: Evaluator, policy: Policy, free: Policy, ce
     sc = evaluator.score(free, s, evaluator.intervals(s[:, None])[0])
     unc = {"oracle_profit": sc.oracle_profit, "expected_profit": sc.expected_profit, "dr_value": sc.dr_value,
            "share_of_full": sc.share_of_full, "treatments": np.asarray(free.treatments).tolist(),
-           "segment_sizes": free.segment_sizes.astype(int).tolist()}
+           "segment_sizes": free.segment_sizes.astype(int).tolist(),
+           "effective_k": int(np.count_nonzero(free.segment_sizes))}
     con = {m: cell.get(m) for m in PROFITS + ("share_of_full",)}
     rows = [{**r, "dual_per_customer": r["dual"] / policy.n} for r in policy.info["constraints"]["rows"]]
     return {"constrained": con, "unconstrained": unc, "cost": _cost_vs(unc, con), "constraints": rows}
@@ -399,16 +424,62 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
 
 def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     """The data step: the experiment, who trains and who is scored, the candidate treatments."""
-    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)))
+    parity = (cfg.discretizer.get("group_parity") or {}).get("column")
+    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
     frac = float(cfg.data.eval_fraction)
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
-    candidates = candidate_treatments(data, cfg.data)
+    if frac > 0:
+        _check_training_share(data, train, frac, int(cfg.model.get("n_folds") or 1))
+    keep = not bool(cfg.discretizer.get("refine_integer_dims", False))
+    candidates = candidate_treatments(data, cfg.data, keep_integer_dims=keep)
+    _warn_discrete_dims(data, keep)
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
+    _check_mip_size(cfg, len(scored), len(candidates))
     log.info("data: %d customers (%s), %d arms, %d candidate treatments", len(data),
              "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
              data.n_arms, len(candidates))
     return data, train, scored, candidates
+
+
+def _check_training_share(data: ExperimentData, train: ExperimentData, frac: float, n_folds: int) -> None:
+    """The share left to train on keeps every arm trainable: 2 customers per arm in every fold's training
+    set (folds are stratified by arm: ceil(2 n_folds / (n_folds - 1)) per arm). Else ConfigValueError
+    naming data.eval_fraction, before training (the model's own error would blame the arms)."""
+    need = 2 if n_folds < 2 else int(np.ceil(2 * n_folds / (n_folds - 1)))
+    counts = np.bincount(train.arm, minlength=data.n_arms)
+    few = np.flatnonzero(counts < need)
+    if few.size:
+        i = int(few[np.argmin(counts[few])])
+        arm = ", ".join(f"{n}={v:g}" for n, v in zip(data.space.names, data.arms[i]))
+        raise ConfigValueError([
+            f"data.eval_fraction={frac:g} leaves {len(train)} of the {len(data)} customers to train on, and "
+            f"{few.size} of the {data.n_arms} arms have fewer than {need} of them (model.n_folds={n_folds}: 2 per "
+            f"arm in every fold), e.g. arm ({arm}) with {int(counts[i])}: lower data.eval_fraction"])
+
+
+def _warn_discrete_dims(data: ExperimentData, keep: bool) -> None:
+    """One line saying which treatment dimensions are kept on their observed integer values."""
+    names = [n for n, f in zip(data.space.names, discrete_dims(data)) if f]
+    if names and keep:
+        log.warning("treatment dimension(s) %s hold only integer values (a coded category, a count or an on/off "
+                    "lever): their candidates are the observed values and the refinement never moves them; set "
+                    "discretizer.refine_integer_dims=true if they are continuous doses", names)
+
+
+def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
+    """discretizer=mip on a problem beyond discretizer.mip_max_entries: refused before training (the
+    MIP itself would refuse it only after the model is fitted)."""
+    from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
+
+    if cfg.discretizer.get("solver") != "mip":
+        return
+    limit = int(cfg.discretizer.get("mip_max_entries") or MAX_ENTRIES)
+    problem = size_problem(n_scored, n_candidates, limit, key="discretizer.mip_max_entries")
+    if problem:
+        raise ConfigValueError([f"discretizer.solver=mip: {n_scored} scored customers x {n_candidates} candidate "
+                                f"treatments: " + problem.split(": ", 1)[1].replace("the sinkhorn solver",
+                                                                                  "discretizer=sinkhorn")])
 
 
 def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 results.json keys that later tooling reads (keep stable):
 ``config, n_customers, k_values, full_personalization.oracle_profit,
-methods.<method>.<K>.{treatments, oracle_profit, share_of_full, dr_value, dr_ci, segment_sizes},
+methods.<method>.<K>.{treatments, oracle_profit, share_of_full, dr_value, dr_ci, segment_sizes, effective_k},
 timings_s.{train, discretize, ...}, device, versions``.
 """
 from __future__ import annotations
@@ -83,6 +83,7 @@ def format_table(results: Mapping[str, Any]) -> str:
                  "(no simulator needed)")
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
     lines.extend(_method_rows(results, methods, k_values, width, _dr_cell))
+    lines.extend(_effective_k_lines(results, methods, k_values))
     lines.extend(_comparison_lines(results, k_values, width))
     lines.extend(_price_lines(results, k_values))
     lines.extend(_tree_lines(results, k_values))
@@ -108,6 +109,30 @@ def _method_rows(results: Mapping[str, Any], methods: list, k_values: list, widt
     """One line per method: its label, then ``cell(result cell or None)`` for every K."""
     return [f"{METHOD_LABELS.get(m, m):<{width}} " + " ".join(cell(results["methods"][m].get(k)) for k in k_values)
             for m in methods]
+
+
+def effective_k(cell: Mapping[str, Any]) -> int | None:
+    """Non-empty segments of a result cell: ``effective_k``, else counted from ``segment_sizes`` (runs
+    written before the key existed); None without either."""
+    if cell.get("effective_k") is not None:
+        return int(cell["effective_k"])
+    sizes = cell.get("segment_sizes")
+    return None if sizes is None else int(np.count_nonzero(np.asarray(sizes)))
+
+
+def _effective_k_lines(results: Mapping[str, Any], methods: list, k_values: list[str]) -> list[str]:
+    """A flag for every policy that leaves segments empty: it offers fewer treatments than its K."""
+    short = []
+    for m in methods:
+        for k in k_values:
+            cell = results["methods"][m].get(k)
+            eff = effective_k(cell) if cell else None
+            if eff is not None and eff < int(k):
+                short.append(f"{METHOD_LABELS.get(m, m)} K={k}: {eff}")
+    if not short:
+        return []
+    return [f"(empty segments: effective K, the number of segments that serve someone, is below K for "
+            f"{'; '.join(short)})"]
 
 
 def _measure(cell: Mapping[str, Any]) -> str:

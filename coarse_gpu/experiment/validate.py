@@ -340,7 +340,8 @@ def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, uni
     col = gp.get("column")
     if col is not None:
         if col not in columns:
-            out.append(f"discretizer.group_parity.column={col!r} is not a column of the data; columns: {list(columns)}")
+            out.append(f"discretizer.group_parity.column={col!r} is not a column of the data (neither a feature "
+                       f"nor another column of data.path); columns read: {list(columns)}")
         elif groups is not None and not 2 <= groups.get(col, 0) <= MAX_PARITY_GROUPS:
             out.append(f"discretizer.group_parity.column={col!r} has {groups.get(col, 0)} distinct values; parity "
                        f"needs 2 to {MAX_PARITY_GROUPS} groups (bin a numeric column into a few groups first)")
@@ -388,10 +389,44 @@ def target_problems(tree: dict) -> list[str]:
     return out
 
 
+def unknown_key_problems(cfg: Any) -> list[str]:
+    """Keys of a composed config that its dataclass schema does not have. Hydra's ``+key=value``
+    appends a key even to a structured config (``+discretizer.min_shares=0.3`` would be accepted and
+    never read); every node typed by a schema is walked, and each extra key is named with the
+    schema's closest key. A plain dict (no schema) has nothing to check."""
+    import dataclasses
+    import difflib
+
+    out: list[str] = []
+
+    def walk(node: DictConfig, path: str) -> None:
+        schema = OmegaConf.get_type(node)
+        fields = ({f.name for f in dataclasses.fields(schema)} - {"defaults"}
+                  if isinstance(schema, type) and dataclasses.is_dataclass(schema) else None)
+        for key in node.keys():
+            full = f"{path}.{key}" if path else str(key)
+            if fields is not None and key not in fields:
+                near = difflib.get_close_matches(str(key), sorted(fields), n=1)
+                out.append(f"unknown key '{full}' (added with '+'?): {schema.__name__} has no key '{key}'"
+                           + (f"; did you mean '{(path + '.') if path else ''}{near[0]}'?" if near else
+                              f"; allowed keys in {path or 'the top level'}: {', '.join(sorted(fields))}"))
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, full)
+
+    if isinstance(cfg, DictConfig):
+        walk(cfg, "")
+    return out
+
+
 def config_problems(cfg: Any) -> list[str]:
     """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
     from coarse_gpu.experiment.distributed import config_problems as distributed_problems
 
+    unknown = unknown_key_problems(cfg)
+    if unknown:  # the other rules read the known keys; an extra key is reported alone
+        return unknown
     tree = _plain(cfg)
     return (target_problems(tree) + range_problems(tree) + list_problems(tree) + share_problems(tree, k_list(tree))
             + model_problems(tree) + constraint_config_problems(tree) + solver_option_problems(tree)
@@ -405,4 +440,5 @@ def validate_config(cfg: Any) -> None:
         raise ConfigValueError(problems)
 
 
-__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "data_constraint_problems", "validate_config"]
+__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "data_constraint_problems", "unknown_key_problems",
+           "validate_config"]

@@ -549,7 +549,7 @@ class DoseVC(DoseResponseModel):
             nb = [self.n_basis] * d if np.ndim(self.n_basis) == 0 else list(self.n_basis)
         if len(nb) != d or any(int(b) != b or b < 2 for b in nb):
             raise ValueError(f"DoseVC: n_basis must be None, an int >= 2 or a list of {d} ints >= 2, got {self.n_basis!r}")
-        bases = []
+        inner_knots, degrees = [], []
         for j in range(d):
             nbj = int(nb[j])
             deg = min(int(self.degree), nbj - 1)
@@ -564,14 +564,29 @@ class DoseVC(DoseResponseModel):
                     inner = np.linspace(lo, hi, n_inner + 2)[1:-1]
             else:
                 inner = np.linspace(lo, hi, n_inner + 2)[1:-1]
-            bases.append(SplineBasis1D(inner, lo, hi, deg))
-        self.n_basis_ = tuple(b.n_basis for b in bases)
-        self._bases = bases
+            inner_knots.append(inner)
+            degrees.append(deg)
+        # fitted state as plain arrays (NaN-padded knots): a saved model rebuilds the same basis from them
+        width = max(1, max(k.shape[0] for k in inner_knots))
+        self.spline_inner_knots_ = np.full((d, width), np.nan)
+        for j, inner in enumerate(inner_knots):
+            self.spline_inner_knots_[j, :inner.shape[0]] = inner
+        self.spline_degree_ = np.asarray(degrees, dtype=np.int64)
+        self.n_basis_ = tuple(b.n_basis for b in self._spline_bases())
+
+    def _spline_bases(self) -> list[SplineBasis1D]:
+        """The per-dimension bases from the fitted knots, degrees and range (training and reload alike)."""
+        bases = []
+        for j in range(self.spline_degree_.shape[0]):
+            inner = self.spline_inner_knots_[j]
+            bases.append(SplineBasis1D(inner[~np.isnan(inner)], float(self.t_low_[j]), float(self.t_high_[j]),
+                                       int(self.spline_degree_[j])))
+        return bases
 
     def _build_network(self, n_features: int, n_arms: int, generator: torch.Generator) -> nn.Module:
         return DoseVCNetwork(
             n_features, self.hidden, self.n_repr_layers, self._head_width(), self.n_head_layers, self.dropout,
-            generator, TensorSplineBasis(self._bases),
+            generator, TensorSplineBasis(self._spline_bases()),
         )
 
     def _batch_loss(self, out: dict, batch: dict):

@@ -227,7 +227,11 @@ def _load_network(model, state: dict, device: str) -> None:
         if not hasattr(model, need):
             raise ModelStateError(f"model weights lack the fitted attribute '{need}'")
     model.device_ = resolve_device(device)
-    net = model._build_network(int(model.n_features_in_), model.n_arms_, torch.Generator().manual_seed(0))
+    try:
+        net = model._build_network(int(model.n_features_in_), model.n_arms_, torch.Generator().manual_seed(0))
+    except AttributeError as err:  # state a model of an older version did not store (e.g. DoseVC's knots)
+        raise ModelStateError(f"stored {type(model).__name__} lacks fitted state its network needs ({err}); "
+                              "refit and save it with this version") from err
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -580,8 +580,24 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
     if arms.ndim != 2 or arms.shape[1] != f["treatments"].shape[1]:
         raise PolicyFileError(f"policy file '{pj}': the model's arms have shape {arms.shape}, but there are "
                               f"{f['treatments'].shape[1]} treatment dimensions {f['treatment_names']}")
+    _check_treatment_range(f["treatments"], f["treatment_names"], arms, pj)
     return DeployedPolicy(f["method"], f["treatments"], f["treatment_names"], f["rule"], model, schema,
                           f["params"], f["id_column"], f["metrics"], f["constraints"])
+
+
+def _check_treatment_range(treatments: np.ndarray, names: list[str], arms: np.ndarray, pj: Path) -> None:
+    """Every treatment (K, d) lies in the range of the arms the model was trained on (A, d), checked on
+    each side of each dimension separately: an edited treatment outside it would be predicted as if
+    clipped to the range while the scorer wrote the edited value."""
+    lo, hi = arms.min(0), arms.max(0)
+    tol = 1e-9 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    for side, bad in (("below", treatments < lo - tol), ("above", treatments > hi + tol)):
+        if bad.any():
+            k, j = (int(i) for i in np.argwhere(bad)[0])
+            raise PolicyFileError(
+                f"policy file '{pj}': treatment '{names[j]}' of segment {k} is {treatments[k, j]:g}, {side} the "
+                f"range [{lo[j]:g}, {hi[j]:g}] of the arms the model was trained on ({int(bad.sum())} value(s) "
+                "outside it); the model cannot predict there: refusing to assign an edited policy")
 
 
 def iter_assignments(policy: DeployedPolicy, chunks: Iterator[pd.DataFrame], id_column: Optional[str],
