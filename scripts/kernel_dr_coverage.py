@@ -7,16 +7,17 @@ folds: each customer's predictions come from the model that did not see her), an
 policies with ``kernel_dr_scores`` using the design's known density f = 2:
   interior : discount 0.30 if recency > 0 else 0.10 (doses inside the range);
   boundary : discount 0.20 if recency > 0 else 0.00 (half its customers at the range's edge: tests the
-             boundary-renormalized kernel);
+             boundary kernel, ``--boundary``);
 and their paired difference. The truth is each policy's population value E[pi(x, policy(x))], computed
 from the simulator's true profits on 2,000,000 fresh customers. Reported per N and bandwidth rule:
 the mean estimate's bias (with its Monte Carlo standard error), the 95 % shared-bootstrap CI's coverage
 of the truth and its mean width; the plug-in (model-only, mean of mu(x, policy(x))) bias for contrast.
 
-Usage:
+Usage (OMP_NUM_THREADS=1 on a shared machine: sklearn's OpenMP threads spin when oversubscribed):
   python scripts/kernel_dr_coverage.py                               # 2k/8k/32k x 50 reps
   python scripts/kernel_dr_coverage.py --sizes 2000 --reps 10        # quick look
   python scripts/kernel_dr_coverage.py --density estimated           # f from BinnedDoseDensity
+  python scripts/kernel_dr_coverage.py --boundary renormalize        # the first-order boundary kernel
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def one_replication(n: int, rep: int, args) -> dict:
     for rule in RULES:
         h = bandwidth_rule(data.treatment, kernel=args.kernel, rule=rule)
         s = {p: kernel_dr_scores(data.outcome, data.treatment, doses[p], mu_obs, mu_pol[p], f, h,
-                                 kernel=args.kernel, support=support, overlap="warn") for p in POLICIES}
+                                 kernel=args.kernel, support=support, boundary=args.boundary,
+                                 overlap="warn") for p in POLICIES}
         s["difference"] = s["interior"] - s["boundary"]  # paired_difference's scores
         columns += list(s.values())
         keys += [(rule, target) for target in s]
@@ -113,11 +115,12 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--kernel", default="epanechnikov")
     ap.add_argument("--density", choices=("known", "estimated"), default="known")
+    ap.add_argument("--boundary", choices=("linear", "renormalize"), default="linear")
     args = ap.parse_args()
     t0 = time.time()
     truth = true_values()
     print(f"true values (2M customers): " + ", ".join(f"{k} {v:.4f}" for k, v in truth.items()))
-    print(f"kernel={args.kernel} density={args.density} folds={args.folds} n_boot={args.n_boot} reps={args.reps}\n")
+    print(f"kernel={args.kernel} boundary={args.boundary} density={args.density} folds={args.folds} n_boot={args.n_boot} reps={args.reps}\n")
     print("| N | rule | mean h | target | truth | bias ± MC se | sd of est. | mean CI width | coverage | plug-in bias |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:

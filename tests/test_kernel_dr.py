@@ -6,7 +6,7 @@ import pytest
 
 from coarse_gpu.data.dose_simulator import DoseSimulator
 from coarse_gpu.evaluate.dr import dr_value
-from coarse_gpu.evaluate.gps import BinnedDoseDensity
+from coarse_gpu.evaluate.gps import BinnedDoseDensity, dose_density
 from coarse_gpu.evaluate.kernel_dr import (bandwidth_rule, kernel_dr_scores, kernel_dr_value, kernel_weights,
                                            paired_difference)
 
@@ -40,12 +40,22 @@ def test_gaussian_kernel_closed_form():
 
 @pytest.mark.parametrize("kernel", ["epanechnikov", "gaussian"])
 @pytest.mark.parametrize("tau", [0.0, 0.03, 0.25, 0.5])
-def test_boundary_renormalized_kernel_integrates_to_one_over_the_design(kernel, tau):
-    # E[K_h(t - tau) / mass / f(t)] = 1 for t ~ U[0, 0.5] at every tau, also at the edges where half the
-    # window falls outside the range (without the renormalization it is 0.5 at tau = 0).
+def test_boundary_kernels_integrate_to_one_over_the_design(kernel, tau):
+    # E[w / f] = int over [0, 0.5] of the kernel = 1 for t ~ U[0, 0.5] at every tau, also at the edges
+    # where half the window falls outside the range (a plain kernel gives 0.5 at tau = 0). The linear
+    # boundary kernel also has a zero first moment there, E[w (t - tau) / f] = 0 (bias O(h^2)); the
+    # renormalized one's is 3h/8 at tau = 0 for the Epanechnikov, int_0^1 u k(u) du / (1/2).
+    h = 0.08
     t = np.random.default_rng(0).uniform(0, 0.5, 400_000)
-    w = kernel_weights(t, np.full_like(t, tau), 0.08, kernel=kernel, support=SUPPORT)
-    assert np.mean(w / 2.0) == pytest.approx(1.0, abs=0.02)
+    tau_v = np.full_like(t, tau)
+    lin = kernel_weights(t, tau_v, h, kernel=kernel, support=SUPPORT) / 2.0
+    ren = kernel_weights(t, tau_v, h, kernel=kernel, support=SUPPORT, boundary="renormalize") / 2.0
+    assert np.mean(lin) == pytest.approx(1.0, abs=0.02) and np.mean(ren) == pytest.approx(1.0, abs=0.02)
+    assert np.mean(lin * (t - tau)) / h == pytest.approx(0.0, abs=0.01)
+    if kernel == "epanechnikov" and tau == 0.0:
+        assert np.mean(ren * (t - tau)) / h == pytest.approx(0.375, abs=0.01)
+    if tau == 0.25:  # inside the range both are the plain kernel
+        np.testing.assert_allclose(lin, ren)
 
 
 def test_bandwidth_rule_on_a_known_input():
@@ -188,3 +198,14 @@ def test_bad_input_is_named():
         kernel_dr_scores(y, t, t, z, z, np.full(4, 2.0), 0.1, kernel="box")
     with pytest.raises(ValueError, match="policy_treatment must have shape"):
         kernel_weights(t, t[:3], 0.1)
+
+
+def test_dose_density_uses_the_declared_design_else_estimates():
+    d = DoseSimulator(n_customers=3000, seed=4).sample()
+    f = dose_density(d)
+    np.testing.assert_array_equal(f(d.X, d.treatment), 2.0)
+    np.testing.assert_array_equal(f(d.X[:2], np.array([[0.1], [0.7]])), [2.0, 0.0])  # off the design: 0
+    d.meta.pop("dose_design")
+    g = dose_density(d)(d.X, d.treatment)
+    # estimated in-sample: the classifier overfits its own rows a little, so f is a few % high there
+    assert not np.all(g == 2.0) and np.mean(g) == pytest.approx(2.0, rel=0.1)

@@ -18,16 +18,27 @@ the model is right (whatever h) and when f is right the model's error is removed
 
 Kernel (``kernel=``): Epanechnikov, k(u) = 3/4 (1 - u^2) on |u| <= 1, by default. It has the smallest
 asymptotic MSE among second-order kernels, and, being compactly supported, a policy dose only borrows
-customers within h of it: the weights are bounded (<= 0.75/h / f per dimension) and a dose with no
+customers within h of it: the weights are bounded (by 0.75/h/f per dimension inside the range, a
+few times that at its edges) and a dose with no
 observed doses nearby gets no weight at all, which the overlap check can see. The Gaussian kernel
 (``kernel="gaussian"``) never leaves a window empty (useful for very small N), at the price of
 borrowing, a little, from every dose.
 
 Boundaries: a policy dose at (or within h of) the edge of the randomized range, e.g. "no discount" at
 t = 0, has half its kernel window outside the range: int over the support of K_h(t - tau) dt < 1 and
-the correction would remove only part of the model's residual. The kernel is renormalized by that
-mass (a closed form from the kernel's CDF), which brings the boundary bias back to O(h) times the
-model's error instead of O(1) times it.
+the correction would remove only part of the model's residual (an O(1) bias). Two corrections, per
+dimension, with the truncated moments a_k = int_l^r u^k k(u) du of the window [l, r] (closed forms):
+  * ``boundary="linear"`` (default): the local-linear boundary kernel (Jones 1993),
+    k_b(u) = (a_2 - a_1 u) k(u) / (a_0 a_2 - a_1^2). It integrates to 1 and has a zero first moment on
+    the truncated window, so the bias stays O(h^2) times the model's error at the edge as inside (it
+    takes negative values at the far side of the window, and its variance at the edge is about 4x
+    the interior's: the CI widens there, honestly);
+  * ``boundary="renormalize"``: k(u) / a_0. Integrates to 1, but its first moment is not zero, so the
+    bias at the edge is O(h) times the slope of the model's error: with a tree-based mu (piecewise
+    constant in t, the error's slope is the truth's), this is what breaks the CI of "no discount" for
+    half the customers (docs/evaluation.md, the coverage study) -- and the undersmoothing rate below
+    assumes an O(h^2) bias.
+Inside the range (window within the support: a_0 = 1, a_1 = 0) both are the plain kernel.
 
 Bandwidth (``bandwidth_rule``): h_j = c_K * s_j * N^(-r), with s_j = min(sd_j, IQR_j / 1.349) the
 robust spread of the observed doses and c_K the normal-reference constant (Silverman 1986, sec. 3.4:
@@ -129,16 +140,32 @@ def _support(t: np.ndarray, support) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+def _moments(lo: np.ndarray, hi: np.ndarray, kernel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truncated kernel moments a_0, a_1, a_2 = int_lo^hi u^k k(u) du (elementwise)."""
+    if kernel == "gaussian":
+        a0 = norm.cdf(hi) - norm.cdf(lo)
+        a1 = norm.pdf(lo) - norm.pdf(hi)
+        return a0, a1, a0 + lo * norm.pdf(lo) - hi * norm.pdf(hi)
+    lo, hi = np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)
+    prim = lambda f: f(hi) - f(lo)  # noqa: E731 - definite integral of a primitive
+    return (prim(lambda u: 0.75 * u - 0.25 * u ** 3), prim(lambda u: 0.375 * u ** 2 - 0.1875 * u ** 4),
+            prim(lambda u: 0.25 * u ** 3 - 0.15 * u ** 5))
+
+
 def kernel_weights(treatment, policy_treatment, bandwidth, *, kernel: str = "epanechnikov",
-                   support: Optional[tuple[Sequence[float], Sequence[float]]] = None) -> np.ndarray:
-    """(N,) boundary-renormalized product kernel K_h(t_i - tau_i) / mass_i (1 / treatment units^d).
+                   support: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+                   boundary: str = "linear") -> np.ndarray:
+    """(N,) boundary-corrected product kernel prod_j k_b((t_ij - tau_ij) / h_j) / h_j (1 / units^d).
 
     treatment, policy_treatment : (N, d) observed and policy doses. bandwidth : scalar or (d,) h > 0.
-    support : (low (d,), high (d,)) the randomized range (default: the observed doses' range);
-        mass_i = prod_j int_{low_j}^{high_j} K_h(s - tau_ij) ds. A policy dose outside the support
-        is refused (the overlap check: no customer received anything like it), naming the row.
+    support : (low (d,), high (d,)) the randomized range (default: the observed doses' range); the
+        window of tau_ij is truncated to it. A policy dose outside the support is refused (the
+        overlap check: no customer received anything like it), naming the row.
+    boundary : "linear" (local-linear boundary kernel) or "renormalize" (module docstring).
     """
     _check_kernel(kernel)
+    if boundary not in ("linear", "renormalize"):
+        raise ValueError(f"boundary must be 'linear' or 'renormalize', got {boundary!r}")
     t = _as_2d(treatment, "treatment")
     tau = _as_2d(policy_treatment, "policy_treatment")
     if tau.shape != t.shape:
@@ -155,15 +182,19 @@ def kernel_weights(treatment, policy_treatment, bandwidth, *, kernel: str = "epa
             f"[{low.tolist()}, {high.tolist()}] ({int(outside.sum())} rows do): no customer received a dose "
             f"near it, the kernel DR cannot evaluate it")
     u = (t - tau) / h
-    mass = _cdf((high - tau) / h, kernel) - _cdf((low - tau) / h, kernel)
-    return np.prod(_pdf(u, kernel) / h / mass, axis=1)
+    a0, a1, a2 = _moments((low - tau) / h, (high - tau) / h, kernel)
+    if boundary == "renormalize":
+        k = _pdf(u, kernel) / a0
+    else:
+        k = (a2 - a1 * u) * _pdf(u, kernel) / (a0 * a2 - a1 * a1)
+    return np.prod(k / h, axis=1)
 
 
 def _check_overlap(density: np.ndarray, weight: np.ndarray, policy_density: Optional[np.ndarray],
                    min_density: float, overlap: str) -> None:
     """Refuse (or warn about) policy doses that customers like the one at hand (almost) never received,
     and kernel windows resting on customers whose received dose had a tiny density (huge K_h / f)."""
-    used = weight > 0
+    used = weight != 0
     if used.sum() < _MIN_WINDOW_ROWS:
         warnings.warn(f"kernel DR: only {int(used.sum())} customers lie within a bandwidth of their policy "
                       f"dose; the estimate rests on them alone (a wider bandwidth or more data)",
@@ -188,7 +219,7 @@ def _check_overlap(density: np.ndarray, weight: np.ndarray, policy_density: Opti
 
 
 def kernel_dr_scores(outcome, treatment, policy_treatment, mu_observed, mu_policy, density, bandwidth, *,
-                     kernel: str = "epanechnikov", support=None, policy_density=None,
+                     kernel: str = "epanechnikov", support=None, boundary: str = "linear", policy_density=None,
                      min_density: Optional[float] = None, overlap: str = "raise") -> np.ndarray:
     """(N,) kernel-DR pseudo-outcomes psi_i of a policy (module docstring); their mean is V(pi).
 
@@ -197,7 +228,7 @@ def kernel_dr_scores(outcome, treatment, policy_treatment, mu_observed, mu_polic
     mu_observed : (N,) model prediction mu(x_i, t_i) (cross-fitted); mu_policy : (N,) mu(x_i, tau_i).
         mu = 0 for both gives the kernel IPW estimator.
     density : (N,) generalized propensity score f(t_i | x_i) > 0 (1 / treatment units^d), known or estimated.
-    bandwidth : scalar or (d,) (``bandwidth_rule``). kernel, support : see ``kernel_weights``.
+    bandwidth : scalar or (d,) (``bandwidth_rule``). kernel, support, boundary : see ``kernel_weights``.
     policy_density : optional (N,) f(tau_i | x_i), the density at the policy's own dose (from the same
         known or estimated f): the overlap check refuses policy doses that customers like x_i (almost)
         never received (a window of such customers is empty, and the value would be mu's extrapolation).
@@ -220,7 +251,7 @@ def kernel_dr_scores(outcome, treatment, policy_treatment, mu_observed, mu_polic
     t = _as_2d(treatment, "treatment")
     if t.shape[0] != n:
         raise ValueError(f"treatment must have {n} rows like outcome, got {t.shape[0]}")
-    w = kernel_weights(t, policy_treatment, bandwidth, kernel=kernel, support=support)
+    w = kernel_weights(t, policy_treatment, bandwidth, kernel=kernel, support=support, boundary=boundary)
     low, high = _support(t, support)
     floor = 0.05 / float(np.prod(high - low)) if min_density is None else float(min_density)
     pf = None if policy_density is None else _as_2d(policy_density, "policy_density")[:, 0]
