@@ -209,3 +209,29 @@ def test_dose_density_uses_the_declared_design_else_estimates():
     g = dose_density(d)(d.X, d.treatment)
     # estimated in-sample: the classifier overfits its own rows a little, so f is a few % high there
     assert not np.all(g == 2.0) and np.mean(g) == pytest.approx(2.0, rel=0.1)
+
+
+def test_two_dose_dimensions_use_the_product_kernel():
+    rng = np.random.default_rng(0)
+    t = rng.uniform([0.0, 0.0], [0.5, 4.0], size=(2000, 2))
+    tau = np.tile([[0.0, 2.0]], (2000, 1))  # at the discount's edge, inside the duration's range
+    h = np.array([0.08, 0.6])
+    sup = ([0.0, 0.0], [0.5, 4.0])
+    w = kernel_weights(t, tau, h, support=sup)
+    w0 = kernel_weights(t[:, :1], tau[:, :1], h[0], support=([0.0], [0.5]))
+    w1 = kernel_weights(t[:, 1:], tau[:, 1:], h[1], support=([0.0], [4.0]))
+    np.testing.assert_allclose(w, w0 * w1)
+    assert bandwidth_rule(t).shape == (2,)
+    # f = 1 / (0.5 * 4) = 0.5: the product kernel still integrates to one over the box
+    big = rng.uniform([0.0, 0.0], [0.5, 4.0], size=(400_000, 2))
+    wb = kernel_weights(big, np.tile([[0.0, 2.0]], (400_000, 1)), h, support=sup)
+    assert np.mean(wb / 0.5) == pytest.approx(1.0, abs=0.03)
+
+
+def test_the_arms_based_aipw_refuses_a_dose_experiment():
+    from coarse_gpu.evaluate.dr import dr_scores
+
+    d = DoseSimulator(n_customers=200, seed=0).sample()
+    n = len(d)
+    with pytest.raises(ValueError, match="arm indices"):
+        dr_scores(d.outcome, d.arm, d.propensity, np.zeros((n, 1)), np.zeros(n), np.ones((n, 1)))
