@@ -119,13 +119,16 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     truth = true_values()
-    print(f"true values (2M customers): " + ", ".join(f"{k} {v:.4f}" for k, v in truth.items()))
-    print(f"kernel={args.kernel} boundary={args.boundary} density={args.density} folds={args.folds} n_boot={args.n_boot} reps={args.reps}\n")
-    print("| N | rule | mean h | target | truth | bias ± MC se | sd of est. | mean CI width | coverage | plug-in bias |")
+    print("true values (2M customers): " + ", ".join(f"{k} {v:.4f}" for k, v in truth.items()))
+    print(f"kernel={args.kernel} boundary={args.boundary} density={args.density} folds={args.folds} "
+          f"n_boot={args.n_boot} reps={args.reps}\n")
+    print("| N | rule | mean h | target | truth | bias ± MC se | sd of est. | mean CI width | coverage "
+          "| plug-in bias |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         results = [one_replication(n, rep, args) for rep in range(args.reps)]
-        print("\n".join(summarize(n, results, truth)), f"\n<!-- N={n}: {time.time() - t0:.0f} s so far -->", flush=True)
+        print("\n".join(summarize(n, results, truth)), flush=True)
+        print(f"<!-- N={n}: {time.time() - t0:.0f} s so far -->", flush=True)
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -95,13 +95,6 @@ def _pdf(u: np.ndarray, kernel: str) -> np.ndarray:
     return np.where(np.abs(u) <= 1.0, 0.75 * (1.0 - u * u), 0.0)
 
 
-def _cdf(u: np.ndarray, kernel: str) -> np.ndarray:
-    if kernel == "gaussian":
-        return norm.cdf(u)
-    v = np.clip(u, -1.0, 1.0)
-    return 0.5 + 0.75 * v - 0.25 * v ** 3
-
-
 def bandwidth_rule(treatment, *, kernel: str = "epanechnikov", rule: str = "undersmooth",
                    n: Optional[int] = None) -> np.ndarray:
     """(d,) bandwidths h_j = c_K * min(sd_j, IQR_j / 1.349) * N^(-r) (module docstring).
