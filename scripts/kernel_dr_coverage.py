@@ -18,6 +18,7 @@ Usage (OMP_NUM_THREADS=1 on a shared machine: sklearn's OpenMP threads spin when
   python scripts/kernel_dr_coverage.py --sizes 2000 --reps 10        # quick look
   python scripts/kernel_dr_coverage.py --density estimated           # f from BinnedDoseDensity
   python scripts/kernel_dr_coverage.py --boundary renormalize        # the first-order boundary kernel
+  python scripts/kernel_dr_coverage.py --mu truth --sizes 32000      # mu = the true profit (diagnostic)
 """
 from __future__ import annotations
 
@@ -66,7 +67,12 @@ def one_replication(n: int, rep: int, args) -> dict:
     """{(rule, target): (estimate, lo, hi)} plus {("plugin", policy): estimate} for one draw."""
     data = DoseSimulator(n_customers=n, seed=rep).sample()
     doses = {p: policy_doses(data.features, p) for p in POLICIES}
-    mu_obs, mu_pol = crossfit_mu(data.X, data.treatment, data.outcome, doses, args.folds, rep)
+    if args.mu == "gbm":
+        mu_obs, mu_pol = crossfit_mu(data.X, data.treatment, data.outcome, doses, args.folds, rep)
+    else:  # the diagnostics: the true profit as the model, or no model at all (kernel IPW)
+        scale = 1.0 if args.mu == "truth" else 0.0
+        mu_obs = scale * data.truth.profit_at(data.treatment)
+        mu_pol = {p: scale * data.truth.profit_at(tau) for p, tau in doses.items()}
     if args.density == "known":
         f = data.propensity
     else:
@@ -116,11 +122,13 @@ def main() -> None:
     ap.add_argument("--kernel", default="epanechnikov")
     ap.add_argument("--density", choices=("known", "estimated"), default="known")
     ap.add_argument("--boundary", choices=("linear", "renormalize"), default="linear")
+    ap.add_argument("--mu", choices=("gbm", "truth", "zero"), default="gbm",
+                    help="the outcome model: the cross-fitted S-learner, the true profit, or 0 (kernel IPW)")
     args = ap.parse_args()
     t0 = time.time()
     truth = true_values()
     print("true values (2M customers): " + ", ".join(f"{k} {v:.4f}" for k, v in truth.items()))
-    print(f"kernel={args.kernel} boundary={args.boundary} density={args.density} folds={args.folds} "
+    print(f"kernel={args.kernel} boundary={args.boundary} density={args.density} mu={args.mu} folds={args.folds} "
           f"n_boot={args.n_boot} reps={args.reps}\n")
     print("| N | rule | mean h | target | truth | bias ± MC se | sd of est. | mean CI width | coverage "
           "| plug-in bias |")
