@@ -72,11 +72,11 @@ def saved(tmp_path_factory):
         mem = deployable(pol, model, data, cand, data.X, profit)
         out[name] = (mem, load_policy(save_policy(tmp / name, mem)))
     new = frame(200, seed=11)[FEATURES]
-    return out, model, new
+    return out, model, new, data.X, {name: pol.assignment for name, pol in pols.items()}
 
 
 def test_the_fixture_can_tell_the_assigned_segment_from_the_best_one(saved):
-    pols, model, new = saved
+    pols, model, new, *_ = saved
     X = pols["ot"][0].feature_schema.transform(new)
     not_best = 0
     for name, (mem, _) in pols.items():
@@ -92,7 +92,7 @@ def test_the_fixture_can_tell_the_assigned_segment_from_the_best_one(saved):
 
 @pytest.mark.parametrize("name", ["ot", "kmeans_features", "kmeans_preferences", "policy_tree"])
 def test_assignment_table_reports_the_assigned_segments_treatment_and_profit(saved, name):
-    pols, model, new = saved
+    pols, model, new, *_ = saved
     mem, loaded = pols[name]
     table = loaded.assign(new)
     seg = table["segment"].to_numpy()
@@ -106,10 +106,19 @@ def test_assignment_table_reports_the_assigned_segments_treatment_and_profit(sav
         np.testing.assert_array_equal(seg, p.argmax(1))
 
 
+@pytest.mark.parametrize("name", ["kmeans_features", "kmeans_preferences", "policy_tree"])
+def test_a_loaded_policy_gives_back_the_estimators_own_segments(saved, name):
+    """The centroid and tree rules store the fitted estimator's state: on the customers it was built on,
+    the loaded policy reproduces the estimator's assignment (nothing is refitted, nothing rescaled)."""
+    pols, _, _, X_train, assignment = saved
+    seg, _ = pols[name][1].assign_matrix(X_train)
+    assert np.mean(seg == assignment[name]) >= 0.99, name
+
+
 @FAST
 @given(chunk=st.integers(3, 41), name=st.sampled_from(["ot", "kmeans_features", "policy_tree"]))
 def test_assignment_does_not_depend_on_the_chunk_size(saved, chunk, name):
-    pols, _, new = saved
+    pols, _, new, *_ = saved
     pol = pols[name][1]
     X = pol.feature_schema.transform(new.iloc[:40])
     seg, prof = pol.assign_matrix(X)
@@ -122,7 +131,7 @@ def test_assignment_does_not_depend_on_the_chunk_size(saved, chunk, name):
 @given(order=st.permutations(list(range(len(FEATURES)))), seed=st.integers(0, 2 ** 16),
        name=st.sampled_from(["ot", "kmeans_features"]))
 def test_new_customers_columns_order_and_index_labels_change_nothing(saved, order, seed, name):
-    pols, _, new = saved
+    pols, _, new, *_ = saved
     pol = pols[name][1]
     ref = pol.assign(new)
     moved = new[[FEATURES[i] for i in order]].set_axis(
