@@ -166,9 +166,10 @@ MUTATIONS: list[Mutation] = [
     # ---- policy -------------------------------------------------------------------------------
     M("p1", "coarse_gpu/policy/baselines.py", "        mean = view.col_mean()\n        j = int(np.argmax(mean))",
       "        mean = view.col_mean()\n        j = int(np.bincount(view.row_argmax(), minlength=len(mean)).argmax())",
-      ("tests/test_policy.py",), "single best by the most customers' favourite instead of the best mean"),
+      ("tests/test_policy.py", "tests/test_properties_policy.py"),
+      "single best by the most customers' favourite instead of the best mean"),
     M("p2", "coarse_gpu/policy/estimator.py", "idx[s] = int(np.argmax(p[lab == s].mean(axis=0)))",
-      "idx[s] = int(np.argmax(p.mean(axis=0)))", ("tests/test_policy.py",),
+      "idx[s] = int(np.argmax(p.mean(axis=0)))", ("tests/test_policy.py", "tests/test_properties_policy.py"),
       "every segment gets the overall best candidate"),
     M("p3", "coarse_gpu/policy/embeddings.py", "    sd = x.std(axis=0)\n    sd[sd <= 1e-12] = 1.0",
       "    sd = np.ones_like(mu)\n    sd[sd <= 1e-12] = 1.0",

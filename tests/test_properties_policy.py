@@ -138,3 +138,44 @@ def test_new_customers_columns_order_and_index_labels_change_nothing(saved, orde
         pd.Index(np.random.default_rng(seed).permutation(len(new)) + 7), axis=0)
     got = pol.assign(moved)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))
+
+
+# ---- baselines: the treatment a segment gets is the best MEAN profit over its members ----------
+@st.composite
+def skewed_profits(draw):
+    """(N, M) profits where the most customers' favourite is NOT the best on average: column 0 is
+    everybody's slight favourite, one other column is worth a lot to a few customers."""
+    n, m = draw(st.integers(20, 120)), draw(st.integers(3, 8))
+    seed = draw(st.integers(0, 2 ** 20))
+    rng = np.random.default_rng(seed)
+    p = rng.normal(0.0, 0.01, (n, m))
+    p[:, 0] += 0.1
+    j = draw(st.integers(1, m - 1))
+    fans = rng.choice(n, size=max(2, n // 10), replace=False)
+    p[fans, j] += 50.0
+    return p, j
+
+
+@FAST
+@given(prob=skewed_profits())
+def test_single_best_is_the_best_mean_not_the_most_popular_favourite(prob):
+    from coarse_gpu.policy import single_best
+
+    p, j = prob
+    cand = np.c_[np.arange(p.shape[1]) * 0.1, np.arange(p.shape[1]) % 3]
+    pol = single_best(p, cand)
+    assert int(np.bincount(p.argmax(1)).argmax()) == 0 != j  # the fixture can tell the two apart
+    np.testing.assert_array_equal(pol.treatments, cand[[j]])
+    assert pol.k == 1 and np.all(pol.assignment == 0)
+
+
+@FAST
+@given(prob=skewed_profits(), k=st.integers(2, 4), seed=st.integers(0, 100))
+def test_every_segment_gets_its_members_best_mean_treatment(prob, k, seed):
+    p, _ = prob
+    cand = np.c_[np.arange(p.shape[1]) * 0.1, np.arange(p.shape[1]) % 3]
+    X = np.random.default_rng(seed).normal(size=(p.shape[0], 3))
+    for pol in (kmeans_features(X, p, cand, k, seed=seed), kmeans_preferences(p, cand, k, seed=seed)):
+        for s in np.unique(pol.assignment):
+            best = int(np.argmax(p[pol.assignment == s].mean(axis=0)))
+            np.testing.assert_array_equal(pol.treatments[s], cand[best], err_msg=f"{pol.name} segment {s}")
