@@ -179,3 +179,19 @@ def test_every_segment_gets_its_members_best_mean_treatment(prob, k, seed):
         for s in np.unique(pol.assignment):
             best = int(np.argmax(p[pol.assignment == s].mean(axis=0)))
             np.testing.assert_array_equal(pol.treatments[s], cand[best], err_msg=f"{pol.name} segment {s}")
+
+
+@FAST
+@given(prob=skewed_profits(), k=st.integers(2, 4), units=st.sampled_from([1e-3, 1e3, 1e5]), seed=st.integers(0, 100))
+def test_segmenting_on_characteristics_does_not_depend_on_the_features_units(prob, k, units, seed):
+    """k-means runs on standardized covariates: income in dollars or in thousands gives the same segments."""
+    p, _ = prob
+    cand = np.c_[np.arange(p.shape[1]) * 0.1, np.arange(p.shape[1]) % 3]
+    rng = np.random.default_rng(seed)
+    X = np.c_[rng.normal(size=p.shape[0]), rng.normal(size=p.shape[0]), rng.integers(0, 2, p.shape[0])]
+    X2 = X.copy()
+    X2[:, 0] *= units
+    a = kmeans_features(X, p, cand, k, seed=seed)
+    b = kmeans_features(X2, p, cand, k, seed=seed)
+    np.testing.assert_array_equal(a.assignment, b.assignment)
+    np.testing.assert_array_equal(a.treatments, b.treatments)
