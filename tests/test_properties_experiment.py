@@ -115,7 +115,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 @FAST
-@given(old=st.dictionaries(keys, st.integers(0, 2), max_size=6), new=st.dictionaries(keys, st.integers(0, 2), max_size=6))
+@given(old=st.dictionaries(keys, st.integers(0, 2), max_size=6),
+       new=st.dictionaries(keys, st.integers(0, 2), max_size=6))
 def test_config_differences_ignore_exactly_the_ignored_keys_and_their_subtrees(old, new):
     a, b = _flat(_nest(old)), _flat(_nest(new))
     ignored = lambda k: any(k == p or k.startswith(p + ".") for p in IGNORED)  # noqa: E731
@@ -132,7 +133,7 @@ def test_evaluator_intervals_have_the_requested_level(n_boot, ci_level):
     n = 2000
     z = np.random.default_rng(0).standard_normal(n)
     s = 1.0 + 2.0 * (z - z.mean()) / z.std(ddof=1)  # mean 1, sd 2 exactly
-    test = type("Scored", (), {"truth": None, "__len__": lambda self: n})()
+    test = type("Customers", (), {"truth": None, "__len__": lambda self: n})()  # all the Evaluator reads here
     ev = Evaluator(test, SimpleNamespace(mu_arms=np.zeros((n, 2))), n_boot=n_boot, ci_level=ci_level, seed=0)
     (lo, hi), = ev.intervals(s[:, None])
     half = norm.ppf(0.5 + ci_level / 2) * 2.0 / np.sqrt(n)

@@ -49,8 +49,8 @@ def heterogeneous(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     app = (df["channel"] == "app").to_numpy()
     recent = (df["recency"] > df["recency"].median()).to_numpy()
-    df["profit"] = (5.0 + np.where(app, 30.0, -20.0) * df["discount"] + np.where(recent, 2.0, -1.5) * df["duration_weeks"]
-                    + 0.5 * rng.standard_normal(n))
+    df["profit"] = (5.0 + np.where(app, 30.0, -20.0) * df["discount"]
+                    + np.where(recent, 2.0, -1.5) * df["duration_weeks"] + 0.5 * rng.standard_normal(n))
     return df
 
 
