@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/mutation_check.py              # all mutations, 2 workers
     .venv/bin/python scripts/mutation_check.py --jobs 1 --only x3,d1
+    .venv/bin/python scripts/mutation_check.py --layer evaluate,api
     .venv/bin/python scripts/mutation_check.py --list
 
 Each mutation names a source file, an exact substring of it (found by its text, never by line
@@ -11,11 +12,14 @@ replacement, and the focused test files that should catch it. For every mutation
 the repository (code, tests, configs) into a scratch folder once per worker, replaces the substring
 there, runs ``pytest -x -q`` on the named test files with the scratch copy first on PYTHONPATH and
 one torch thread, and restores the file. A mutation is CAUGHT when pytest fails (or runs past
-``--timeout``), MISSED when the tests pass. The last line is ``caught N/M (P %)``; the exit status
-is 1 below ``--target`` percent. The unmutated copy is run first on the union of the test files
+``--timeout``), MISSED when the tests pass. The survivors are listed, then the score per layer
+(``LAYERS``: the folders of coarse_gpu/, and "api" for api.py and the CLIs); the last line is
+``caught N/M (P %)``; the exit status is 1 below ``--target`` percent. The unmutated copy is run first on the union of the test files
 (``--no-baseline`` skips it): a failing baseline makes every verdict meaningless.
 
-Not part of CI: one run takes ~10-20 minutes on 2 cores.
+Not part of CI: all 82 take about an hour on 2 busy cores (docs/testing.md has the last score).
+CI checks only that every mutation still matches its code exactly once
+(tests/test_mutations_caught.py), so none goes stale unnoticed.
 """
 from __future__ import annotations
 

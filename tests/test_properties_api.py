@@ -5,7 +5,7 @@ DataFrames, Series or arrays; and new customers' columns are read by name.
 A fit that paired X with treatment and y by index label would silently mispair every row of a frame
 whose index is not 0..N-1 (after a ``sample``, a ``train_test_split``, a filter). Written against the
 public API only, so it holds whatever the API's validation looks like. ``scripts/mutation_check.py``
-plants the bugs these catch ("a1".."a3").
+plants the bugs these catch ("a1".."a4").
 """
 from __future__ import annotations
 

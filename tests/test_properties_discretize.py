@@ -8,7 +8,7 @@
   assignment's value equals the transportation LP's (scipy's HiGHS: a totally unimodular LP, so its
   optimum is integral and exact);
 * relabelling the customers (a row permutation) permutes the assignment and changes nothing else.
-``scripts/mutation_check.py`` plants the bugs these catch ("x9".."x13").
+``scripts/mutation_check.py`` plants the bugs these catch ("x9".."x12").
 """
 from __future__ import annotations
 

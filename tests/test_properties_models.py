@@ -7,7 +7,7 @@
 * scaling: the network inputs of the training rows are centred and unit-scaled whatever the columns'
   units, constant columns map to 0, heavy-tailed columns too;
 * interpolation: tent weights reproduce a linear function of the treatment exactly, on every cell.
-``scripts/mutation_check.py`` plants the bugs these catch ("m15".."m20").
+``scripts/mutation_check.py`` plants the bugs these catch ("m15".."m19").
 """
 from __future__ import annotations
 
