@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/mutation_check.py              # all mutations, 2 workers
     .venv/bin/python scripts/mutation_check.py --jobs 1 --only x3,d1
+    .venv/bin/python scripts/mutation_check.py --layer evaluate,api
     .venv/bin/python scripts/mutation_check.py --list
 
 Each mutation names a source file, an exact substring of it (found by its text, never by line
@@ -11,11 +12,14 @@ replacement, and the focused test files that should catch it. For every mutation
 the repository (code, tests, configs) into a scratch folder once per worker, replaces the substring
 there, runs ``pytest -x -q`` on the named test files with the scratch copy first on PYTHONPATH and
 one torch thread, and restores the file. A mutation is CAUGHT when pytest fails (or runs past
-``--timeout``), MISSED when the tests pass. The last line is ``caught N/M (P %)``; the exit status
-is 1 below ``--target`` percent. The unmutated copy is run first on the union of the test files
+``--timeout``), MISSED when the tests pass. The survivors are listed, then the score per layer
+(``LAYERS``: the folders of coarse_gpu/, and "api" for api.py and the CLIs); the last line is
+``caught N/M (P %)``; the exit status is 1 below ``--target`` percent. The unmutated copy is run first on the union of the test files
 (``--no-baseline`` skips it): a failing baseline makes every verdict meaningless.
 
-Not part of CI: one run takes ~10-20 minutes on 2 cores.
+Not part of CI: all 82 take about an hour on 2 busy cores (docs/testing.md has the last score).
+CI checks only that every mutation still matches its code exactly once
+(tests/test_mutations_caught.py), so none goes stale unnoticed.
 """
 from __future__ import annotations
 
@@ -49,6 +53,10 @@ def pytest_collection_finish(session):
 '''
 
 
+#: The project's layers (tests/test_layers.py), bottom up; "api" is coarse_gpu/api.py and the CLIs.
+LAYERS = ("data", "models", "discretize", "policy", "evaluate", "experiment", "api")
+
+
 @dataclass(frozen=True)
 class Mutation:
     id: str
@@ -57,6 +65,12 @@ class Mutation:
     new: str
     tests: tuple[str, ...]
     what: str
+
+    @property
+    def layer(self) -> str:
+        """The layer of the mutated file: its folder under coarse_gpu/, or "api" for the top-level modules."""
+        parts = Path(self.file).parts
+        return parts[1] if len(parts) > 2 and parts[1] in LAYERS else "api"
 
 
 M = Mutation
@@ -129,8 +143,10 @@ MUTATIONS: list[Mutation] = [
     M("m14", "coarse_gpu/models/defaults.py", "round(20000 / max(n_rows, 1))", "round(2000 / max(n_rows, 1))",
       ("tests/test_learners.py",), "ensemble size rule off by 10x"),
     # ---- discretize ---------------------------------------------------------------------------
-    M("x1", "coarse_gpu/discretize/exact.py", "it = itertools.combinations(range(m), k)",
-      "it = itertools.combinations(range(m - 1), k)", ("tests/test_mutations_caught.py", "tests/test_discretize.py"),
+    M("x1", "coarse_gpu/discretize/facility.py",
+      "subsets = np.array(list(combinations(range(G), k)), dtype=np.int64).reshape(comb(G, k), k)",
+      "subsets = np.array(list(combinations(range(G - 1), k)), dtype=np.int64).reshape(comb(G - 1, k), k)",
+      ("tests/test_mutations_caught.py", "tests/test_discretize.py"),
       "K-subset enumeration skips the last candidate"),
     M("x2", "coarse_gpu/discretize/exact.py", "for S in itertools.combinations(range(M), k):",
       "for S in itertools.combinations(range(1, M), k):", ("tests/test_mutations_caught.py", "tests/test_discretize.py"),
@@ -152,19 +168,20 @@ MUTATIONS: list[Mutation] = [
     M("x8", "coarse_gpu/discretize/refine.py", "if gain > 1e-12 * (abs(float(J[k])) + 1.0):", "if gain < 0:",
       ("tests/test_discretize.py",), "pattern search never accepts an improving move"),
     # ---- policy -------------------------------------------------------------------------------
-    M("p1", "coarse_gpu/policy/baselines.py", "    mean = p.mean(axis=0)\n    j = int(np.argmax(mean))",
-      "    mean = p.mean(axis=0)\n    j = int(np.argmax(p.max(axis=0)))", ("tests/test_policy.py",),
-      "single best by the best customer instead of the mean"),
-    M("p2", "coarse_gpu/policy/baselines.py", "idx[s] = int(np.argmax(p[lab == s].mean(axis=0)))",
-      "idx[s] = int(np.argmax(p.mean(axis=0)))", ("tests/test_policy.py",),
+    M("p1", "coarse_gpu/policy/baselines.py", "        mean = view.col_mean()\n        j = int(np.argmax(mean))",
+      "        mean = view.col_mean()\n        j = int(np.bincount(view.row_argmax(), minlength=len(mean)).argmax())",
+      ("tests/test_policy.py", "tests/test_properties_policy.py"),
+      "single best by the most customers' favourite instead of the best mean"),
+    M("p2", "coarse_gpu/policy/estimator.py", "idx[s] = int(np.argmax(p[lab == s].mean(axis=0)))",
+      "idx[s] = int(np.argmax(p.mean(axis=0)))", ("tests/test_policy.py", "tests/test_properties_policy.py"),
       "every segment gets the overall best candidate"),
-    M("p3", "coarse_gpu/policy/io.py", "        scale = x.std(0)\n        scale[scale <= 1e-12] = 1.0",
-      "        scale = np.ones_like(center)\n        scale[scale <= 1e-12] = 1.0",
+    M("p3", "coarse_gpu/policy/io.py", '"scale": f64(estimator.scale_),', '"scale": np.ones_like(f64(estimator.scale_)),',
       ("tests/test_mutations_caught.py", "tests/test_policy_io.py"), "saved feature-centroid policy drops the scaling"),
     M("p4", "coarse_gpu/policy/tree.py", "go_left = x[np.flatnonzero(inner), f] <= threshold[node[inner]]",
       "go_left = x[np.flatnonzero(inner), f] >= threshold[node[inner]]", ("tests/test_policy_tree.py",),
       "policy tree sends customers the wrong way"),
-    M("p5", "coarse_gpu/policy/io.py", "d2[:, ~ok] = np.inf", "d2[:, ~ok] = 0.0", ("tests/test_bad_input.py",),
+    M("p5", "coarse_gpu/policy/clustering.py", "        for j in live:  # one center",
+      "        for j in range(c.shape[0]):  # one center", ("tests/test_bad_input.py",),
       "empty segments chosen for new customers"),
     M("p6", "coarse_gpu/policy/io.py", 'pd.Series(np.arange(offset, offset + len(df)), name="row")',
       'pd.Series(np.arange(len(df)), name="row")', ("tests/test_policy_io.py", "tests/test_scorer_safety.py"),
@@ -194,12 +211,110 @@ MUTATIONS: list[Mutation] = [
     # ---- experiment ---------------------------------------------------------------------------
     M("r1", "coarse_gpu/experiment/pipeline.py", "bad = [k for k in k_values if k < 1]",
       "bad = [k for k in k_values if k < 0]", ("tests/test_bad_input.py",), "K = 0 accepted"),
-    M("r2", "coarse_gpu/experiment/report.py", "cells.append(f\"{100 * r['share_of_full']:7.2f}%\"",
-      "cells.append(f\"{r['share_of_full']:7.2f}%\"", ("tests/test_mutations_caught.py", "tests/test_report.py"),
+    M("r2", "coarse_gpu/experiment/report.py", 'return f"{100 * v:7.2f}%" if v is not None',
+      'return f"{v:7.2f}%" if v is not None', ("tests/test_mutations_caught.py", "tests/test_report.py"),
       "table shows fractions as percent"),
     M("r3", "coarse_gpu/experiment/pipeline.py", "too_many = [k for k in k_values if k > n_candidates]",
       "too_many = [k for k in k_values if k > n_candidates + 1]", ("tests/test_bad_input.py",),
       "K above the number of candidates accepted"),
+    # ==== issue 25: plausible bugs the suite missed, and more in every layer, each caught by a property ====
+    # ---- data (tests/test_properties_data.py: invariances, one-sided ranges) --------------------
+    M("d12", "coarse_gpu/data/file.py", "        if lo is not None or hi is not None:",
+      "        if lo is not None and hi is not None:", ("tests/test_properties_data.py", "tests/test_bad_input.py"),
+      "a treatment range declared on one side only is never checked"),
+    M("d13", "coarse_gpu/data/file.py", "    feats = df[spec.features].copy()",
+      "    feats = df[[c for c in df.columns if c in spec.features]].copy()", ("tests/test_properties_data.py",),
+      "model-matrix columns in the file's column order instead of data.features'"),
+    M("d14", "coarse_gpu/data/file.py",
+      "            s = df[c]\n            if c in self.categorical:\n                vals",
+      "            s = df.iloc[:, self.columns.index(c)]\n            if c in self.categorical:\n                vals",
+      ("tests/test_properties_data.py", "tests/test_properties_policy.py"),
+      "new customers' feature columns read by position, not by name"),
+    M("d15", "coarse_gpu/data/file.py", "out |= v < float(lo)", "out |= v <= float(lo)", ("tests/test_properties_data.py",),
+      "declared lower bound treated as exclusive"),
+    # ---- models (tests/test_properties_models.py: fold balance and membership, scaling, interpolation)
+    M("m15", "coarse_gpu/models/crossfit.py", "offset += rows.shape[0]", "offset = 0",
+      ("tests/test_properties_models.py", "tests/test_crossfit.py"),
+      "cross-fitting's fold rotation dropped (every one-row stratum lands in fold 0)"),
+    M("m16", "coarse_gpu/models/crossfit.py",
+      "train = np.flatnonzero(self.fold_ != k) if self.n_folds > 1 else np.arange(n)",
+      "train = np.flatnonzero(self.fold_ != (k + 1) % self.n_folds) if self.n_folds > 1 else np.arange(n)",
+      ("tests/test_properties_models.py",), "fold k's members train on their own held-out fold"),
+    M("m17", "coarse_gpu/models/scaling.py", "    mean = Z.mean(0)", "    mean = X.mean(0)",
+      ("tests/test_properties_models.py",), "squashed columns centred by the raw column's mean"),
+    M("m18", "coarse_gpu/models/scaling.py", "scale = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(mean)), sd, 1.0)",
+      "scale = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(mean)), sd, 0.0)", ("tests/test_properties_models.py",),
+      "a constant column divided by a zero scale"),
+    M("m19", "coarse_gpu/models/interpolate.py", 'j = np.clip(np.searchsorted(levels, x, side="right") - 1, 0, n - 2)',
+      'j = np.clip(np.searchsorted(levels, x, side="right") - 1, 0, n - 1)', ("tests/test_properties_models.py",),
+      "tent weights at the top level index past the last cell"),
+    # ---- discretize (tests/test_properties_discretize.py: brute force, LP reference, consistency) ---
+    M("x9", "coarse_gpu/discretize/facility.py", "        for j in range(1, block.shape[1]):",
+      "        for j in range(2, block.shape[1]):", ("tests/test_properties_discretize.py",),
+      "subset values ignore each subset's second treatment"),
+    M("x10", "coarse_gpu/discretize/solver.py", "    T = cand[C_best.cpu().numpy()].copy()",
+      "    T = cand[np.sort(C_best.cpu().numpy())].copy()", ("tests/test_properties_discretize.py",),
+      "treatments sorted apart from the assignment's segment order"),
+    M("x11", "coarse_gpu/discretize/exact.py", "H = int(math.floor(hi * n + 1e-9))", "H = int(math.ceil(hi * n - 1e-9))",
+      ("tests/test_properties_discretize.py",), "maximum share capacity rounded up"),
+    M("x12", "coarse_gpu/discretize/solver.py", "objective = float(src.reduce_sum(U64.gather(1, a_t[:, None]).sum()))",
+      "objective = float(src.reduce_sum(U64.max(1).values.sum()))", ("tests/test_properties_discretize.py",),
+      "objective of each customer's best of K, not the (share-constrained) assignment"),
+    # ---- policy (tests/test_properties_policy.py: a fixture whose K treatments differ) -----------
+    M("p10", "coarse_gpu/policy/io.py", "            prof[s: s + chunk_rows] = p_k[np.arange(lab.shape[0]), lab]",
+      "            prof[s: s + chunk_rows] = p_k.max(1)", ("tests/test_properties_policy.py",),
+      "a saved policy reports the best-of-K profit instead of the assigned segment's"),
+    M("p11", "coarse_gpu/policy/io.py", "            out[name] = self.treatments[seg, j]",
+      "            out[name] = self.treatments[seg, 0]", ("tests/test_properties_policy.py",),
+      "every treatment column of the assignment table holds the first dimension"),
+    M("p12", "coarse_gpu/policy/io.py", 'lab = nearest_center(cand[best] / self.params["pref_scale"], self.params["centroids"])',
+      'lab = nearest_center(cand[best], self.params["centroids"])', ("tests/test_properties_policy.py",),
+      "saved preference-centroid rule drops the treatments' scaling"),
+    M("p13", "coarse_gpu/policy/embeddings.py", "    sd = x.std(axis=0)\n    sd[sd <= 1e-12] = 1.0",
+      "    sd = np.ones_like(mu)\n    sd[sd <= 1e-12] = 1.0", ("tests/test_properties_policy.py",),
+      "segmenting on characteristics clusters raw (unstandardized) features"),
+    # ---- evaluate (tests/test_properties_evaluate.py: bootstrap balance, closed-form widths) ------
+    M("e7", "coarse_gpu/evaluate/bootstrap.py", "rng.integers(0, n, n)", "rng.integers(0, n - 1, n)",
+      ("tests/test_properties_evaluate.py", "tests/test_evaluate.py"), "the shared bootstrap never draws the last row"),
+    M("e8", "coarse_gpu/evaluate/dr.py", "lo, hi = percentile_ci(SharedBootstrap(n, n_boot, seed).means(s), alpha)",
+      "lo, hi = percentile_ci(SharedBootstrap(n, n_boot, seed).means(s), alpha / 2)",
+      ("tests/test_properties_evaluate.py", "tests/test_evaluate.py"), "the DR interval's alpha halved twice"),
+    M("e9", "coarse_gpu/evaluate/dr.py", "z = float(norm.ppf(1 - alpha / 2))", "z = float(norm.ppf(1 - alpha))",
+      ("tests/test_properties_evaluate.py",), "normal-approximation interval with a one-sided z"),
+    M("e10", "coarse_gpu/evaluate/dr.py", "se = float(s.std(ddof=1) / np.sqrt(n))", "se = float(s.std(ddof=1) / n)",
+      ("tests/test_properties_evaluate.py",), "standard error over N instead of sqrt(N)"),
+    M("e11", "coarse_gpu/evaluate/dr.py", "return mu_p + k[rows, a] / e * (y - mu_a[rows, a])",
+      "return mu_p + k[rows].sum(1) / e * (y - mu_a[rows, a])", ("tests/test_properties_evaluate.py",),
+      "AIPW residual weighted by the whole kappa row, not the received arm's weight"),
+    M("e12", "coarse_gpu/evaluate/bootstrap.py", "w[r] = np.bincount(idx, minlength=n)",
+      "w[r] = np.bincount(idx, minlength=n) > 0", ("tests/test_properties_evaluate.py",),
+      "bootstrap weights count distinct customers, not draws"),
+    # ---- experiment (tests/test_properties_experiment.py: the run folder over any job sequence) --
+    M("r4", "coarse_gpu/experiment/rundir.py",
+      'names = [p.name for p in self.out_dir.iterdir() if p.name not in ("checkpoints", COMMIT_LIST)]',
+      "names = [p.name for p in self.out_dir.iterdir() if p.name != COMMIT_LIST]",
+      ("tests/test_properties_experiment.py", "tests/test_reliability.py"),
+      "a staged rerun deletes the checkpoints and leaves run/checkpoints pointing outside the run folder"),
+    M("r5", "coarse_gpu/experiment/rundir.py", 'return ("rerun" if prev.status == "complete" else "resume"), prev.status',
+      'return ("rerun" if prev.status != "complete" else "resume"), prev.status',
+      ("tests/test_properties_experiment.py",), "a complete run is resumed in place (its results overwritten mid-job)"),
+    M("r6", "coarse_gpu/experiment/rundir.py", 'return any(key == p or key.startswith(p + ".") for p in IGNORED)',
+      "return any(key.startswith(p) for p in IGNORED)", ("tests/test_properties_experiment.py",),
+      "config keys that merely start like an ignored key (logger_level) are ignored"),
+    M("r7", "coarse_gpu/experiment/evaluation.py", "self.alpha = 1.0 - ci_level", "self.alpha = (1.0 - ci_level) / 2",
+      ("tests/test_properties_experiment.py",), "the run's intervals at half the requested alpha"),
+    M("r8", "coarse_gpu/experiment/rundir.py", "        if old.name not in items:", "        if False:",
+      ("tests/test_properties_experiment.py",), "an earlier config's outputs survive a completed rerun"),
+    # ---- api: coarse_gpu/api.py (tests/test_properties_api.py: rows paired by position, never by label)
+    M("a1", "coarse_gpu/api.py", "        return X.reset_index(drop=True)", "        return X",
+      ("tests/test_properties_api.py",), "CoarsePersonalizer.fit pairs X with treatment and y by index label"),
+    M("a2", "coarse_gpu/api.py", "        t = treatment.reset_index(drop=True)\n", "        t = treatment\n",
+      ("tests/test_properties_api.py",), "a treatment DataFrame paired with X by index label"),
+    M("a3", "coarse_gpu/api.py", "t = treatment.reset_index(drop=True).to_frame(", "t = treatment.to_frame(",
+      ("tests/test_properties_api.py",), "a treatment Series paired with X by index label"),
+    M("a4", "coarse_gpu/api.py", "        y = np.asarray(y, dtype=np.float64).reshape(-1)",
+      "        y = y if isinstance(y, pd.Series) else np.asarray(y, dtype=np.float64).reshape(-1)",
+      ("tests/test_properties_api.py",), "an outcome Series paired with X by index label"),
 ]
 
 
@@ -254,10 +369,25 @@ def run_one(m: Mutation, root: Path, timeout: float) -> tuple[str, float, str]:
         path.write_text(original)
 
 
+def layer_table(live: list[Mutation], missed: set[str], stale: dict[str, str]) -> str:
+    """Caught / counted per layer (a layer without mutations is listed too: untested is a result)."""
+    every = {m.id: m for m in MUTATIONS}
+    rows = ["layer        caught / total   survivors"]
+    for layer in LAYERS:
+        mine = [m for m in live if m.layer == layer]
+        n_stale = sum(1 for mid in stale if every[mid].layer == layer)
+        caught = sum(1 for m in mine if m.id not in missed)
+        pct = f"{100.0 * caught / len(mine):5.1f} %" if mine else "    - "
+        lost = ", ".join(m.id for m in mine if m.id in missed) or "-"
+        rows.append(f"{layer:12} {caught:3d} / {len(mine):3d} {pct}  {lost}" + (f"  ({n_stale} stale)" if n_stale else ""))
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="mutations run at once (one scratch copy each)")
     ap.add_argument("--only", default="", help="comma-separated mutation ids")
+    ap.add_argument("--layer", default="", help=f"comma-separated layers, of {', '.join(LAYERS)}")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutation; longer counts as caught")
     ap.add_argument("--target", type=float, default=90.0, help="exit 1 below this percentage caught")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the test files")
@@ -266,10 +396,18 @@ def main(argv=None) -> int:
     muts = MUTATIONS
     if args.only:
         want = set(args.only.split(","))
+        unknown = want - {m.id for m in MUTATIONS}
+        if unknown:
+            ap.error(f"--only: unknown mutation id(s) {sorted(unknown)}; see --list")
         muts = [m for m in muts if m.id in want]
+    if args.layer:
+        layers = set(args.layer.split(","))
+        if layers - set(LAYERS):
+            ap.error(f"--layer: unknown layer(s) {sorted(layers - set(LAYERS))}; layers: {', '.join(LAYERS)}")
+        muts = [m for m in muts if m.layer in layers]
     if args.list:
         for m in muts:
-            print(f"{m.id:4} {m.file}: {m.what}  [{', '.join(m.tests)}]")
+            print(f"{m.id:4} {m.layer:10} {m.file}: {m.what}  [{', '.join(m.tests)}]")
         return 0
     stale = check_sources(muts)
     live = [m for m in muts if m.id not in stale]
@@ -308,6 +446,7 @@ def main(argv=None) -> int:
     n, caught = len(live), len(live) - len(missed)
     pct = 100.0 * caught / n if n else 0.0
     print(f"survivors: {', '.join(f'{m.id} ({m.what})' for m in missed) or 'none'}")
+    print(layer_table(live, {m.id for m in missed}, stale))
     print(f"total {time.perf_counter() - t_all:.0f} s on {len(roots)} worker(s)")
     print(f"caught {caught}/{n} ({pct:.1f} %)")
     return 0 if pct >= args.target else 1
