@@ -308,12 +308,12 @@ MUTATIONS: list[Mutation] = [
     # ---- api: coarse_gpu/api.py (tests/test_properties_api.py: rows paired by position, never by label)
     M("a1", "coarse_gpu/api.py", "        return X.reset_index(drop=True)", "        return X",
       ("tests/test_properties_api.py",), "CoarsePersonalizer.fit pairs X with treatment and y by index label"),
-    M("a2", "coarse_gpu/api.py", "        t = treatment.reset_index(drop=True)\n", "        t = treatment\n",
+    M("a2", "coarse_gpu/api.py", "        t, named = treatment.reset_index(drop=True), True", "        t, named = treatment, True",
       ("tests/test_properties_api.py",), "a treatment DataFrame paired with X by index label"),
     M("a3", "coarse_gpu/api.py", "t = treatment.reset_index(drop=True).to_frame(", "t = treatment.to_frame(",
       ("tests/test_properties_api.py",), "a treatment Series paired with X by index label"),
-    M("a4", "coarse_gpu/api.py", "        y = np.asarray(y, dtype=np.float64).reshape(-1)",
-      "        y = y if isinstance(y, pd.Series) else np.asarray(y, dtype=np.float64).reshape(-1)",
+    M("a4", "coarse_gpu/api.py", "    a = v.to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else np.asarray(v)",
+      "    a = v.sort_index().to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else np.asarray(v)",
       ("tests/test_properties_api.py",), "an outcome Series paired with X by index label"),
 ]
 
