@@ -7,7 +7,7 @@ in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -62,7 +62,8 @@ class FileDataConfig:
     categorical: List[str] = field(default_factory=list)  # feature columns to one-hot encode
     treatment_low: Optional[List[float]] = None  # declared range per treatment column; rows outside = error
     treatment_high: Optional[List[float]] = None
-    control: Optional[List[float]] = None  # the "no treatment" point; null = each column's minimum
+    # the "no treatment" point; null = each column's minimum (a categorical column: its first label)
+    control: Optional[List[Any]] = None
     min_per_arm: int = 10  # fewest customers an arm may have
     outcome_scale: float = 1.0
     treatment_cost: Optional[List[float]] = None
@@ -70,6 +71,13 @@ class FileDataConfig:
     # null: candidates = the tensor grid of the arms' coordinates; else a regular grid with this many
     # points per treatment dimension over [low, high] (needs arms that form a full grid).
     candidate_points: Optional[List[int]] = None
+    # {treatment column: continuous | discrete | categorical} (docs/data.md "Treatment kinds"); a column
+    # not named is continuous if numeric (kept on its observed values, with a warning, if they are all
+    # integers), categorical if it holds text
+    treatment_kinds: Dict[str, str] = field(default_factory=dict)
+    # true: combinations of the discrete / categorical dimensions that no customer received may be offered
+    # (their profits are extrapolations, and results.json / the report say so)
+    allow_unseen_combinations: bool = False
 
 
 @dataclass
