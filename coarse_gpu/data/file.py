@@ -494,7 +494,7 @@ def treatment_kind_list(df: pd.DataFrame, spec: FileSpec) -> list[str]:
     out = []
     for c in spec.treatment:
         kind = spec.treatment_kinds.get(c) if isinstance(spec.treatment_kinds, Mapping) else None
-        if kind is None:
+        if kind not in KINDS:  # undeclared (a wrong kind is named by FileSpec.kind_problems)
             kind = "categorical" if c in df.columns and _is_text(df[c]) else "continuous"
         out.append(kind)
     return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from coarse_gpu.discretize.options import SolverOptions
 
@@ -304,6 +304,21 @@ GROUP_SCHEMAS = {
 }
 
 _registered = False
+#: Mapping-valued keys whose entries the user names (``data.treatment_kinds={creative:categorical}``):
+#: their node accepts new keys, else Hydra's struct mode would refuse every column name as an unknown key
+#: (the values are still typed, and validate.py names a wrong column or kind).
+OPEN_MAPPINGS = {FileDataConfig: ("treatment_kinds",)}
+
+
+def _open_mappings(node):
+    """The schema ``node`` as stored: a DictConfig whose ``OPEN_MAPPINGS`` children accept new keys."""
+    keys = OPEN_MAPPINGS.get(node)
+    if not keys:
+        return node
+    cfg = OmegaConf.structured(node)
+    for key in keys:
+        OmegaConf.set_struct(cfg[key], False)
+    return cfg
 
 
 def register_configs() -> None:
@@ -315,5 +330,5 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for group, entries in GROUP_SCHEMAS.items():
         for name, node in entries:
-            cs.store(group=group, name=name, node=node)
+            cs.store(group=group, name=name, node=_open_mappings(node))
     _registered = True
