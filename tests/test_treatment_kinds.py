@@ -288,3 +288,33 @@ def test_a_policy_saved_without_kinds_loads_as_continuous_and_edited_codes_are_r
     with pytest.raises(PolicyFileError, match="categorical treatment 'segment' holds \\[0.5, 2.0\\], which are not "
                                               "codes 0..2 of its labels"):
         load_policy(folder)
+
+
+def test_parity_on_a_categorical_treatment_is_refused_before_training(tmp_path):
+    csv = tmp_path / "h.csv"
+    hillstrom(600).assign(group=lambda d: np.where(d.x3 > 0, "a", "b")).to_csv(csv, index=False)
+    code, err = cli(tmp_path / "run", "data=file", f"data.path={csv}", "data.features=[x1,x2,x3]",
+                    "data.treatment=[segment]", "data.outcome=spend", "discretizer.group_parity.column=group",
+                    "discretizer.group_parity.max_gap=0.5", "evaluation.k_values=[2]", *FAST)
+    assert code != 0 and "discretizer.group_parity.treatment='segment' is a categorical treatment" in err, err
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_the_treatments_figure_labels_a_categorical_axis_and_a_discrete_one_by_their_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from coarse_gpu.experiment.report import _label_fixed_axes
+
+    fig, ax = plt.subplots()
+    ax.scatter([0.1, 0.3], [0.0, 2.0])
+    results = {"treatment_kinds": [{"name": "lever", "kind": "discrete"},
+                                   {"name": "creative", "kind": "categorical", "labels": ["bold", "calm", "retro"]}],
+               "arms": [[0.0, 0.0], [1.0, 1.0], [0.0, 2.0], [1.0, 0.0]]}
+    _label_fixed_axes(ax, results)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["bold", "calm", "retro"]
+    assert list(ax.get_yticks()) == [0, 1, 2]
+    assert list(ax.get_xticks()) == [0.0, 1.0] and [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+    plt.close(fig)

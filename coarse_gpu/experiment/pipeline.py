@@ -502,6 +502,10 @@ def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
 def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:
     """discretizer.budget / group_parity against the loaded data (column, costs), before training."""
     col = (cfg.discretizer.get("group_parity") or {}).get("column")
+    dim = (cfg.discretizer.get("group_parity") or {}).get("treatment") or (data.space.names[0] if col else None)
+    if dim in data.space.names and data.space.kind_list[list(data.space.names).index(dim)] == "categorical":
+        raise ConfigValueError([f"discretizer.group_parity.treatment={dim!r} is a categorical treatment (labels): a "
+                                "group's mean label is no quantity to bound; name a continuous or discrete dimension"])
     groups = {col: int(data.features[col].astype(str).nunique())} if col in data.features.columns else None
     problems = data_constraint_problems(cfg, list(data.features.columns), list(data.space.names),
                                         data.meta.get("treatment_unit_cost"), candidates, groups)
