@@ -110,6 +110,10 @@ def test_a_text_column_declared_numeric_and_a_wrong_control_label_are_named():
     with pytest.raises(DataSchemaError, match=r"data.control\[0\]='No mail' for the categorical treatment column "
                                               r"'segment' is not one of its labels"):
         experiment_from_frame(hillstrom(300), _spec(["segment"], control=["No mail"]))
+    rare = hillstrom(300)
+    rare.loc[:5, "segment"] = "Both E-Mails"
+    with pytest.raises(DataSchemaError, match="e.g. arm \\(segment='Both E-Mails'\\) with 6 row"):
+        experiment_from_frame(rare, _spec(["segment"]))
 
 
 def test_a_declared_kind_wins_over_the_integer_heuristic():

@@ -552,13 +552,14 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
     n = int(df.shape[0])
     tvals = {}
     kinds = treatment_kind_list(df, spec)
+    labels = {}
     for j, c in enumerate(spec.treatment):
         if not usable(c):
             continue
         if kinds[j] == "categorical":
             codes = _check_categorical_treatment(df[c], j, c, spec, problems)
             if codes is not None:
-                tvals[c] = codes
+                tvals[c], labels[c] = codes, treatment_codes(df[c])[1]
             continue
         v = _check_numeric(df[c], c, "treatment", problems)
         if v is None and _is_text(df[c]):
@@ -584,7 +585,7 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
     T = np.stack([tvals[c] for c in spec.treatment], axis=1)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     if arms.shape[0] < 2:
-        problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0])} in all "
+        problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0], labels)} in all "
                         f"{n} rows: need at least 2 arms (a control and a treatment) to estimate effects")
         return None
     for j, c in enumerate(spec.treatment):
@@ -596,7 +597,7 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
         i = few[np.argmin(counts[few])]
         problems.append(
             f"{few.size} of the {arms.shape[0]} treatment arms have fewer than data.min_per_arm="
-            f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i])} with "
+            f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i], labels)} with "
             f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data")
     return arms, arm.reshape(-1).astype(np.int64)
 
@@ -690,8 +691,11 @@ def _check_propensity(p: np.ndarray, arm: np.ndarray, arms: np.ndarray, X: pd.Da
                             f"if assignment used only data.features, column '{col}' is not P(received arm | x)")
 
 
-def _fmt_arm(names: Sequence[str], values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{c}={float(v):g}" for c, v in zip(names, values)) + ")"
+def _fmt_arm(names: Sequence[str], values: np.ndarray, labels: Optional[Mapping[str, list]] = None) -> str:
+    """``(name=value, ...)``; a categorical column (in ``labels``) shows its label, not its code."""
+    labels = labels or {}
+    return "(" + ", ".join(f"{c}={labels[c][int(v)]!r}" if c in labels else f"{c}={float(v):g}"
+                           for c, v in zip(names, values)) + ")"
 
 
 # ---------------------------------------------------------------------------------------------
