@@ -36,7 +36,7 @@ def _override(name, value) -> str:
 
 
 def test_the_options_dataclass_is_the_solver_default():
-    objects = {"refine_oracle", "bounds", "init", "support"}
+    objects = {"refine_oracle", "bounds", "init", "support", "frozen_dims"}
     assert set(DEFAULT_OPTIONS) == set(OPTION_NAMES) | objects
     assert {k: DEFAULT_OPTIONS[k] for k in OPTION_NAMES} == default_options()
     assert set(NON_DEFAULT) == set(OPTION_NAMES)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from coarse_gpu.data.experiment import ExperimentData
-from coarse_gpu.data.treatments import TreatmentSpace
+from coarse_gpu.data.treatments import KINDS, TreatmentSpace
 
 __all__ = [
     "DataSchemaError", "FeatureSchema", "FileSpec", "RowIssue", "RowTally", "WARNINGS", "check_frame",
@@ -99,6 +99,12 @@ class FileSpec:
     outcome_scale: float = 1.0
     treatment_cost: Optional[list[float]] = None
     group_columns: list[str] = field(default_factory=list)
+    #: {treatment column: kind} (coarse_gpu.data.treatments.KINDS); a column not named is continuous if
+    #: numeric, categorical if it holds text. A categorical column's labels are coded 0..L-1 in sorted order.
+    treatment_kinds: dict = field(default_factory=dict)
+    #: false: a combination of the discrete / categorical dimensions that no customer received is never
+    #: offered; true: it may be (its profit is then an extrapolation of the model, and the outputs say so)
+    allow_unseen_combinations: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "FileSpec":
@@ -119,6 +125,8 @@ class FileSpec:
             min_per_arm=int(cfg.get("min_per_arm", 10)),
             outcome_scale=float(cfg.get("outcome_scale", 1.0)),
             treatment_cost=lst(cfg.get("treatment_cost")),
+            treatment_kinds={str(k): v for k, v in (cfg.get("treatment_kinds") or {}).items()},
+            allow_unseen_combinations=bool(cfg.get("allow_unseen_combinations", False)),
         )
 
     def config_problems(self) -> list[str]:
@@ -147,10 +155,28 @@ class FileSpec:
         for c, rs in roles.items():
             if len(rs) > 1:
                 out.append(f"column '{c}' is used more than once (as {', '.join(rs)}); each column has one role")
+        out += self.kind_problems()
         if self.min_per_arm < 1:
             out.append(f"data.min_per_arm must be >= 1, got {self.min_per_arm}")
         if not np.isfinite(self.outcome_scale) or self.outcome_scale == 0:
             out.append(f"data.outcome_scale must be a finite nonzero number, got {self.outcome_scale}")
+        return out
+
+    def kind_problems(self) -> list[str]:
+        """data.treatment_kinds: every key a treatment column, every value a kind; no cost on a label."""
+        out = []
+        if not isinstance(self.treatment_kinds, Mapping):
+            return [f"data.treatment_kinds must be a mapping {{column: kind}}, got {self.treatment_kinds!r}"]
+        for col, kind in self.treatment_kinds.items():
+            if col not in self.treatment:
+                out.append(f"data.treatment_kinds.{col}: '{col}' is not a treatment column (data.treatment = "
+                           f"{self.treatment})")
+            elif kind not in KINDS:
+                out.append(f"data.treatment_kinds.{col}={kind!r} is not a kind; use one of {list(KINDS)}")
+            elif kind == "categorical" and self.treatment_cost is not None and \
+                    len(self.treatment_cost) == len(self.treatment) and self.treatment_cost[self.treatment.index(col)]:
+                out.append(f"data.treatment_cost[{self.treatment.index(col)}] charges a cost per unit of the "
+                           f"categorical treatment column '{col}', whose values are labels: set it to 0")
         return out
 
     def columns(self) -> list[str]:
@@ -452,15 +478,93 @@ def _check_ids(ids: pd.Series, col: str, problems: list[str]) -> None:
                         f"({int(dup.sum())} rows), e.g. {first!r} in rows {rows}")
 
 
+def _is_text(s: pd.Series) -> bool:
+    """A column of labels: text dtype and not one present entry reads as a number (a numeric column with
+    a stray word stays numeric, and its bad rows are named)."""
+    if not (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s.dtype)):
+        return False
+    v, bad = _numeric(s)
+    present = s.notna().to_numpy()
+    return bool(present.any()) and bool(np.all(bad[present]))
+
+
+def treatment_kind_list(df: pd.DataFrame, spec: FileSpec) -> list[str]:
+    """The kind of every treatment column: declared in ``spec.treatment_kinds``, else categorical when it
+    holds text, else continuous (the pipeline may still keep an undeclared integer column discrete)."""
+    out = []
+    for c in spec.treatment:
+        kind = spec.treatment_kinds.get(c) if isinstance(spec.treatment_kinds, Mapping) else None
+        if kind not in KINDS:  # undeclared (a wrong kind is named by FileSpec.kind_problems)
+            kind = "categorical" if c in df.columns and _is_text(df[c]) else "continuous"
+        out.append(kind)
+    return out
+
+
+def treatment_codes(s: pd.Series) -> tuple[np.ndarray, list]:
+    """A categorical treatment column -> (codes (N,) float64 over the sorted labels, labels). Text is sorted
+    as text, numbers as numbers (kept as int where whole, so outputs give the user's values back)."""
+    if _is_text(s):
+        vals = s.astype(str).to_numpy()
+        labels: list = sorted(set(vals.tolist()))
+        return np.searchsorted(np.asarray(labels, dtype=object), vals).astype(np.float64), labels
+    v = pd.to_numeric(s).to_numpy(dtype=np.float64)
+    uniq = np.unique(v)
+    labels = [int(x) if float(x).is_integer() else float(x) for x in uniq]
+    return np.searchsorted(uniq, v).astype(np.float64), labels
+
+
+def _label_index(labels: list, value) -> Optional[int]:
+    """Position of ``value`` among ``labels`` (as text, or as a number), None when absent."""
+    for i, lab in enumerate(labels):
+        if str(lab) == str(value):
+            return i
+        try:
+            if float(lab) == float(value):
+                return i
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+def _check_categorical_treatment(s: pd.Series, j: int, c: str, spec: FileSpec,
+                                 problems: list[str]) -> Optional[np.ndarray]:
+    """A categorical treatment column: no missing rows, a bounded number of labels, a control among them.
+    Returns its codes when usable."""
+    miss = s.isna().to_numpy()
+    if miss.any():
+        problems.append(f"treatment column '{c}' (categorical): {int(miss.sum())} row(s) are missing "
+                        f"(e.g. row {int(np.flatnonzero(miss)[0])})")
+        return None
+    codes, labels = treatment_codes(s)
+    if len(labels) > MAX_LEVELS:
+        problems.append(f"treatment column '{c}' (categorical) has {len(labels)} labels (> {MAX_LEVELS}): is it an "
+                        "id or a continuous dose? declare it in data.treatment_kinds")
+        return None
+    if spec.control is not None and j < len(spec.control) and _label_index(labels, spec.control[j]) is None:
+        problems.append(f"data.control[{j}]={spec.control[j]!r} for the categorical treatment column '{c}' is not "
+                        f"one of its labels {labels}")
+    return codes
+
+
 def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
                       problems: list[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Treatment values, declared range and arms; returns (arms (A, d), arm index (N,)) when usable."""
     n = int(df.shape[0])
     tvals = {}
+    kinds = treatment_kind_list(df, spec)
+    labels = {}
     for j, c in enumerate(spec.treatment):
         if not usable(c):
             continue
+        if kinds[j] == "categorical":
+            codes = _check_categorical_treatment(df[c], j, c, spec, problems)
+            if codes is not None:
+                tvals[c], labels[c] = codes, treatment_codes(df[c])[1]
+            continue
         v = _check_numeric(df[c], c, "treatment", problems)
+        if v is None and _is_text(df[c]):
+            problems[-1] += (f"; data.treatment_kinds declares '{c}' {kinds[j]}: remove that entry (or declare it "
+                             "categorical) if its values are labels")
         if v is None:
             continue
         tvals[c] = v
@@ -481,7 +585,7 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
     T = np.stack([tvals[c] for c in spec.treatment], axis=1)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     if arms.shape[0] < 2:
-        problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0])} in all "
+        problems.append(f"treatment {spec.treatment} has a single arm {_fmt_arm(spec.treatment, arms[0], labels)} in all "
                         f"{n} rows: need at least 2 arms (a control and a treatment) to estimate effects")
         return None
     for j, c in enumerate(spec.treatment):
@@ -493,7 +597,7 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
         i = few[np.argmin(counts[few])]
         problems.append(
             f"{few.size} of the {arms.shape[0]} treatment arms have fewer than data.min_per_arm="
-            f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i])} with "
+            f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i], labels)} with "
             f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data")
     return arms, arm.reshape(-1).astype(np.int64)
 
@@ -511,7 +615,12 @@ def _check_declared_beyond_arms(v: np.ndarray, j: int, c: str, spec: FileSpec, p
                             f"treatment any customer received ({obs:g}): its effect cannot be estimated (the models "
                             f"would clip it to {obs:g}); set it to {obs:g} or leave it unset")
     if spec.control is not None and j < len(spec.control):
-        ctl = float(spec.control[j])
+        try:
+            ctl = float(spec.control[j])
+        except (TypeError, ValueError):
+            problems.append(f"data.control[{j}]={spec.control[j]!r} for treatment column '{c}' is not a number (a "
+                            "label is a control only for a categorical column, see data.treatment_kinds)")
+            return
         if not lo_obs - tol <= ctl <= hi_obs + tol:
             problems.append(f"data.control[{j}]={ctl:g} for treatment column '{c}' lies outside the received "
                             f"treatments [{lo_obs:g}, {hi_obs:g}]: the control's profit cannot be estimated there")
@@ -582,8 +691,11 @@ def _check_propensity(p: np.ndarray, arm: np.ndarray, arms: np.ndarray, X: pd.Da
                             f"if assignment used only data.features, column '{col}' is not P(received arm | x)")
 
 
-def _fmt_arm(names: Sequence[str], values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{c}={float(v):g}" for c, v in zip(names, values)) + ")"
+def _fmt_arm(names: Sequence[str], values: np.ndarray, labels: Optional[Mapping[str, list]] = None) -> str:
+    """``(name=value, ...)``; a categorical column (in ``labels``) shows its label, not its code."""
+    labels = labels or {}
+    return "(" + ", ".join(f"{c}={labels[c][int(v)]!r}" if c in labels else f"{c}={float(v):g}"
+                           for c, v in zip(names, values)) + ")"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -826,16 +938,22 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
     extra = [c for c in spec.group_columns if c in df.columns and c not in spec.features]
     if extra:  # read for the constraints only, after the schema: never a model input
         feats = pd.concat([feats, df[extra].astype(str)], axis=1)
-    T = df[spec.treatment].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    kinds = treatment_kind_list(df, spec)
+    T, labels = _treatment_matrix(df, spec, kinds)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     arm = arm.reshape(-1).astype(np.int64)
     n = T.shape[0]
     d = T.shape[1]
     low = [float(v) for v in spec.treatment_low] if spec.treatment_low is not None else arms.min(0).tolist()
     high = [float(v) for v in spec.treatment_high] if spec.treatment_high is not None else arms.max(0).tolist()
-    control = [float(v) for v in spec.control] if spec.control is not None else T.min(0).tolist()
+    control = list(spec.control) if spec.control is not None else T.min(0).tolist()
+    for j, lab in enumerate(labels):
+        if lab is not None:  # a categorical dimension lives on its codes 0..L-1; its control is a label
+            low[j], high[j] = 0.0, float(len(lab) - 1)
+            control[j] = float(_label_index(lab, control[j]) or 0) if spec.control is not None else 0.0
     try:
-        space = TreatmentSpace(tuple(spec.treatment), tuple(low), tuple(high), tuple(control))
+        space = TreatmentSpace(tuple(spec.treatment), tuple(low), tuple(high), tuple(float(c) for c in control),
+                               kinds=tuple(kinds), labels=tuple(labels))
     except ValueError as err:
         raise DataSchemaError([f"treatment space from data.treatment_low/high/control: {err}"], source) from err
     y = pd.to_numeric(df[spec.outcome]).to_numpy(dtype=np.float64) * float(spec.outcome_scale)
@@ -853,11 +971,30 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         # the per-customer cost of treatment t that the profit formula charges (sum_j cost_j t_j):
         # what a discretizer.budget bounds (coarse_gpu.experiment.methods.constraints_from_config)
         meta["treatment_unit_cost"] = [float(c) for c in np.asarray(spec.treatment_cost, dtype=np.float64).reshape(d)]
+    # the dimensions whose kind the user gave or the data made certain (text): the pipeline's integer
+    # heuristic (an undeclared whole-number column kept discrete) applies to the others only
+    meta["treatment_kinds_declared"] = [c for c, k in zip(spec.treatment, kinds)
+                                        if c in spec.treatment_kinds or k == "categorical"]
+    meta["allow_unseen_combinations"] = bool(spec.allow_unseen_combinations)
     if spec.id:
         meta["ids"] = df[spec.id].to_numpy()
         meta["id_column"] = spec.id
     return ExperimentData(features=feats, X=X, feature_names=schema.names, treatment=T, arm=arm, arms=arms,
                           outcome=y, propensity=prop, space=space, truth=None, meta=meta)
+
+
+def _treatment_matrix(df: pd.DataFrame, spec: FileSpec, kinds: list[str]) -> tuple[np.ndarray, list]:
+    """(N, d) float64 treatments (a categorical column as its codes) and per column its labels (or None)."""
+    cols, labels = [], []
+    for c, kind in zip(spec.treatment, kinds):
+        if kind == "categorical":
+            codes, lab = treatment_codes(df[c])
+            cols.append(codes)
+            labels.append(lab)
+        else:
+            cols.append(pd.to_numeric(df[c]).to_numpy(dtype=np.float64))
+            labels.append(None)
+    return np.stack(cols, axis=1), labels
 
 
 def _profit_formula(spec: FileSpec) -> str:

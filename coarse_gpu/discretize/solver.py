@@ -112,6 +112,9 @@ DEFAULT_OPTIONS = dict(
     refine_oracle=None,  # callable (T, d) float64 tensor -> (N, T) profits: continuous refinement
     bounds=None,  # (low (d,), high (d,)): the box the refinement stays in
     init=None,  # K candidate indices seeding restart 0 (e.g. the previous K's solution)
+    # (d,) bools: the treatment dimensions the refinement never moves (discrete and categorical kinds,
+    # coarse_gpu.data.treatments); None: the ``refine_integer_dims`` heuristic decides
+    frozen_dims=None,
     # Experimental support per segment: a constraints.Support (each segment must hold >= n customers of
     # the group supporting its treatment, e.g. those randomized to the arm nearest it); None: none.
     support=None,
@@ -1262,7 +1265,14 @@ def _finish(run: _Run, src, cand, C_best, prices, fixed_assignment, solver: str,
             bounds = (cand.min(0), cand.max(0))
         reassign = lambda U: run.hard_assign(U)[0].cpu().numpy()  # noqa: E731
         steps = grid_steps(cand, *bounds)
-        if not opts["refine_integer_dims"]:  # a zero step: the pattern search never moves that dimension
+        if opts["frozen_dims"] is not None:  # the dimensions' declared kinds win over the heuristic
+            frozen = np.asarray(opts["frozen_dims"], dtype=bool).reshape(-1)
+            if frozen.shape[0] != cand.shape[1]:
+                raise ValueError(f"frozen_dims needs {cand.shape[1]} flags (one per treatment dimension), got "
+                                 f"{frozen.shape[0]}")
+            steps[frozen] = 0.0  # a zero step: the pattern search never moves that dimension
+            info["refine_kept_fixed_dims"] = np.flatnonzero(frozen).tolist()
+        elif not opts["refine_integer_dims"]:  # a zero step: the pattern search never moves that dimension
             frozen = integer_dims(cand)
             steps[frozen] = 0.0
             info["refine_kept_integer_dims"] = np.flatnonzero(frozen).tolist()

@@ -7,10 +7,10 @@ in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from coarse_gpu.discretize.options import SolverOptions
 
@@ -62,7 +62,8 @@ class FileDataConfig:
     categorical: List[str] = field(default_factory=list)  # feature columns to one-hot encode
     treatment_low: Optional[List[float]] = None  # declared range per treatment column; rows outside = error
     treatment_high: Optional[List[float]] = None
-    control: Optional[List[float]] = None  # the "no treatment" point; null = each column's minimum
+    # the "no treatment" point; null = each column's minimum (a categorical column: its first label)
+    control: Optional[List[Any]] = None
     min_per_arm: int = 10  # fewest customers an arm may have
     outcome_scale: float = 1.0
     treatment_cost: Optional[List[float]] = None
@@ -70,6 +71,13 @@ class FileDataConfig:
     # null: candidates = the tensor grid of the arms' coordinates; else a regular grid with this many
     # points per treatment dimension over [low, high] (needs arms that form a full grid).
     candidate_points: Optional[List[int]] = None
+    # {treatment column: continuous | discrete | categorical} (docs/data.md "Treatment kinds"); a column
+    # not named is continuous if numeric (kept on its observed values, with a warning, if they are all
+    # integers), categorical if it holds text
+    treatment_kinds: Dict[str, str] = field(default_factory=dict)
+    # true: combinations of the discrete / categorical dimensions that no customer received may be offered
+    # (their profits are extrapolations, and results.json / the report say so)
+    allow_unseen_combinations: bool = False
 
 
 @dataclass
@@ -296,6 +304,21 @@ GROUP_SCHEMAS = {
 }
 
 _registered = False
+#: Mapping-valued keys whose entries the user names (``data.treatment_kinds={creative:categorical}``):
+#: their node accepts new keys, else Hydra's struct mode would refuse every column name as an unknown key
+#: (the values are still typed, and validate.py names a wrong column or kind).
+OPEN_MAPPINGS = {FileDataConfig: ("treatment_kinds",)}
+
+
+def _open_mappings(node):
+    """The schema ``node`` as stored: a DictConfig whose ``OPEN_MAPPINGS`` children accept new keys."""
+    keys = OPEN_MAPPINGS.get(node)
+    if not keys:
+        return node
+    cfg = OmegaConf.structured(node)
+    for key in keys:
+        OmegaConf.set_struct(cfg[key], False)
+    return cfg
 
 
 def register_configs() -> None:
@@ -307,5 +330,5 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     for group, entries in GROUP_SCHEMAS.items():
         for name, node in entries:
-            cs.store(group=group, name=name, node=node)
+            cs.store(group=group, name=name, node=_open_mappings(node))
     _registered = True

@@ -160,6 +160,8 @@ def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, c
     if d.refine and oracle is not None and not constraints:  # no oracle: the model cannot leave the arms;
         # constraints: their values are per candidate, so the treatments stay on the grid
         options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
+        if space.kinds is not None:  # discrete / categorical dimensions stay on their observed values
+            options["frozen_dims"] = space.fixed_dims.tolist()
     kwargs = dict(candidates=candidates, min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon,
                   device=str(device), seed=seed, constraints=constraints or None, **options)
     if cfg.get("distributed", False):  # rank 0 of a distributed job: solved with every rank (experiment/followers.py)

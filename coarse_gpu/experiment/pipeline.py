@@ -30,6 +30,8 @@ from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.experiment.distributed import results_record
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
+from coarse_gpu.experiment.kinds import allow_unseen, check_unseen_model, resolve_kinds, unseen_mask, unseen_record, \
+    with_unseen_weights
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
 from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results
@@ -97,27 +99,33 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
 
 
 def discrete_dims(data: ExperimentData) -> np.ndarray:
-    """(d,) bool: treatment dimensions whose observed values are all integers (a coded category, a
-    count, an on/off lever), unless the data source declares its treatments continuous
-    (``meta["continuous_treatments"]``, the simulator's weeks 0/2/4)."""
-    from coarse_gpu.discretize.refine import integer_dims
+    """(d,) bool: treatment dimensions that only take their observed values: those of a declared or
+    text-given kind (``data.space.kinds``), and the undeclared ones whose observed values are all
+    integers (a coded category, a count, an on/off lever), unless the data source declares its
+    treatments continuous (``meta["continuous_treatments"]``, the simulator's weeks 0/2/4)."""
+    from coarse_gpu.experiment.kinds import resolve_kinds
 
-    if data.meta.get("continuous_treatments"):
-        return np.zeros(data.space.dim, dtype=bool)
-    return integer_dims(data.arms)
+    return resolve_kinds(data).space.fixed_dims
 
 
 def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_integer_dims: bool = False) -> np.ndarray:
     """(M, d) candidate treatments for the discretizer and the baselines.
 
     ``data.candidate_points`` set: a regular grid over the treatment box with that many points per
-    dimension (the model interpolates between arms, so the arms must form a full tensor grid); with
-    ``keep_integer_dims`` (the main job, unless ``discretizer.refine_integer_dims=true``) a dimension of
-    ``discrete_dims`` keeps its observed values instead.
+    dimension (the model interpolates between arms, so the arms must form a full tensor grid); a
+    discrete or categorical dimension (``data.space.kinds``; with ``keep_integer_dims``, the main job
+    unless ``discretizer.refine_integer_dims=true``, also an undeclared integer-valued one) keeps its
+    observed values instead.
     null: the tensor grid of the arms' own coordinates (= the arms when they form a full grid).
+    Either way, a candidate whose discrete / categorical coordinates no customer received together is
+    dropped unless ``data.allow_unseen_combinations=true`` (coarse_gpu.experiment.kinds).
     """
+    from coarse_gpu.data.treatments import product_grid
+    from coarse_gpu.experiment.kinds import allow_unseen, resolve_kinds, restrict_to_observed
     from coarse_gpu.models.interpolate import ArmGrid
 
+    data = resolve_kinds(data, refine_integer_dims=not keep_integer_dims)
+    allowed = allow_unseen(data, data_cfg)
     points = data_cfg.get("candidate_points")
     try:
         grid = ArmGrid.from_arms(data.arms)
@@ -131,17 +139,15 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_intege
         if grid is None:
             raise ValueError(f"data.candidate_points={points}: the {data.n_arms} arms do not form a full grid, so the "
                              "model cannot interpolate between them; leave data.candidate_points=null (the arms)")
-        from coarse_gpu.data.treatments import product_grid
-
-        discrete = discrete_dims(data) if keep_integer_dims else np.zeros(data.space.dim, dtype=bool)
+        discrete = data.space.fixed_dims
         axes = [np.unique(data.arms[:, j]) if discrete[j] else np.linspace(lo, hi, p)
                 for j, (lo, hi, p) in enumerate(zip(data.space.low, data.space.high, points))]
-        return product_grid(axes)
+        return restrict_to_observed(product_grid(axes), data, allowed)
     if grid is None:
+        if allowed and data.space.fixed_dims.any():  # every combination of the observed values
+            return product_grid([np.unique(data.arms[:, j]) for j in range(data.space.dim)])
         return np.asarray(data.arms, dtype=np.float64)
-    from coarse_gpu.data.treatments import product_grid
-
-    return product_grid(grid.levels)
+    return restrict_to_observed(product_grid(grid.levels), data, allowed)
 
 
 def check_k_values(k_values: list[int], n_candidates: int, n_customers: int, key: Optional[str] = None) -> None:
@@ -329,7 +335,13 @@ def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
         ci = percentile_ci(draws[:, j], evaluator.alpha) if draws is not None else evaluator.intervals(S[:, [j]])[0]
         sc = evaluator.score(policies[m], S[:, j], ci)
         sizes = np.asarray(policies[m].segment_sizes).astype(int)
+        space = evaluator.test.space
         cells[m] = {"treatments": np.asarray(policies[m].treatments, dtype=float).tolist(),
+                    # the same in the user's values: labels for categorical dimensions, ints for discrete ones
+                    "treatments_labelled": space.to_user(policies[m].treatments),
+                    # a treatment combining discrete / categorical values no customer received together
+                    "extrapolated": bool(unseen_mask(policies[m].treatments, evaluator.test.arms,
+                                                     space.fixed_dims).any()),
                     "oracle_profit": sc.oracle_profit, "share_of_full": sc.share_of_full, "dr_value": sc.dr_value,
                     "dr_ci": list(sc.dr_ci), "dr_share_of_full": evaluator.dr_share(sc.dr_value),
                     "expected_profit": sc.expected_profit, "expected_share_of_full": sc.expected_share_of_full,
@@ -426,13 +438,16 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     """The data step: the experiment, who trains and who is scored, the candidate treatments."""
     parity = (cfg.discretizer.get("group_parity") or {}).get("column")
     data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
+    # every dimension's kind settled once: the split halves, the methods and the saved policies share it
+    data = resolve_kinds(data, refine_integer_dims=bool(cfg.discretizer.get("refine_integer_dims", False)))
     frac = float(cfg.data.eval_fraction)
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
     if frac > 0:
         _check_training_share(data, train, frac, int(cfg.model.get("n_folds") or 1))
     keep = not bool(cfg.discretizer.get("refine_integer_dims", False))
     candidates = candidate_treatments(data, cfg.data, keep_integer_dims=keep)
-    _warn_discrete_dims(data, keep)
+    _warn_discrete_dims(data)
+    check_unseen_model(cfg.model, data, candidates)
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
     _check_mip_size(cfg, len(scored), len(candidates))
@@ -458,13 +473,15 @@ def _check_training_share(data: ExperimentData, train: ExperimentData, frac: flo
             f"arm in every fold), e.g. arm ({arm}) with {int(counts[i])}: lower data.eval_fraction"])
 
 
-def _warn_discrete_dims(data: ExperimentData, keep: bool) -> None:
-    """One line saying which treatment dimensions are kept on their observed integer values."""
-    names = [n for n, f in zip(data.space.names, discrete_dims(data)) if f]
-    if names and keep:
+def _warn_discrete_dims(data: ExperimentData) -> None:
+    """One line naming the undeclared dimensions kept on their observed integer values (the heuristic of
+    coarse_gpu.experiment.kinds); a declared kind needs no warning."""
+    names = data.meta.get("treatment_kinds_inferred") or []
+    if names:
         log.warning("treatment dimension(s) %s hold only integer values (a coded category, a count or an on/off "
                     "lever): their candidates are the observed values and the refinement never moves them; set "
-                    "discretizer.refine_integer_dims=true if they are continuous doses", names)
+                    "discretizer.refine_integer_dims=true if they are continuous doses, or declare each one's kind "
+                    "in data.treatment_kinds", names)
 
 
 def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
@@ -485,6 +502,10 @@ def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
 def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np.ndarray) -> None:
     """discretizer.budget / group_parity against the loaded data (column, costs), before training."""
     col = (cfg.discretizer.get("group_parity") or {}).get("column")
+    dim = (cfg.discretizer.get("group_parity") or {}).get("treatment") or (data.space.names[0] if col else None)
+    if dim in data.space.names and data.space.kind_list[list(data.space.names).index(dim)] == "categorical":
+        raise ConfigValueError([f"discretizer.group_parity.treatment={dim!r} is a categorical treatment (labels): a "
+                                "group's mean label is no quantity to bound; name a continuous or discrete dimension"])
     groups = {col: int(data.features[col].astype(str).nunique())} if col in data.features.columns else None
     problems = data_constraint_problems(cfg, list(data.features.columns), list(data.space.names),
                                         data.meta.get("treatment_unit_cost"), candidates, groups)
@@ -515,6 +536,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     with stage(timings, "data"):
         data, train, scored, candidates = _load(cfg, seed, k_values, {})
     results = _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device)
+    results["unseen_combinations"] = unseen_record(data, candidates, allow_unseen(data, cfg.data))
     out_path = run_dir / "results.json"
     try:
         with stage(timings, "simulator_checks"):
@@ -530,6 +552,8 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         with stage(timings, "train", device):
             model, est, selection = personalize(cfg.model, train, scored, train is scored, device, seed, verbose,
                                                 checkpoint_dir=run_dir / "checkpoints")
+        if unseen_mask(candidates, data.arms, data.space.fixed_dims).any():
+            est = with_unseen_weights(est, data)  # no customer received those: no residual to correct
         results["model_selection"] = selection
         results["model"] = _training_record(model, cfg, run_dir, tracker)
         with stage(timings, "predict", device):
@@ -567,6 +591,8 @@ def _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device
         "n_customers": len(data), "n_train": len(train), "n_eval": len(scored),
         "estimates": "out-of-fold" if train is scored else "held-out",
         "k_values": k_values, "treatment_names": list(data.space.names), "arms": np.asarray(data.arms).tolist(),
+        # per dimension {name, kind, labels}: a categorical dimension's treatments are codes into its labels
+        "treatment_kinds": data.space.describe(), "arms_labelled": data.space.to_user(data.arms),
         "full_personalization": {}, "methods": {m: {} for m in methods}, "timings_s": timings,
         "warnings": list(data.meta.get("warnings", [])),
         "device": env["device"], "versions": env["versions"], "environment": env,

@@ -84,6 +84,7 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
     lines.extend(_method_rows(results, methods, k_values, width, _dr_cell))
     lines.extend(_effective_k_lines(results, methods, k_values))
+    lines.extend(_labelled_lines(results, methods, k_values))
     lines.extend(_comparison_lines(results, k_values, width))
     lines.extend(_price_lines(results, k_values))
     lines.extend(_tree_lines(results, k_values))
@@ -118,6 +119,28 @@ def effective_k(cell: Mapping[str, Any]) -> int | None:
         return int(cell["effective_k"])
     sizes = cell.get("segment_sizes")
     return None if sizes is None else int(np.count_nonzero(np.asarray(sizes)))
+
+
+def _labelled_lines(results: Mapping[str, Any], methods: list, k_values: list[str]) -> list[str]:
+    """The OT treatments in the user's labels when a dimension is categorical, and a flag for every policy
+    that offers a combination no customer received (data.allow_unseen_combinations=true: extrapolated)."""
+    lines = []
+    kinds = results.get("treatment_kinds") or []
+    if any(d.get("kind") == "categorical" for d in kinds):
+        names = [d["name"] for d in kinds]
+        for k in k_values:
+            cell = results["methods"].get("ot", {}).get(k)
+            if cell and cell.get("treatments_labelled"):
+                shown = "; ".join(", ".join(f"{n}={v}" for n, v in zip(names, t)) for t in cell["treatments_labelled"])
+                lines.append(f"(OT treatments at K={k}: {shown})")
+    flagged = [f"{METHOD_LABELS.get(m, m)} K={k}" for m in methods for k in k_values
+               if (results["methods"][m].get(k) or {}).get("extrapolated")]
+    if flagged:
+        unseen = results.get("unseen_combinations") or {}
+        lines.append(f"(EXTRAPOLATED: data.allow_unseen_combinations=true, and {', '.join(flagged)} offer a "
+                     f"combination no customer received, of {unseen.get('candidates')}: their profits are the "
+                     "model's extrapolation and their doubly robust values the model's estimate alone)")
+    return [""] + lines if lines else []
 
 
 def _effective_k_lines(results: Mapping[str, Any], methods: list, k_values: list[str]) -> list[str]:
@@ -322,6 +345,7 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     _draw_chosen_treatments(ax, rows)
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
+    _label_fixed_axes(ax, results)
     ax.margins(0.07)  # room for the markers and labels on the box's edges
     ax.set_title(f"Treatments at K={k} over the customers' estimated best treatments", fontsize=9)
     leg = ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
@@ -349,6 +373,19 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     out = _save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+def _label_fixed_axes(ax, results: Mapping[str, Any]) -> None:
+    """A categorical dimension's axis shows its labels at its codes (never a numeric axis with 1.37 on it);
+    a discrete one its observed values only."""
+    kinds = results.get("treatment_kinds") or []
+    arms = np.asarray(results.get("arms") or [], dtype=float)
+    for j, (rec, axis) in enumerate(zip(kinds, (ax.xaxis, ax.yaxis))):
+        if rec.get("kind") == "categorical" and rec.get("labels"):
+            axis.set_ticks(range(len(rec["labels"])), [str(v) for v in rec["labels"]], fontsize=7)
+        elif rec.get("kind") == "discrete" and arms.ndim == 2 and arms.shape[0]:
+            levels = np.unique(arms[:, j])
+            axis.set_ticks(levels, [f"{v:g}" for v in levels])
 
 
 #: marker, colour and size scale of the methods drawn over the heatmap (OT last: it is never hidden)

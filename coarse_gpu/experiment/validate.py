@@ -115,7 +115,6 @@ RULES: dict[str, Rule] = {
     "data.outcome_scale": FINITE,
     "data.treatment_low": Rule("numbers", null=True),
     "data.treatment_high": Rule("numbers", null=True),
-    "data.control": Rule("numbers", null=True),
     "data.incentive_step": POSITIVE,
     "data.value_of_result": FINITE,
     # model (every model's numeric keys; a model without a key is not checked for it)
@@ -273,9 +272,39 @@ def list_problems(tree: dict) -> list[str]:
         if bad:
             out.append(f"data.treatment_low={low} must be below data.treatment_high={high} in every column "
                        f"(not in column {bad[0]})")
+    out += _kind_problems(tree, treatment)
     n, scale = _get(tree, "data.n_customers", None), _get(tree, "scale", 1.0)
     if RULES["data.n_customers"].ok(n) and POSITIVE.ok(scale) and round(n * scale) < 2:
         out.append(f"scale={scale} x data.n_customers={n} leaves {round(n * scale)} customers; need at least 2")
+    return out
+
+
+def _kind_problems(tree: dict, treatment) -> list[str]:
+    """data.control (numbers, or labels of categorical columns) and data.treatment_kinds (every key a
+    treatment column, every value a kind), each naming the key."""
+    from coarse_gpu.data.treatments import KINDS
+
+    out = []
+    control = _get(tree, "data.control", None)
+    if control is not None:
+        ok = isinstance(control, list) and all(
+            (isinstance(v, str) and v) or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            for v in control)
+        if not ok:
+            out.append(f"data.control={control!r} must be a list of finite numbers, one per treatment column (a "
+                       "categorical column's control may be one of its labels)")
+    kinds = _get(tree, "data.treatment_kinds", None)
+    if kinds is None:
+        return out
+    if not isinstance(kinds, dict):
+        return out + [f"data.treatment_kinds={kinds!r} must be a mapping {{column: kind}}, e.g. "
+                      "data.treatment_kinds={free_ship:discrete,creative:categorical}"]
+    for col, kind in kinds.items():
+        if treatment and col not in treatment:
+            out.append(f"data.treatment_kinds.{col}: '{col}' is not a treatment column (data.treatment = "
+                       f"{list(treatment)})")
+        elif kind not in KINDS:
+            out.append(f"data.treatment_kinds.{col}={kind!r} is not a kind; use one of {list(KINDS)}")
     return out
 
 

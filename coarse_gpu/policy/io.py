@@ -8,7 +8,10 @@ On-disk format (``FORMAT = "coarse_gpu.policy/1"``): a folder, e.g. ``policies/o
       feature columns, categorical levels, model-matrix names), id_column, model (class name,
       hyperparameters, fitted scalars, weights file name and its sha256), metrics (the run's
       DR value etc.), constraints (the discretizer's side constraints: config keys, costs used, each
-      one's value, bounds and dual multiplier; {} without any), created.
+      one's value, bounds and dual multiplier; {} without any), treatment_kinds (per dimension its
+      name, kind and, for a categorical one, its labels: the treatments hold codes into them; absent in
+      older policies = every dimension continuous), treatments_labelled (the treatments in the user's
+      labels and types, for a reader), created.
   model-<sha16>.safetensors   the CATE model: network weights ("network.<name>") and fitted arrays
                               ("fitted.<name>": arms, feature means / scales, ...). safetensors holds
                               raw tensors only: loading it executes no code.
@@ -134,10 +137,38 @@ class DeployedPolicy:
     # the run's side constraints on the assignment ({"spec": config keys and costs, "rows": per constraint
     # its value, bounds and dual}); empty without any. New customers are not re-priced by them.
     constraints: dict = field(default_factory=dict)
+    # per treatment dimension {"name", "kind", "labels" (categorical only)} (TreatmentSpace.describe);
+    # empty: every dimension continuous (policies saved before kinds existed)
+    treatment_kinds: list = field(default_factory=list)
 
     @property
     def k(self) -> int:
         return int(self.treatments.shape[0])
+
+    def user_values(self, j: int, values: np.ndarray) -> np.ndarray:
+        """Column j of internal treatment values (N,) in the user's labels and types: the labels of a
+        categorical dimension (object array), ints for a discrete one, floats otherwise."""
+        from coarse_gpu.data.treatments import user_value
+
+        v = np.asarray(values, dtype=np.float64)
+        if not self.treatment_kinds or self.treatment_kinds[j]["kind"] == "continuous":
+            return v
+        rec = self.treatment_kinds[j]
+        levels = np.unique(v)
+        user = [user_value(x, rec["kind"], rec.get("labels")) for x in levels]
+        if rec["kind"] == "discrete" and all(isinstance(u, int) for u in user):
+            return v.astype(np.int64)
+        out = np.empty(v.shape[0], dtype=object)
+        idx = np.searchsorted(levels, v)
+        for i, u in enumerate(user):
+            out[idx == i] = u
+        return out
+
+    @property
+    def treatments_labelled(self) -> list[list]:
+        """The K treatments in the user's values (see ``user_values``), JSON-ready."""
+        cols = [self.user_values(j, self.treatments[:, j]).tolist() for j in range(self.treatments.shape[1])]
+        return [list(row) for row in zip(*cols)]
 
     def assign_matrix(self, X: np.ndarray, chunk_rows: int = ASSIGN_CHUNK) -> tuple[np.ndarray, np.ndarray]:
         """(segment (N,) int64 in [0, K), predicted profit (N,) float64) for a model matrix X (N, p)."""
@@ -183,8 +214,8 @@ class DeployedPolicy:
         if ids is not None:
             out[ids.name if hasattr(ids, "name") and ids.name else (self.id_column or "id")] = np.asarray(ids)
         out["segment"] = seg
-        for j, name in enumerate(self.treatment_names):
-            out[name] = self.treatments[seg, j]
+        for j, name in enumerate(self.treatment_names):  # the user's labels and types (policy's kinds)
+            out[name] = self.user_values(j, self.treatments[seg, j])
         out["predicted_profit"] = prof
         return pd.DataFrame(out)
 
@@ -259,7 +290,8 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: Optional[
         id_col = data.meta.get("id_column")
     return DeployedPolicy(method, np.asarray(policy.treatments, dtype=np.float64), list(data.space.names), rule,
                           model, feature_schema_of(data), params, id_col, dict(metrics or {}),
-                          dict(policy.info.get("constraints") or {}))
+                          dict(policy.info.get("constraints") or {}),
+                          data.space.describe() if data.space.kinds is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +353,8 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
         "model": {**model_meta, "weights": weights, "sha256": digest, "size": len(blob)},
         "metrics": policy.metrics,
         "constraints": policy.constraints,
+        "treatment_kinds": policy.treatment_kinds,
+        "treatments_labelled": policy.treatments_labelled,  # for a reader; the loader reads "treatments"
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # NaN centroids (empty segments) must survive JSON: store them as null, read back as NaN.
@@ -526,7 +560,36 @@ def _policy_fields(doc: dict, pj: Path) -> dict:
         raise PolicyFileError(f"{where}: 'constraints' must be an object or null")
     return {"method": doc["method"], "treatments": treatments, "treatment_names": list(names), "rule": doc["rule"],
             "feature_schema": schema, "params": params, "id_column": doc.get("id_column"),
-            "metrics": metrics if isinstance(metrics, dict) else {}, "constraints": constraints}
+            "metrics": metrics if isinstance(metrics, dict) else {}, "constraints": constraints,
+            "treatment_kinds": _treatment_kinds(doc.get("treatment_kinds"), names, treatments, where)}
+
+
+def _treatment_kinds(raw: Any, names: list[str], treatments: np.ndarray, where: str) -> list:
+    """policy.json's "treatment_kinds": absent or empty (older policies) = all continuous; else one
+    {name, kind, labels} per treatment dimension, in order; a categorical dimension's treatments must be
+    codes of its labels (the range check against the model's arms covers the other kinds)."""
+    from coarse_gpu.data.treatments import KINDS
+
+    if not raw:
+        return []
+    if not isinstance(raw, list) or len(raw) != len(names):
+        raise PolicyFileError(f"{where}: 'treatment_kinds' must list one entry per treatment dimension {names}")
+    out = []
+    for j, (rec, name) in enumerate(zip(raw, names)):
+        if not isinstance(rec, dict) or rec.get("name") != name or rec.get("kind") not in KINDS:
+            raise PolicyFileError(f"{where}: 'treatment_kinds'[{j}] must be {{\"name\": {name!r}, \"kind\": one of "
+                                  f"{list(KINDS)}}}, got {rec!r}")
+        if rec["kind"] == "categorical":
+            labels = rec.get("labels")
+            codes = treatments[:, j]
+            if not isinstance(labels, list) or len(labels) < 2 or len(set(map(str, labels))) != len(labels):
+                raise PolicyFileError(f"{where}: categorical treatment '{name}' needs its distinct 'labels', got "
+                                      f"{labels!r}")
+            if np.any(codes != np.round(codes)) or codes.min() < 0 or codes.max() > len(labels) - 1:
+                raise PolicyFileError(f"{where}: categorical treatment '{name}' holds {codes.tolist()}, which are not "
+                                      f"codes 0..{len(labels) - 1} of its labels {labels}")
+        out.append(dict(rec))
+    return out
 
 
 def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolicy:
@@ -582,7 +645,7 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
                               f"{f['treatments'].shape[1]} treatment dimensions {f['treatment_names']}")
     _check_treatment_range(f["treatments"], f["treatment_names"], arms, pj)
     return DeployedPolicy(f["method"], f["treatments"], f["treatment_names"], f["rule"], model, schema,
-                          f["params"], f["id_column"], f["metrics"], f["constraints"])
+                          f["params"], f["id_column"], f["metrics"], f["constraints"], f["treatment_kinds"])
 
 
 def _check_treatment_range(treatments: np.ndarray, names: list[str], arms: np.ndarray, pj: Path) -> None:
