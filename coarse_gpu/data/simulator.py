@@ -188,6 +188,14 @@ class PromotionsSimulator:
         self.seed = int(seed)
         self.space = PROMOTION_SPACE
 
+    def accounting(self):
+        """The simulator's profit structure: y = purchases x (spend per purchase x (margin - discount) / n_trips)
+        - contact_cost x weeks (profit per trip over the window; ``coarse_gpu.data.Accounting``)."""
+        from coarse_gpu.data.accounting import Accounting
+
+        return Accounting(margin=f"({self.margin!r} - discount) / {self.n_trips}", cost_per_response=0.0,
+                          cost_per_customer=f"{self.contact_cost!r} * duration_weeks", names=self.space.names)
+
     @property
     def arms(self) -> np.ndarray:
         """(A, 2) experimental arms, discount-major order."""
@@ -230,8 +238,13 @@ class PromotionsSimulator:
         p = truth.purchase_probability(arms)[np.arange(n), arm]
         s, trips = self.basket_sigma, self.n_trips
         bought = rng.random((n, trips)) < p[:, None]
-        spend = (bought * rng.lognormal(-0.5 * s * s, s, size=(n, trips))).mean(axis=1)
+        basket = bought * rng.lognormal(-0.5 * s * s, s, size=(n, trips))
+        spend = basket.mean(axis=1)
         y = truth.basket_value * spend * (self.margin - t[:, 0]) - self.contact_cost * t[:, 1]
+        # The behaviour behind y (the same draws; y is unchanged): purchases in the window and the spend
+        # per purchase, with the accounting that turns them into the per-trip profit y.
+        count = bought.sum(axis=1).astype(np.float64)
+        value = np.where(count > 0, truth.basket_value * basket.sum(axis=1) / np.maximum(count, 1.0), np.nan)
         X, names = model_matrix(df)
         return ExperimentData(
             features=df,
@@ -244,6 +257,9 @@ class PromotionsSimulator:
             propensity=np.full(n, 1.0 / a),
             space=self.space,
             truth=truth,
+            response=count,
+            value=value,
+            accounting=self.accounting(),
             meta={"source": "promotions_simulator", "seed": self.seed, "n_trips": self.n_trips,
                   # cost of a promotion (discount, weeks) per customer, linear in t (what a budget bounds):
                   # the discount on the experiment's mean revenue per customer plus the contact cost.

@@ -48,7 +48,9 @@ def progress_enabled(cfg: DictConfig) -> bool:
     return not (cfg.get("quiet", False) or os.environ.get("CI"))
 
 
-DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
+DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle")
+#: The simulated sources (scale= multiplies their n_customers).
+SIMULATED = ("promotions", "hurdle")
 
 
 def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> ExperimentData:
@@ -62,7 +64,7 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0) -> Experimen
         raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale={scale!r} must be a positive number (it multiplies data.n_customers)")
-    if scale != 1.0 and data_cfg.name != "promotions":
+    if scale != 1.0 and data_cfg.name not in SIMULATED:
         raise ValueError(f"scale={scale} only applies to simulated data (data=promotions); data={data_cfg.name} "
                          "has a fixed number of customers: leave scale=1")
     if data_cfg.name == "file":

@@ -66,7 +66,7 @@ from coarse_gpu.models.tarnet import TARNet
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES, TwoPart
 
 __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_FLOOR", "SIMPLER",
-           "decision_losses", "make_candidate", "pseudo_outcomes", "selection_report"]
+           "decision_losses", "is_two_part", "make_candidate", "one_se_choice", "param_class", "pseudo_outcomes", "selection_report"]
 
 #: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them):
 #: one-part learners of the realized profit, the no-heterogeneity ``arm_means`` and the two-part
@@ -85,6 +85,14 @@ _NEURAL = ("tarnet", "dragonnet")
 
 def is_two_part(name: str) -> bool:
     return name.startswith("twopart_")
+
+
+def param_class(name: str) -> type:
+    """The class whose constructor parameters a candidate takes from the model config: a two-part
+    candidate's both parts are learners of its family (``twopart_gb_s`` -> GBSLearner)."""
+    if is_two_part(name):
+        return TWO_PART_BASES[name[len("twopart_"):]]
+    return CANDIDATES[name]
 
 
 def make_candidate(name: str, seed: int, device: str = "auto", checkpoint_dir: Optional[str] = None,
