@@ -500,6 +500,9 @@ def _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device
         "k_values": k_values, "treatment_names": list(data.space.names), "arms": np.asarray(data.arms).tolist(),
         "full_personalization": {}, "methods": {m: {} for m in methods}, "timings_s": timings,
         "warnings": list(data.meta.get("warnings", [])),
+        # the declared profit structure (null without one): the accounting the two-part learners used
+        "profit_structure": ({"accounting": data.accounting.to_dict(), "response_rate": float(np.mean(data.response > 0))}
+                             if data.structured else None),
         "device": env["device"], "versions": env["versions"], "environment": env,
         **results_record(cfg),  # distributed=true: {"distributed": {world_size, backend, launcher}}
     }
