@@ -238,3 +238,17 @@ def test_cli_file_with_declared_structure_runs_end_to_end(tmp_path):
     assert res["profit_structure"]["accounting"]["margin"] == "0.45 - discount"
     ot = res["methods"]["ot"]["2"]
     assert np.isfinite(ot["dr_value"]) and sum(ot["segment_sizes"]) == 1500
+
+
+def test_api_takes_the_declared_structure():
+    from coarse_gpu import CoarsePersonalizer
+
+    X, t, r, v, acc, y = _purchase_data(800, seed=5)
+    t = pd.DataFrame({"d": t})  # the accounting's expressions name the treatment columns
+    cp = CoarsePersonalizer(k=2, model="twopart", n_folds=2, seed=0).fit(X, t, y, response=r, value=v,
+                                                                         accounting=acc)
+    assert cp.treatments_.shape == (2, 1) and isinstance(cp.model_.members()[0], TwoPart)
+    y_bad = y.copy()
+    y_bad[3] += 5.0
+    with pytest.raises(ValueError, match="row 3: accounting"):
+        CoarsePersonalizer(k=2, model="twopart", n_folds=2).fit(X, t, y_bad, response=r, value=v, accounting=acc)
