@@ -107,7 +107,7 @@ def _binary(X, t, y, tau, rep, test_fraction):
 
 
 def promo(rep: int, n_trips: int):
-    sim = PromotionsSimulator(n_customers=20_000, n_trips=n_trips, seed=rep)
+    sim = PromotionsSimulator(n_customers=20_000, n_trips=n_trips, seed=rep, declare_structure=True)
     d = sim.sample()
     test, train = _split(len(d), rep, 0.3)
     cand = d.space.grid([26, 21])

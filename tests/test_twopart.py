@@ -49,7 +49,10 @@ def test_accounting_refuses_code_naming_the_key_and_token(expr, token):
 
 def test_simulators_accounting_reproduces_their_outcome():
     for trips in (8, 1):
-        d = PromotionsSimulator(n_customers=3000, n_trips=trips, seed=3).sample()
+        d = PromotionsSimulator(n_customers=3000, n_trips=trips, seed=3, declare_structure=True).sample()
+        plain = PromotionsSimulator(n_customers=3000, n_trips=trips, seed=3).sample()
+        np.testing.assert_array_equal(plain.outcome, d.outcome)  # declaring the structure changes no outcome
+        assert plain.response is None and not plain.structured
         np.testing.assert_allclose(d.accounting.profit(d.response, d.value, d.treatment), d.outcome, atol=1e-9)
         assert np.all(np.isnan(d.value[d.response == 0])) and d.response.max() <= trips
     h = HurdlePromotionsSimulator(n_customers=4000, seed=1).sample()

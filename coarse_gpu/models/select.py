@@ -74,7 +74,7 @@ __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_
 CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner,
               "arm_means": ArmMeans, **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}}
 #: model=auto's default candidates (the two-part ones take part only with a declared structure).
-DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "twopart_gb_s", "twopart_gb_t")
+DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "twopart_gb_s")
 #: Candidates simpler than every other learner, preferred by the one-standard-error rule.
 SIMPLER = ("arm_means",)
 PROPENSITY_FLOOR = 0.02
