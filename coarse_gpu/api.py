@@ -330,13 +330,17 @@ class CoarsePersonalizer(BaseEstimator):
         check_constraints(given, len(data), len(candidates), int(self.k))
         return [given] if isinstance(given, Constraint) else list(given)
 
-    def fit(self, X, treatment, y, propensity=None) -> "CoarsePersonalizer":
+    def fit(self, X, treatment, y, propensity=None, *, response=None, value=None,
+            accounting=None) -> "CoarsePersonalizer":
         """Step 1 (cross-fitted on every row) and step 2 (``k`` treatments on the out-of-fold estimates).
 
         X : DataFrame or (N, p) array; treatment : (N,) or (N, d) array, Series or DataFrame (one numeric
         column per treatment dimension); y : (N,) realized profit per customer (currency units);
         propensity : optional (N,) probability of the arm each row received (default: the arm's share of
         the rows, right for a completely randomized experiment). Rows pair by position, not by index label.
+        response, value (N,) and accounting (``coarse_gpu.data.Accounting``, expressions in the treatment
+        column names): the declared profit structure (docs/data.md); the accounting must reproduce y row
+        by row. With it model="auto" also weighs the two-part learners and model="twopart" can run.
         Every argument is checked before any training.
         """
         from omegaconf import OmegaConf
@@ -354,6 +358,8 @@ class CoarsePersonalizer(BaseEstimator):
         seed_everything(seed)
         device = resolve_device(self.device)
         data = self._experiment(X, treatment, y, propensity)
+        if response is not None or value is not None or accounting is not None:
+            data = _with_structure(data, response, value, accounting)
         candidates = candidate_treatments(data, OmegaConf.create({"candidate_points": None}))
         check_k_values([int(self.k)], len(candidates), len(data), key="k")
         share_counts(len(data), int(self.k), self.min_share, self.max_share)
@@ -515,3 +521,22 @@ class CoarsePersonalizer(BaseEstimator):
         cp.feature_names_in_ = list(pol.feature_schema.columns)
         cp._policy_in_range()
         return cp
+
+
+def _with_structure(data, response, value, accounting):
+    """``data`` with the declared profit structure, checked: all three given, the accounting bound to the
+    treatment names, and reproducing y row by row (the first disagreeing rows named)."""
+    import dataclasses
+
+    from coarse_gpu.models.twopart import unstack_outcome
+
+    if response is None or value is None or accounting is None:
+        raise ValueError("response, value and accounting go together: pass all three (or none)")
+    r, v = unstack_outcome(None, response, value, len(data))
+    acc = accounting.bind(list(data.space.names))
+    pi = acc.profit(r, v, data.treatment)
+    off = np.flatnonzero(~np.isclose(pi, data.outcome, rtol=1e-6, atol=0.01))
+    if off.size:
+        rows = "; ".join(f"row {int(i)}: accounting {pi[i]:.6g}, y {data.outcome[i]:.6g}" for i in off[:3])
+        raise ValueError(f"accounting does not reproduce y in {off.size} row(s) (first: {rows})")
+    return dataclasses.replace(data, response=r, value=np.where(r > 0, v, np.nan), accounting=acc)

@@ -14,6 +14,17 @@ Families (each replication draws new data; the models never see the held-out par
   contacts         a second simulator of our own with another response shape (``contacts_family``):
                    6 contact frequencies, a saturating response with fatigue, zero-inflated
                    lognormal spend; 20,000 customers; 70 / 30.
+  hurdle           the zero-inflated promotions family (coarse_gpu.data.hurdle, ``data=hurdle``): 24
+                   arms over discount x free shipping x bonus items, stratified propensities, 57 %
+                   buy nothing, lognormal baskets (sigma 1), 28 of 36 covariates irrelevant, the
+                   firm's accounting declared; ``--hurdle-n`` customers (default 20,000); 70 / 30.
+
+One-part vs two-part: ``twopart_<family>`` (coarse_gpu.models.twopart) models purchase and basket
+apart and applies the accounting; it runs only on families that declare the profit structure (the
+promotions simulators and hurdle). ``arm_means`` is the no-heterogeneity model; ``auto`` is
+``model=auto`` with its current default candidates (two-part ones where the structure is declared,
+arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
+on the realized profit only).
 
 Metrics on the held-out customers: binary families sqrt(PEHE); multi-arm families the RMSE of the
 estimated profit at the arms; and for every family the TRUE-profit share of full personalization's
@@ -34,6 +45,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,13 +55,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coarse_gpu.data.simulator import PromotionsSimulator  # noqa: E402
 from coarse_gpu.discretize import discretize  # noqa: E402
 from coarse_gpu.evaluate.oracle import share_of_full  # noqa: E402
+from coarse_gpu.data.hurdle import HurdlePromotionsSimulator  # noqa: E402
 from coarse_gpu.models import (  # noqa: E402
-    AutoCATE, DoseLogit, DoseVC, DragonNet, DRLearner, GBSLearner, GBTLearner, TARNet,
+    ArmMeans, AutoCATE, DoseLogit, DoseVC, DragonNet, DRLearner, GBSLearner, GBTLearner, TARNet, TwoPart,
 )
 
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
-          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
-NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto")
+          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
+          "auto_onepart": AutoCATE, "twopart_tarnet": TwoPart, "twopart_dragonnet": TwoPart,
+          "twopart_gb_s": TwoPart, "twopart_gb_t": TwoPart}
+NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto", "auto_onepart", "twopart_tarnet",
+          "twopart_dragonnet", "twopart_gb_s", "twopart_gb_t")
+HURDLE_N = 20_000
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "model_table" / "cells.jsonl"
 
 
@@ -90,13 +107,26 @@ def _binary(X, t, y, tau, rep, test_fraction):
 
 
 def promo(rep: int, n_trips: int):
-    sim = PromotionsSimulator(n_customers=20_000, n_trips=n_trips, seed=rep)
+    sim = PromotionsSimulator(n_customers=20_000, n_trips=n_trips, seed=rep, declare_structure=True)
     d = sim.sample()
     test, train = _split(len(d), rep, 0.3)
     cand = d.space.grid([26, 21])
     return {"X": d.X.astype(np.float64), "t": d.treatment, "y": d.outcome, "true_arms": d.truth.profit(d.arms),
             "arms": d.arms, "candidates": cand, "true_cand": lambda rows: d.truth.profit(cand, rows),
-            "train": train, "test": test, "binary": False}
+            "train": train, "test": test, "binary": False, **_structure(d)}
+
+
+def hurdle(rep: int, n: Optional[int] = None):
+    d = HurdlePromotionsSimulator(n_customers=int(n or HURDLE_N), seed=rep).sample()
+    test, train = _split(len(d), rep, 0.3)
+    return {"X": d.X.astype(np.float64), "t": d.treatment, "y": d.outcome, "true_arms": d.truth.profit(d.arms),
+            "arms": d.arms, "candidates": d.arms, "propensity": d.propensity, "train": train, "test": test,
+            "binary": False, **_structure(d)}
+
+
+def _structure(d) -> dict:
+    """The declared profit structure of a simulated experiment (what the two-part learners need)."""
+    return {"response": d.response, "value": d.value, "accounting": d.accounting} if d.structured else {}
 
 
 def contacts_family(rep: int, n: int = 20_000):
@@ -135,7 +165,8 @@ def _split(n: int, rep: int, test_fraction: float):
 
 
 FAMILIES = {"ihdp_a": lambda r: ihdp("a", r), "ihdp_b": lambda r: ihdp("b", r), "nw_rct": nw_rct,
-            "promo_t8": lambda r: promo(r, 8), "promo_t1": lambda r: promo(r, 1), "contacts": contacts_family}
+            "promo_t8": lambda r: promo(r, 8), "promo_t1": lambda r: promo(r, 1), "contacts": contacts_family,
+            "hurdle": hurdle}
 
 
 # ---- one cell -----------------------------------------------------------------------------------------
@@ -146,8 +177,16 @@ def fit_predict(name: str, fam: dict, rep: int):
         kw["device"] = "cpu"
     if name == "dose_vc" and fam["binary"]:
         kw["n_basis"] = 2
+    if name == "auto_onepart":
+        kw["candidates"] = ("tarnet", "gb_s", "gb_t")
     tr, te = fam["train"], fam["test"]
-    model = cls(**kw).fit(fam["X"][tr], fam["t"][tr], fam["y"][tr])
+    fit_kw = {"propensity": fam["propensity"][tr]} if "propensity" in fam else {}
+    if name.startswith("twopart_"):
+        kw.update(base=name[len("twopart_"):], accounting=fam["accounting"])
+        fit_kw.update(response=fam["response"][tr], value=fam["value"][tr])
+    elif name == "auto" and "response" in fam:
+        fit_kw.update(response=fam["response"][tr], value=fam["value"][tr], accounting=fam["accounting"])
+    model = cls(**kw).fit(fam["X"][tr], fam["t"][tr], fam["y"][tr], **fit_kw)
     p_arms = model.predict_profit(fam["X"][te], fam["arms"])
     p_cand = p_arms if fam["candidates"] is fam["arms"] else model.predict_profit(fam["X"][te], fam["candidates"])
     return model, p_arms, p_cand
@@ -200,6 +239,8 @@ def run(families, models, reps, out: Path) -> None:
                 print(f"{family}: skipped ({err})", flush=True)
                 break
             for name in todo:
+                if name.startswith("twopart_") and "response" not in fam:
+                    continue  # no declared profit structure in this family
                 t0 = time.perf_counter()
                 model, p_arms, p_cand = fit_predict(name, fam, rep)
                 rec = {"family": family, "model": name, "rep": rep, **score(fam, p_arms, p_cand, rep),
@@ -262,12 +303,14 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hurdle-n", type=int, default=HURDLE_N, help="customers of the hurdle family")
     p.add_argument("--table", action="store_true", help="print the table of --out and exit")
     a = p.parse_args(argv)
     if a.table:
         print(table(a.out))
         return 0
     torch.set_num_threads(a.threads)
+    FAMILIES["hurdle"] = lambda r: hurdle(r, a.hurdle_n)
     run(a.families, a.models, range(a.reps), a.out)
     print(table(a.out))
     return 0

@@ -35,6 +35,11 @@ class ExperimentData:
     outcome    : (N,) float64 realized profit (currency units per customer).
     propensity : (N,) float64 probability of the received arm (known by design in an experiment).
     truth      : ground-truth profit model (simulated data only), else None.
+    response   : (N,) float64 behaviour of a declared profit structure (0/1 purchase or a count), or None.
+    value      : (N,) float64 value per response (spend per purchase; NaN where response == 0), or None.
+    accounting : the firm's ``coarse_gpu.data.Accounting`` (bound to ``space.names``), or None. With all
+                 three, outcome == accounting.profit(response, value, treatment) row by row, and the
+                 two-part learners can model purchase and basket apart (coarse_gpu.models.twopart).
     """
 
     features: pd.DataFrame
@@ -48,9 +53,23 @@ class ExperimentData:
     space: TreatmentSpace
     truth: Optional[TrueProfit] = None
     meta: dict = field(default_factory=dict)
+    response: Optional[np.ndarray] = None
+    value: Optional[np.ndarray] = None
+    accounting: Optional[object] = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
+
+    @property
+    def structured(self) -> bool:
+        """Whether the data declare a profit structure (response, value and accounting)."""
+        return self.response is not None and self.value is not None and self.accounting is not None
+
+    def structure_kwargs(self) -> dict:
+        """``{"response", "value", "accounting"}`` for a model's fit when declared, else {}."""
+        if not self.structured:
+            return {}
+        return {"response": self.response, "value": self.value, "accounting": self.accounting}
 
     @property
     def n_arms(self) -> int:
@@ -70,6 +89,8 @@ class ExperimentData:
             outcome=self.outcome[rows],
             propensity=self.propensity[rows],
             truth=None if self.truth is None else self.truth.subset(rows),
+            response=None if self.response is None else self.response[rows],
+            value=None if self.value is None else self.value[rows],
         )
 
     def split(self, fractions: tuple[float, ...], seed: int = 0) -> list["ExperimentData"]:

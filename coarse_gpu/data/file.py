@@ -65,6 +65,13 @@ class DataSchemaError(ValueError):
         super().__init__(f"data check failed for {source}: {len(self.problems)} problem(s)\n{lines}")
 
 
+#: The keys of a declared profit structure (FileDataConfig, docs/data.md).
+STRUCTURE_KEYS = ("response", "value", "margin", "cost_per_response", "cost_per_customer")
+#: Tolerance of the accounting against a realized profit column: a cent (rounded files) or 1e-6 relative.
+ACCOUNTING_ATOL = 0.01
+ACCOUNTING_RTOL = 1e-6
+
+
 # ---------------------------------------------------------------------------------------------
 # the column spec
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +112,12 @@ class FileSpec:
     #: false: a combination of the discrete / categorical dimensions that no customer received is never
     #: offered; true: it may be (its profit is then an extrapolation of the model, and the outputs say so)
     allow_unseen_combinations: bool = False
+    # the declared profit structure (coarse_gpu.data.accounting): behaviour columns and the accounting
+    response: Optional[str] = None
+    value: Optional[str] = None
+    margin: Optional[str] = None
+    cost_per_response: Optional[str] = None
+    cost_per_customer: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "FileSpec":
@@ -127,6 +140,7 @@ class FileSpec:
             treatment_cost=lst(cfg.get("treatment_cost")),
             treatment_kinds={str(k): v for k, v in (cfg.get("treatment_kinds") or {}).items()},
             allow_unseen_combinations=bool(cfg.get("allow_unseen_combinations", False)),
+            **{k: (None if cfg.get(k) is None else str(cfg.get(k))) for k in STRUCTURE_KEYS},
         )
 
     def config_problems(self) -> list[str]:
@@ -136,8 +150,10 @@ class FileSpec:
             out.append("data.features is empty: list the covariate columns, e.g. data.features=[age,income]")
         if not self.treatment:
             out.append("data.treatment is empty: list the treatment column(s), e.g. data.treatment=[discount]")
-        if not self.outcome:
-            out.append("data.outcome is not set: name the realized-profit column, e.g. data.outcome=profit")
+        if not self.outcome and not self.response:
+            out.append("data.outcome is not set: name the realized-profit column, e.g. data.outcome=profit "
+                       "(or declare the profit's structure: data.response, data.value, data.margin, ...)")
+        out += self.structure_problems()
         d = len(self.treatment)
         for key in ("treatment_low", "treatment_high", "control", "treatment_cost"):
             v = getattr(self, key)
@@ -148,7 +164,8 @@ class FileSpec:
                 out.append(f"data.categorical lists '{c}', which is not in data.features {self.features}")
         roles: dict[str, list[str]] = {}
         for role, cols in (("features", self.features), ("treatment", self.treatment), ("outcome", [self.outcome]),
-                           ("propensity", [self.propensity]), ("id", [self.id])):
+                           ("propensity", [self.propensity]), ("id", [self.id]), ("response", [self.response]),
+                           ("value", [self.value])):
             for c in cols:
                 if c:
                     roles.setdefault(c, []).append(role)
@@ -180,8 +197,41 @@ class FileSpec:
         return out
 
     def columns(self) -> list[str]:
-        cols = list(self.features) + list(self.treatment) + [self.outcome]
-        return cols + [c for c in (self.propensity, self.id) if c]
+        cols = list(self.features) + list(self.treatment) + ([self.outcome] if self.outcome else [])
+        return cols + [c for c in (self.propensity, self.id, self.response, self.value) if c]
+
+    @property
+    def structured(self) -> bool:
+        """Whether a profit structure is declared (data.response and data.value)."""
+        return bool(self.response and self.value)
+
+    def accounting(self):
+        """The declared ``Accounting`` bound to the treatment columns (AccountingError if it does not parse)."""
+        from coarse_gpu.data.accounting import Accounting
+
+        parts = {k: getattr(self, k) for k in ("margin", "cost_per_response", "cost_per_customer")}
+        defaults = {"margin": 1.0, "cost_per_response": 0.0, "cost_per_customer": 0.0}
+        return Accounting(**{k: (defaults[k] if v is None else v) for k, v in parts.items()}, names=self.treatment)
+
+    def structure_problems(self) -> list[str]:
+        """The declared structure's own problems: keys that need each other, expressions that do not parse."""
+        from coarse_gpu.data.accounting import AccountingError
+
+        out = []
+        acc_keys = [k for k in ("margin", "cost_per_response", "cost_per_customer") if getattr(self, k) is not None]
+        if bool(self.response) != bool(self.value):
+            have, miss = ("response", "value") if self.response else ("value", "response")
+            out.append(f"data.{have} is set but data.{miss} is not: a declared profit structure needs both "
+                       "(the response column, e.g. bought, and the value per response, e.g. spend)")
+        elif acc_keys and not self.response:
+            out.append(f"{['data.' + k for k in acc_keys]} set without data.response and data.value: the accounting "
+                       "turns a response and its value into profit, so name those columns")
+        if self.structured:
+            try:
+                self.accounting()
+            except AccountingError as err:
+                out.append(str(err))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +408,8 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> l
     dup = _check_header(df, spec, problems, warnings)
     available = [str(c) for c in df.columns]
     for role, cols in (("feature", spec.features), ("treatment", spec.treatment), ("outcome", [spec.outcome]),
-                       ("propensity", [spec.propensity]), ("id", [spec.id])):
+                       ("propensity", [spec.propensity]), ("id", [spec.id]), ("response", [spec.response]),
+                       ("value", [spec.value])):
         for c in cols:
             if c and c not in df.columns:
                 problems.append(f"{role} column '{c}' is missing from the file; available columns: {available}")
@@ -370,6 +421,8 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> l
 
     _check_features(df, spec, usable, problems)
     y = _check_numeric(df[spec.outcome], spec.outcome, "outcome", problems) if usable(spec.outcome) else None
+    if spec.structured and usable(spec.response) and usable(spec.value):
+        y = _check_structure(df, spec, y, problems)
     if y is not None and n > 1 and np.all(y == y[0]):
         problems.append(f"outcome column '{spec.outcome}' is constant (value {float(y[0])!r} in all {n} rows): "
                         "there is no outcome variation, so every policy would look equally good; check data.outcome")
@@ -388,7 +441,7 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> l
     arms = _check_treatments(df, spec, usable, problems)
     if arms is not None:
         arm_values, arm = arms
-        if y is not None:
+        if y is not None and spec.outcome:
             _check_outcome_by_arm(y, arm, spec, warnings)
         if p is not None:
             feats = [c for c in spec.features if usable(c)]
@@ -956,9 +1009,14 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
                                kinds=tuple(kinds), labels=tuple(labels))
     except ValueError as err:
         raise DataSchemaError([f"treatment space from data.treatment_low/high/control: {err}"], source) from err
-    y = pd.to_numeric(df[spec.outcome]).to_numpy(dtype=np.float64) * float(spec.outcome_scale)
-    if spec.treatment_cost is not None:
-        y = y - T @ np.asarray(spec.treatment_cost, dtype=np.float64).reshape(d)
+    response = value = accounting = None
+    if spec.structured:
+        response, value = _behaviour(df, spec)
+        accounting = spec.accounting()
+    if spec.outcome:
+        y = _profit_column(df, spec)
+    else:  # the outcome IS the accounting's profit
+        y = accounting.profit(response, value, T)
     if spec.propensity:
         prop = pd.to_numeric(df[spec.propensity]).to_numpy(dtype=np.float64)
         rule = f"column '{spec.propensity}'"
@@ -979,8 +1037,11 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
     if spec.id:
         meta["ids"] = df[spec.id].to_numpy()
         meta["id_column"] = spec.id
+    if accounting is not None:
+        meta["accounting"] = accounting.to_dict()
     return ExperimentData(features=feats, X=X, feature_names=schema.names, treatment=T, arm=arm, arms=arms,
-                          outcome=y, propensity=prop, space=space, truth=None, meta=meta)
+                          outcome=y, propensity=prop, space=space, truth=None, meta=meta,
+                          response=response, value=value, accounting=accounting)
 
 
 def _treatment_matrix(df: pd.DataFrame, spec: FileSpec, kinds: list[str]) -> tuple[np.ndarray, list]:
@@ -998,6 +1059,10 @@ def _treatment_matrix(df: pd.DataFrame, spec: FileSpec, kinds: list[str]) -> tup
 
 
 def _profit_formula(spec: FileSpec) -> str:
+    if not spec.outcome:
+        acc = spec.accounting()
+        return (f"{spec.response} * ({spec.value} * ({acc.margin}) - ({acc.cost_per_response})) "
+                f"- ({acc.cost_per_customer})")
     s = f"{spec.outcome_scale:g} * {spec.outcome}" if spec.outcome_scale != 1 else f"{spec.outcome}"
     if spec.treatment_cost:
         s += "".join(f" - {c:g} * {t}" for c, t in zip(spec.treatment_cost, spec.treatment) if c)
@@ -1011,3 +1076,72 @@ def load_experiment(path: str | Path, spec: FileSpec) -> ExperimentData:
         raise DataSchemaError(problems, str(path))
     df = read_table(path)
     return experiment_from_frame(df, spec, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# the declared profit structure
+# ---------------------------------------------------------------------------------------------
+def _profit_column(df: pd.DataFrame, spec: FileSpec) -> np.ndarray:
+    """(N,) the realized profit from the outcome column: outcome_scale * outcome - treatment_cost . t."""
+    y = pd.to_numeric(df[spec.outcome]).to_numpy(dtype=np.float64) * float(spec.outcome_scale)
+    if spec.treatment_cost is not None:
+        T = df[spec.treatment].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+        y = y - T @ np.asarray(spec.treatment_cost, dtype=np.float64).reshape(len(spec.treatment))
+    return y
+
+
+def _behaviour(df: pd.DataFrame, spec: FileSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(response (N,), value (N,) with NaN where response == 0) from checked columns."""
+    r = pd.to_numeric(df[spec.response]).to_numpy(dtype=np.float64)
+    v = pd.to_numeric(df[spec.value], errors="coerce").to_numpy(dtype=np.float64)
+    return r, np.where(r > 0, v, np.nan)
+
+
+def _row_name(df: pd.DataFrame, spec: FileSpec, i: int) -> str:
+    return f"row {i} ({spec.id}={df[spec.id].iloc[i]!r})" if spec.id and spec.id in df.columns else f"row {i}"
+
+
+def _check_structure(df: pd.DataFrame, spec: FileSpec, y: Optional[np.ndarray], problems: list[str]):
+    """Check the response and value columns and the accounting; returns the profit the job will use
+    (the outcome column's when given and reproduced, the accounting's when no outcome is given) or None.
+
+    With an outcome column, the accounting must reproduce it row by row (ACCOUNTING_ATOL / RTOL): else
+    one problem names the first rows that disagree with both values."""
+    from coarse_gpu.data.accounting import AccountingError
+
+    r = _check_numeric(df[spec.response], spec.response, "response", problems)
+    if r is not None and np.any(r < 0):
+        problems.append(f"response column '{spec.response}': {int((r < 0).sum())} row(s) are negative "
+                        f"({_example(df[spec.response], r < 0)}); a response is a 0/1 purchase or a count")
+        r = None
+    if r is None:
+        return y
+    v, bad = _numeric(df[spec.value])
+    buyers = r > 0
+    wrong = buyers & ~(np.isfinite(v) & (v > 0))
+    if (bad & buyers).any() or wrong.any():
+        mask = wrong | (bad & buyers)
+        problems.append(f"value column '{spec.value}': {int(mask.sum())} row(s) with a response have no positive "
+                        f"value ({_example(df[spec.value], mask)}); it may be empty only where response = 0")
+        return y
+    T = df[spec.treatment].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(T)):
+        return y  # the treatment checks report it
+    try:
+        pi = spec.accounting().profit(r, np.where(buyers, v, np.nan), T)
+    except AccountingError as err:
+        problems.append(str(err))
+        return y
+    if not spec.outcome:
+        return pi
+    if y is None:
+        return None
+    y = _profit_column(df, spec)
+    off = np.flatnonzero(~np.isclose(pi, y, rtol=ACCOUNTING_RTOL, atol=ACCOUNTING_ATOL))
+    if off.size:
+        shown = "; ".join(f"{_row_name(df, spec, int(i))}: accounting {pi[i]:.6g}, '{spec.outcome}' {y[i]:.6g}"
+                          for i in off[:3])
+        problems.append(f"the accounting does not reproduce the profit column '{spec.outcome}' in {off.size} row(s) "
+                        f"(first: {shown}); check data.margin, data.cost_per_response, data.cost_per_customer "
+                        f"(profit = {spec.response} * ({spec.value} * margin - cost_per_response) - cost_per_customer)")
+    return y

@@ -34,6 +34,9 @@ class SimulatedDataConfig:
     basket_sigma: float = 0.4
     n_trips: int = 8  # shopping trips averaged into each customer's outcome (noise variance / n_trips)
     n_noise_features: int = 5
+    # true: step 1 also gets the behaviour (purchases, spend per purchase) and the accounting behind the
+    # outcome (two-part learners in model=auto); the outcomes are the same either way
+    declare_structure: bool = False
     # 0 (default): every customer trains the cross-fitted model and is scored out-of-fold. > 0: this
     # share is held out instead: the model never sees it; policies are chosen on its estimated
     # profits and scored on its true profits / realized outcomes.
@@ -41,6 +44,21 @@ class SimulatedDataConfig:
     # Candidate treatments for the discretizer and the baselines: a grid with this many points per
     # treatment dimension (continuous refinement may move treatments off it).
     candidate_points: List[int] = field(default_factory=lambda: [26, 21])
+
+
+@dataclass
+class HurdleDataConfig:
+    """The zero-inflated, heavy-tailed promotions experiment (coarse_gpu.data.hurdle; docs/data.md):
+    24 arms over discount x free shipping x bonus items, stratified randomization, 28 of 36 covariates
+    irrelevant, and the firm's declared profit structure (purchase, basket, accounting)."""
+
+    name: str = "hurdle"
+    _target_: str = "coarse_gpu.data.hurdle.HurdlePromotionsSimulator"
+    n_customers: int = 40_000
+    basket_sigma: float = 1.0  # log-sd of the realized basket around its mean
+    control_share_loyal: float = 0.2  # stratified design: P(control) for loyal customers (others 1/24)
+    eval_fraction: float = 0.0
+    candidate_points: Optional[List[int]] = None  # null: the 24 arms (the levers are discrete)
 
 
 @dataclass
@@ -67,6 +85,14 @@ class FileDataConfig:
     min_per_arm: int = 10  # fewest customers an arm may have
     outcome_scale: float = 1.0
     treatment_cost: Optional[List[float]] = None
+    # The profit's structure (all optional; docs/data.md "Declaring the profit's structure"): the
+    # behaviour columns and the firm's accounting, each a number or an expression in the treatment
+    # columns. profit = response * (value * margin - cost_per_response) - cost_per_customer.
+    response: Optional[str] = None  # column: 0/1 purchase or a count
+    value: Optional[str] = None  # column: value (spend) per response; ignored (may be empty) where response = 0
+    margin: Optional[str] = None  # e.g. '0.40 - discount' (null: 1)
+    cost_per_response: Optional[str] = None  # e.g. '4*free_ship + 3*bonus_items' (null: 0)
+    cost_per_customer: Optional[str] = None  # e.g. '0.10*emailed' (null: 0)
     eval_fraction: float = 0.0
     # null: candidates = the tensor grid of the arms' coordinates; else a regular grid with this many
     # points per treatment dimension over [low, high] (needs arms that form a full grid).
@@ -121,8 +147,15 @@ class ModelConfig:
     # new customers are scored by the ensemble of all fold models. 1 = one model (needs
     # data.eval_fraction > 0: a held-out share to score).
     n_folds: int = 5
-    candidates: List[str] = field(default_factory=lambda: ["tarnet", "gb_s", "gb_t"])  # model=auto
+    # model=auto: the twopart_* candidates take part only when the data declare a profit structure;
+    # arm_means (no heterogeneity) wins by a one-standard-error rule (coarse_gpu.models.select)
+    candidates: List[str] = field(
+        default_factory=lambda: ["tarnet", "gb_s", "gb_t", "arm_means", "twopart_gb_s"])
     blend: bool = True  # model=auto: also score the average of the best candidates
+    # -- model=twopart (coarse_gpu.models.twopart): response and value learners of the family ``base``
+    base: str = "gb_s"  # tarnet | dragonnet | gb_s | gb_t | dose_vc | dose_logit
+    response_loss: str = "auto"  # auto (bce for 0/1, poisson for counts) | bce | poisson
+    value_loss: str = "poisson"  # poisson | gamma | log (log-value least squares + smearing)
     # -- neural models (tarnet, dragonnet, dose_logit, dose_vc) --------------------------------
     hidden: int = 128
     n_repr_layers: int = 3
@@ -291,6 +324,7 @@ class RunConfig:
 
 GROUP_SCHEMAS = {
     "data": [("promotions_schema", SimulatedDataConfig), ("file_schema", FileDataConfig),
+             ("hurdle_schema", HurdleDataConfig),
              ("thornton_schema", ThorntonDataConfig), ("ihdp_schema", IHDPDataConfig)],
     "model": [("model_schema", ModelConfig)],
     "discretizer": [("discretizer_schema", DiscretizerConfig)],

@@ -45,9 +45,12 @@ from coarse_gpu.models import (
     DRLearner,
     GBSLearner,
     GBTLearner,
+    ArmMeans,
     TARNet,
+    TwoPart,
 )
-from coarse_gpu.models.select import CANDIDATES, pseudo_outcomes, selection_report
+from coarse_gpu.models.select import CANDIDATES, param_class, pseudo_outcomes, selection_report
+from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
 from coarse_gpu.utils.imports import class_path, locate_class
 
 __all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ArmsOracle", "oracle_rows", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
@@ -55,7 +58,8 @@ __all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ArmsOracle", "oracle_rows", "Profi
 log = logging.getLogger("coarse_gpu")
 
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
-          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE}
+          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
+          "twopart": TwoPart}
 #: Largest N x M estimated-profit matrix handed on densely (module docstring).
 DENSE_PROFIT_ENTRIES = 2**26
 #: ModelConfig keys that are not model parameters (handled here).
@@ -116,8 +120,14 @@ def model_key_problems(model_cfg) -> list[str]:
         bad = [c for c in cands if c not in CANDIDATES]
         if bad:
             return [f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}"]
-        unused = _unused_keys([CANDIDATES[c] for c in cands], cfg)
+        unused = _unused_keys([param_class(c) for c in cands] + [TwoPart], cfg)
         owner = f"any candidate {cands} of model=auto"
+    elif issubclass(cls, TwoPart):
+        base = cfg.get("base") or "gb_s"
+        if base not in TWO_PART_BASES:
+            return [f"model.base={base!r} is not a two-part family; available: {sorted(TWO_PART_BASES)}"]
+        unused = _unused_keys([cls, TWO_PART_BASES[base]], cfg)
+        owner = f"model={cfg.get('name')} (TwoPart of {base})"
     else:
         unused = _unused_keys([cls], cfg)
         owner = f"model={cfg.get('name')} ({cls.__name__})"
@@ -137,13 +147,17 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
     ckpt = str(checkpoint_dir) if checkpoint_dir is not None and cfg.get("checkpoint", True) else None
     if issubclass(cls, AutoCATE):
         cands = list(cfg.get("candidates") or AutoCATE().candidates)
-        params = {c: {k: v for k, v in _model_kwargs(CANDIDATES[c], cfg).items() if k not in ("seed", "device")}
+        params = {c: {k: v for k, v in _model_kwargs(param_class(c), cfg).items() if k not in ("seed", "device")}
                   for c in cands}
         return instantiate({"_target_": class_path(cls)}, candidates=cands, n_folds=int(cfg.get("n_folds") or 5),
                            blend=bool(cfg.get("blend", True)), candidate_params=params,
                            interpolation=cfg.get("interpolation", "linear"), device=str(device),
                            checkpoint_dir=ckpt, seed=seed, verbose=verbose, _convert_="all")
     kwargs = _model_kwargs(cls, cfg)
+    if issubclass(cls, TwoPart):  # the family's own keys go to both parts' learners
+        base = TWO_PART_BASES[cfg.get("base") or "gb_s"]
+        kwargs["base_params"] = {k: v for k, v in _model_kwargs(base, cfg).items()
+                                 if k not in ("seed", "device", "verbose", "checkpoint_dir")} or None
     accepted = inspect.signature(cls.__init__).parameters
     kwargs.update({k: v for k, v in (("device", str(device)), ("seed", seed), ("verbose", verbose),
                                      ("checkpoint_dir", ckpt)) if k in accepted and v is not None})
@@ -181,7 +195,10 @@ class ProfitEstimates:
 
 
 def _first(model):
-    """The first fitted network-or-trees model inside an ensemble (for histories and scalars)."""
+    """The first fitted network-or-trees model inside an ensemble (for histories and scalars); a two-part
+    model is its own (its parts are not profit models)."""
+    if isinstance(model, TwoPart):
+        return model
     for attr in ("model_", "members_"):
         inner = getattr(model, attr, None)
         if inner:
@@ -272,7 +289,7 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     if same_customers and not isinstance(model, (AutoCATE, CrossFitted)):
         raise ValueError("model.n_folds=1 fits one model on every customer, so no customer would have a held-out "
                          "estimate: use model.n_folds >= 2 (cross-fitting) or data.eval_fraction > 0 (a held-out share)")
-    model.fit(train.X, train.treatment, train.outcome, propensity=train.propensity)
+    _fit(model, train)
     dose = _is_dose(model)
     lin = (lambda T: _first(model).treatment_weights(T)) if dose else (lambda T: _arm_weights(model, T))
     if same_customers:
@@ -295,6 +312,30 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     estimates = ProfitEstimates(np.asarray(mu, dtype=np.float64), profit_at, lin, oracle,
                                 "out-of-fold" if same_customers else "held-out", weights)
     return model, estimates, _selection(model, model_cfg.name, scored, estimates)
+
+
+def _two_part(model) -> Optional[TwoPart]:
+    """The (unfitted) TwoPart of a model=twopart run (itself, or the factory of its cross-fitting)."""
+    inner = model.model_factory if isinstance(model, CrossFitted) else model
+    return inner if isinstance(inner, TwoPart) else None
+
+
+def _fit(model, train: ExperimentData) -> None:
+    """Fit step 1 on ``train``: with a declared profit structure (response, value, accounting) model=auto
+    lets its two-part candidates take part and model=twopart gets its behaviour and the accounting."""
+    args = (train.X, train.treatment, train.outcome)
+    if isinstance(model, AutoCATE):
+        model.fit(*args, propensity=train.propensity, **train.structure_kwargs())
+        return
+    two = _two_part(model)
+    if two is None:
+        model.fit(*args, propensity=train.propensity)
+        return
+    if not train.structured:
+        raise ValueError("model=twopart needs a declared profit structure: data.response, data.value and the "
+                         "accounting (data.margin, data.cost_per_response, data.cost_per_customer); this data has none")
+    two.set_params(accounting=train.accounting, treatment_names=list(train.space.names))
+    model.fit(*args, propensity=train.propensity, response=train.response, value=train.value)
 
 
 def _arm_weights(model, T) -> np.ndarray:

@@ -50,7 +50,9 @@ def progress_enabled(cfg: DictConfig) -> bool:
     return not (cfg.get("quiet", False) or os.environ.get("CI"))
 
 
-DATA_SOURCES = ("promotions", "file", "thornton", "ihdp")
+DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle")
+#: The simulated sources (scale= multiplies their n_customers).
+SIMULATED = ("promotions", "hurdle")
 
 
 def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
@@ -65,7 +67,7 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
         raise ValueError(f"data.name={data_cfg.name!r} is not a known data source; available: {list(DATA_SOURCES)}")
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale={scale!r} must be a positive number (it multiplies data.n_customers)")
-    if scale != 1.0 and data_cfg.name != "promotions":
+    if scale != 1.0 and data_cfg.name not in SIMULATED:
         raise ValueError(f"scale={scale} only applies to simulated data (data=promotions); data={data_cfg.name} "
                          "has a fixed number of customers: leave scale=1")
     if data_cfg.name == "file":
@@ -595,6 +597,9 @@ def _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device
         "treatment_kinds": data.space.describe(), "arms_labelled": data.space.to_user(data.arms),
         "full_personalization": {}, "methods": {m: {} for m in methods}, "timings_s": timings,
         "warnings": list(data.meta.get("warnings", [])),
+        # the declared profit structure (null without one): the accounting the two-part learners used
+        "profit_structure": ({"accounting": data.accounting.to_dict(), "response_rate": float(np.mean(data.response > 0))}
+                             if data.structured else None),
         "device": env["device"], "versions": env["versions"], "environment": env,
         **results_record(cfg),  # distributed=true: {"distributed": {world_size, backend, launcher}}
     }

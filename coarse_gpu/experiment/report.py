@@ -218,9 +218,16 @@ def _selection_lines(results: Mapping[str, Any]) -> list[str]:
     width = max(len(c) for c in cands) + 2
     for c, r in sorted(cands.items(), key=lambda kv: kv[1]["decision_loss"]):
         mark = " <- chosen" if c == sel.get("winner") else ""
+        if c != sel.get("winner") and c == sel.get("best_by_loss"):
+            mark = " <- lowest loss"
         out.append(f"  {c:<{width}} loss {r['decision_loss']:.5g} (se {r['se']:.2g}, vs chosen "
                    f"{r['se_diff_vs_winner']:.2g})   argmax value {r['policy_value']:.4f} "
                    f"(se {r['policy_value_se']:.2g}){mark}")
+    if sel.get("rule"):
+        best = sel.get("best_by_loss")
+        why = (f"{sel['winner']} is within one standard error of the lowest loss ({best}): nothing to personalize"
+               if best and best != sel.get("winner") else "the lowest loss is more than one standard error better")
+        out.append(f"  rule: {sel['rule']}; {why}")
     return out + [""]
 
 

@@ -166,6 +166,8 @@ RULES: dict[str, Rule] = {
     "launcher.mem_gb": _int(1, null=True),
 }
 
+#: RULES keys of the promotions simulator whose names data=file uses for something else.
+SIMULATOR_KEYS = ("data.margin",)
 #: The simulator's treatment box (coarse_gpu.data.simulator.PROMOTION_SPACE).
 LEVELS = {"data.discount_levels": (0.0, 0.5), "data.duration_levels": (0.0, 4.0)}
 #: Most groups a parity constraint may compare (G groups give G (G - 1) / 2 pairwise constraints).
@@ -192,6 +194,8 @@ def range_problems(tree: dict) -> list[str]:
     missing = object()
     problems = []
     for key, rule in RULES.items():
+        if key in SIMULATOR_KEYS and _get(tree, "data.name", None) != "promotions":
+            continue  # data=file's data.margin is the accounting's expression (coarse_gpu.data.accounting)
         v = _get(tree, key, missing)
         if v is not missing and not rule.ok(v):
             problems.append(f"{key}={v!r} must be {rule.describe()}")

@@ -19,9 +19,12 @@ from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.select import AutoCATE, Blend
 from coarse_gpu.models.serialize import register
 from coarse_gpu.models.tarnet import TARNet
+from coarse_gpu.models.arm_means import ArmMeans
+from coarse_gpu.models.twopart import TwoPart
 
-register(TARNet, DragonNet, DoseLogit, DoseVC, GBSLearner, GBTLearner, DRLearner, CrossFitted, AutoCATE, Blend)
+register(TARNet, DragonNet, DoseLogit, DoseVC, GBSLearner, GBTLearner, DRLearner, CrossFitted, AutoCATE, Blend,
+         ArmMeans, TwoPart)
 
-__all__ = ["ArmGrid", "AutoCATE", "Blend", "CrossFitted", "DRLearner", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet",
+__all__ = ["ArmGrid", "ArmMeans", "AutoCATE", "TwoPart", "Blend", "CrossFitted", "DRLearner", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet",
            "GBSLearner", "GBTLearner", "PerArmCATEModel",
            "TARNet", "aipw_scores", "model_aipw_scores"]

@@ -109,6 +109,33 @@ def check_outcome(y, n: int) -> np.ndarray:
     return a
 
 
+#: Outcome losses of the learners: the mean of a real outcome (mse), a 0/1 outcome (bce: log-odds link),
+#: a count (poisson: log link) or a positive amount (gamma: log link). The last three are the parts of a
+#: two-part model (coarse_gpu.models.twopart).
+LOSSES = ("mse", "bce", "poisson", "gamma")
+
+
+def check_loss_outcome(y: np.ndarray, loss: str, name: str) -> None:
+    """The outcome (N,) must fit the loss: 0/1 for bce, >= 0 for poisson, > 0 for gamma."""
+    if loss == "bce" and not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"{name}: loss='bce' needs a 0/1 outcome, got values such as {y[(y != 0) & (y != 1)][0]}")
+    if loss == "poisson" and (np.any(y < 0) or not y.sum() > 0):
+        raise ValueError(f"{name}: loss='poisson' needs an outcome >= 0 (a count or an amount) with some positive values")
+    if loss == "gamma" and np.any(y <= 0):
+        raise ValueError(f"{name}: loss='gamma' needs a positive outcome, got min {float(y.min())}")
+
+
+def outcome_loss(pred: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean minibatch loss of link-scale predictions ``pred`` (B,) against standardized targets (B,)."""
+    if loss == "bce":
+        return torch.nn.functional.binary_cross_entropy_with_logits(pred, target)
+    if loss == "poisson":  # negative Poisson log-likelihood (up to a constant) of the log-mean pred
+        return torch.mean(torch.exp(pred) - target * pred)
+    if loss == "gamma":  # Gamma deviance (up to constants) of the log-mean pred
+        return torch.mean(target * torch.exp(-pred) + pred)
+    return torch.mean((pred - target) ** 2)
+
+
 def check_propensity(p, n: int) -> Optional[np.ndarray]:
     if p is None:
         return None
@@ -226,6 +253,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         checkpoint_dir: Optional[str] = None,
         x_transform: str = "auto",
         n_ensemble="auto",
+        loss: str = "mse",
     ) -> None:
         self.hidden = hidden
         self.n_repr_layers = n_repr_layers
@@ -250,6 +278,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.x_transform = x_transform
         self.n_ensemble = n_ensemble
+        self.loss = loss
 
     #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
     _network_cls: type = None  # set by subclasses
@@ -305,6 +334,8 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         ens = self.n_ensemble
         if ens != "auto" and (not isinstance(ens, (int, np.integer)) or isinstance(ens, bool) or ens < 1):
             raise ValueError(f"{type(self).__name__}: n_ensemble must be 'auto' or an integer >= 1, got {ens!r}")
+        if getattr(self, "loss", "mse") not in LOSSES:
+            raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {self.loss!r}")
         if self.x_transform not in TRANSFORMS:
             raise ValueError(f"{type(self).__name__}: x_transform must be one of {TRANSFORMS}, got {self.x_transform!r}")
         if self.head_hidden is not None and (not isinstance(self.head_hidden, (int, np.integer)) or self.head_hidden < 1):
@@ -365,6 +396,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         """
         self._check_params()
         X, T, y, propensity = check_inputs(X, t, y, propensity)
+        check_loss_outcome(y, self._loss_kind(), type(self).__name__)
         n = X.shape[0]
         # Hyperparameters left to adapt are resolved from the data (coarse_gpu.models.defaults).
         for key, v in resolve(self.get_params(), n, int(find_arms(T)[0].shape[0])).items():
@@ -418,9 +450,30 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         and the outcome's mean and scale, learned on the training rows X (N, p), y (N,)."""
         for key, v in fit_scaling(X, self.x_transform).items():
             setattr(self, key, v)
+        loss = self._loss_kind()
+        if loss != "mse":  # link-scale heads: 0/1 targets as they are, counts / amounts relative to their mean
+            self.y_mean_ = 0.0
+            self.y_scale_ = 1.0 if loss == "bce" else float(y.mean())
+            return
         self.y_mean_ = float(y.mean())
         ysd = float(y.std())
         self.y_scale_ = ysd if ysd > 1e-12 else 1.0
+
+    def _loss_kind(self) -> str:
+        return getattr(self, "loss", "mse")
+
+    def _outcome_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """This model's outcome loss (``loss``) of link-scale predictions against standardized targets."""
+        return outcome_loss(pred, target, self._loss_kind())
+
+    def _to_outcome(self, head):
+        """Head outputs (numpy or torch, link scale) -> the mean outcome in y's units (inverse link)."""
+        loss = self._loss_kind()
+        if loss == "bce":
+            return 1.0 / (1.0 + np.exp(-head)) if isinstance(head, np.ndarray) else torch.sigmoid(head)
+        if loss in ("poisson", "gamma"):
+            return (np.exp(head) if isinstance(head, np.ndarray) else torch.exp(head)) * self.y_scale_
+        return head * self.y_scale_ + self.y_mean_
 
     def _fit_rows(self, cols: dict, train_rows: np.ndarray, val_rows: np.ndarray, gen: torch.Generator) -> None:
         """Train on rows ``train_rows`` of the (N, ...) tensors ``cols``, early-stopping on ``val_rows``."""
@@ -482,7 +535,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
 
     def _val_parts(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
         """Per-batch mean validation metrics; default: factual outcome MSE (standardized y)."""
-        return {"val_loss": torch.mean((out["mu_obs"] - batch["y"]) ** 2)}
+        return {"val_loss": self._outcome_loss(out["mu_obs"], batch["y"])}
 
     # -- predict -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -500,6 +553,5 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
 
     def predict_arms(self, X) -> np.ndarray:
         """(N, A) float64 predicted outcome mu_a(x_i) at every experimental arm ``arms_[a]``, in y's units."""
-        mu = self._forward_numpy(X, "mu")
-        return mu * self.y_scale_ + self.y_mean_
+        return self._to_outcome(self._forward_numpy(X, "mu"))
 

@@ -19,19 +19,46 @@ without pickle.
     effects from the outcome models' regularization bias.
 Propensities: the probability of the received arm; None = the arm's share of the rows (a
 completely randomized experiment).
+
+``loss`` (S- and T-learner): "mse" (default, squared error: the mean outcome), "bce" (a 0/1 outcome:
+``HistGradientBoostingClassifier``, predictions are probabilities), "poisson" (a count: the mean
+count) or "gamma" (a positive amount: the mean amount). With "bce", "poisson" and "gamma" the trees
+fit the log-odds / log-mean and predictions go through the inverse link; these are the response and
+value parts of ``coarse_gpu.models.twopart.TwoPart``.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from coarse_gpu.models.arms import ArmModel
-from coarse_gpu.models.base import check_inputs, check_X
+from coarse_gpu.models.base import check_inputs, check_loss_outcome, check_X
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.trees import BoostedTrees
 
-__all__ = ["DRLearner", "GBSLearner", "GBTLearner"]
+__all__ = ["BOOSTING_LOSSES", "DRLearner", "GBSLearner", "GBTLearner"]
+
+#: Outcome losses of the boosting learners (module docstring) -> scikit-learn's loss name.
+BOOSTING_LOSSES = {"mse": "squared_error", "bce": "log_loss", "poisson": "poisson", "gamma": "gamma"}
+
+
+def inverse_link(raw: np.ndarray, loss: str) -> np.ndarray:
+    """The mean outcome from the trees' raw sum: identity (mse), sigmoid (bce), exp (poisson, gamma)."""
+    if loss == "bce":
+        return 1.0 / (1.0 + np.exp(-raw))
+    if loss in ("poisson", "gamma"):
+        return np.exp(raw)
+    return raw
+
+
+class _Constant:
+    """A fitted-estimator stand-in with no trees and a constant raw prediction (``BoostedTrees`` reads it)."""
+
+    def __init__(self, raw: float, n_features: int) -> None:
+        self._predictors = []
+        self._baseline_prediction = np.array([[raw]])
+        self.n_features_in_ = n_features
 
 
 class _Boosted(ArmModel, BaseEstimator):
@@ -48,7 +75,7 @@ class _Boosted(ArmModel, BaseEstimator):
 
     def __init__(self, *, learning_rate: float = 0.1, max_iter: int = 100, max_leaf_nodes: int = 31,
                  min_samples_leaf: int = 20, l2_regularization: float = 0.0, early_stopping="auto",
-                 interpolation: str = "linear", seed: int = 0) -> None:
+                 interpolation: str = "linear", seed: int = 0, loss: str = "mse") -> None:
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.max_leaf_nodes = max_leaf_nodes
@@ -57,15 +84,26 @@ class _Boosted(ArmModel, BaseEstimator):
         self.early_stopping = early_stopping
         self.interpolation = interpolation
         self.seed = seed
+        self.loss = loss
 
-    def _regressor(self, salt: int = 0) -> HistGradientBoostingRegressor:
-        return HistGradientBoostingRegressor(
-            learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
-            early_stopping=self.early_stopping, random_state=int(self.seed) + salt)
+    def _regressor(self, salt: int = 0):
+        kw = dict(learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
+                  min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2_regularization,
+                  early_stopping=self.early_stopping, random_state=int(self.seed) + salt)
+        loss = getattr(self, "loss", "mse")
+        if loss == "bce":
+            return HistGradientBoostingClassifier(**kw)
+        return HistGradientBoostingRegressor(loss=BOOSTING_LOSSES[loss], **kw)
 
     def _fit_trees(self, X: np.ndarray, y: np.ndarray, salt: int = 0) -> BoostedTrees:
+        if getattr(self, "loss", "mse") == "bce" and np.unique(y).shape[0] < 2:
+            # one class only (an arm where nobody bought): a constant log-odds, clipped off +-inf
+            p = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+            return BoostedTrees.from_estimator(_Constant(np.log(p / (1 - p)), X.shape[1]))
         return BoostedTrees.from_estimator(self._regressor(salt).fit(X, y))
+
+    def _mean(self, raw: np.ndarray) -> np.ndarray:
+        return inverse_link(raw, getattr(self, "loss", "mse"))
 
     def _validate(self, X, t, y, propensity):
         name = type(self).__name__
@@ -79,7 +117,10 @@ class _Boosted(ArmModel, BaseEstimator):
                 raise ValueError(f"{name}: {key} must be an integer >= {lo}, got {v!r}")
         if not self.l2_regularization >= 0:
             raise ValueError(f"{name}: l2_regularization must be >= 0, got {self.l2_regularization}")
+        if self.loss not in BOOSTING_LOSSES:
+            raise ValueError(f"{name}: loss must be one of {sorted(BOOSTING_LOSSES)}, got {self.loss!r}")
         X, T, y, e = check_inputs(X, t, y, propensity)
+        check_loss_outcome(y, self.loss, name)
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
         return X, T, y, e, arm
@@ -114,7 +155,7 @@ class GBSLearner(_Boosted):
         for a in range(self.n_arms_):
             z[:, x.shape[1]:] = self.arms_[a]
             out[:, a] = self.trees_.predict(z)
-        return out
+        return self._mean(out)
 
 
 class GBTLearner(_Boosted):
@@ -131,7 +172,7 @@ class GBTLearner(_Boosted):
     def predict_arms(self, X) -> np.ndarray:
         """(N, A) float64 predicted outcome at every arm ``arms_``."""
         x = self._X(X)
-        return np.stack([tr.predict(x) for tr in self.trees_], axis=1)
+        return self._mean(np.stack([tr.predict(x) for tr in self.trees_], axis=1))
 
 
 class DRLearner(_Boosted):
@@ -144,10 +185,10 @@ class DRLearner(_Boosted):
 
     def __init__(self, *, n_folds: int = 5, learning_rate: float = 0.1, max_iter: int = 100,
                  max_leaf_nodes: int = 31, min_samples_leaf: int = 20, l2_regularization: float = 0.0,
-                 early_stopping="auto", interpolation: str = "linear", seed: int = 0) -> None:
+                 early_stopping="auto", interpolation: str = "linear", seed: int = 0, loss: str = "mse") -> None:
         super().__init__(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
                          min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
-                         early_stopping=early_stopping, interpolation=interpolation, seed=seed)
+                         early_stopping=early_stopping, interpolation=interpolation, seed=seed, loss=loss)
         self.n_folds = n_folds
 
     def fit(self, X, t, y, propensity=None) -> "DRLearner":
@@ -155,6 +196,8 @@ class DRLearner(_Boosted):
 
         if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
             raise ValueError(f"DRLearner: n_folds must be an integer >= 2, got {self.n_folds!r}")
+        if self.loss != "mse":
+            raise ValueError(f"DRLearner: loss must be 'mse' (its effects are differences), got {self.loss!r}")
         X, T, y, e, arm = self._validate(X, t, y, propensity)
         if e is None:  # completely randomized: the received arm's share of the rows
             e = (self.arm_counts_ / arm.shape[0])[arm]

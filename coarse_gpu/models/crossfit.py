@@ -91,7 +91,10 @@ class CrossFitted(BaseEstimator):
         raise TypeError("model_factory must be a callable seed -> model, or an unfitted estimator with "
                         "get_params() / set_params()")
 
-    def fit(self, X, t, y, propensity=None) -> "CrossFitted":
+    def fit(self, X, t, y, propensity=None, *, response=None, value=None) -> "CrossFitted":
+        """Fit every fold's members. ``response`` / ``value`` (N,): the behaviour of a declared profit
+        structure, handed to each member as the (N, 3) structured outcome [y, response, value]
+        (coarse_gpu.models.twopart.stack_outcome) -- for two-part members only."""
         if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 1:
             raise ValueError(f"CrossFitted: n_folds must be an integer >= 1, got {self.n_folds!r}")
         if not isinstance(self.n_seeds, (int, np.integer)) or self.n_seeds < 1:
@@ -100,6 +103,10 @@ class CrossFitted(BaseEstimator):
         n = X.shape[0]
         T = check_treatments(t, n)
         y = check_outcome(y, n)
+        if response is not None:
+            from coarse_gpu.models.twopart import stack_outcome
+
+            y = stack_outcome(y, response, value)
         if self.n_folds > n // 2:
             raise ValueError(f"CrossFitted: n_folds={self.n_folds} is too many for {n} rows")
         arms, arm, _ = find_arms(T)

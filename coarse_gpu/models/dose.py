@@ -301,13 +301,14 @@ class DoseResponseModel(PerArmCATEModel):
         checkpoint_dir: Optional[str] = None,
         x_transform: str = "auto",
         n_ensemble="auto",
+        loss: str = "mse",
     ) -> None:
         super().__init__(
             hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout, lr=lr,
             weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
             val_fraction=val_fraction, device=device, seed=seed, verbose=verbose, head_hidden=head_hidden,
             lr_patience=lr_patience, min_delta=min_delta, ema=ema, amp=amp, checkpoint_dir=checkpoint_dir,
-            x_transform=x_transform, n_ensemble=n_ensemble,
+            x_transform=x_transform, n_ensemble=n_ensemble, loss=loss,
         )
         self.t_low = t_low
         self.t_high = t_high
@@ -367,7 +368,7 @@ class DoseResponseModel(PerArmCATEModel):
         """Hook: per-model preparation that depends on the training treatments (knots, transforms)."""
 
     def _batch_loss(self, out: dict, batch: dict):
-        mse = torch.mean((out["mu_obs"] - batch["y"]) ** 2)
+        mse = self._outcome_loss(out["mu_obs"], batch["y"])
         return mse, {"mse": mse}
 
     # -- predict -------------------------------------------------------------------------------
@@ -410,7 +411,6 @@ class DoseResponseModel(PerArmCATEModel):
         theta = self._theta(X)
         net = self.network_
         dev = self.device_ if device is None else torch.device(device)
-        y_mean, y_scale = self.y_mean_, self.y_scale_
 
         @torch.no_grad()
         def oracle(T) -> torch.Tensor:
@@ -418,7 +418,7 @@ class DoseResponseModel(PerArmCATEModel):
             out = []
             for s in range(0, theta.shape[0], PREDICT_BATCH):
                 out.append(net.at(theta[s : s + PREDICT_BATCH], t))
-            return (torch.cat(out, 0).to(dtype) * y_scale + y_mean).to(dev)
+            return self._to_outcome(torch.cat(out, 0).to(dtype)).to(dev)
 
         return oracle
 
@@ -469,13 +469,14 @@ class DoseLogit(DoseResponseModel):
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
                  min_delta: float = 1e-4, ema: float = 0.0, t_low=None, t_high=None, amp: str = "auto",
                  checkpoint_dir: Optional[str] = None, x_transform: str = "auto", n_ensemble="auto",
-                 transforms="identity", scale_slopes: bool = True, linear_terms: bool = True) -> None:
+                 transforms="identity", scale_slopes: bool = True, linear_terms: bool = True,
+                 loss: str = "mse") -> None:
         super().__init__(hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout,
                          lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
                          patience=patience, val_fraction=val_fraction, device=device, seed=seed, verbose=verbose,
                          head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, ema=ema,
                          t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir,
-                         x_transform=x_transform, n_ensemble=n_ensemble)
+                         x_transform=x_transform, n_ensemble=n_ensemble, loss=loss)
         self.transforms = transforms
         self.scale_slopes = scale_slopes
         self.linear_terms = linear_terms
@@ -520,13 +521,14 @@ class DoseVC(DoseResponseModel):
                  verbose: bool = False, head_hidden: Optional[int] = None, lr_patience: Optional[int] = None,
                  min_delta: float = 1e-4, ema: float = 0.0, t_low=None, t_high=None, amp: str = "auto",
                  checkpoint_dir: Optional[str] = None, x_transform: str = "auto", n_ensemble="auto",
-                 n_basis=None, degree: int = 3, knots: str = "uniform", smoothness: float = 0.0) -> None:
+                 n_basis=None, degree: int = 3, knots: str = "uniform", smoothness: float = 0.0,
+                 loss: str = "mse") -> None:
         super().__init__(hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout,
                          lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
                          patience=patience, val_fraction=val_fraction, device=device, seed=seed, verbose=verbose,
                          head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, ema=ema,
                          t_low=t_low, t_high=t_high, amp=amp, checkpoint_dir=checkpoint_dir,
-                         x_transform=x_transform, n_ensemble=n_ensemble)
+                         x_transform=x_transform, n_ensemble=n_ensemble, loss=loss)
         self.n_basis = n_basis
         self.degree = degree
         self.knots = knots
@@ -590,7 +592,7 @@ class DoseVC(DoseResponseModel):
         )
 
     def _batch_loss(self, out: dict, batch: dict):
-        mse = torch.mean((out["mu_obs"] - batch["y"]) ** 2)
+        mse = self._outcome_loss(out["mu_obs"], batch["y"])
         if self.smoothness > 0:
             rough = self.network_roughness(out["theta"])
             return mse + self.smoothness * rough, {"mse": mse, "roughness": rough}

@@ -81,13 +81,14 @@ class DragonNet(PerArmCATEModel):
         use_known_propensity: bool = True,
         propensity_clip: float = 0.01,
         targeted_predictions: bool = False,
+        loss: str = "mse",
     ) -> None:
         super().__init__(
             hidden=hidden, n_repr_layers=n_repr_layers, n_head_layers=n_head_layers, dropout=dropout, lr=lr,
             weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
             val_fraction=val_fraction, interpolation=interpolation, device=device, seed=seed, verbose=verbose,
             head_hidden=head_hidden, lr_patience=lr_patience, min_delta=min_delta, arm_heads=arm_heads, ema=ema,
-            amp=amp, checkpoint_dir=checkpoint_dir, x_transform=x_transform, n_ensemble=n_ensemble,
+            amp=amp, checkpoint_dir=checkpoint_dir, x_transform=x_transform, n_ensemble=n_ensemble, loss=loss,
         )
         self.alpha = alpha
         self.beta = beta
@@ -122,9 +123,11 @@ class DragonNet(PerArmCATEModel):
         eps = out["epsilon"][batch["arm"]]
         y_tilde = mu + eps / e
         return {
-            "mse": torch.mean((mu - batch["y"]) ** 2),
+            "mse": self._outcome_loss(mu, batch["y"]),
             "ce": ce,
-            "tr": torch.mean((batch["y"] - y_tilde) ** 2),
+            # with a 0/1 or count loss the fluctuation lives on the link scale, fitted by the same loss
+            # (TMLE's logistic fluctuation for a binary outcome)
+            "tr": self._outcome_loss(y_tilde, batch["y"]),
         }
 
     def _batch_loss(self, out: dict, batch: dict):

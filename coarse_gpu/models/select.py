@@ -20,8 +20,21 @@ estimates would earn if every customer got its estimated best arm), each with a 
 over customers, and the standard error of the paired loss difference against the winner.
 
 Averages of the best candidates compete too (``blend=True``): the mean of the two best, and of all
-candidates. Averaging two learners with different errors (a network and boosted trees) often beats
-both; the criterion says when.
+candidates (``arm_means`` is never averaged in). Averaging two learners with different errors (a
+network and boosted trees) often beats both; the criterion says when.
+
+Nothing to personalize: the candidate ``arm_means`` (coarse_gpu.models.arm_means) has effects that do
+not vary with x. A ONE-STANDARD-ERROR rule picks it whenever its loss is within one standard error
+of the paired difference to the best candidate's loss: heterogeneity must decide measurably better
+than arm means to be used. Simplicity has two levels only: ``arm_means`` < every other learner. A
+two-part learner is not "simpler" than a one-part one (it fits two models; the accounting only
+removes what is known), so one-part and two-part candidates compete on the loss alone.
+
+Two-part candidates (``twopart_<family>``, coarse_gpu.models.twopart) take part only when ``fit``
+receives the behaviour (``response=``, ``value=``) and the firm's ``accounting=``; without them they
+are skipped (logged), so the same candidate list serves data with and without a declared structure.
+The criterion always uses the realized profit y: the structure can change the estimates, never the
+yardstick.
 
 The fitted model is the winner's cross-fitted ensemble (every fold's model, so every customer
 trained some of it): ``predict_arms(X)`` averages them for new customers, and ``oof_arms_`` keeps
@@ -42,6 +55,7 @@ from typing import Optional, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from coarse_gpu.models.arm_means import ArmMeans
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
@@ -49,24 +63,48 @@ from coarse_gpu.models.crossfit import CrossFitted, fold_indices
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.scores import pseudo_outcomes
 from coarse_gpu.models.tarnet import TARNet
+from coarse_gpu.models.twopart import BASES as TWO_PART_BASES, TwoPart
 
-__all__ = ["AutoCATE", "Blend", "CANDIDATES", "PROPENSITY_FLOOR", "decision_losses", "make_candidate",
-           "pseudo_outcomes", "selection_report"]
+__all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_FLOOR", "SIMPLER",
+           "decision_losses", "is_two_part", "make_candidate", "one_se_choice", "param_class", "pseudo_outcomes", "selection_report"]
 
-#: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them).
-CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner}
+#: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them):
+#: one-part learners of the realized profit, the no-heterogeneity ``arm_means`` and the two-part
+#: learners ``twopart_<family>`` (used only with a declared profit structure).
+CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner,
+              "arm_means": ArmMeans, **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}}
+#: model=auto's default candidates (the two-part ones take part only with a declared structure).
+DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "twopart_gb_s")
+#: Candidates simpler than every other learner, preferred by the one-standard-error rule.
+SIMPLER = ("arm_means",)
 PROPENSITY_FLOOR = 0.02
 
 log = logging.getLogger("coarse_gpu")
 _NEURAL = ("tarnet", "dragonnet")
 
 
+def is_two_part(name: str) -> bool:
+    return name.startswith("twopart_")
+
+
+def param_class(name: str) -> type:
+    """The class whose constructor parameters a candidate takes from the model config: a two-part
+    candidate's both parts are learners of its family (``twopart_gb_s`` -> GBSLearner)."""
+    if is_two_part(name):
+        return TWO_PART_BASES[name[len("twopart_"):]]
+    return CANDIDATES[name]
+
+
 def make_candidate(name: str, seed: int, device: str = "auto", checkpoint_dir: Optional[str] = None,
-                   params: Optional[dict] = None):
-    """An unfitted candidate learner ``name`` (a key of CANDIDATES) with ``params`` on top of its defaults."""
+                   params: Optional[dict] = None, accounting=None):
+    """An unfitted candidate learner ``name`` (a key of CANDIDATES) with ``params`` on top of its defaults
+    (a two-part candidate: ``params`` go to both parts' learners, ``accounting`` to the combination)."""
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate model {name!r}; available: {sorted(CANDIDATES)}")
     kw = dict(params or {})
+    if is_two_part(name):
+        return TwoPart(base=name[len("twopart_"):], accounting=accounting, base_params=kw or None,
+                       device=device, checkpoint_dir=checkpoint_dir, seed=int(seed))
     if name in _NEURAL:
         kw.setdefault("device", device)
         if checkpoint_dir is not None:
@@ -103,8 +141,22 @@ def estimate_propensity(X: np.ndarray, arm: np.ndarray, n_arms: int, n_folds: in
     return np.maximum(e, PROPENSITY_FLOOR)
 
 
+def one_se_choice(losses: dict) -> tuple[str, str]:
+    """(chosen, best by loss) among per-customer losses {name: (N,)}: the best, unless a SIMPLER candidate's
+    mean loss is within one standard error of its paired difference to the best (module docstring)."""
+    best = min(losses, key=lambda c: float(losses[c].mean()))
+    if best in SIMPLER:
+        return best, best
+    for c in SIMPLER:
+        if c in losses:
+            diff = losses[c] - losses[best]
+            if float(diff.mean()) <= _mean_se(diff)[1]:
+                return c, best
+    return best, best
+
+
 def selection_report(gamma: np.ndarray, oof: dict, members: dict, times: dict, winner: str, n_folds: int,
-                     source: str) -> dict:
+                     source: str, best_by_loss: Optional[str] = None) -> dict:
     """The model_selection block: per candidate (name -> (N, A) held-out predictions in ``oof``) its
     decision loss against the pseudo-outcomes ``gamma`` (N, A) with its standard error and the paired
     standard error of its difference to ``winner``, the DR value of its per-customer argmax policy,
@@ -118,8 +170,12 @@ def selection_report(gamma: np.ndarray, oof: dict, members: dict, times: dict, w
         out[c] = {"decision_loss": mean, "se": se, "se_diff_vs_winner": _mean_se(loss - losses[winner])[1],
                   "policy_value": _mean_se(value)[0], "policy_value_se": _mean_se(value)[1],
                   "members": list(members[c]), "fit_s": float(sum(times.get(m, 0.0) for m in members[c]))}
-    return {"criterion": "decision_loss", "n_folds": int(n_folds), "propensity": source, "candidates": out,
-            "winner": winner}
+    report = {"criterion": "decision_loss", "n_folds": int(n_folds), "propensity": source, "candidates": out,
+              "winner": winner}
+    if any(c in SIMPLER for c in oof):
+        report["rule"] = "one-standard-error toward arm_means (no heterogeneity)"
+        report["best_by_loss"] = best_by_loss or winner
+    return report
 
 
 class Blend(ArmModel, BaseEstimator):
@@ -159,7 +215,8 @@ class AutoCATE(ArmModel, BaseEstimator):
 
     Parameters
     ----------
-    candidates : names from CANDIDATES, fitted in this order ("tarnet", "gb_s", "gb_t" by default).
+    candidates : names from CANDIDATES, fitted in this order (DEFAULT_CANDIDATES by default; the
+        ``twopart_*`` ones only when ``fit`` gets the behaviour and the accounting).
     n_folds : folds of the cross-fitting (>= 2); every candidate uses the same folds.
     blend : also score the average of the two best candidates and of all of them.
     candidate_params : {name: {param: value}} on top of each candidate's own defaults.
@@ -173,7 +230,7 @@ class AutoCATE(ArmModel, BaseEstimator):
     errors, policy values and fit times, winner), arms_, grid_, n_features_in_.
     """
 
-    def __init__(self, *, candidates: Sequence[str] = ("tarnet", "gb_s", "gb_t"), n_folds: int = 5,
+    def __init__(self, *, candidates: Sequence[str] = DEFAULT_CANDIDATES, n_folds: int = 5,
                  blend: bool = True, candidate_params: Optional[dict] = None, interpolation: str = "linear",
                  device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
                  verbose: bool = False) -> None:
@@ -205,9 +262,21 @@ class AutoCATE(ArmModel, BaseEstimator):
             raise ValueError(f"AutoCATE: n_folds must be an integer >= 2, got {self.n_folds!r}")
         return names
 
-    def fit(self, X, t, y, propensity=None) -> "AutoCATE":
+    def fit(self, X, t, y, propensity=None, *, response=None, value=None, accounting=None) -> "AutoCATE":
+        """Cross-fit every candidate and choose (module docstring). response / value (N,) and accounting
+        (a ``coarse_gpu.data.Accounting`` bound to the treatment column names): the declared profit
+        structure, which lets the two-part candidates take part."""
         names = self._validate_params()
         X, T, y, e = check_inputs(X, t, y, propensity)
+        structured = response is not None and value is not None and accounting is not None
+        if not structured:
+            skipped = [c for c in names if is_two_part(c)]
+            names = [c for c in names if not is_two_part(c)]
+            if skipped:
+                log.info("auto: no declared profit structure (response, value, accounting): %s skipped", skipped)
+            if not names:
+                raise ValueError("AutoCATE: every candidate is a two-part learner, but fit got no response, value "
+                                 "and accounting")
         n = X.shape[0]
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
@@ -220,24 +289,28 @@ class AutoCATE(ArmModel, BaseEstimator):
         for name in names:
             t0 = time.perf_counter()
             base = make_candidate(name, int(self.seed), self.device, self.checkpoint_dir,
-                                  (self.candidate_params or {}).get(name))
+                                  (self.candidate_params or {}).get(name), accounting=accounting)
             cf = CrossFitted(base, n_folds=int(self.n_folds), seed=int(self.seed), verbose=self.verbose)
-            fitted[name] = cf.fit(X, T, y, propensity=propensity)
+            extra = {"response": response, "value": value} if is_two_part(name) else {}
+            fitted[name] = cf.fit(X, T, y, propensity=propensity, **extra)
             oof[name] = cf.predict_arms_oof()
             times[name] = time.perf_counter() - t0
             log.info("auto: %s cross-fitted on %d folds in %.1fs", name, self.n_folds, times[name])
-        gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in names], axis=0))
+        # The reference mu of the pseudo-outcomes and the blends: the learners (arm means would only shrink)
+        learners = [c for c in names if c not in SIMPLER] or names
+        gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in learners], axis=0))
         losses = {c: decision_losses(gamma, oof[c]) for c in names}
         members = {c: [c] for c in names}
-        if self.blend and len(names) >= 2:
-            ranked = sorted(names, key=lambda c: float(losses[c].mean()))
-            for group in ([ranked[:2]] + ([names] if len(names) >= 3 else [])):
+        if self.blend and len(learners) >= 2:
+            ranked = sorted(learners, key=lambda c: float(losses[c].mean()))
+            for group in ([ranked[:2]] + ([learners] if len(learners) >= 3 else [])):
                 key = f"blend({'+'.join(group)})"
                 oof[key] = np.mean([oof[c] for c in group], axis=0)
                 losses[key] = decision_losses(gamma, oof[key])
                 members[key] = list(group)
-        winner = min(losses, key=lambda c: float(losses[c].mean()))
-        self.model_selection_ = selection_report(gamma, oof, members, times, winner, int(self.n_folds), source)
+        winner, best = one_se_choice(losses)
+        self.model_selection_ = selection_report(gamma, oof, members, times, winner, int(self.n_folds), source,
+                                                 best_by_loss=best)
         self.selected_ = winner
         group = members[winner]
         self.model_ = fitted[group[0]] if len(group) == 1 else Blend.of([fitted[c] for c in group])

@@ -36,5 +36,6 @@ class TARNet(PerArmCATEModel):
 
     def _batch_loss(self, out: dict, batch: dict):
         # Only the received arm's head sees this row: gather its output, squared error.
-        mse = torch.mean((out["mu_obs"] - batch["y"]) ** 2)
+        # (or the loss of ``loss``: cross-entropy for a 0/1 response, Poisson, Gamma)
+        mse = self._outcome_loss(out["mu_obs"], batch["y"])
         return mse, {"mse": mse}
