@@ -89,9 +89,10 @@ def _treatment_frame(treatment, n: int, arg: str = "treatment") -> tuple[pd.Data
     return t, named
 
 
-def _by_name(t: pd.DataFrame, named: bool, names: list[str], arg: str) -> np.ndarray:
+def _by_name(t: pd.DataFrame, named: bool, names: list[str], arg: str, kinds: Sequence[dict] = ()) -> np.ndarray:
     """(N, d) float treatments in the fitted column order ``names``: a named frame is reordered by name
-    (other names are an error listing both); an unnamed one must have d columns."""
+    (other names are an error listing both); an unnamed one must have d columns. ``kinds`` (the policy's
+    per-dimension records, policy.io): a categorical dimension's labels become its codes."""
     given = list(t.columns)
     if named and given != names:
         if sorted(given) != sorted(names):
@@ -101,10 +102,28 @@ def _by_name(t: pd.DataFrame, named: bool, names: list[str], arg: str) -> np.nda
         t = t[names]
     if t.shape[1] != len(names):
         raise ValueError(f"{arg} has {t.shape[1]} column(s) but the policy was fitted on {len(names)}: {names}")
+    t = _label_codes(t, kinds, arg)
     try:
         return t.to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{arg} must be numbers: {err}") from None
+
+
+def _label_codes(t: pd.DataFrame, kinds: Sequence[dict], arg: str) -> pd.DataFrame:
+    """``t`` (N, d) with each categorical dimension's labels replaced by their codes 0..L-1 (the model's
+    treatment values); a label the experiment did not have is an error naming the column and the label."""
+    t = t.copy()
+    for j, rec in enumerate(kinds or ()):
+        if rec.get("kind") != "categorical" or "labels" not in rec:
+            continue
+        code = {str(lab): i for i, lab in enumerate(rec["labels"])}
+        col = t.iloc[:, j].astype(str)
+        unknown = sorted(set(col) - set(code))
+        if unknown:
+            raise ValueError(f"{arg} column '{rec['name']}' has label(s) {unknown[:3]} that the experiment did not "
+                             f"have; its labels are {list(code)}")
+        t[t.columns[j]] = col.map(code).to_numpy(dtype=np.float64)
+    return t
 
 
 def _check_range(T: np.ndarray, arms: np.ndarray, names: list[str], what: str, hint: str = "") -> None:
@@ -167,9 +186,17 @@ class CoarsePersonalizer(BaseEstimator):
     discretizer_params : ``discretizer.*`` settings over the YAML's, e.g. {"refine": False, "n_restarts": 4}.
     categorical : columns of X to one-hot encode although they hold numbers (string / category columns
         are encoded anyway).
+    treatment_kinds : {treatment column: "continuous" | "discrete" | "categorical"} (the CLI's
+        data.treatment_kinds): a discrete dimension (a lever, a count) is only offered at its observed
+        values, a categorical one (creatives; a text column is categorical without being told) is a
+        set of labels, never ordered or interpolated; an undeclared integer-valued column is kept
+        discrete with a warning (docs/data.md, treatment kinds).
+    allow_unseen_combinations : offer combinations of discrete / categorical values that no row
+        received (needs model="dose_logit" or "dose_vc"; their profits are extrapolated).
     seed, device ("auto" | "cpu" | "cuda"), verbose (progress bars).
 
-    Fitted attributes: treatments_ (K, d), assignment_ (N,) of the training rows (from their
+    Fitted attributes: treatments_ (K, d) (categorical dimensions as codes into their sorted labels),
+    treatments_labelled_ (K lists: the treatments in the user's labels and types), assignment_ (N,) of the training rows (from their
     out-of-fold estimates), effective_k_ (segments with at least one training row; a warning when
     below k), candidates_ (M, d), policy_ (the DeployedPolicy that assigns new customers), model_
     (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_.
@@ -179,7 +206,8 @@ class CoarsePersonalizer(BaseEstimator):
                  min_share: Optional[float] = None, max_share: Optional[float] = None,
                  constraints: Sequence = (), n_folds: int = 5,
                  model_params: Optional[dict] = None, discretizer_params: Optional[dict] = None,
-                 categorical: Sequence[str] = (), seed: int = 0,
+                 categorical: Sequence[str] = (), treatment_kinds: Optional[dict] = None,
+                 allow_unseen_combinations: bool = False, seed: int = 0,
                  device: str = "auto", verbose: bool = False) -> None:
         self.k = k
         self.model = model
@@ -191,6 +219,8 @@ class CoarsePersonalizer(BaseEstimator):
         self.model_params = model_params
         self.discretizer_params = discretizer_params
         self.categorical = categorical
+        self.treatment_kinds = treatment_kinds
+        self.allow_unseen_combinations = allow_unseen_combinations
         self.seed = seed
         self.device = device
         self.verbose = verbose
@@ -313,7 +343,12 @@ class CoarsePersonalizer(BaseEstimator):
                                          and not pd.api.types.is_numeric_dtype(feats[c])
                                          and not is_time_column(feats[c])]
         spec = FileSpec(features=[str(c) for c in feats.columns], treatment=list(t.columns),
-                        outcome=out, categorical=cats, min_per_arm=2)
+                        outcome=out, categorical=cats, min_per_arm=2,
+                        treatment_kinds={str(k): v for k, v in dict(self.treatment_kinds or {}).items()},
+                        allow_unseen_combinations=bool(self.allow_unseen_combinations))
+        problems = spec.kind_problems()
+        if problems:  # the CLI's wording names data.treatment_kinds; here it is the argument
+            raise ValueError(problems[0].replace("data.treatment_kinds", "treatment_kinds"))
         if prop_v is not None:
             df[prop] = prop_v
             spec.propensity = prop
@@ -348,6 +383,7 @@ class CoarsePersonalizer(BaseEstimator):
         from coarse_gpu.discretize.exact import share_counts
         from coarse_gpu.experiment.methods import ot_policy
         from coarse_gpu.experiment.personalize import personalize
+        from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
         from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
         from coarse_gpu.policy.io import deployable
         from coarse_gpu.utils import resolve_device, seed_everything
@@ -360,7 +396,15 @@ class CoarsePersonalizer(BaseEstimator):
         data = self._experiment(X, treatment, y, propensity)
         if response is not None or value is not None or accounting is not None:
             data = _with_structure(data, response, value, accounting)
-        candidates = candidate_treatments(data, OmegaConf.create({"candidate_points": None}))
+        # every dimension's kind settled as the CLI does (coarse_gpu.experiment.kinds): a discrete or
+        # categorical dimension keeps its observed values, unseen combinations are not offered
+        refine_int = bool(run_cfg.discretizer.get("refine_integer_dims", False))
+        data = resolve_kinds(data, refine_integer_dims=refine_int)
+        candidates = candidate_treatments(
+            data, OmegaConf.create({"candidate_points": None,
+                                    "allow_unseen_combinations": bool(self.allow_unseen_combinations)}),
+            keep_integer_dims=not refine_int)
+        check_unseen_model(model_cfg, data, candidates)
         check_k_values([int(self.k)], len(candidates), len(data), key="k")
         share_counts(len(data), int(self.k), self.min_share, self.max_share)
         constraints = self._constraints(data, candidates)
@@ -380,6 +424,7 @@ class CoarsePersonalizer(BaseEstimator):
         self.model_ = model
         self.model_selection_ = selection
         self.treatment_names_ = list(data.space.names)
+        self.treatments_labelled_ = data.space.to_user(self.treatments_)
         self.feature_names_in_ = list(self.policy_.feature_schema.columns)
         if self.effective_k_ < int(self.k):
             warnings.warn(f"CoarsePersonalizer: only {self.effective_k_} of the k={self.k} treatments are given to "
@@ -421,7 +466,7 @@ class CoarsePersonalizer(BaseEstimator):
         names = self.treatment_names_
         if isinstance(T, (pd.DataFrame, pd.Series)):
             frame, named = _treatment_frame(T, len(T), "T")
-            T = _by_name(frame, named, names, "T")
+            T = _by_name(frame, named, names, "T", self.policy_.treatment_kinds)
         else:
             T = np.asarray(T, dtype=np.float64)
             T = T.reshape(-1, 1) if T.ndim == 1 and len(names) == 1 else np.atleast_2d(T)
@@ -448,7 +493,7 @@ class CoarsePersonalizer(BaseEstimator):
         feats = _frame(X)
         n = len(feats)
         frame, named = _treatment_frame(treatment, n)
-        t = _by_name(frame, named, self.treatment_names_, "treatment")
+        t = _by_name(frame, named, self.treatment_names_, "treatment", self.policy_.treatment_kinds)
         yv = _column(y, "y", n)
         pv = None if propensity is None else _column(propensity, "propensity", n)
         # the CLI's data checks on these rows (numbers, one arm only, propensities against the arm
@@ -518,6 +563,7 @@ class CoarsePersonalizer(BaseEstimator):
         cp.treatments_ = np.asarray(pol.treatments, dtype=np.float64)
         cp.model_ = pol.model
         cp.treatment_names_ = list(pol.treatment_names)
+        cp.treatments_labelled_ = pol.treatments_labelled
         cp.feature_names_in_ = list(pol.feature_schema.columns)
         cp._policy_in_range()
         return cp

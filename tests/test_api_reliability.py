@@ -332,13 +332,15 @@ def test_the_api_and_the_cli_give_the_same_policy(tmp_path):
     cmd = [sys.executable, "-m", "coarse_gpu.cli", "data=file", f"data.path={tmp_path / 'promotions.csv'}",
            f"data.features=[{','.join(features)}]", "data.categorical=[channel,region,tier]",
            "data.treatment=[discount,duration_weeks]", "data.outcome=profit", "data.id=customer_id",
+           "data.treatment_kinds={duration_weeks:continuous}",  # weeks 0/2/4 as a dose (else kept on its values)
            "model=dose_logit", "model.n_folds=2", *[f"model.{k}={v}" for k, v in params.items()], "discretizer.k=5",
            "evaluation.methods=[ot]", "evaluation.n_boot=0", "logger=none", "quiet=true", "seed=0",
            f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
-    cp = CoarsePersonalizer(k=5, model="dose_logit", n_folds=2, seed=0, model_params=params)
+    cp = CoarsePersonalizer(k=5, model="dose_logit", n_folds=2, seed=0, model_params=params,
+                            treatment_kinds={"duration_weeks": "continuous"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # an empty segment is the same in both, and checked below
         cp.fit(df[features], df[["discount", "duration_weeks"]], df["profit"])
@@ -368,3 +370,34 @@ def test_fit_all_in_loky_workers_reports_each_fit_and_returns_the_in_process_mod
     for a, b in zip(par, seq):  # the same models, bit for bit, in the order given
         np.testing.assert_array_equal(a.predict_arms(X), b.predict_arms(X))
     assert not np.array_equal(par[0].predict_arms(X), par[1].predict_arms(X))
+
+
+def test_the_api_takes_treatment_labels_and_never_offers_an_unseen_combination(tmp_path):
+    """Hillstrom-style: a text treatment column through the API (labels in, labels out, saved and
+    reloaded), and the same experiment as two 0/1 columns never offers both e-mails."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    X = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+    seg = rng.choice(["Mens E-Mail", "Womens E-Mail", "No E-Mail"], size=n)
+    lift = np.where(seg == "Mens E-Mail", X.x1 > 0, np.where(seg == "Womens E-Mail", X.x1 <= 0, False))
+    y = 3.0 * lift + rng.normal(size=n)
+    cp = CoarsePersonalizer(k=2, model="gb_s", n_folds=2, seed=0).fit(X, pd.DataFrame({"segment": seg}), y)
+    assert sorted(map(tuple, cp.treatments_labelled_)) == [("Mens E-Mail",), ("Womens E-Mail",)]
+    mens = int(np.flatnonzero([t == ["Mens E-Mail"] for t in cp.treatments_labelled_])[0])
+    assert np.mean(cp.assign(X)[X.x1.to_numpy() > 0.5] == mens) > 0.9
+    # labels in predict_profit / evaluate are matched to the model's codes; an unknown label is named
+    p = cp.predict_profit(X.head(200), pd.DataFrame({"segment": ["No E-Mail", "Mens E-Mail"]}))
+    assert np.mean(p[X.x1.head(200).to_numpy() > 0.5, 1] - p[X.x1.head(200).to_numpy() > 0.5, 0]) > 2.0
+    with pytest.raises(ValueError, match=r"column 'segment' has label\(s\) \['SMS'\]"):
+        cp.predict_profit(X.head(3), pd.DataFrame({"segment": ["SMS"]}))
+    assert cp.evaluate(X, pd.DataFrame({"segment": seg}), y, n_boot=20)["dr_value"] > 2.5
+    cp.save(tmp_path / "pol")
+    back = CoarsePersonalizer.load(tmp_path / "pol")
+    assert back.treatments_labelled_ == cp.treatments_labelled_
+    np.testing.assert_array_equal(back.assign(X), cp.assign(X))
+    # two 0/1 levers, (1, 1) never randomized: never a candidate, never offered
+    T = pd.DataFrame({"mens": (seg == "Mens E-Mail").astype(int), "womens": (seg == "Womens E-Mail").astype(int)})
+    two = CoarsePersonalizer(k=3, model="gb_s", n_folds=2, seed=0).fit(X, T, y)
+    assert [1.0, 1.0] not in two.candidates_.tolist() and [1, 1] not in two.treatments_labelled_
+    with pytest.raises(ValueError, match=r"treatment_kinds\.foo"):
+        CoarsePersonalizer(k=2, model="gb_s", treatment_kinds={"foo": "discrete"}).fit(X, T, y)
