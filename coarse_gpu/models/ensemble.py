@@ -1,0 +1,438 @@
+"""Batched ensemble training: many fits of one network architecture trained as one module.
+
+A cross-fitted neural model is n_folds x n_seeds (x n_ensemble) networks of the same architecture,
+each on its own rows. ``fit_batched(models, data)`` trains all of them at once: the members'
+parameters are stacked along a leading member axis (``torch.func.stack_module_state``), a step runs
+the model's own loss through ``torch.func.functional_call`` under ``torch.func.vmap`` over that axis,
+one ``autograd.grad`` gives every member its gradient (the members' losses share no parameter, so
+the gradient of their sum is each member's own), and one batched AdamW step updates every member.
+
+What each member sees is exactly what the sequential ``Trainer`` would show it:
+
+* its own training rows only (its fold's complement minus its validation split), drawn as its own
+  index batches: every epoch it draws ``randperm(n_rows, generator=its generator)`` as the
+  sequential trainer does, so member m's batch at step s is the same rows, in the same order, as
+  in a sequential fit. A shared batch with a per-member mask would give each member a different
+  number of rows per step (a different gradient scale) and spend arithmetic on masked rows; per-member
+  index batches cost nothing extra. A step where members' batches differ in length (the last batch
+  of an epoch, folds a few rows apart) runs one vmap per length.
+* its own validation loss (its own validation rows, the model's metrics), early stopping (a stopped
+  member leaves the batch: no more arithmetic, no optimizer update, its best weights kept),
+  ReduceLROnPlateau schedule (torch's scheduler, one per member), EMA of its weights and history.
+
+The data go to the device once: each member's training tensors are stacked (zero-padded to the
+largest member) into one (M, N_max, ...) tensor per column; a step gathers its rows by index.
+
+Why torch.func and not hand-written batched layers. Both were timed on the 2-core CPU (contended by
+other processes) for 5 TARNet members of the default size (p=20, H=128, conditioned head, 15 arms,
+batch 512): one training step of all 5 members took 28.4 ms with vmap and 29.5 ms with a
+``torch.baddbmm`` MLP on 1 thread (19.4 vs 18.6 ms on 2 threads), against 29.3 ms for the 5 networks
+stepped one after another on 1 thread. At this size a step is arithmetic-bound (about 45 GFLOP/s
+on one core), so how the matmuls are batched does not matter; vmap runs every network class
+(TARNet, DragonNet, the dose networks) and the models' own loss functions unchanged, so it was kept.
+What batching buys on a CPU is one process that keeps both cores busy for the whole run (five fits
+on two worker processes leave a core idle for the fifth) and no worker start-up; on a GPU it fills
+the device with every member at once. Measured end-to-end numbers: docs/models.md "Batched training".
+
+Not batched (trained one by one by the sequential ``Trainer``, as before): fits with checkpoints
+(a checkpoint is one fit's file), float16 AMP (its GradScaler is one per optimizer), fits inside a
+torch.distributed process group, and any run whose architecture or hyperparameters no other run
+shares. ``Trainer`` hands its runs here through ``coarse_gpu.models.trainer.training_hook``, so the
+models themselves (their data preparation, splits, scaling, post-processing) are untouched: each
+model is fitted twice, first recording its training runs without training, then, after the
+batched run, replaying them with the trained networks.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
+from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
+from coarse_gpu.utils.device import usable_cpus
+
+__all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
+
+Data = dict[str, torch.Tensor]
+
+#: AdamW constants of torch.optim.AdamW's defaults, which the sequential Trainer uses.
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+#: Model parameters that do not change what a run learns (left out of the grouping key).
+_FREE_PARAMS = ("seed", "verbose", "n_ensemble")
+
+
+@dataclass
+class TrainJob:
+    """One ``Trainer.fit`` call, recorded: the trainer's settings and the arguments of the run."""
+
+    trainer: Trainer
+    net: nn.Module
+    loss: Callable
+    metrics: Callable
+    train: Data
+    val: Data
+    generator: torch.Generator
+    history: list
+    n_train: int = 0
+
+
+def _rows(data: Data) -> int:
+    return next(iter(data.values())).shape[0]
+
+
+def _group_key(job: TrainJob) -> tuple:
+    """What runs must share to be trained in one batch: model class and hyperparameters (but the seed),
+    trainer settings, parameter and data shapes. A run that cannot be batched gets a key of its own."""
+    t = job.trainer
+    amp = t._amp_dtype()
+    if t.checkpoint is not None or amp == torch.float16 or distributed()[1] > 1:
+        return ("alone", id(job))
+    model = getattr(job.loss, "__self__", None)
+    params = {} if model is None or not hasattr(model, "get_params") else model.get_params()
+    hyper = repr(sorted((k, v) for k, v in params.items() if k not in _FREE_PARAMS))
+    settings = (t.lr, t.weight_decay, t.batch_size, t.max_epochs, t.patience, t.lr_patience, t.min_delta, t.ema,
+                str(amp), str(t.device))
+    arch = tuple((n, tuple(p.shape), p.dtype) for n, p in job.net.named_parameters())
+    arch += tuple((n, tuple(b.shape), b.dtype) for n, b in job.net.named_buffers())
+    cols = tuple((k, tuple(v.shape[1:]), v.dtype) for k, v in sorted(job.train.items()))
+    func = getattr(job.loss, "__func__", job.loss)
+    return (type(model), func, hyper, settings, type(job.net), arch, cols, tuple(sorted(job.val)), _rows(job.val) > 0)
+
+
+class _BatchedAdamW:
+    """torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8, decoupled weight decay) on stacked parameters
+    (M, ...), with a learning rate and a step count per member and an update of the given members
+    only. torch's optimizer has one lr per parameter group and updates every row of a tensor, which
+    would move stopped members (weight decay, momentum) and ignore the per-member LR schedules."""
+
+    def __init__(self, params: dict[str, torch.Tensor], weight_decay: dict[str, float]) -> None:
+        self.params = params
+        self.wd = weight_decay
+        m = next(iter(params.values())).shape[0]
+        dev = next(iter(params.values())).device
+        self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.steps = torch.zeros(m, dtype=torch.float64, device=dev)
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, Optional[torch.Tensor]], members: Optional[torch.Tensor], lr: torch.Tensor) -> None:
+        """Update ``members`` (int64 ids; None = all) with ``grads`` (M, ...) per parameter; lr (M,) float64."""
+        sel = (lambda a: a) if members is None else (lambda a: a.index_select(0, members))
+        steps = sel(self.steps) + 1
+        if members is None:
+            self.steps += 1
+        else:
+            self.steps.index_copy_(0, members, steps)
+        lr_m = sel(lr)
+        step_size = lr_m / (1 - _BETA1 ** steps)
+        bc2_sqrt = torch.sqrt(1 - _BETA2 ** steps)
+        for k, p in self.params.items():
+            g = grads.get(k)
+            if g is None:  # as torch: a parameter without a gradient is not touched
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            # members=None: views of the stacked tensors, updated in place; else copies written back below
+            w, m1, m2, g = sel(p.detach()), sel(self.exp_avg[k]), sel(self.exp_avg_sq[k]), sel(g)
+            w.mul_((1 - lr_m * self.wd[k]).to(p.dtype).view(shape))
+            m1.lerp_(g, 1 - _BETA1)
+            m2.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
+            denom = (m2.sqrt() / bc2_sqrt.to(p.dtype).view(shape)).add_(_EPS)
+            w.addcdiv_(m1, denom * (1.0 / step_size).to(p.dtype).view(shape), value=-1.0)
+            if members is not None:
+                p.data.index_copy_(0, members, w)
+                self.exp_avg[k].index_copy_(0, members, m1)
+                self.exp_avg_sq[k].index_copy_(0, members, m2)
+
+
+@dataclass
+class _Member:
+    """Early-stopping state of one member (as the sequential Trainer's ``_Loop``)."""
+
+    n_rows: int
+    n_batches: int
+    scheduler: object
+    best: float = math.inf
+    best_state: Optional[dict] = None
+    best_epoch: int = 0
+    stale: int = 0
+    alive: bool = True
+
+
+class BatchedTrainer:
+    """Trains ``jobs`` (runs of one architecture and one set of hyperparameters) as one batched module.
+
+    jobs : the recorded runs (``TrainJob``), each with its own network initialization, data, generator.
+    compile : wrap the batched loss in ``torch.compile``.
+    autocast : dtype of autocast during training steps (None = the trainers' AMP setting, which is
+        off on CPU); validation and the returned networks are float32 as in the sequential Trainer.
+    ``run()`` returns one ``TrainResult`` per job, as ``Trainer.fit`` would have.
+    """
+
+    def __init__(self, jobs: Sequence[TrainJob], *, compile: bool = False, autocast: Optional[torch.dtype] = None):
+        if not jobs:
+            raise ValueError("BatchedTrainer: jobs is empty")
+        keys = {_group_key(j) for j in jobs}
+        if len(keys) > 1 or next(iter(keys))[0] == "alone" and len(jobs) > 1:
+            raise ValueError("BatchedTrainer: the jobs do not share one architecture and set of hyperparameters")
+        self.jobs = list(jobs)
+        self.trainer = jobs[0].trainer
+        self.compile = compile
+        self.autocast = autocast if autocast is not None else self.trainer._amp_dtype()
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _functional(self):
+        """A parameter-less copy of the network (on the meta device) and the vmapped per-member loss."""
+        base = copy.deepcopy(self.jobs[0].net).to("meta")
+        for mod in base.modules():
+            if isinstance(mod, ArmHeads):
+                mod.dense_observed = True
+        loss_fn = self.jobs[0].loss
+
+        def member_loss(p: dict, b: dict, batch: Data) -> torch.Tensor:
+            return loss_fn(lambda *args: functional_call(base, (p, b), args), batch)
+
+        vloss = vmap(member_loss, randomness="different")
+        return base, (torch.compile(vloss, dynamic=False) if self.compile else vloss)
+
+    def _stack_data(self) -> Data:
+        """(M, N_max, ...) per column: each member's training rows, zero-padded; the members' own
+        tensors are released (the data live on the device once)."""
+        n_max = max(_rows(j.train) for j in self.jobs)
+        out = {}
+        for k, v in self.jobs[0].train.items():
+            stacked = torch.zeros((len(self.jobs), n_max) + tuple(v.shape[1:]), dtype=v.dtype, device=v.device)
+            for m, j in enumerate(self.jobs):
+                stacked[m, : _rows(j.train)] = j.train[k]
+            out[k] = stacked
+        for j in self.jobs:
+            j.train = {}
+        return out
+
+    def _members(self, n_rows: list[int]) -> list[_Member]:
+        t = self.trainer
+        out = []
+        for n in n_rows:
+            _, _, batch, n_batches = t._batch_plan(n, 0, 1)
+            # torch's ReduceLROnPlateau, one per member, on a stand-in optimizer holding that member's lr
+            dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=t.lr)
+            out.append(_Member(n_rows=n, n_batches=n_batches, scheduler=t._scheduler(dummy)))
+        return out
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> list[TrainResult]:
+        t, jobs = self.trainer, self.jobs
+        dev = t.device
+        self.base, self.vloss = self._functional()
+        params, buffers = stack_module_state([j.net for j in jobs])
+        _, no_decay = no_decay_parameters(jobs[0].net)
+        no_decay_ids = {id(p) for p in no_decay}
+        wd = {n: (0.0 if id(p) in no_decay_ids else float(t.weight_decay)) for n, p in jobs[0].net.named_parameters()}
+        opt = _BatchedAdamW(params, wd)
+        ema = float(t.ema)
+        # EMA: validation, early stopping and the result use the averaged weights (as the Trainer)
+        eval_params = {k: v.detach().clone() for k, v in params.items()} if ema > 0 else params
+        has_val = _rows(jobs[0].val) > 0
+        members = self._members([_rows(j.train) for j in jobs])
+        data = self._stack_data()
+        for epoch in range(1, int(t.max_epochs) + 1):
+            alive = [m for m, s in enumerate(members) if s.alive]
+            if not alive:
+                break
+            lr = torch.tensor([s.scheduler.optimizer.param_groups[0]["lr"] for s in members], dtype=torch.float64,
+                              device=dev)
+            losses = self._epoch(data, params, buffers, eval_params, opt, lr, members, alive, ema)
+            for m in alive:
+                self._end_epoch(m, members[m], epoch, float(losses[m]), float(lr[m]), eval_params, buffers, has_val)
+        return [self._result(m, s, eval_params, buffers, has_val) for m, s in enumerate(members)]
+
+    def _epoch(self, data, params, buffers, eval_params, opt, lr, members, alive, ema) -> torch.Tensor:
+        """One pass over every alive member's batches; (M,) each member's mean training loss."""
+        t = self.trainer
+        dev, bs = t.device, int(t.batch_size)
+        perms = torch.zeros((len(members), next(iter(data.values())).shape[1]), dtype=torch.long)
+        for m in alive:  # each member's own permutation from its own generator, as the Trainer draws it
+            perms[m, : members[m].n_rows] = torch.randperm(members[m].n_rows, generator=self.jobs[m].generator)
+        perms = perms.to(dev)
+        total = torch.zeros(len(members), device=dev)
+        autocast = (contextlib.nullcontext() if self.autocast is None
+                    else torch.autocast(device_type=dev.type, dtype=self.autocast))
+        names = list(params)
+        self.base.train()
+        for s in range(max(members[m].n_batches for m in alive)):
+            groups: dict[int, list[int]] = {}  # batch length -> members (lengths differ in an epoch's last batch)
+            for m in alive:
+                if s < members[m].n_batches:
+                    groups.setdefault(min(bs, members[m].n_rows - s * bs), []).append(m)
+            step_loss = 0.0
+            for length, ms in groups.items():
+                ids = torch.tensor(ms, device=dev)
+                every = len(ms) == len(members)
+                rows = perms[ids, s * bs: s * bs + length]
+                batch = {k: v[ids[:, None], rows] for k, v in data.items()}
+                p = params if every else {k: v.index_select(0, ids) for k, v in params.items()}
+                b = buffers if every else {k: v.index_select(0, ids) for k, v in buffers.items()}
+                with autocast:
+                    member_losses = self.vloss(p, b, batch)
+                step_loss = step_loss + member_losses.sum()
+                total.index_add_(0, ids, member_losses.detach().float())
+            grads = torch.autograd.grad(step_loss, [params[k] for k in names], allow_unused=True)
+            active = sorted(m for ms in groups.values() for m in ms)
+            ids = None if len(active) == len(members) else torch.tensor(active, device=dev)
+            opt.step(dict(zip(names, grads)), ids, lr)
+            if ema > 0:
+                with torch.no_grad():
+                    for k in names:
+                        if ids is None:
+                            eval_params[k].lerp_(params[k].detach(), 1.0 - ema)
+                        else:
+                            e = eval_params[k].index_select(0, ids).lerp_(params[k].detach().index_select(0, ids), 1.0 - ema)
+                            eval_params[k].index_copy_(0, ids, e)
+        return (total / torch.tensor([max(1, s.n_batches) for s in members], device=dev)).cpu()
+
+    @torch.no_grad()
+    def _validate(self, m: int, eval_params: dict, buffers: dict) -> dict[str, float]:
+        """Row-weighted means of the model's metrics over member m's validation rows (float32)."""
+        job = self.jobs[m]
+        p = {k: v[m] for k, v in eval_params.items()}
+        b = {k: v[m] for k, v in buffers.items()}
+        self.base.eval()
+        net = lambda *args: functional_call(self.base, (p, b), args)  # noqa: E731
+        sums: dict[str, float] = {}
+        n = _rows(job.val)
+        for s in range(0, n, EVAL_BATCH):
+            batch = {k: v[s: s + EVAL_BATCH] for k, v in job.val.items()}
+            for k, v in job.metrics(net, batch).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * _rows(batch)
+        self.base.train()
+        return {k: v / n for k, v in sums.items()}
+
+    def _end_epoch(self, m: int, st: _Member, epoch: int, train_loss: float, lr: float, eval_params: dict,
+                   buffers: dict, has_val: bool) -> None:
+        """Member m's history record, early stopping and LR schedule (the Trainer's rules)."""
+        t = self.trainer
+        rec = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
+        if has_val:
+            rec.update(self._validate(m, eval_params, buffers))
+            criterion = rec["val_loss"]
+        else:
+            criterion, rec["val_loss"] = train_loss, float("nan")
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"{t.name} (batched member {m}): training loss became {train_loss} at epoch "
+                                     f"{epoch}; lower lr")
+        self.jobs[m].history.append(rec)
+        if not math.isfinite(st.best) or criterion < st.best - t.min_delta * abs(st.best):
+            st.best, st.best_epoch, st.stale = criterion, epoch, 0
+            st.best_state = self._state(m, eval_params, buffers)
+        else:
+            st.stale += 1
+        if has_val:
+            st.scheduler.step(criterion)
+            st.alive = st.stale < int(t.patience)
+
+    @staticmethod
+    def _state(m: int, params: dict, buffers: dict) -> dict:
+        return {k: v[m].detach().clone() for d in (params, buffers) for k, v in d.items()}
+
+    def _result(self, m: int, st: _Member, eval_params: dict, buffers: dict, has_val: bool) -> TrainResult:
+        """Member m's network with its best validated weights (the last ones without validation rows)."""
+        job = self.jobs[m]
+        net = job.net
+        if has_val and st.best_state is not None:
+            state, best_epoch = st.best_state, st.best_epoch
+        else:
+            state, best_epoch = self._state(m, eval_params, buffers), len(job.history)
+        net.load_state_dict(state)
+        net.eval()
+        return TrainResult(net=net, history=job.history, best_epoch=int(best_epoch),
+                           best_val_loss=float(st.best) if has_val else float("nan"))
+
+
+def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False,
+               autocast: Optional[torch.dtype] = None) -> list[TrainResult]:
+    """Train every recorded run: runs that share a group key together (``BatchedTrainer``), a run
+    alone through its own ``Trainer``. Returns the ``TrainResult``s in the order of ``jobs``."""
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(_group_key(job), []).append(i)
+    results: list[Optional[TrainResult]] = [None] * len(jobs)
+    for idx in groups.values():
+        if len(idx) == 1:
+            j = jobs[idx[0]]
+            results[idx[0]] = j.trainer.fit(j.net, j.loss, j.metrics, j.train, j.val, j.generator, history=j.history)
+            continue
+        for i, r in zip(idx, BatchedTrainer([jobs[i] for i in idx], compile=compile, autocast=autocast).run()):
+            results[i] = r
+    return results
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def batchable(models: Sequence) -> bool:
+    """Whether ``fit_batched`` can train these unfitted models together: network models
+    (``PerArmCATEModel``) of one class without checkpoints, outside torch.distributed, at least two
+    networks in all (several models, or one ensemble)."""
+    from coarse_gpu.models.base import PerArmCATEModel
+
+    if not models or distributed()[1] > 1:
+        return False
+    if not all(isinstance(m, PerArmCATEModel) and type(m) is type(models[0]) for m in models):
+        return False
+    if any(getattr(m, "checkpoint_dir", None) is not None for m in models):
+        return False
+    return len(models) > 1 or models[0].n_ensemble not in (1, "auto")
+
+
+def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = False,
+                autocast: Optional[torch.dtype] = None) -> list:
+    """Fit ``models[i]`` on ``data[i] = (X, T, y, propensity or None)`` with every network training
+    run of all of them in batches (module docstring); returns the fitted models.
+
+    The models come out as if each had been fitted alone (``fit``'s own code runs for each, twice:
+    recording, then replaying the trained networks), up to float rounding of the batched arithmetic.
+    ``fit_time_s_`` of each model is its share of the batched training plus its own preparation.
+    """
+    jobs: list[TrainJob] = []
+
+    def record(trainer, net, loss, metrics, train, val, generator, history):
+        jobs.append(TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)))
+        return TrainResult(net=net, history=history, best_epoch=0, best_val_loss=float("nan"))
+
+    with training_hook(record):
+        for model, (X, T, y, p) in zip(models, data):
+            model.fit(X, T, y, propensity=p)
+    t0 = time.perf_counter()
+    with _threads(usable_cpus()):
+        results = train_jobs(jobs, compile=compile, autocast=autocast)
+    share = (time.perf_counter() - t0) / len(models)
+    replay = iter(zip(jobs, results))
+
+    def replayed(trainer, net, loss, metrics, train, val, generator, history):
+        job, res = next(replay)
+        if (_rows(train), _rows(val), type(net)) != (job.n_train, _rows(job.val), type(job.net)):
+            raise RuntimeError("fit_batched: a model's second fit asked for another training run than its first")
+        history[:] = res.history
+        return TrainResult(net=res.net, history=history, best_epoch=res.best_epoch, best_val_loss=res.best_val_loss)
+
+    out = []
+    with training_hook(replayed):
+        for model, (X, T, y, p) in zip(models, data):
+            t1 = time.perf_counter()
+            out.append(model.fit(X, T, y, propensity=p))
+            model.fit_time_s_ = share + time.perf_counter() - t1
+    return out
