@@ -48,16 +48,18 @@ import contextlib
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.optim import adamw
 
 from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
 from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
-from coarse_gpu.utils.device import usable_cpus
+from coarse_gpu.utils.device import resolve_device, usable_cpus
 
 __all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
 
@@ -108,48 +110,48 @@ def _group_key(job: TrainJob) -> tuple:
 
 
 class _BatchedAdamW:
-    """torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8, decoupled weight decay) on stacked parameters
-    (M, ...), with a learning rate and a step count per member and an update of the given members
-    only. torch's optimizer has one lr per parameter group and updates every row of a tensor, which
-    would move stopped members (weight decay, momentum) and ignore the per-member LR schedules."""
+    """AdamW on stacked parameters (M, ...) with a learning rate and a step count per member and an
+    update of the given members only, through torch's own AdamW kernel (``torch.optim.adamw.adamw``,
+    the functional form of ``torch.optim.AdamW``, fused where the device has the fused kernel). A
+    ``torch.optim.AdamW`` over the stacked tensors would have one lr for all members and move stopped
+    members (weight decay, momentum); here members that share (lr, step) are updated in one call,
+    on the whole stacked tensors when that is every member, else on per-member views.
+    Defaults of torch.optim.AdamW (betas 0.9 / 0.999, eps 1e-8), as the sequential Trainer."""
 
     def __init__(self, params: dict[str, torch.Tensor], weight_decay: dict[str, float]) -> None:
         self.params = params
         self.wd = weight_decay
-        m = next(iter(params.values())).shape[0]
-        dev = next(iter(params.values())).device
+        first = next(iter(params.values()))
         self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.steps = torch.zeros(m, dtype=torch.float64, device=dev)
+        self.steps = [0] * first.shape[0]
+        self.fused = first.device.type in ("cpu", "cuda") and first.dtype == torch.float32
 
     @torch.no_grad()
-    def step(self, grads: dict[str, Optional[torch.Tensor]], members: Optional[torch.Tensor], lr: torch.Tensor) -> None:
-        """Update ``members`` (int64 ids; None = all) with ``grads`` (M, ...) per parameter; lr (M,) float64."""
-        sel = (lambda a: a) if members is None else (lambda a: a.index_select(0, members))
-        steps = sel(self.steps) + 1
-        if members is None:
-            self.steps += 1
-        else:
-            self.steps.index_copy_(0, members, steps)
-        lr_m = sel(lr)
-        step_size = lr_m / (1 - _BETA1 ** steps)
-        bc2_sqrt = torch.sqrt(1 - _BETA2 ** steps)
-        for k, p in self.params.items():
-            g = grads.get(k)
-            if g is None:  # as torch: a parameter without a gradient is not touched
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            # members=None: views of the stacked tensors, updated in place; else copies written back below
-            w, m1, m2, g = sel(p.detach()), sel(self.exp_avg[k]), sel(self.exp_avg_sq[k]), sel(g)
-            w.mul_((1 - lr_m * self.wd[k]).to(p.dtype).view(shape))
-            m1.lerp_(g, 1 - _BETA1)
-            m2.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
-            denom = (m2.sqrt() / bc2_sqrt.to(p.dtype).view(shape)).add_(_EPS)
-            w.addcdiv_(m1, denom * (1.0 / step_size).to(p.dtype).view(shape), value=-1.0)
-            if members is not None:
-                p.data.index_copy_(0, members, w)
-                self.exp_avg[k].index_copy_(0, members, m1)
-                self.exp_avg_sq[k].index_copy_(0, members, m2)
+    def step(self, grads: dict[str, Optional[torch.Tensor]], members: list[int], lr: list[float]) -> None:
+        """Update ``members`` with ``grads`` (M, ...) per parameter (None: not touched, as torch); lr (M,)."""
+        groups: dict[tuple, list[int]] = {}
+        for m in members:
+            groups.setdefault((lr[m], self.steps[m]), []).append(m)
+        everyone = len(members) == len(self.steps)
+        for (rate, step), ms in groups.items():
+            for wd in sorted(set(self.wd.values())):
+                keys = [k for k, g in grads.items() if g is not None and self.wd[k] == wd]
+                if not keys:
+                    continue
+                pick = ((lambda t: [t]) if everyone and len(groups) == 1 else (lambda t: [t[m] for m in ms]))
+                ps = [v for k in keys for v in pick(self.params[k].detach())]
+                dev = ps[0].device
+                # contiguous: vmap's gradients may come in another memory layout than the parameters,
+                # and the fused kernel walks parameter and gradient memory in step
+                adamw.adamw(ps, [v for k in keys for v in pick(grads[k].contiguous())],
+                            [v for k in keys for v in pick(self.exp_avg[k])],
+                            [v for k in keys for v in pick(self.exp_avg_sq[k])], [],
+                            [torch.tensor(float(step), device=dev) for _ in ps],  # incremented by adamw
+                            foreach=None if self.fused else True, fused=self.fused or None, amsgrad=False,
+                            beta1=_BETA1, beta2=_BETA2, lr=float(rate), weight_decay=wd, eps=_EPS, maximize=False)
+        for m in members:
+            self.steps[m] += 1
 
 
 @dataclass
@@ -246,8 +248,7 @@ class BatchedTrainer:
             alive = [m for m, s in enumerate(members) if s.alive]
             if not alive:
                 break
-            lr = torch.tensor([s.scheduler.optimizer.param_groups[0]["lr"] for s in members], dtype=torch.float64,
-                              device=dev)
+            lr = [s.scheduler.optimizer.param_groups[0]["lr"] for s in members]
             losses = self._epoch(data, params, buffers, eval_params, opt, lr, members, alive, ema)
             for m in alive:
                 self._end_epoch(m, members[m], epoch, float(losses[m]), float(lr[m]), eval_params, buffers, has_val)
@@ -285,8 +286,8 @@ class BatchedTrainer:
                 total.index_add_(0, ids, member_losses.detach().float())
             grads = torch.autograd.grad(step_loss, [params[k] for k in names], allow_unused=True)
             active = sorted(m for ms in groups.values() for m in ms)
+            opt.step(dict(zip(names, grads)), active, lr)
             ids = None if len(active) == len(members) else torch.tensor(active, device=dev)
-            opt.step(dict(zip(names, grads)), ids, lr)
             if ema > 0:
                 with torch.no_grad():
                     for k in names:
@@ -355,10 +356,26 @@ class BatchedTrainer:
                            best_val_loss=float(st.best) if has_val else float("nan"))
 
 
-def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False,
-               autocast: Optional[torch.dtype] = None) -> list[TrainResult]:
+def _chunks(items: list, n: int) -> list[list]:
+    """``items`` in ``n`` contiguous chunks of sizes differing by at most one."""
+    q, r = divmod(len(items), n)
+    out, start = [], 0
+    for c in range(n):
+        out.append(items[start: start + q + (c < r)])
+        start += q + (c < r)
+    return out
+
+
+def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False, autocast: Optional[torch.dtype] = None,
+               n_threads: int = 1) -> list[TrainResult]:
     """Train every recorded run: runs that share a group key together (``BatchedTrainer``), a run
-    alone through its own ``Trainer``. Returns the ``TrainResult``s in the order of ``jobs``."""
+    alone through its own ``Trainer``. Returns the ``TrainResult``s in the order of ``jobs``.
+
+    n_threads : on a CPU, a group's members are split into this many batched modules, each trained
+        in its own thread with one intra-op thread (as one-thread worker processes, without their
+        start-up): on a shared CPU, two intra-op threads in one module wait on each other whenever
+        another process holds a core (module docstring). On a GPU one module holds every member.
+    """
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(_group_key(job), []).append(i)
@@ -368,17 +385,33 @@ def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False,
             j = jobs[idx[0]]
             results[idx[0]] = j.trainer.fit(j.net, j.loss, j.metrics, j.train, j.val, j.generator, history=j.history)
             continue
-        for i, r in zip(idx, BatchedTrainer([jobs[i] for i in idx], compile=compile, autocast=autocast).run()):
-            results[i] = r
+        on_cpu = jobs[idx[0]].trainer.device.type == "cpu"
+        chunks = _chunks(idx, max(1, min(n_threads if on_cpu else 1, len(idx))))
+        run = lambda chunk: BatchedTrainer([jobs[i] for i in chunk], compile=compile, autocast=autocast).run()  # noqa: E731
+        if len(chunks) == 1:
+            outs = [run(chunks[0])]
+        else:
+            with ThreadPoolExecutor(len(chunks)) as pool:
+                outs = list(pool.map(run, chunks))
+        for chunk, out in zip(chunks, outs):
+            for i, r in zip(chunk, out):
+                results[i] = r
     return results
 
 
 @contextlib.contextmanager
-def _threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+def _one_intra_op_thread(on: bool):
+    """torch and BLAS at one thread inside the block when ``on`` (restored after)."""
+    if not on:
         yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(old)
 
@@ -413,13 +446,14 @@ def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = Fals
         jobs.append(TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)))
         return TrainResult(net=net, history=history, best_epoch=0, best_val_loss=float("nan"))
 
-    with training_hook(record):
-        for model, (X, T, y, p) in zip(models, data):
-            model.fit(X, T, y, propensity=p)
-    t0 = time.perf_counter()
-    with _threads(usable_cpus()):
-        results = train_jobs(jobs, compile=compile, autocast=autocast)
-    share = (time.perf_counter() - t0) / len(models)
+    cpu = all(resolve_device(getattr(m, "device", "cpu")).type == "cpu" for m in models)
+    with _one_intra_op_thread(cpu):
+        with training_hook(record):
+            for model, (X, T, y, p) in zip(models, data):
+                model.fit(X, T, y, propensity=p)
+        t0 = time.perf_counter()
+        results = train_jobs(jobs, compile=compile, autocast=autocast, n_threads=usable_cpus() if cpu else 1)
+        share = (time.perf_counter() - t0) / len(models)
     replay = iter(zip(jobs, results))
 
     def replayed(trainer, net, loss, metrics, train, val, generator, history):
@@ -430,7 +464,7 @@ def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = Fals
         return TrainResult(net=res.net, history=history, best_epoch=res.best_epoch, best_val_loss=res.best_val_loss)
 
     out = []
-    with training_hook(replayed):
+    with _one_intra_op_thread(cpu), training_hook(replayed):
         for model, (X, T, y, p) in zip(models, data):
             t1 = time.perf_counter()
             out.append(model.fit(X, T, y, propensity=p))
