@@ -103,7 +103,8 @@ def _group_key(job: TrainJob) -> tuple:
     settings = (t.lr, t.weight_decay, t.batch_size, t.max_epochs, t.patience, t.lr_patience, t.min_delta, t.ema,
                 str(amp), str(t.device))
     arch = tuple((n, tuple(p.shape), p.dtype) for n, p in job.net.named_parameters())
-    arch += tuple((n, tuple(b.shape), b.dtype) for n, b in job.net.named_buffers())
+    # buffers (arm coordinates, spline knots) are shared by the batch, so their values are part of the key
+    arch += tuple((n, b.dtype, b.detach().cpu().numpy().tobytes()) for n, b in job.net.named_buffers())
     cols = tuple((k, tuple(v.shape[1:]), v.dtype) for k, v in sorted(job.train.items()))
     func = getattr(job.loss, "__func__", job.loss)
     return (type(model), func, hyper, settings, type(job.net), arch, cols, tuple(sorted(job.val)), _rows(job.val) > 0)
@@ -201,7 +202,7 @@ class BatchedTrainer:
         def member_loss(p: dict, b: dict, batch: Data) -> torch.Tensor:
             return loss_fn(lambda *args: functional_call(base, (p, b), args), batch)
 
-        vloss = vmap(member_loss, randomness="different")
+        vloss = vmap(member_loss, in_dims=(0, None, 0), randomness="different")
         return base, (torch.compile(vloss, dynamic=False) if self.compile else vloss)
 
     def _stack_data(self) -> Data:
@@ -233,7 +234,8 @@ class BatchedTrainer:
         t, jobs = self.trainer, self.jobs
         dev = t.device
         self.base, self.vloss = self._functional()
-        params, buffers = stack_module_state([j.net for j in jobs])
+        params, _ = stack_module_state([j.net for j in jobs])
+        buffers = {k: b.detach() for k, b in jobs[0].net.named_buffers()}  # equal in every member (group key)
         _, no_decay = no_decay_parameters(jobs[0].net)
         no_decay_ids = {id(p) for p in no_decay}
         wd = {n: (0.0 if id(p) in no_decay_ids else float(t.weight_decay)) for n, p in jobs[0].net.named_parameters()}
@@ -252,6 +254,7 @@ class BatchedTrainer:
             losses = self._epoch(data, params, buffers, eval_params, opt, lr, members, alive, ema)
             for m in alive:
                 self._end_epoch(m, members[m], epoch, float(losses[m]), float(lr[m]), eval_params, buffers, has_val)
+        self.steps_ = list(opt.steps)  # optimizer steps each member took (a stopped member takes none more)
         return [self._result(m, s, eval_params, buffers, has_val) for m, s in enumerate(members)]
 
     def _epoch(self, data, params, buffers, eval_params, opt, lr, members, alive, ema) -> torch.Tensor:
@@ -279,9 +282,8 @@ class BatchedTrainer:
                 rows = perms[ids, s * bs: s * bs + length]
                 batch = {k: v[ids[:, None], rows] for k, v in data.items()}
                 p = params if every else {k: v.index_select(0, ids) for k, v in params.items()}
-                b = buffers if every else {k: v.index_select(0, ids) for k, v in buffers.items()}
                 with autocast:
-                    member_losses = self.vloss(p, b, batch)
+                    member_losses = self.vloss(p, buffers, batch)
                 step_loss = step_loss + member_losses.sum()
                 total.index_add_(0, ids, member_losses.detach().float())
             grads = torch.autograd.grad(step_loss, [params[k] for k in names], allow_unused=True)
@@ -303,9 +305,8 @@ class BatchedTrainer:
         """Row-weighted means of the model's metrics over member m's validation rows (float32)."""
         job = self.jobs[m]
         p = {k: v[m] for k, v in eval_params.items()}
-        b = {k: v[m] for k, v in buffers.items()}
         self.base.eval()
-        net = lambda *args: functional_call(self.base, (p, b), args)  # noqa: E731
+        net = lambda *args: functional_call(self.base, (p, buffers), args)  # noqa: E731
         sums: dict[str, float] = {}
         n = _rows(job.val)
         for s in range(0, n, EVAL_BATCH):
@@ -340,7 +341,9 @@ class BatchedTrainer:
 
     @staticmethod
     def _state(m: int, params: dict, buffers: dict) -> dict:
-        return {k: v[m].detach().clone() for d in (params, buffers) for k, v in d.items()}
+        state = {k: v[m].detach().clone() for k, v in params.items()}
+        state.update({k: v.clone() for k, v in buffers.items()})
+        return state
 
     def _result(self, m: int, st: _Member, eval_params: dict, buffers: dict, has_val: bool) -> TrainResult:
         """Member m's network with its best validated weights (the last ones without validation rows)."""
