@@ -171,3 +171,40 @@ def test_batched_adamw_is_torch_adamw_per_member():
     for m in range(3):
         for k in stacked:
             torch.testing.assert_close(stacked[k][m].detach(), refs[m][k].detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_batched_checkpoint_resumes_a_killed_run_exactly(tmp_path, monkeypatch):
+    """A batched run killed after epoch 2 resumes from its batch checkpoint and ends with the models
+    of an uninterrupted run; a finished run is restored without training."""
+    from coarse_gpu.models import ensemble
+
+    X, t, y = _data(500, 3)
+    params = dict(FAST, max_epochs=4, patience=10)
+    data = [(X[:400], t[:400], y[:400], None), (X[100:], t[100:], y[100:], None)]
+    ref = fit_batched([TARNet(seed=s, **params) for s in (0, 1)], data)
+
+    class Killed(Exception):
+        pass
+
+    save = ensemble.BatchedTrainer._save
+
+    def save_then_die(self, state, epoch, finished):
+        save(self, state, epoch, finished)
+        if epoch == 2:
+            raise Killed
+
+    make = lambda: [TARNet(seed=s, checkpoint_dir=str(tmp_path), **params) for s in (0, 1)]  # noqa: E731
+    monkeypatch.setattr(ensemble.BatchedTrainer, "_save", save_then_die)
+    with pytest.raises(Killed):
+        fit_batched(make(), data)
+    monkeypatch.setattr(ensemble.BatchedTrainer, "_save", save)
+    names = [p.name for p in tmp_path.iterdir()]
+    assert names and all(n.startswith("Batch") and n.endswith(".pt") for n in names), names  # batch files only
+    resumed = fit_batched(make(), data)
+    for a, b in zip(ref, resumed):
+        assert [h["val_loss"] for h in a.history_] == [h["val_loss"] for h in b.history_]
+        for k, v in a.network_.state_dict().items():
+            assert torch.equal(v, b.network_.state_dict()[k])
+    monkeypatch.setattr(ensemble.BatchedTrainer, "_epoch", lambda *a: pytest.fail("a finished run trained again"))
+    again = fit_batched(make(), data)
+    assert again[1].best_epoch_ == resumed[1].best_epoch_

@@ -34,10 +34,15 @@ What batching buys on a CPU is one process that keeps both cores busy for the wh
 on two worker processes leave a core idle for the fifth) and no worker start-up; on a GPU it fills
 the device with every member at once. Measured end-to-end numbers: docs/models.md "Batched training".
 
-Not batched (trained one by one by the sequential ``Trainer``, as before): fits with checkpoints
-(a checkpoint is one fit's file), float16 AMP (its GradScaler is one per optimizer), fits inside a
-torch.distributed process group, and any run whose architecture or hyperparameters no other run
-shares. ``Trainer`` hands its runs here through ``coarse_gpu.models.trainer.training_hook``, so the
+Checkpoints: a batch writes one file per epoch, ``Batch<M>-<fingerprint of its members' own
+checkpoint names>.pt`` next to where the members' files would be, holding every member's weights,
+optimizer and schedule state, early-stopping state, history and generator; re-running the same fit
+resumes from it (on a CPU ending with the same models as an uninterrupted run). A run killed while
+training sequentially does not resume batched, nor the other way round: it starts over.
+
+Not batched (trained one by one by the sequential ``Trainer``, as before): float16 AMP (its
+GradScaler is one per optimizer), fits inside a torch.distributed process group, and any run whose
+architecture or hyperparameters no other run shares. ``Trainer`` hands its runs here through ``coarse_gpu.models.trainer.training_hook``, so the
 models themselves (their data preparation, splits, scaling, post-processing) are untouched: each
 model is fitted twice, first recording its training runs without training, then, after the
 batched run, replaying them with the trained networks.
@@ -46,10 +51,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -57,14 +64,18 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim import adamw
 
+from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
 from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
 from coarse_gpu.utils.device import resolve_device, usable_cpus
 
-__all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
+__all__ = ["CPU_BATCH_ROWS", "BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs", "worth_batching"]
 
 Data = dict[str, torch.Tensor]
+log = logging.getLogger("coarse_gpu")
 
+#: On a CPU, ``worth_batching`` batches fits of fewer rows than this (module docstring: measured).
+CPU_BATCH_ROWS = 10_000
 #: AdamW constants of torch.optim.AdamW's defaults, which the sequential Trainer uses.
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 #: Model parameters that do not change what a run learns (left out of the grouping key).
@@ -95,13 +106,13 @@ def _group_key(job: TrainJob) -> tuple:
     trainer settings, parameter and data shapes. A run that cannot be batched gets a key of its own."""
     t = job.trainer
     amp = t._amp_dtype()
-    if t.checkpoint is not None or amp == torch.float16 or distributed()[1] > 1:
+    if amp == torch.float16 or distributed()[1] > 1:
         return ("alone", id(job))
     model = getattr(job.loss, "__self__", None)
     params = {} if model is None or not hasattr(model, "get_params") else model.get_params()
     hyper = repr(sorted((k, v) for k, v in params.items() if k not in _FREE_PARAMS))
     settings = (t.lr, t.weight_decay, t.batch_size, t.max_epochs, t.patience, t.lr_patience, t.min_delta, t.ema,
-                str(amp), str(t.device))
+                str(amp), str(t.device), None if t.checkpoint is None else str(Path(t.checkpoint).parent))
     arch = tuple((n, tuple(p.shape), p.dtype) for n, p in job.net.named_parameters())
     # buffers (arm coordinates, spline knots) are shared by the batch, so their values are part of the key
     arch += tuple((n, b.dtype, b.detach().cpu().numpy().tobytes()) for n, b in job.net.named_buffers())
@@ -169,6 +180,15 @@ class _Member:
     alive: bool = True
 
 
+def _batch_checkpoint(jobs: Sequence[TrainJob]) -> Optional[Path]:
+    """``<folder>/Batch<M>-<fingerprint of the members' own checkpoint names>.pt``, or None without
+    checkpoints: each member's name already fingerprints its hyperparameters and training data."""
+    if jobs[0].trainer.checkpoint is None:
+        return None
+    names = [Path(j.trainer.checkpoint).name for j in jobs]
+    return Path(jobs[0].trainer.checkpoint).parent / f"Batch{len(jobs)}-{fingerprint({'members': names}, [])}.pt"
+
+
 class BatchedTrainer:
     """Trains ``jobs`` (runs of one architecture and one set of hyperparameters) as one batched module.
 
@@ -189,6 +209,7 @@ class BatchedTrainer:
         self.trainer = jobs[0].trainer
         self.compile = compile
         self.autocast = autocast if autocast is not None else self.trainer._amp_dtype()
+        self.checkpoint = _batch_checkpoint(self.jobs)
 
     # -- set-up --------------------------------------------------------------------------------
     def _functional(self):
@@ -246,7 +267,9 @@ class BatchedTrainer:
         has_val = _rows(jobs[0].val) > 0
         members = self._members([_rows(j.train) for j in jobs])
         data = self._stack_data()
-        for epoch in range(1, int(t.max_epochs) + 1):
+        state = {"params": params, "eval_params": eval_params, "opt": opt, "members": members}
+        start = self._resume(state) if self.checkpoint is not None else 1
+        for epoch in range(start, int(t.max_epochs) + 1):
             alive = [m for m, s in enumerate(members) if s.alive]
             if not alive:
                 break
@@ -254,8 +277,59 @@ class BatchedTrainer:
             losses = self._epoch(data, params, buffers, eval_params, opt, lr, members, alive, ema)
             for m in alive:
                 self._end_epoch(m, members[m], epoch, float(losses[m]), float(lr[m]), eval_params, buffers, has_val)
+            if self.checkpoint is not None:
+                done = epoch == int(t.max_epochs) or not any(s.alive for s in members)
+                self._save(state, epoch, done)
         self.steps_ = list(opt.steps)  # optimizer steps each member took (a stopped member takes none more)
         return [self._result(m, s, eval_params, buffers, has_val) for m, s in enumerate(members)]
+
+    # -- checkpoints: one file per batch, every member's state in it -----------------------------
+    def _save(self, state: dict, epoch: int, finished: bool) -> None:
+        opt, members = state["opt"], state["members"]
+        ema = state["eval_params"] is not state["params"]
+        save_checkpoint(self.checkpoint, {
+            "epoch": epoch, "finished": finished,
+            "params": {k: v.detach() for k, v in state["params"].items()},
+            "eval_params": {k: v.detach() for k, v in state["eval_params"].items()} if ema else None,
+            "exp_avg": opt.exp_avg, "exp_avg_sq": opt.exp_avg_sq, "steps": list(opt.steps),
+            "schedulers": [s.scheduler.state_dict() for s in members],
+            "lrs": [s.scheduler.optimizer.param_groups[0]["lr"] for s in members],
+            "members": [{"best": s.best, "best_state": s.best_state, "best_epoch": s.best_epoch, "stale": s.stale,
+                         "alive": s.alive} for s in members],
+            "histories": [j.history for j in self.jobs],
+            "rng": [rng_state(j.generator, self.trainer.device) for j in self.jobs],
+        })
+
+    @torch.no_grad()
+    def _resume(self, state: dict) -> int:
+        """Load this batch's checkpoint into ``state`` and the jobs; the epoch to start at (1: none;
+        past max_epochs: the batch had finished)."""
+        dev = self.trainer.device
+        saved = load_checkpoint(self.checkpoint, map_location=dev)
+        params = state["params"]
+        if saved is None:
+            return 1
+        if {k: tuple(v.shape) for k, v in saved["params"].items()} != {k: tuple(v.shape) for k, v in params.items()}:
+            log.warning("batched checkpoint %s holds other layers; training starts from epoch 1", self.checkpoint)
+            return 1
+        for k, v in params.items():
+            v.copy_(saved["params"][k])
+            if saved["eval_params"] is not None:
+                state["eval_params"][k].copy_(saved["eval_params"][k])
+            state["opt"].exp_avg[k].copy_(saved["exp_avg"][k])
+            state["opt"].exp_avg_sq[k].copy_(saved["exp_avg_sq"][k])
+        state["opt"].steps = [int(v) for v in saved["steps"]]
+        for s, sched, lr, loop in zip(state["members"], saved["schedulers"], saved["lrs"], saved["members"]):
+            s.scheduler.load_state_dict(sched)
+            s.scheduler.optimizer.param_groups[0]["lr"] = float(lr)
+            s.best, s.best_state, s.best_epoch = float(loop["best"]), loop["best_state"], int(loop["best_epoch"])
+            s.stale, s.alive = int(loop["stale"]), bool(loop["alive"])
+        for j, hist, rng in zip(self.jobs, saved["histories"], saved["rng"]):
+            j.history[:] = list(hist)
+            set_rng_state(rng, j.generator, dev)
+        log.info("%s: batched run of %d resumed from checkpoint %s (epoch %d%s)", self.trainer.name, len(self.jobs),
+                 self.checkpoint, saved["epoch"], ", training had finished" if saved["finished"] else "")
+        return int(self.trainer.max_epochs) + 1 if saved["finished"] else int(saved["epoch"]) + 1
 
     def _epoch(self, data, params, buffers, eval_params, opt, lr, members, alive, ema) -> torch.Tensor:
         """One pass over every alive member's batches; (M,) each member's mean training loss."""
@@ -421,17 +495,24 @@ def _one_intra_op_thread(on: bool):
 
 def batchable(models: Sequence) -> bool:
     """Whether ``fit_batched`` can train these unfitted models together: network models
-    (``PerArmCATEModel``) of one class without checkpoints, outside torch.distributed, at least two
-    networks in all (several models, or one ensemble)."""
+    (``PerArmCATEModel``) of one class, outside torch.distributed, at least two networks in all
+    (several models, or one ensemble)."""
     from coarse_gpu.models.base import PerArmCATEModel
 
     if not models or distributed()[1] > 1:
         return False
     if not all(isinstance(m, PerArmCATEModel) and type(m) is type(models[0]) for m in models):
         return False
-    if any(getattr(m, "checkpoint_dir", None) is not None for m in models):
-        return False
     return len(models) > 1 or models[0].n_ensemble not in (1, "auto")
+
+
+def worth_batching(models: Sequence, n_rows: int) -> bool:
+    """The default of ``CrossFitted(batched=None)``: batch on a GPU (one module fills the device), and on
+    a CPU below ``CPU_BATCH_ROWS`` rows, where small minibatches make a step overhead-bound; above it a
+    CPU step is arithmetic-bound and one-thread worker processes train as fast (module docstring)."""
+    if any(resolve_device(getattr(m, "device", "cpu")).type != "cpu" for m in models):
+        return True
+    return n_rows < CPU_BATCH_ROWS
 
 
 def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = False,
