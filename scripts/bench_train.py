@@ -140,7 +140,7 @@ def one_crossfit(args) -> None:
                                         autocast=torch.bfloat16 if args.bf16 else None)
         import coarse_gpu.models.crossfit as crossfit
         crossfit.fit_batched = ensemble_fit
-    base = TARNet(seed=0, device="cpu", max_epochs=args.max_epochs)
+    base = TARNet(seed=0, device=args.device, max_epochs=args.max_epochs)
     cf = CrossFitted(base, n_folds=5, seed=0, batched=args.one == "batched")
     t0 = time.perf_counter()
     cf.fit(data.X, data.treatment, data.outcome, propensity=data.propensity)
@@ -168,7 +168,7 @@ def compare_batched(args) -> None:
     import sys
 
     extra = (["--max-epochs", str(args.max_epochs)] if args.max_epochs else []) + (["--bf16"] if args.bf16 else []) \
-        + (["--compile"] if args.compile else [])
+        + (["--compile"] if args.compile else []) + ["--device", args.device]
     print(f"torch={torch.__version__} cpus={len(os.sched_getaffinity(0))} load={os.getloadavg()[0]:.2f} "
           f"(other processes share the cores: compare A/B pairs, not runs across tables)")
     for n in args.sizes:

@@ -142,7 +142,7 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
         return instantiate({"_target_": class_path(cls)}, candidates=cands, n_folds=int(cfg.get("n_folds") or 5),
                            blend=bool(cfg.get("blend", True)), candidate_params=params,
                            interpolation=cfg.get("interpolation", "linear"), device=str(device),
-                           checkpoint_dir=ckpt, seed=seed, verbose=verbose, batched=cfg.get("batched"),
+                           checkpoint_dir=ckpt, seed=seed, verbose=verbose, batched=bool(cfg.get("batched", True)),
                            _convert_="all")
     kwargs = _model_kwargs(cls, cfg)
     accepted = inspect.signature(cls.__init__).parameters
@@ -269,7 +269,8 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     model = build_model(model_cfg, device, seed, verbose, checkpoint_dir=checkpoint_dir)
     n_folds = int(model_cfg.get("n_folds") or 1)
     if not isinstance(model, AutoCATE) and n_folds >= 2:
-        model = CrossFitted(model, n_folds=n_folds, seed=seed, verbose=verbose, batched=model_cfg.get("batched"))
+        model = CrossFitted(model, n_folds=n_folds, seed=seed, verbose=verbose,
+                            batched=bool(model_cfg.get("batched", True)))
     if same_customers and not isinstance(model, (AutoCATE, CrossFitted)):
         raise ValueError("model.n_folds=1 fits one model on every customer, so no customer would have a held-out "
                          "estimate: use model.n_folds >= 2 (cross-fitting) or data.eval_fraction > 0 (a held-out share)")

@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
-from coarse_gpu.models.ensemble import batchable, fit_batched, worth_batching
+from coarse_gpu.models.ensemble import batchable, fit_batched
 from coarse_gpu.models.parallel import auto_jobs, fit_all
 
 __all__ = ["CrossFitted", "fold_indices"]
@@ -68,10 +68,8 @@ class CrossFitted(BaseEstimator):
     seed : fold assignment and member seeds.
     stratify : balance the received treatments across folds when there are at most
         ``max_strata`` distinct treatments (a continuous dose is not stratified).
-    batched : train the members' networks as one batched module (network models outside
-        torch.distributed; coarse_gpu.models.ensemble): True where possible, False never (one by one,
-        ``n_jobs``), None where it measured faster: on a GPU, and on a CPU below
-        ``ensemble.CPU_BATCH_ROWS`` rows (``ensemble.worth_batching``).
+    batched : train the members' networks as one batched module where they can be (network models
+        outside torch.distributed; coarse_gpu.models.ensemble); False fits them one by one (``n_jobs``).
 
     Fitted attributes: models_ (list over folds of lists over seeds), fold_ (N,), n_train_, arms_
     (distinct training treatments), X_ (the training features, for the out-of-fold predictions).
@@ -79,7 +77,7 @@ class CrossFitted(BaseEstimator):
 
     def __init__(self, model_factory: Union[Callable, object] = None, *, n_folds: int = 5, n_seeds: int = 1,
                  seed: int = 0, stratify: bool = True, max_strata: int = 100, verbose: bool = False,
-                 n_jobs="auto", batched: Optional[bool] = None) -> None:
+                 n_jobs="auto", batched: bool = True) -> None:
         self.model_factory = model_factory
         self.n_folds = n_folds
         self.n_seeds = n_seeds
@@ -125,7 +123,7 @@ class CrossFitted(BaseEstimator):
         if jobs > 1 and not hasattr(self.model_factory, "get_params"):
             jobs = 1  # a callable factory's models may not travel to worker processes
         bar = tqdm(total=len(models), desc="folds", disable=not self.verbose, leave=False, mininterval=5.0)
-        if batchable(models) and (worth_batching(models, n) if self.batched is None else self.batched):
+        if self.batched and batchable(models):  # every network in one batched run (models/ensemble.py)
             fitted = fit_batched(models, data)
         else:
             fitted = fit_all(models, data, jobs, progress=lambda: bar.update(1))

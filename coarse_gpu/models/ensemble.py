@@ -53,6 +53,7 @@ import contextlib
 import copy
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,13 +70,11 @@ from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
 from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
 from coarse_gpu.utils.device import resolve_device, usable_cpus
 
-__all__ = ["CPU_BATCH_ROWS", "BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs", "worth_batching"]
+__all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
 
 Data = dict[str, torch.Tensor]
 log = logging.getLogger("coarse_gpu")
 
-#: On a CPU, ``worth_batching`` batches fits of fewer rows than this (module docstring: measured).
-CPU_BATCH_ROWS = 10_000
 #: AdamW constants of torch.optim.AdamW's defaults, which the sequential Trainer uses.
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 #: Model parameters that do not change what a run learns (left out of the grouping key).
@@ -506,51 +505,94 @@ def batchable(models: Sequence) -> bool:
     return len(models) > 1 or models[0].n_ensemble not in (1, "auto")
 
 
-def worth_batching(models: Sequence, n_rows: int) -> bool:
-    """The default of ``CrossFitted(batched=None)``: batch on a GPU (one module fills the device), and on
-    a CPU below ``CPU_BATCH_ROWS`` rows, where small minibatches make a step overhead-bound; above it a
-    CPU step is arithmetic-bound and one-thread worker processes train as fast (module docstring)."""
-    if any(resolve_device(getattr(m, "device", "cpu")).type != "cpu" for m in models):
-        return True
-    return n_rows < CPU_BATCH_ROWS
+class _Rendezvous:
+    """Model fits running in threads hand their training runs (``Trainer.fit`` calls) to the driver and
+    wait; the driver trains every waiting run in one round as soon as no fit is still preparing."""
+
+    def __init__(self, n_fits: int) -> None:
+        self.cv = threading.Condition()
+        self.pending: list[tuple[TrainJob, dict]] = []
+        self.preparing = n_fits  # fits neither waiting for a round nor finished
+
+    def hook(self, trainer, net, loss, metrics, train, val, generator, history) -> TrainResult:
+        """The training hook of a fit's thread: queue the run, wait for its result."""
+        box: dict = {}
+        with self.cv:
+            self.pending.append((TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)),
+                                 box))
+            self.preparing -= 1
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: "result" in box)
+        if isinstance(box["result"], BaseException):
+            raise RuntimeError("the batched training run failed (see the error above)") from box["result"]
+        return box["result"]
+
+    def finished(self) -> None:
+        with self.cv:
+            self.preparing -= 1
+            self.cv.notify_all()
+
+    def rounds(self):
+        """Yield the queued runs each time every live fit waits on one; stop when all fits finished."""
+        while True:
+            with self.cv:
+                self.cv.wait_for(lambda: self.preparing == 0)
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+                self.preparing += len(batch)  # they resume once their results are delivered
+            yield batch
+
+    def deliver(self, batch: list, results: list) -> None:
+        with self.cv:
+            for (_, box), res in zip(batch, results):
+                box["result"] = res
+            self.cv.notify_all()
 
 
 def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = False,
                 autocast: Optional[torch.dtype] = None) -> list:
-    """Fit ``models[i]`` on ``data[i] = (X, T, y, propensity or None)`` with every network training
-    run of all of them in batches (module docstring); returns the fitted models.
+    """Fit ``models[i]`` on ``data[i] = (X, T, y, propensity or None)`` with the network training runs
+    of all of them in batches (module docstring); returns the fitted models.
 
-    The models come out as if each had been fitted alone (``fit``'s own code runs for each, twice:
-    recording, then replaying the trained networks), up to float rounding of the batched arithmetic.
-    ``fit_time_s_`` of each model is its share of the batched training plus its own preparation.
+    Each model's own ``fit`` runs in a thread of its own (data preparation, splits, scaling and the
+    post-processing are the model's, untouched); its ``Trainer.fit`` call waits while this thread
+    trains every waiting run together. A model that is itself an ensemble trains its members one after
+    another, so its k-th members are batched with the other models' k-th members (one round each).
+    The models come out as if each had been fitted alone, up to float rounding of the batched
+    arithmetic (with dropout > 0 the dropout masks differ). ``fit_time_s_`` includes the wait.
     """
-    jobs: list[TrainJob] = []
-
-    def record(trainer, net, loss, metrics, train, val, generator, history):
-        jobs.append(TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)))
-        return TrainResult(net=net, history=history, best_epoch=0, best_val_loss=float("nan"))
-
     cpu = all(resolve_device(getattr(m, "device", "cpu")).type == "cpu" for m in models)
-    with _one_intra_op_thread(cpu):
-        with training_hook(record):
-            for model, (X, T, y, p) in zip(models, data):
-                model.fit(X, T, y, propensity=p)
-        t0 = time.perf_counter()
-        results = train_jobs(jobs, compile=compile, autocast=autocast, n_threads=usable_cpus() if cpu else 1)
-        share = (time.perf_counter() - t0) / len(models)
-    replay = iter(zip(jobs, results))
+    rv = _Rendezvous(len(models))
+    out: list = [None] * len(models)
+    errors: list = []
 
-    def replayed(trainer, net, loss, metrics, train, val, generator, history):
-        job, res = next(replay)
-        if (_rows(train), _rows(val), type(net)) != (job.n_train, _rows(job.val), type(job.net)):
-            raise RuntimeError("fit_batched: a model's second fit asked for another training run than its first")
-        history[:] = res.history
-        return TrainResult(net=res.net, history=history, best_epoch=res.best_epoch, best_val_loss=res.best_val_loss)
+    def fit(i: int) -> None:
+        X, T, y, p = data[i]
+        try:
+            with training_hook(rv.hook):  # set in the thread: a new thread starts with an empty context
+                out[i] = models[i].fit(X, T, y, propensity=p)
+        except BaseException as err:  # noqa: BLE001 -- re-raised by the driver below
+            errors.append(err)
+        finally:
+            rv.finished()
 
-    out = []
-    with _one_intra_op_thread(cpu), training_hook(replayed):
-        for model, (X, T, y, p) in zip(models, data):
-            t1 = time.perf_counter()
-            out.append(model.fit(X, T, y, propensity=p))
-            model.fit_time_s_ = share + time.perf_counter() - t1
+    # fork_rng: the fits' own forked RNG states interleave across threads; the caller's is restored
+    with torch.random.fork_rng(devices=[]), _one_intra_op_thread(cpu):
+        torch.manual_seed(int(getattr(models[0], "seed", 0)))  # dropout masks of the batched runs
+        threads = [threading.Thread(target=fit, args=(i,), name=f"fit_batched-{i}") for i in range(len(models))]
+        for t in threads:
+            t.start()
+        for batch in rv.rounds():
+            try:
+                results = train_jobs([job for job, _ in batch], compile=compile, autocast=autocast,
+                                     n_threads=usable_cpus() if cpu else 1)
+            except BaseException as err:  # noqa: BLE001 -- every waiting fit fails with it, then it is raised
+                errors.append(err)
+                results = [err] * len(batch)
+            rv.deliver(batch, results)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
     return out

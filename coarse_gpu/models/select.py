@@ -177,7 +177,7 @@ class AutoCATE(ArmModel, BaseEstimator):
     def __init__(self, *, candidates: Sequence[str] = ("tarnet", "gb_s", "gb_t"), n_folds: int = 5,
                  blend: bool = True, candidate_params: Optional[dict] = None, interpolation: str = "linear",
                  device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
-                 verbose: bool = False, batched: Optional[bool] = None) -> None:
+                 verbose: bool = False, batched: bool = True) -> None:
         self.candidates = candidates
         self.n_folds = n_folds
         self.blend = blend
