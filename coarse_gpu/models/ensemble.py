@@ -583,7 +583,9 @@ def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = Fals
     # fork_rng: the fits' own forked RNG states interleave across threads; the caller's is restored
     with torch.random.fork_rng(devices=[]), _one_intra_op_thread(cpu):
         torch.manual_seed(int(getattr(models[0], "seed", 0)))  # dropout masks of the batched runs
-        threads = [threading.Thread(target=fit, args=(i,), name=f"fit_batched-{i}") for i in range(len(models))]
+        # daemon: a fit left waiting when the driver is interrupted (Ctrl-C) must not keep the process alive
+        threads = [threading.Thread(target=fit, args=(i,), name=f"fit_batched-{i}", daemon=True)
+                   for i in range(len(models))]
         for t in threads:
             t.start()
         for batch in rv.rounds():
