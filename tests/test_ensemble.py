@@ -14,7 +14,11 @@ FAST = dict(hidden=16, n_repr_layers=2, n_head_layers=2, device="cpu", batch_siz
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
+def _one_batch(one_torch_thread, monkeypatch):
+    """Every member in one batched module (on a 2-core machine fit_batched would split them in two)."""
+    from coarse_gpu.models import ensemble
+
+    monkeypatch.setattr(ensemble, "usable_cpus", lambda: 1)
     yield
 
 
@@ -120,10 +124,15 @@ def test_early_stopping_freezes_exactly_the_stalled_members():
     assert bt.steps_ == [e * nb for e, nb in zip(epochs, n_batches)]  # no step after a member stopped
 
 
-def test_a_member_never_sees_its_held_out_fold():
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_member_never_sees_its_held_out_fold(n_threads, monkeypatch):
     """Fold 0's model is the same whatever the outcomes of fold 0's rows are (replaced by huge values),
     while the other folds' models, which train on those rows, change: no row of a member's own
-    held-out fold reaches its training, scaling or early stopping, and padding leaks nothing."""
+    held-out fold reaches its training, scaling or early stopping, and padding leaks nothing (members
+    in one module, and split over two threads as on a 2-core CPU)."""
+    from coarse_gpu.models import ensemble
+
+    monkeypatch.setattr(ensemble, "usable_cpus", lambda: n_threads)
     X, t, y = _data(600, 3)
     cf = CrossFitted(TARNet(seed=0, **dict(FAST, max_epochs=3)), n_folds=3, seed=0)
     a = cf.fit(X, t, y)

@@ -466,7 +466,12 @@ def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False, autocast: Opt
             continue
         on_cpu = jobs[idx[0]].trainer.device.type == "cpu"
         chunks = _chunks(idx, max(1, min(n_threads if on_cpu else 1, len(idx))))
-        run = lambda chunk: BatchedTrainer([jobs[i] for i in chunk], compile=compile, autocast=autocast).run()  # noqa: E731
+        def run(chunk: list[int]) -> list[TrainResult]:
+            if len(chunk) == 1:  # a batch of one is the sequential Trainer's run (and its checkpoint file)
+                j = jobs[chunk[0]]
+                return [j.trainer.fit(j.net, j.loss, j.metrics, j.train, j.val, j.generator, history=j.history)]
+            return BatchedTrainer([jobs[i] for i in chunk], compile=compile, autocast=autocast).run()
+
         if len(chunks) == 1:
             outs = [run(chunks[0])]
         else:
