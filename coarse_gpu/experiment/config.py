@@ -181,6 +181,9 @@ class ModelConfig:
     # Mixed precision on CUDA: auto (bf16 autocast where supported, else fp16 + GradScaler; off on
     # CPU) | bf16 | fp16 | off.
     amp: str = "auto"
+    # Train every fold x seed network as one batched module (coarse_gpu.models.ensemble; the same models
+    # up to float rounding, docs/models.md "Batched training"); false: one network after another.
+    batched: bool = True
     # Per-epoch checkpoints in <run dir>/checkpoints/: re-running the same command with
     # hydra.run.dir=<that run dir> resumes training where it stopped.
     checkpoint: bool = True

@@ -63,7 +63,7 @@ MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "do
 #: Largest N x M estimated-profit matrix handed on densely (module docstring).
 DENSE_PROFIT_ENTRIES = 2**26
 #: ModelConfig keys that are not model parameters (handled here).
-_PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend")
+_PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend", "batched")
 
 
 def model_class(model_cfg) -> type:
@@ -152,7 +152,8 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
         return instantiate({"_target_": class_path(cls)}, candidates=cands, n_folds=int(cfg.get("n_folds") or 5),
                            blend=bool(cfg.get("blend", True)), candidate_params=params,
                            interpolation=cfg.get("interpolation", "linear"), device=str(device),
-                           checkpoint_dir=ckpt, seed=seed, verbose=verbose, _convert_="all")
+                           checkpoint_dir=ckpt, seed=seed, verbose=verbose, batched=bool(cfg.get("batched", True)),
+                           _convert_="all")
     kwargs = _model_kwargs(cls, cfg)
     if issubclass(cls, TwoPart):  # the family's own keys go to both parts' learners
         base = TWO_PART_BASES[cfg.get("base") or "gb_s"]
@@ -285,7 +286,8 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     model = build_model(model_cfg, device, seed, verbose, checkpoint_dir=checkpoint_dir)
     n_folds = int(model_cfg.get("n_folds") or 1)
     if not isinstance(model, AutoCATE) and n_folds >= 2:
-        model = CrossFitted(model, n_folds=n_folds, seed=seed, verbose=verbose)
+        model = CrossFitted(model, n_folds=n_folds, seed=seed, verbose=verbose,
+                            batched=bool(model_cfg.get("batched", True)))
     if same_customers and not isinstance(model, (AutoCATE, CrossFitted)):
         raise ValueError("model.n_folds=1 fits one model on every customer, so no customer would have a held-out "
                          "estimate: use model.n_folds >= 2 (cross-fitting) or data.eval_fraction > 0 (a held-out share)")

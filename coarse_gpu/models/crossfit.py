@@ -14,7 +14,10 @@
 * ``predict_arms_oof()`` / ``predict_arms(X)`` likewise at the arms (for AIPW scores).
 
 The fits share nothing: on a CPU each runs with one thread, and large ones run in parallel worker
-processes (``n_jobs``, coarse_gpu.models.parallel); the models are the same either way.
+processes (``n_jobs``, coarse_gpu.models.parallel); the models are the same either way. Network
+models (TARNet, DragonNet, the dose models) are instead trained together as one batched module
+(``batched=True``, coarse_gpu.models.ensemble): every fold x seed x ensemble member in one run, each
+on its own rows, coming out as the same per-fold models up to float rounding.
 
 With ``n_folds=1`` there is no cross-fitting: ``n_seeds`` models on all rows (a plain seed ensemble;
 ``predict_profit_oof`` then raises).
@@ -33,6 +36,7 @@ from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
+from coarse_gpu.models.ensemble import batchable, fit_batched
 from coarse_gpu.models.parallel import auto_jobs, fit_all
 
 __all__ = ["CrossFitted", "fold_indices"]
@@ -64,6 +68,8 @@ class CrossFitted(BaseEstimator):
     seed : fold assignment and member seeds.
     stratify : balance the received treatments across folds when there are at most
         ``max_strata`` distinct treatments (a continuous dose is not stratified).
+    batched : train the members' networks as one batched module where they can be (network models
+        outside torch.distributed; coarse_gpu.models.ensemble); False fits them one by one (``n_jobs``).
 
     Fitted attributes: models_ (list over folds of lists over seeds), fold_ (N,), n_train_, arms_
     (distinct training treatments), X_ (the training features, for the out-of-fold predictions).
@@ -71,7 +77,7 @@ class CrossFitted(BaseEstimator):
 
     def __init__(self, model_factory: Union[Callable, object] = None, *, n_folds: int = 5, n_seeds: int = 1,
                  seed: int = 0, stratify: bool = True, max_strata: int = 100, verbose: bool = False,
-                 n_jobs="auto") -> None:
+                 n_jobs="auto", batched: bool = True) -> None:
         self.model_factory = model_factory
         self.n_folds = n_folds
         self.n_seeds = n_seeds
@@ -80,6 +86,7 @@ class CrossFitted(BaseEstimator):
         self.max_strata = max_strata
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.batched = batched
 
     def _make(self, seed: int):
         """An unfitted member with this seed."""
@@ -123,7 +130,10 @@ class CrossFitted(BaseEstimator):
         if jobs > 1 and not hasattr(self.model_factory, "get_params"):
             jobs = 1  # a callable factory's models may not travel to worker processes
         bar = tqdm(total=len(models), desc="folds", disable=not self.verbose, leave=False, mininterval=5.0)
-        fitted = fit_all(models, data, jobs, progress=lambda: bar.update(1))
+        if self.batched and batchable(models):  # every network in one batched run (models/ensemble.py)
+            fitted = fit_batched(models, data)
+        else:
+            fitted = fit_all(models, data, jobs, progress=lambda: bar.update(1))
         bar.close()
         self.models_ = [fitted[k * self.n_seeds:(k + 1) * self.n_seeds] for k in range(self.n_folds)]
         self.arms_ = arms

@@ -71,6 +71,9 @@ class ArmHeads(nn.Module):
         self.act = nn.ELU()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.n_arms = n_arms
+        # Set by the batched ensemble trainer: under torch.func.vmap shapes may not depend on the data,
+        # so the grouped-by-arm CPU path below is replaced by all heads + a gather.
+        self.dense_observed = False
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(B, H) representation -> (B, A) output of every head."""
@@ -89,7 +92,7 @@ class ArmHeads(nn.Module):
         rows are grouped by arm and each group goes through its own head only, which is A times less
         arithmetic (the dominant cost of a CPU training step with 15 arms).
         """
-        if h.is_cuda:
+        if h.is_cuda or getattr(self, "dense_observed", False):  # getattr: heads saved before the flag
             return self.forward(h).gather(1, arm[:, None]).squeeze(1)
         order = torch.argsort(arm, stable=True)
         counts = torch.bincount(arm, minlength=self.n_arms).tolist()

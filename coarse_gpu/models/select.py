@@ -223,6 +223,7 @@ class AutoCATE(ArmModel, BaseEstimator):
     interpolation : "linear" | "spline", from per-arm predictions to any treatment.
     device, checkpoint_dir : for the neural candidates (checkpoints per fold model).
     seed : folds and every candidate's seeds.  verbose : progress bars.
+    batched : the neural candidates' folds as one batched module (``CrossFitted``'s parameter).
 
     Fitted attributes: selected_ (the winner's name, e.g. "gb_t" or "blend(tarnet+gb_t)"), model_
     (its CrossFitted ensemble, or a Blend of them), oof_arms_ (N, A) its out-of-fold predictions for
@@ -233,7 +234,7 @@ class AutoCATE(ArmModel, BaseEstimator):
     def __init__(self, *, candidates: Sequence[str] = DEFAULT_CANDIDATES, n_folds: int = 5,
                  blend: bool = True, candidate_params: Optional[dict] = None, interpolation: str = "linear",
                  device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, batched: bool = True) -> None:
         self.candidates = candidates
         self.n_folds = n_folds
         self.blend = blend
@@ -243,6 +244,7 @@ class AutoCATE(ArmModel, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
         self.verbose = verbose
+        self.batched = batched
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -290,7 +292,8 @@ class AutoCATE(ArmModel, BaseEstimator):
             t0 = time.perf_counter()
             base = make_candidate(name, int(self.seed), self.device, self.checkpoint_dir,
                                   (self.candidate_params or {}).get(name), accounting=accounting)
-            cf = CrossFitted(base, n_folds=int(self.n_folds), seed=int(self.seed), verbose=self.verbose)
+            cf = CrossFitted(base, n_folds=int(self.n_folds), seed=int(self.seed), verbose=self.verbose,
+                             batched=self.batched)
             extra = {"response": response, "value": value} if is_two_part(name) else {}
             fitted[name] = cf.fit(X, T, y, propensity=propensity, **extra)
             oof[name] = cf.predict_arms_oof()

@@ -34,6 +34,7 @@ figure of rank 0 decides for all ranks, and only rank 0 writes the checkpoint.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import logging
 import math
@@ -48,7 +49,7 @@ from tqdm.auto import tqdm
 from coarse_gpu.models.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.networks import no_decay_parameters
 
-__all__ = ["AMP_MODES", "EVAL_BATCH", "TrainResult", "Trainer", "distributed"]
+__all__ = ["AMP_MODES", "EVAL_BATCH", "TrainResult", "Trainer", "distributed", "training_hook"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Validation rows per forward pass (memory bound only: the metrics are row-weighted means).
@@ -59,6 +60,23 @@ log = logging.getLogger("coarse_gpu")
 Data = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Data], torch.Tensor]
 MetricsFn = Callable[[nn.Module, Data], dict[str, torch.Tensor]]
+
+
+#: While set (``training_hook``), ``Trainer.fit`` hands its run to this callable instead of training:
+#: the batched ensemble trainer (coarse_gpu.models.ensemble) collects the runs of many fits with it
+#: and trains them as one module. A context variable, so that nested fits (ensemble members) see it.
+_HOOK: contextvars.ContextVar = contextvars.ContextVar("coarse_gpu_training_hook", default=None)
+
+
+@contextlib.contextmanager
+def training_hook(hook: Callable):
+    """Inside the block, ``Trainer.fit(net, loss, metrics, train, val, generator, history)`` returns
+    ``hook(trainer, net, loss, metrics, train, val, generator, history)`` (a ``TrainResult``) instead of training."""
+    token = _HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _HOOK.reset(token)
 
 
 def distributed() -> tuple[int, int]:
@@ -147,6 +165,9 @@ class Trainer:
             caller can watch progress; a resume first replaces its contents with the checkpoint's),
             default a new one. Returns the ``TrainResult``.
         """
+        hook = _HOOK.get()
+        if hook is not None:
+            return hook(self, net, loss, metrics, train, val, generator, [] if history is None else history)
         rank, world = distributed()
         opt, sched, scaler, amp_dtype = self._optimizer(net)
         sampler, n_train, batch_size, n_batches = self._batch_plan(_rows(train), rank, world)
@@ -242,11 +263,15 @@ class Trainer:
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, int(self.patience) // 3)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
+        sched = self._scheduler(opt)
         amp_dtype = self._amp_dtype()
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         return opt, sched, scaler, amp_dtype
+
+    def _scheduler(self, opt: torch.optim.Optimizer):
+        """ReduceLROnPlateau on the validation loss: halve ``opt``'s lr after ``lr_patience`` stale epochs."""
+        lr_patience = self.lr_patience if self.lr_patience is not None else max(1, int(self.patience) // 3)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=lr_patience)
 
     def _batch_plan(self, n_train: int, rank: int, world: int):
         """(sampler or None, rows per epoch on this rank, batch size on this rank, batches per epoch)."""
