@@ -216,6 +216,10 @@ def test_the_solver_freezes_integer_dimensions_of_its_candidates_unless_told():
     assert not set(kept.treatments[:, 0]) <= {0.0, 0.2, 0.4}  # the continuous discount still moves
     free = discretize(X, 2, refine_integer_dims=True, **kw)
     assert not set(free.treatments[:, 1]) <= {0.0, 1.0, 2.0} and free.objective >= kept.objective
+    # a declared kind (frozen_dims, coarse_gpu.experiment.kinds) wins over the heuristic being off
+    declared = discretize(X, 2, refine_integer_dims=True, frozen_dims=[False, True], **kw)
+    assert declared.info["refine_kept_fixed_dims"] == [1]
+    assert set(declared.treatments[:, 1]) <= {0.0, 1.0, 2.0} and not set(declared.treatments[:, 0]) <= {0.0, 0.2, 0.4}
 
 
 # ---- 4. Hydra's +key cannot add keys to the structured configs -----------------------------------------

@@ -151,29 +151,6 @@ def test_treatment_space_refuses_labels_that_do_not_fit_the_codes():
         TreatmentSpace(("c",), (0.0,), (2.0,), (0.0,), kinds=("nominal",))
 
 
-def test_the_solver_never_moves_a_frozen_dimension_even_when_integer_dims_are_refined():
-    import torch
-
-    from coarse_gpu.discretize import discretize
-
-    rng = np.random.default_rng(0)
-    cand = np.array([[d, c] for d in (0.0, 0.2, 0.4) for c in (0.0, 1.0, 2.0)])
-    peak = rng.uniform(0, 2, (300, 2)) * [0.2, 1.0]
-
-    def oracle(T):
-        T = torch.as_tensor(T, dtype=torch.float64)
-        return -((torch.as_tensor(peak)[:, None, :] - T[None]) ** 2 * torch.tensor([25.0, 1.0])).sum(-1)
-
-    X = oracle(torch.as_tensor(cand)).numpy()
-    kw = dict(candidates=cand, device="cpu", seed=0, refine_oracle=oracle, bounds=(cand.min(0), cand.max(0)),
-              refine_integer_dims=True)
-    free = discretize(X, 2, **kw)
-    assert not set(free.treatments[:, 1]) <= {0.0, 1.0, 2.0}  # the heuristic off: the codes move
-    kept = discretize(X, 2, frozen_dims=[False, True], **kw)  # the declared kind wins
-    assert kept.info["refine_kept_fixed_dims"] == [1]
-    assert set(kept.treatments[:, 1]) <= {0.0, 1.0, 2.0} and not set(kept.treatments[:, 0]) <= {0.0, 0.2, 0.4}
-
-
 # ---- end to end --------------------------------------------------------------------------------------
 def _cells(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())
