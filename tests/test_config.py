@@ -111,7 +111,7 @@ def test_a_misspelt_or_foreign_model_key_is_an_error_for_every_model(name):
     with pytest.raises(ConfigCompositionException, match="hiden"):
         _compose([f"model={name}", "model.hiden=8"])
     # a real key of another model, set away from its default, that this model does not take
-    foreign = "model.alpha=2.0" if name not in ("dragonnet", "auto") else "model.knots=quantile"
+    foreign = "model.alpha=2.0" if name not in ("dragonnet", "auto", "arm_means") else "model.knots=quantile"
     problems = config_problems(_compose([f"model={name}", foreign, "logger=none"]))
     assert any(foreign.split("=")[0] in p and "not parameters" in p for p in problems), problems
 

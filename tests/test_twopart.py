@@ -173,6 +173,9 @@ def test_arm_means_effects_do_not_vary_with_x():
     d = mu - mu[:, :1]
     np.testing.assert_allclose(d, np.broadcast_to(d[0], d.shape))
     np.testing.assert_allclose(d[0], [0.0, 1.0, -0.5], atol=0.1)
+    fitted = ArmMeans(alpha=0.0).fit(X, t, y)  # a saved policy's model reloads to the same predictions
+    tensors, meta = to_state(fitted)
+    np.testing.assert_array_equal(from_state(tensors, meta).predict_arms(X[:50]), fitted.predict_arms(X[:50]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +244,20 @@ def test_cli_file_with_declared_structure_runs_end_to_end(tmp_path):
     assert res["profit_structure"]["accounting"]["margin"] == "0.45 - discount"
     ot = res["methods"]["ot"]["2"]
     assert np.isfinite(ot["dr_value"]) and sum(ot["segment_sizes"]) == 1500
+    # the saved two-part policy reloads and assigns as the run's own model does
+    from coarse_gpu.policy.io import load_policy
+
+    pol = load_policy(tmp_path / "run" / "policies" / "ot_k2")
+    new = df.drop(columns=[*NAMES, "bought", "spend", "p"]).head(300)
+    X_new = pol.feature_schema.transform(new, "new")
+    seg, prof = pol.assign_matrix(X_new)
+    p_k = pol.model.predict_profit(X_new, pol.treatments)
+    np.testing.assert_array_equal(seg, p_k.argmax(1))
+    np.testing.assert_allclose(prof, p_k[np.arange(len(seg)), seg], rtol=1e-6)
+    saved = json.loads((tmp_path / "run" / "policies" / "ot_k2" / "policy.json").read_text())
+    assert "TwoPart" in json.dumps(saved["model"])
+    again = load_policy(tmp_path / "run" / "policies" / "ot_k2").assign_matrix(X_new)
+    np.testing.assert_array_equal(again[0], seg)
 
 
 def test_api_takes_the_declared_structure():
