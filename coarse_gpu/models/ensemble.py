@@ -518,14 +518,16 @@ class _Rendezvous:
 
     def __init__(self, n_fits: int) -> None:
         self.cv = threading.Condition()
-        self.pending: list[tuple[TrainJob, dict]] = []
+        self.pending: list[tuple[int, TrainJob, dict]] = []
         self.preparing = n_fits  # fits neither waiting for a round nor finished
+        self.index: dict[int, int] = {}  # thread id -> the fit's position in ``models``
 
     def hook(self, trainer, net, loss, metrics, train, val, generator, history) -> TrainResult:
         """The training hook of a fit's thread: queue the run, wait for its result."""
         box: dict = {}
         with self.cv:
-            self.pending.append((TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)),
+            self.pending.append((self.index.get(threading.get_ident(), len(self.index)),
+                                 TrainJob(trainer, net, loss, metrics, train, val, generator, history, _rows(train)),
                                  box))
             self.preparing -= 1
             self.cv.notify_all()
@@ -546,7 +548,10 @@ class _Rendezvous:
                 self.cv.wait_for(lambda: self.preparing == 0)
                 if not self.pending:
                     return
-                batch, self.pending = self.pending, []
+                # in the models' order, not the threads' arrival order: the batch's members, its
+                # checkpoint's name and what it restores must not depend on which thread came first
+                batch = [(job, box) for _, job, box in sorted(self.pending, key=lambda e: e[0])]
+                self.pending = []
                 self.preparing += len(batch)  # they resume once their results are delivered
             yield batch
 
@@ -576,6 +581,7 @@ def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = Fals
 
     def fit(i: int) -> None:
         X, T, y, p = data[i]
+        rv.index[threading.get_ident()] = i
         try:
             with training_hook(rv.hook):  # set in the thread: a new thread starts with an empty context
                 out[i] = models[i].fit(X, T, y, propensity=p)
