@@ -70,6 +70,7 @@ from torch.optim import adamw
 from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
 from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
+from coarse_gpu.models.parallel import one_thread
 from coarse_gpu.utils.device import resolve_device, usable_cpus
 
 __all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
@@ -482,23 +483,6 @@ def train_jobs(jobs: Sequence[TrainJob], *, compile: bool = False, autocast: Opt
     return results
 
 
-@contextlib.contextmanager
-def _one_intra_op_thread(on: bool):
-    """torch and BLAS at one thread inside the block when ``on`` (restored after)."""
-    if not on:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def batchable(models: Sequence) -> bool:
     """Whether ``fit_batched`` can train these unfitted models together: network models
     (``PerArmCATEModel``) of one class, outside torch.distributed, at least two networks in all
@@ -591,7 +575,7 @@ def fit_batched(models: Sequence, data: Sequence[tuple], *, compile: bool = Fals
             rv.finished()
 
     # fork_rng: the fits' own forked RNG states interleave across threads; the caller's is restored
-    with torch.random.fork_rng(devices=[]), _one_intra_op_thread(cpu):
+    with torch.random.fork_rng(devices=[]), (one_thread() if cpu else contextlib.nullcontext()):
         torch.manual_seed(int(getattr(models[0], "seed", 0)))  # dropout masks of the batched runs
         # daemon: a fit left waiting when the driver is interrupted (Ctrl-C) must not keep the process alive
         threads = [threading.Thread(target=fit, args=(i,), name=f"fit_batched-{i}", daemon=True)
