@@ -247,6 +247,25 @@ def _start(cfg, own_dir: Optional[Path], in_process_sweep: bool) -> Optional[Job
     return job
 
 
+def _meet_before_teardown(timeout_s: float = 60.0) -> None:
+    """After a clean run, every rank waits for the others before the group is destroyed.
+
+    Why: rank 0 used to destroy its group right after its last send (the stop message) while a rank
+    > 0 could still be reading it; gloo then tore its pairs down under a transfer in flight, and rank 0
+    died at exit with SIGABRT ("terminate called without an active exception") after complete results
+    (1 run in ~8 of tests/test_distributed_job.py). Bounded, because a rank that failed alone never
+    arrives: the others then warn and tear down anyway."""
+    import datetime
+
+    import torch.distributed as dist
+
+    try:
+        dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=timeout_s))
+    except RuntimeError as err:
+        log.warning("distributed job: the ranks did not all reach the end within %.0f s (%s); tearing down",
+                    timeout_s, (str(err).strip().splitlines() or [type(err).__name__])[0])
+
+
 @contextlib.contextmanager
 def distributed_job(cfg, own_dir: Optional[Path] = None, in_process_sweep: bool = False) -> Iterator[Optional[Job]]:
     """The job's process group around the block: yields None when ``cfg.distributed`` is false, else
@@ -267,6 +286,7 @@ def distributed_job(cfg, own_dir: Optional[Path] = None, in_process_sweep: bool 
             job.finish(err)
             raise
         job.finish(None)
+        _meet_before_teardown()
     finally:
         _JOB = None
         if dist.is_initialized():
