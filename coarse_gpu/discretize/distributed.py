@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 
 from coarse_gpu.discretize.profit import ProfitSource
+from coarse_gpu.discretize.spec import supports
 
 # options that may differ across ranks without changing any decision (memory / progress / kernel path)
 _LOCAL_OPTIONS = ("memory_limit_bytes", "verbose", "lazy")
@@ -70,7 +71,8 @@ def check_request(solver: str, min_share, max_share, constraints, opts: dict) ->
     """ValueError naming the first option the sharded solve does not support, then one if no process
     group is initialized; called before any work."""
     refused = [
-        (solver in ("exact", "mip"), f"solver={solver!r}", "it needs the whole N x M profit table in one process"),
+        (not supports(solver, "distributed"), f"solver={solver!r}",
+         "it needs the whole N x M profit table in one process"),
         (min_share is not None, "min_share", "the capacitated assignment couples all customers in one solve"),
         (max_share is not None, "max_share", "the capacitated assignment couples all customers in one solve"),
         (constraints is not None and (not isinstance(constraints, (list, tuple)) or len(constraints) > 0),
