@@ -72,7 +72,7 @@ def check_request(solver: str, min_share, max_share, constraints, opts: dict) ->
     group is initialized; called before any work."""
     refused = [
         (not supports(solver, "distributed"), f"solver={solver!r}",
-         "it needs the whole N x M profit table in one process"),
+         "its solver table entry declares that it needs every customer in one process"),
         (min_share is not None, "min_share", "the capacitated assignment couples all customers in one solve"),
         (max_share is not None, "max_share", "the capacitated assignment couples all customers in one solve"),
         (constraints is not None and (not isinstance(constraints, (list, tuple)) or len(constraints) > 0),

@@ -166,7 +166,7 @@ def discretize(
     side = check_constraints(constraints, N, M, k)
     support = check_support(opts["support"], N, M, k, int(H[0]))
     init, refine_oracle, bounds = _check_search_inputs(opts, k, M, cand, side if side is not None else support)
-    refused = spec.refusals(constraints=side is not None, support=support is not None)
+    refused = spec.refusals(shares=shares, constraints=side is not None, support=support is not None)
     if refused:
         raise ValueError(refused[0])
     if spec.precheck is not None:
