@@ -78,12 +78,46 @@ def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
     profit), "mip_objective", "mip_nodes", "mip_s".
     Raises ValueError when N x M exceeds ``max_entries`` or the problem is infeasible.
     """
-    from scipy import sparse
-    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.optimize import Bounds, LinearConstraint, milp  # scipy's MILP loads only when it is asked for
 
     N, M = X.shape
     check_size(N, M, max_entries)
     t0 = time.perf_counter()
+    nx = N * M
+    A, lb, ub = _rows(N, M, k, L, H, side, support)
+    if integral_x is None:
+        integral_x = side is not None or support is not None
+    integrality = np.concatenate([np.full(nx, 1 if integral_x else 0), np.ones(M)]).astype(np.uint8)
+    c = np.concatenate([-np.asarray(X, dtype=np.float64).ravel(), np.zeros(M)])
+    options = {"disp": bool(verbose), "mip_rel_gap": float(rel_gap)}
+    if time_limit is not None:
+        options["time_limit"] = float(time_limit)
+    res = milp(c, constraints=LinearConstraint(A, lb, ub),
+               integrality=integrality, bounds=Bounds(0.0, 1.0), options=options)
+    info = {"mip_status": str(res.message), "mip_optimal": bool(res.status == 0),
+            "mip_s": time.perf_counter() - t0,
+            "mip_nodes": int(getattr(res, "mip_node_count", 0) or 0)}
+    if res.x is None:
+        if res.status == 2:
+            raise ValueError("solver='mip': the problem is infeasible: no K treatments and assignment satisfy "
+                             + _what(L, H, N, side, support))
+        raise RuntimeError(f"solver='mip' found no feasible solution ({res.message}); raise mip_time_limit")
+    y = res.x[nx:]
+    chosen = np.sort(np.argsort(-y, kind="stable")[:k]).astype(np.int64)
+    info["mip_objective"] = float(-res.fun)
+    bound = getattr(res, "mip_dual_bound", None)
+    info["mip_dual_bound"] = float(-bound) if bound is not None and np.isfinite(bound) else None
+    gap = getattr(res, "mip_gap", None)
+    info["mip_gap"] = float(gap) if gap is not None and np.isfinite(gap) else None
+    x = res.x[:nx].reshape(N, M)
+    return chosen, (x if integral_x else None), info
+
+
+def _rows(N: int, M: int, k: int, L: int, H: int, side, support):
+    """The MIP's constraint rows over the variables (x (N M) row-major, y (M)): a sparse A and its
+    bounds lb <= A z <= ub (module docstring's formulation)."""
+    from scipy import sparse
+
     nx = N * M
     ix = np.arange(nx)
     cust = ix // M
@@ -122,32 +156,7 @@ def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
         add(np.concatenate([cand[nz], np.arange(M)]), np.concatenate([nz, nx + np.arange(M)]),
             np.concatenate([s[nz], np.full(M, -float(support.n))]), np.zeros(M), np.full(M, np.inf))
     A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nx + M))
-    if integral_x is None:
-        integral_x = side is not None or support is not None
-    integrality = np.concatenate([np.full(nx, 1 if integral_x else 0), np.ones(M)]).astype(np.uint8)
-    c = np.concatenate([-np.asarray(X, dtype=np.float64).ravel(), np.zeros(M)])
-    options = {"disp": bool(verbose), "mip_rel_gap": float(rel_gap)}
-    if time_limit is not None:
-        options["time_limit"] = float(time_limit)
-    res = milp(c, constraints=LinearConstraint(A, np.concatenate(lb), np.concatenate(ub)),
-               integrality=integrality, bounds=Bounds(0.0, 1.0), options=options)
-    info = {"mip_status": str(res.message), "mip_optimal": bool(res.status == 0),
-            "mip_s": time.perf_counter() - t0,
-            "mip_nodes": int(getattr(res, "mip_node_count", 0) or 0)}
-    if res.x is None:
-        if res.status == 2:
-            raise ValueError("solver='mip': the problem is infeasible: no K treatments and assignment satisfy "
-                             + _what(L, H, N, side, support))
-        raise RuntimeError(f"solver='mip' found no feasible solution ({res.message}); raise mip_time_limit")
-    y = res.x[nx:]
-    chosen = np.sort(np.argsort(-y, kind="stable")[:k]).astype(np.int64)
-    info["mip_objective"] = float(-res.fun)
-    bound = getattr(res, "mip_dual_bound", None)
-    info["mip_dual_bound"] = float(-bound) if bound is not None and np.isfinite(bound) else None
-    gap = getattr(res, "mip_gap", None)
-    info["mip_gap"] = float(gap) if gap is not None and np.isfinite(gap) else None
-    x = res.x[:nx].reshape(N, M)
-    return chosen, (x if integral_x else None), info
+    return A, np.concatenate(lb), np.concatenate(ub)
 
 
 def mip_columns(run: SearchState, info: dict):

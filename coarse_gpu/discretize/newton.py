@@ -63,21 +63,7 @@ def _newton_prices(prob: _Problem, warm: Optional[Prices] = None,
         f, Pm = parts(theta, eps)
         stuck = False
         for _ in range(max_iter):
-            g, mu = theta[:K], theta[K:]
-            sg, sm = _sigmoid(-g / eps), _sigmoid(mu / eps)
-            mean_a = np.einsum("nk,nck->nc", Pm, BV)
-            grad = np.concatenate([Pm.sum(0) - L - (H - L) * sg,
-                                   -mean_a.sum(0) + (lo + (hi - lo) * sm) / sc])
-            # Hessian of the smoothed max: (1/eps) sum_i J_i (diag p_i - p_i p_i^T) J_i^T, J_i = [I; -a_i / s]
-            Hgg = np.diag(Pm.sum(0)) - Pm.T @ Pm
-            PA = Pm[:, None, :] * BV  # (N, C, K)
-            Hgm = -(PA.sum(0).T - Pm.T @ mean_a)  # (K, C)
-            Hmm = np.einsum("nck,ndk->cd", PA, BV) - mean_a.T @ mean_a
-            Hs = np.block([[Hgg, Hgm], [Hgm.T, Hmm]]) / eps
-            Hs[np.arange(K), np.arange(K)] += (H - L) * sg * (1 - sg) / eps
-            Hs[np.arange(K, K + C), np.arange(K, K + C)] += (hi - lo) * sm * (1 - sm) / (eps * sc)
-            Hs += np.eye(K + C) * (1e-9 * np.trace(Hs) / (K + C) + 1e-300)
-            step = np.linalg.solve(Hs, grad)
+            grad, step = _newton_direction(theta, Pm, BV, (L, H, lo, hi), sc, eps)
             dec = float(grad @ step)  # ~ twice the distance to the minimum, in total profit
             if not dec > 1e-3 * eps:
                 break
@@ -97,6 +83,29 @@ def _newton_prices(prob: _Problem, warm: Optional[Prices] = None,
             theta, restarted = np.zeros(K + C), True
             levels = [x for x in (0.1, 0.03) if x > rel] + [rel] + levels
     return Prices(theta[:K].copy(), theta[K:] / sc)
+
+
+
+def _newton_direction(theta: np.ndarray, Pm: np.ndarray, BV: np.ndarray, box, sc: np.ndarray, eps: float):
+    """(gradient, Newton step) of the smoothed dual at theta = (g (K,), mu (C,)): Pm (N, K) the plan,
+    BV (N, C, K) the scaled constraint coefficients, box = (L, H (K,), lo, hi (C,)), sc (C,) the scales."""
+    L, H, lo, hi = box
+    K, C = Pm.shape[1], BV.shape[1]
+    g, mu = theta[:K], theta[K:]
+    sg, sm = _sigmoid(-g / eps), _sigmoid(mu / eps)
+    mean_a = np.einsum("nk,nck->nc", Pm, BV)
+    grad = np.concatenate([Pm.sum(0) - L - (H - L) * sg,
+                           -mean_a.sum(0) + (lo + (hi - lo) * sm) / sc])
+    # Hessian of the smoothed max: (1/eps) sum_i J_i (diag p_i - p_i p_i^T) J_i^T, J_i = [I; -a_i / s]
+    Hgg = np.diag(Pm.sum(0)) - Pm.T @ Pm
+    PA = Pm[:, None, :] * BV  # (N, C, K)
+    Hgm = -(PA.sum(0).T - Pm.T @ mean_a)  # (K, C)
+    Hmm = np.einsum("nck,ndk->cd", PA, BV) - mean_a.T @ mean_a
+    Hs = np.block([[Hgg, Hgm], [Hgm.T, Hmm]]) / eps
+    Hs[np.arange(K), np.arange(K)] += (H - L) * sg * (1 - sg) / eps
+    Hs[np.arange(K, K + C), np.arange(K, K + C)] += (hi - lo) * sm * (1 - sm) / (eps * sc)
+    Hs += np.eye(K + C) * (1e-9 * np.trace(Hs) / (K + C) + 1e-300)
+    return grad, np.linalg.solve(Hs, grad)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
