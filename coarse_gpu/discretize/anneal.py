@@ -47,7 +47,7 @@ def anneal(run: SearchState, C0: torch.Tensor, eps_list, restart_ids, pbar=None,
         Wt = torch.as_tensor(side.W, device=run.src.device, dtype=run.src.dtype)
         Vt = torch.as_tensor(side.V, device=run.src.device, dtype=run.src.dtype)
         bounds = (torch.as_tensor(side.lo), torch.as_tensor(side.hi))
-    for li, rel in enumerate(eps_list):
+    for rel in eps_list:
         src = coarse if coarse is not None else run.src
         N = src.n
         eps = rel * run.scale

@@ -196,7 +196,8 @@ def check_constraints(constraints, n: int, m: int, k: int) -> Optional[SideConst
     try:
         constraints = list(constraints)
     except TypeError as err:
-        raise ValueError(f"constraints must be a Constraint or a list of them, got {type(constraints).__name__}") from err
+        raise ValueError(f"constraints must be a Constraint or a list of them, got "
+                         f"{type(constraints).__name__}") from err
     if not constraints:
         return None
     W, V, lo, hi, names = [], [], [], [], []

@@ -46,10 +46,10 @@ Limits (each refused with a one-line ValueError naming the option): ``min_share`
 through one network-simplex / LP solve), and ``solver="exact"`` / ``"mip"`` (they need the whole N x M
 table in one process). ``refine_oracle`` works: each rank's oracle scores its own rows, and the pattern
 search decides on segment sums reduced over the ranks (``refine.refine_treatments``' ``reduce``), so
-every rank moves the treatments the same way. Dense, ``FactoredProfit`` and oracle local sources all work. Every rank must hold at least
-one customer; a rank may hold none of a subsample. Collectives run on CUDA under NCCL (call
-``torch.cuda.set_device(local_rank)`` first, as ``scripts/discretize_sharded.py`` does) and on CPU
-otherwise.
+every rank moves the treatments the same way. Dense, ``FactoredProfit`` and oracle local sources all
+work. Every rank must hold at least one customer; a rank may hold none of a subsample. Collectives run on
+CUDA under NCCL (call ``torch.cuda.set_device(local_rank)`` first, as ``scripts/discretize_sharded.py``
+does) and on CPU otherwise.
 """
 from __future__ import annotations
 

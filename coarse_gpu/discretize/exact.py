@@ -54,7 +54,8 @@ _PRICE_SAMPLE = 4096  # customers in the subsample whose exact solution gives th
 _WORK0 = 65536  # working set of the cycle cancelling
 
 
-def share_counts(n: int, k: int, min_share: Optional[float], max_share: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+def share_counts(n: int, k: int, min_share: Optional[float],
+                 max_share: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
     """Integer capacities (L, H) per column from share bounds: L = ceil(min_share N), H = floor(max_share N).
 
     Raises ValueError when the shares are out of range or infeasible (k * min_share > 1,
@@ -350,7 +351,6 @@ def _cancel_cycles(U: np.ndarray, a: np.ndarray, L: np.ndarray, H: np.ndarray, m
             return a, dist[:K] - dist[K]
         edges = list(zip(cycle, cycle[1:] + cycle[:1]))
         cap = N
-        costs = []
         for u, v in edges:
             if u == K:
                 cap = min(cap, int(counts[v] - L[v]))

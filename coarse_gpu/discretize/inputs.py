@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from coarse_gpu.discretize.options import check_solver_options, default_options
-from coarse_gpu.discretize.profit import DenseSource, FactoredProfit, FactoredSource, OracleSource, ProfitSource, call_oracle
+from coarse_gpu.discretize.profit import (
+    DenseSource,
+    FactoredProfit,
+    FactoredSource,
+    OracleSource,
+    ProfitSource,
+    call_oracle,
+)
 
 DEFAULT_EPSILON = 0.01  # target temperature, relative to the profit scale
 # Every plain-valued option and its default is ``options.SolverOptions`` (also the Hydra schema of the
@@ -78,7 +85,8 @@ def _make_source(profit, candidates, device, dtype, memory_limit, lazy) -> tuple
         try:
             arr = np.asarray(profit)
         except Exception as err:  # pragma: no cover
-            raise ValueError(f"profit must be an (N, M) array, a FactoredProfit or a callable, got {type(profit)}") from err
+            raise ValueError(f"profit must be an (N, M) array, a FactoredProfit or a callable, got "
+                             f"{type(profit)}") from err
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             raise ValueError(f"profit must be a numeric (N, M) array, got dtype {arr.dtype}")
     if arr.ndim != 2:

@@ -395,7 +395,8 @@ class FactoredSource(ProfitSource):
         V, W = fp.V, fp.W
         if np.ndim(V) != 2 or np.ndim(W) != 2:
             raise ValueError(
-                f"profit: FactoredProfit needs V (N, A) and W (M, A) 2-D arrays, got shapes {np.shape(V)} and {np.shape(W)}"
+                f"profit: FactoredProfit needs V (N, A) and W (M, A) 2-D arrays, got shapes {np.shape(V)} and "
+                f"{np.shape(W)}"
             )
         if np.shape(V)[1] != np.shape(W)[1]:
             raise ValueError(
@@ -553,6 +554,7 @@ def call_oracle(oracle: Callable, T: torch.Tensor, n: Optional[int], device, dty
     out = _as_tensor(out, device, dtype)
     if out.ndim != 2 or out.shape[1] != T.shape[0] or (n is not None and out.shape[0] != n):
         want = f"({n if n is not None else 'N'}, {T.shape[0]})"
-        raise ValueError(f"profit oracle returned shape {tuple(out.shape)} for {T.shape[0]} treatments; expected {want}")
+        raise ValueError(f"profit oracle returned shape {tuple(out.shape)} for {T.shape[0]} treatments; "
+                         f"expected {want}")
     _check_finite(out, "profit oracle output")
     return out

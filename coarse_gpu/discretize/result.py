@@ -54,7 +54,8 @@ class Discretization:
         on_grid = bool(np.all(self.candidate_index >= 0))
         if isinstance(profit, FactoredProfit):
             if not on_grid:
-                raise ValueError("profit: a FactoredProfit over the candidates cannot score refined off-grid treatments")
+                raise ValueError("profit: a FactoredProfit over the candidates cannot score refined off-grid "
+                                 "treatments")
             V = np.asarray(profit.V if not isinstance(profit.V, torch.Tensor) else profit.V.detach().cpu(), np.float64)
             W = np.asarray(profit.W if not isinstance(profit.W, torch.Tensor) else profit.W.detach().cpu(), np.float64)
             return (V @ W[self.candidate_index].T).argmax(1).astype(np.int64)

@@ -93,7 +93,7 @@ def entropic_plan(
     err = torch.zeros(R, dtype=U.dtype, device=U.device)
     floor = _log_floor(U.dtype, N, K)
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007  (returned: the iterations used)
         logits = U + g
         if side is not None:
             logits = logits - torch.einsum("nc,rck->nrk", sides[0], lam[:, :, None] * sides[1])
