@@ -150,12 +150,17 @@ def _problem(U, L, H, side: Optional[SideConstraints], cols, support: Optional[S
     if side is not None:
         Wc.append(side.W)
         Vk.append(side.at(cols))
-        lo.append(side.lo), hi.append(side.hi), tol.append(side.tol), vr.append(side.vrange)
+        lo.append(side.lo)
+        hi.append(side.hi)
+        tol.append(side.tol)
+        vr.append(side.vrange)
     if support is not None:
         Wc.append(support.matrix(cols))
         Vk.append(np.eye(K))
-        lo.append(np.full(K, float(support.n))), hi.append(np.full(K, np.inf))
-        tol.append(np.full(K, 1e-9)), vr.append(np.ones(K))
+        lo.append(np.full(K, float(support.n)))
+        hi.append(np.full(K, np.inf))
+        tol.append(np.full(K, 1e-9))
+        vr.append(np.ones(K))
     return _Problem(U, np.asarray(L), np.asarray(H), np.concatenate(Wc, 1), np.concatenate(Vk, 0),
                     *(np.concatenate(x) for x in (lo, hi, tol, vr)))
 

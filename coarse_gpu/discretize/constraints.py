@@ -229,10 +229,10 @@ def check_constraints(constraints, n: int, m: int, k: int) -> Optional[SideConst
         lo.append(b[0])
         hi.append(b[1])
         names.append(name)
-    side = SideConstraints(np.stack(W, 1), np.stack(V, 1), np.asarray(lo), np.asarray(hi), names)
-    _check_ranges(side, k)
-    _check_jointly(side)
-    return side
+    out = SideConstraints(np.stack(W, 1), np.stack(V, 1), np.asarray(lo), np.asarray(hi), names)
+    _check_ranges(out, k)
+    _check_jointly(out)
+    return out
 
 
 def _check_ranges(side: SideConstraints, k: int) -> None:

@@ -289,4 +289,5 @@ def shard_source(make_local: Callable[[], tuple], args: dict) -> tuple[ShardedSo
             raise ValueError(f"distributed=True: {name} must be the same on every rank"
                              + (f", got {[e[j] for e in every]}" if j == 2 else ""))
     n_local = np.array([e[1] for e in every], dtype=np.int64)
+    assert src is not None and cand is not None  # no rank refused (above)
     return ShardedSource(src, np.concatenate([[0], np.cumsum(n_local)]), comm), cand

@@ -405,8 +405,8 @@ def enumerate_optimum(profit, k: int, min_share: Optional[float] = None, max_sha
             if val > best_val:
                 best_val, best_set = val, np.asarray(S, dtype=np.int64)
         return best_set, best_val
-    S, value = best_subset(torch.as_tensor(X, dtype=torch.float64), k, "exact")
-    return np.asarray(S, dtype=np.int64), value
+    cols, value = best_subset(torch.as_tensor(X, dtype=torch.float64), k, "exact")
+    return np.asarray(cols, dtype=np.int64), value
 
 
 def solve(run: SearchState, call: Call) -> Solution:

@@ -92,6 +92,7 @@ def best_subset(p: torch.Tensor, k: int, method: str, seed: int = 0, n_restarts:
         s1, v1 = local_search(p, s0, max_bytes)
         if S is None or v1 > value + 1e-12 * max(1.0, abs(value)):
             S, value = s1, v1
+    assert S is not None  # starts holds at least the first start
     return sorted(int(s) for s in S), value
 
 

@@ -4,6 +4,7 @@ certificates and the report, packed as a ``Discretization``."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ def _final_entropic(run: SearchState, U64, prices, cols, eps_target: float, opts
         info["final_marginal_error"] = 0.0
         return run.src.reduce_sum(entropic_value(U64, eps_target * scale))
     g0 = torch.as_tensor(prices.g, device=U64.device) if prices is not None else None
-    kw = dict(g=g0, tol=min(float(opts["tol"]), 1e-6), max_iter=max(1000, int(opts["sinkhorn_iter"])))
+    kw: dict[str, Any] = dict(g=g0, tol=min(float(opts["tol"]), 1e-6), max_iter=max(1000, int(opts["sinkhorn_iter"])))
     if run.side is not None:
         side = (torch.as_tensor(run.side.W, device=U64.device), torch.as_tensor(run.side.at(cols), device=U64.device),
                 torch.as_tensor(run.side.lo), torch.as_tensor(run.side.hi))

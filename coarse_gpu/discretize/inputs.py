@@ -4,7 +4,7 @@ object-valued options (``init``, ``refine_oracle``, ``bounds``)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ def _default_memory_limit(device: torch.device) -> int:
 
 def _as_candidates(candidates, m: Optional[int]) -> np.ndarray:
     if candidates is None:
+        if m is None:
+            raise ValueError("candidates must be given when the profit source does not fix M")
         return np.arange(m, dtype=np.float64)[:, None]
     c = candidates.detach().cpu().numpy() if isinstance(candidates, torch.Tensor) else np.asarray(candidates)
     c = c.astype(np.float64)
@@ -61,8 +63,8 @@ def _as_candidates(candidates, m: Optional[int]) -> np.ndarray:
 
 def _make_source(profit, candidates, device, dtype, memory_limit, lazy) -> tuple[ProfitSource, np.ndarray]:
     if isinstance(profit, FactoredProfit):
-        src = FactoredSource(profit, device, dtype, memory_limit, lazy)
-        return src, _as_candidates(candidates, src.m)
+        fsrc = FactoredSource(profit, device, dtype, memory_limit, lazy)
+        return fsrc, _as_candidates(candidates, fsrc.m)
     if callable(profit) and not isinstance(profit, (np.ndarray, torch.Tensor)):
         if candidates is None:
             raise ValueError("candidates must be given when profit is a callable oracle")
@@ -80,7 +82,7 @@ def _make_source(profit, candidates, device, dtype, memory_limit, lazy) -> tuple
             return src, cand
         return OracleSource(profit, cand, n, device, dtype, memory_limit), cand
     if isinstance(profit, torch.Tensor):
-        arr = profit
+        arr: Any = profit
     else:
         try:
             arr = np.asarray(profit)

@@ -35,7 +35,7 @@ def lloyd(run: SearchState, C0: torch.Tensor, phase: str, restart_ids, prices=No
     active = np.ones(R, dtype=bool)
     prices = list(prices) if prices is not None else [None] * R
     guard = run.rows_priced
-    best = [(C[r].clone(), -math.inf, prices[r]) for r in range(R)] if guard else None
+    best = [(C[r].clone(), -math.inf, prices[r]) for r in range(R)] if guard else []  # per restart: its best
     for it in range(int(run.opts["max_iter"])):
         act = np.flatnonzero(active)
         if act.size == 0:
@@ -75,8 +75,8 @@ def lloyd(run: SearchState, C0: torch.Tensor, phase: str, restart_ids, prices=No
             else:
                 C[r] = torch.as_tensor(new, device=C.device)
     if guard:
-        for r in range(R):
-            C[r], obj[r], prices[r] = best[r][0], best[r][1], best[r][2]
+        for q in range(R):
+            C[q], obj[q], prices[q] = best[q][0], best[q][1], best[q][2]
     return C, obj, prices
 
 
@@ -152,4 +152,5 @@ def _repair_groups(S: np.ndarray, cols: np.ndarray, groups: np.ndarray, cap: np.
             loss = S[k, cols[k]] - S[k, m]
             if best is None or loss < best[0]:
                 best = (loss, k, m)
+        assert best is not None  # an over-subscribed group holds a slot
         cols[best[1]] = best[2]

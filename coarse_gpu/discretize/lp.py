@@ -3,7 +3,7 @@ left free (``_rows``, ``_lp``) and the rounding of its optimum to an integral as
 ``_milp``); see ``constrained.py`` for the scheme and its certificates."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,7 +52,9 @@ def _rows(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.
     nv = n * K
     ix = np.arange(nv)
     A_eq = sparse.csr_matrix((np.ones(nv), (ix // K, ix)), shape=(n, nv))
-    blocks, b, kinds = [], [], []
+    blocks: list = []
+    b: list = []
+    kinds: list[tuple[str, Any, float]] = []  # (row kind, share column or constraint, scale)
     col = sparse.csr_matrix((np.ones(nv), (ix % K, ix)), shape=(K, nv))
     up = np.flatnonzero(H < n)
     if up.size:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -64,8 +64,8 @@ class FactoredProfit:
     W : (M, A) weights of the M candidate treatments on that basis (e.g. ``ArmGrid.weights``).
     """
 
-    V: object
-    W: object
+    V: Any  # numpy array or torch tensor
+    W: Any
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -285,7 +285,7 @@ class DenseSource(ProfitSource):
         self.lazy = not self.resident
         self.path = "dense" if self.resident else "dense-chunked"
         if self.resident:
-            self.X = _as_tensor(profit, device, dtype)
+            self.X: Optional[torch.Tensor] = _as_tensor(profit, device, dtype)
             if not checked:
                 _check_finite(self.X, "profit")
         else:
@@ -295,7 +295,7 @@ class DenseSource(ProfitSource):
         self._rowmax = None
 
     def _block(self, lo: int, hi: int, dtype=None) -> torch.Tensor:
-        if self.resident and dtype is None:
+        if self.X is not None and dtype is None:  # resident (X is set exactly when it is)
             return self.X[lo:hi]
         return _as_tensor(self.host[lo:hi], self.device, dtype or self.dtype)
 

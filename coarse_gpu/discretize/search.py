@@ -123,7 +123,8 @@ def _starts(run: SearchState, call: Call, plan: _Plan, seed_src: ProfitSource):
         seeds = _seeds(seed_src, k, n_restarts, gen, init)
         return seeds, seeds[:plan.n_a], np.arange(n_restarts)
     # restarts 0..n_a-1 annealed from cheap starts, n_a.. k-means++ Lloyd
-    anneal_from = _anneal_starts(plan.coarse if plan.two_level else run.src, plan.n_a, k, gen, init)
+    anneal_from = _anneal_starts(plan.coarse if plan.two_level and plan.coarse is not None else run.src, plan.n_a,
+                                 k, gen, init)
     # k-means++ draws customers in proportion to their regret: drawing them from the annealing
     # sample (a uniform subsample) gives the same distribution of seeds at a fraction of the
     # row-max pass; the Lloyd restarts themselves then run on all the search's customers.
@@ -155,6 +156,7 @@ def _two_level_restarts(run: SearchState, call: Call, plan: _Plan, pool: Pool, s
     for passes over all of them (typically 1-2 polish iterations: the sample's fixed point is close).
     """
     k, opts, phase_s, coarse = run.k, run.opts, call.phase_s, plan.coarse
+    assert coarse is not None  # two levels only with an annealing sample (_plan)
     crun = SearchState(coarse, k, *share_counts(coarse.n, k, None, None), False, opts, run.scale, run.trace,
                        run.rel_tol)
     crun.unit = run.src.n / coarse.n  # trace in units of the search's customers

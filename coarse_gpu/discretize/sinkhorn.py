@@ -95,7 +95,7 @@ def entropic_plan(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007  (returned: the iterations used)
         logits = U + g
-        if side is not None:
+        if sides is not None and lam is not None:  # (lam is set whenever sides is)
             logits = logits - torch.einsum("nc,rck->nrk", sides[0], lam[:, :, None] * sides[1])
         logits = logits / eps_t
         z = (logits - logits.amax(dim=2, keepdim=True)).clamp_min(floor)
@@ -111,14 +111,14 @@ def entropic_plan(
             a = g + eps_rk * (log_lo - logS)
             b = g + eps_rk * (log_hi - logS)
             g = torch.maximum(a, torch.minimum(torch.zeros_like(b), b))
-        if side is not None:
+        if sides is not None and lam is not None:
             lam = _multiplier_step(lam, val, slope, sides[2], sides[3], swing, eps_rk)
     P = torch.exp(logP)
     if not free or side is not None:
         err = _violation(P, g, lo_t, hi_t, sides, lam)[0]
     if squeeze:
         out = (P[:, 0, :], g[0], err[0], n_iter)
-        return out + (lam[0],) if side is not None else out
+        return out + (lam[0],) if side is not None and lam is not None else out
     return (P, g, err, n_iter, lam) if side is not None else (P, g, err, n_iter)
 
 
