@@ -72,6 +72,7 @@ class OTTree(PolicyEstimator):
     """
 
     policy_name = "ot_tree"
+    saved_rule = "tree"
     assign_input = "X"
 
     def __init__(self, *, k: int = 5, variant: str = "distill", depth: Optional[int] = None,
