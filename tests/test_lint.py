@@ -46,3 +46,17 @@ def test_ruff_is_clean_on_the_package():
 def test_mypy_is_clean_on_discretize():
     out = _run([_tool("mypy"), "coarse_gpu/discretize"], timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_discretize_has_no_module_over_600_lines_and_no_function_over_80():
+    import ast
+
+    too_long = []
+    for path in sorted((ROOT / "coarse_gpu" / "discretize").glob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 600:
+            too_long.append(f"{path.name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                too_long.append(f"{path.name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, too_long

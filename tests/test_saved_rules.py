@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_data_file import frame, spec
 
 from coarse_gpu.data.file import experiment_from_frame
 from coarse_gpu.models import TARNet
@@ -12,8 +13,6 @@ from coarse_gpu.policy.estimator import BASELINE_CLASSES, PolicyEstimator, polic
 from coarse_gpu.policy.io import deployable, load_policy, save_policy
 from coarse_gpu.policy.profit_view import as_view
 from coarse_gpu.policy.rules import RULES, AssignRule, register_rule
-
-from test_data_file import frame, spec
 
 TOY = "toy_split"
 
@@ -85,7 +84,8 @@ def test_a_baseline_that_declares_no_rule_is_not_saved_and_an_unregistered_rule_
     cand = data.arms
     est = toy_baseline(column=0).fit(model.predict_profit(data.X, cand), cand, data.X)
     toy_baseline.saved_rule = None
-    with pytest.raises(NotImplementedError, match=f"no assignment rule for new customers is defined for method '{TOY}'"):
+    with pytest.raises(NotImplementedError,
+                       match=f"no assignment rule for new customers is defined for method '{TOY}'"):
         deployable(est.policy_, model, data, cand)
     toy_baseline.saved_rule = "no_such_rule"
     with pytest.raises(ValueError, match="saved_rule='no_such_rule' is not a registered rule"):
