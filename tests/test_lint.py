@@ -1,7 +1,8 @@
 """The tools that keep the tree in shape, run by the test command: ``lint-imports`` (the layer order and
 no import circle in discretize/, contracts in pyproject.toml), ``ruff check`` (pyproject.toml's rule set)
-and ``mypy`` on discretize/. They come with the ``test`` extra (scripts/setup_env.sh installs it); a
-checkout without them skips these tests with a line saying how to install them."""
+and ``mypy`` on discretize/. They come with the ``lint`` extra (scripts/setup_env.sh installs ``all``,
+which holds it); an environment without them (the GPU node's ``[keops,test]``) skips these tests with a
+line saying how to install them."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ def _tool(name: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed: pip install -e '.[test]' (scripts/setup_env.sh does)")
+        pytest.skip(f"{name} is not installed: pip install -e '.[lint]' (scripts/setup_env.sh installs it)")
     return found
 
 
