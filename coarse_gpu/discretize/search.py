@@ -71,7 +71,7 @@ def search(run: SearchState, call: Call) -> Solution:
     plan.pbar.close()
     _feasible_restart(run, call, pool, plan.n_restarts + 1)
     allC, allobj = pool.stacked()
-    C_best, best_prices = _best_and_swapped(run, call, pool, allC, allobj)
+    C_best, best_prices = _best_and_swapped(run, call, plan, pool, allC, allobj)
     if run is not full_run:  # exact Lloyd polish of the sample's winner on every customer
         C_best, best_prices = _polish_full(full_run, run, call, C_best, best_prices)
     info["phase_s"] = call.phase_s
@@ -225,7 +225,7 @@ def _feasible_restart(run: SearchState, call: Call, pool: Pool, restart_id: int)
     call.info["restart_objectives"]["feasible_start"] = obj_f.tolist()
 
 
-def _best_and_swapped(run: SearchState, call: Call, pool: Pool, allC, allobj):
+def _best_and_swapped(run: SearchState, call: Call, plan: _Plan, pool: Pool, allC, allobj):
     """The pool's best restart (columns, prices), improved by the 1-swap search on the best ``n_swap``
     distinct solutions where the solver runs it."""
     opts, info = run.opts, call.info
@@ -234,9 +234,8 @@ def _best_and_swapped(run: SearchState, call: Call, pool: Pool, allC, allobj):
     if opts["solver"] == "sinkhorn" or run.side is not None:
         # lloyd too under side constraints: its priced fixed points can sit far below the optimum
         # (measured up to 20 % below the MIP under a budget), which the constrained swap search closes
-        annealed = set(np.arange(int(opts["n_restarts"]) if opts["n_anneal"] is None
-                                 else min(int(opts["n_restarts"]), int(opts["n_anneal"]))).tolist())
-        info["best_from"] = "sinkhorn" if opts["solver"] == "sinkhorn" and pool.ids[best] in annealed else "lloyd"
+        annealed = pool.ids[best] in set(plan.anneal_ids.tolist())
+        info["best_from"] = "sinkhorn" if opts["solver"] == "sinkhorn" and annealed else "lloyd"
         if opts["swap"]:
             t_ph = time.perf_counter()
             C_best, best_prices = _swap_phase(run, call, pool, allC, allobj, C_best, best_prices,
