@@ -381,9 +381,9 @@ class CoarsePersonalizer(BaseEstimator):
         from omegaconf import OmegaConf
 
         from coarse_gpu.discretize.exact import share_counts
+        from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
         from coarse_gpu.experiment.methods import ot_policy
         from coarse_gpu.experiment.personalize import personalize
-        from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
         from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
         from coarse_gpu.policy.io import deployable
         from coarse_gpu.utils import resolve_device, seed_everything

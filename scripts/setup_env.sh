@@ -29,7 +29,7 @@ echo "[setup] virtual environment: $VENV (python: $("$PY" --version 2>&1))" >&2
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 echo "[setup] installing $TORCH_SPEC" >&2
 "${PIP[@]}" install "$TORCH_SPEC"
-echo "[setup] installing coarse_gpu with extras [all] (pykeops, wandb, pytest, econml, ...)" >&2
+echo "[setup] installing coarse_gpu with extras [all] (pykeops, wandb, pytest, ruff, import-linter, mypy, econml, ...)" >&2
 "${PIP[@]}" install -e "$ROOT[all]"
 echo "$WANT" > "$STAMP"
 echo "[setup] done" >&2

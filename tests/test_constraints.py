@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from coarse_gpu.discretize import Constraint, FactoredProfit, assign_constrained, discretize, share_counts
-from coarse_gpu.discretize import constraints as cons_mod
+from coarse_gpu.discretize import constrained as cons_mod
 from coarse_gpu.discretize.constraints import check_constraints
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

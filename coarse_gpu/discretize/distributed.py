@@ -46,10 +46,10 @@ Limits (each refused with a one-line ValueError naming the option): ``min_share`
 through one network-simplex / LP solve), and ``solver="exact"`` / ``"mip"`` (they need the whole N x M
 table in one process). ``refine_oracle`` works: each rank's oracle scores its own rows, and the pattern
 search decides on segment sums reduced over the ranks (``refine.refine_treatments``' ``reduce``), so
-every rank moves the treatments the same way. Dense, ``FactoredProfit`` and oracle local sources all work. Every rank must hold at least
-one customer; a rank may hold none of a subsample. Collectives run on CUDA under NCCL (call
-``torch.cuda.set_device(local_rank)`` first, as ``scripts/discretize_sharded.py`` does) and on CPU
-otherwise.
+every rank moves the treatments the same way. Dense, ``FactoredProfit`` and oracle local sources all
+work. Every rank must hold at least one customer; a rank may hold none of a subsample. Collectives run on
+CUDA under NCCL (call ``torch.cuda.set_device(local_rank)`` first, as ``scripts/discretize_sharded.py``
+does) and on CPU otherwise.
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 
 from coarse_gpu.discretize.profit import ProfitSource
+from coarse_gpu.discretize.spec import supports
 
 # options that may differ across ranks without changing any decision (memory / progress / kernel path)
 _LOCAL_OPTIONS = ("memory_limit_bytes", "verbose", "lazy")
@@ -70,7 +71,8 @@ def check_request(solver: str, min_share, max_share, constraints, opts: dict) ->
     """ValueError naming the first option the sharded solve does not support, then one if no process
     group is initialized; called before any work."""
     refused = [
-        (solver in ("exact", "mip"), f"solver={solver!r}", "it needs the whole N x M profit table in one process"),
+        (not supports(solver, "distributed"), f"solver={solver!r}",
+         "its solver table entry declares that it needs every customer in one process"),
         (min_share is not None, "min_share", "the capacitated assignment couples all customers in one solve"),
         (max_share is not None, "max_share", "the capacitated assignment couples all customers in one solve"),
         (constraints is not None and (not isinstance(constraints, (list, tuple)) or len(constraints) > 0),
@@ -287,4 +289,5 @@ def shard_source(make_local: Callable[[], tuple], args: dict) -> tuple[ShardedSo
             raise ValueError(f"distributed=True: {name} must be the same on every rank"
                              + (f", got {[e[j] for e in every]}" if j == 2 else ""))
     n_local = np.array([e[1] for e in every], dtype=np.int64)
+    assert src is not None and cand is not None  # no rank refused (above)
     return ShardedSource(src, np.concatenate([[0], np.cumsum(n_local)]), comm), cand

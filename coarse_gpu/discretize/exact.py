@@ -37,12 +37,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
 from coarse_gpu.discretize.facility import best_subset
+from coarse_gpu.discretize.spec import Solution
+
+if TYPE_CHECKING:  # annotations only
+    from coarse_gpu.discretize.state import Call, SearchState
 
 _EMD_FULL_MAX = 6000  # customers solved directly by network simplex
 _AMBIGUOUS0 = 4096  # first restricted-problem size
@@ -50,7 +54,8 @@ _PRICE_SAMPLE = 4096  # customers in the subsample whose exact solution gives th
 _WORK0 = 65536  # working set of the cycle cancelling
 
 
-def share_counts(n: int, k: int, min_share: Optional[float], max_share: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+def share_counts(n: int, k: int, min_share: Optional[float],
+                 max_share: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
     """Integer capacities (L, H) per column from share bounds: L = ceil(min_share N), H = floor(max_share N).
 
     Raises ValueError when the shares are out of range or infeasible (k * min_share > 1,
@@ -346,7 +351,6 @@ def _cancel_cycles(U: np.ndarray, a: np.ndarray, L: np.ndarray, H: np.ndarray, m
             return a, dist[:K] - dist[K]
         edges = list(zip(cycle, cycle[1:] + cycle[:1]))
         cap = N
-        costs = []
         for u, v in edges:
             if u == K:
                 cap = min(cap, int(counts[v] - L[v]))
@@ -401,5 +405,21 @@ def enumerate_optimum(profit, k: int, min_share: Optional[float] = None, max_sha
             if val > best_val:
                 best_val, best_set = val, np.asarray(S, dtype=np.int64)
         return best_set, best_val
-    S, value = best_subset(torch.as_tensor(X, dtype=torch.float64), k, "exact")
-    return np.asarray(S, dtype=np.int64), value
+    cols, value = best_subset(torch.as_tensor(X, dtype=torch.float64), k, "exact")
+    return np.asarray(cols, dtype=np.int64), value
+
+
+def solve(run: SearchState, call: Call) -> Solution:
+    """The solver table's entry for ``solver="exact"``: the optimal K-subset of the dense table by
+    enumeration (``enumerate_optimum``), with the share bounds when they can bind."""
+    src = run.src
+    X = src.columns64(torch.arange(src.m, device=src.device)).cpu().numpy()
+    best_set, _ = enumerate_optimum(X, run.k, min_share=call.min_share if run.shares else None,
+                                    max_share=call.max_share if run.shares else None)
+    return Solution(torch.as_tensor(best_set, device=src.device))
+
+
+def precheck(n: int, m: int, opts: dict, memory_bytes: int) -> None:
+    """Refuses a table whose dense float64 copy exceeds ``memory_limit_bytes``, before any evaluation."""
+    if n * m * 8 > memory_bytes:
+        raise ValueError("solver='exact' needs the dense N x M profit within memory_limit_bytes")

@@ -4,7 +4,7 @@ Choosing K treatments *with each customer at her best of them* is this problem (
 objective without shares or constraints). Every place that picks a set of candidates by it calls
 this module, so they optimize the same thing the same way:
 
-- the discretizer's greedy restart (``solver._seeds``) and the main job's warm start across K
+- the discretizer's greedy restart (``seeding._seeds``) and the main job's warm start across K
   (``experiment.methods.warm_start``): ``greedy``, on any ``ProfitSource``;
 - the grid baseline (``policy.baselines.grid_search``): exact enumeration (``exact_best``) or
   ``greedy`` + best-improvement 1-swap ``local_search``, so it is OT's objective restricted to the
@@ -92,6 +92,7 @@ def best_subset(p: torch.Tensor, k: int, method: str, seed: int = 0, n_restarts:
         s1, v1 = local_search(p, s0, max_bytes)
         if S is None or v1 > value + 1e-12 * max(1.0, abs(value)):
             S, value = s1, v1
+    assert S is not None  # starts holds at least the first start
     return sorted(int(s) for s in S), value
 
 

@@ -1,7 +1,7 @@
 """The discretizer's search options as one typed dataclass: ``SolverOptions``.
 
 Every option ``discretize(..., **options)`` takes that is a plain value lives here, with its default,
-so the same dataclass is the Python default (``solver.DEFAULT_OPTIONS``) and the Hydra schema of the
+so the same dataclass is the Python default (``inputs.DEFAULT_OPTIONS``) and the Hydra schema of the
 ``discretizer`` config group (``experiment/config.py``'s ``DiscretizerConfig`` extends it): each
 option is reachable as ``coarse-gpu discretizer.<name>=...`` and a misspelt name is a config error.
 The options that are objects (``refine_oracle``, ``bounds``, ``init``, ``support``) are keyword
@@ -35,7 +35,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-SOLVERS = ("sinkhorn", "lloyd", "exact", "mip")
+from coarse_gpu.discretize.spec import get_solver
+
 LAZY = ("auto", "keops", "torch")
 
 
@@ -93,8 +94,7 @@ def _positive_int_or_none(name: str, v, what: str) -> None:
 
 def check_solver_options(opts: dict) -> None:
     """ValueError naming the first bad plain-valued option of ``opts`` (merged with the defaults)."""
-    if opts["solver"] not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {opts['solver']!r}")
+    get_solver(opts["solver"])  # the solver table's names (spec.py)
     if opts["dtype"] not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {opts['dtype']!r}")
     if opts["lazy"] not in LAZY:

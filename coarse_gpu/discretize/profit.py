@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -64,8 +64,8 @@ class FactoredProfit:
     W : (M, A) weights of the M candidate treatments on that basis (e.g. ``ArmGrid.weights``).
     """
 
-    V: object
-    W: object
+    V: Any  # numpy array or torch tensor
+    W: Any
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -285,7 +285,7 @@ class DenseSource(ProfitSource):
         self.lazy = not self.resident
         self.path = "dense" if self.resident else "dense-chunked"
         if self.resident:
-            self.X = _as_tensor(profit, device, dtype)
+            self.X: Optional[torch.Tensor] = _as_tensor(profit, device, dtype)
             if not checked:
                 _check_finite(self.X, "profit")
         else:
@@ -295,7 +295,7 @@ class DenseSource(ProfitSource):
         self._rowmax = None
 
     def _block(self, lo: int, hi: int, dtype=None) -> torch.Tensor:
-        if self.resident and dtype is None:
+        if self.X is not None and dtype is None:  # resident (X is set exactly when it is)
             return self.X[lo:hi]
         return _as_tensor(self.host[lo:hi], self.device, dtype or self.dtype)
 
@@ -395,7 +395,8 @@ class FactoredSource(ProfitSource):
         V, W = fp.V, fp.W
         if np.ndim(V) != 2 or np.ndim(W) != 2:
             raise ValueError(
-                f"profit: FactoredProfit needs V (N, A) and W (M, A) 2-D arrays, got shapes {np.shape(V)} and {np.shape(W)}"
+                f"profit: FactoredProfit needs V (N, A) and W (M, A) 2-D arrays, got shapes {np.shape(V)} and "
+                f"{np.shape(W)}"
             )
         if np.shape(V)[1] != np.shape(W)[1]:
             raise ValueError(
@@ -553,6 +554,7 @@ def call_oracle(oracle: Callable, T: torch.Tensor, n: Optional[int], device, dty
     out = _as_tensor(out, device, dtype)
     if out.ndim != 2 or out.shape[1] != T.shape[0] or (n is not None and out.shape[0] != n):
         want = f"({n if n is not None else 'N'}, {T.shape[0]})"
-        raise ValueError(f"profit oracle returned shape {tuple(out.shape)} for {T.shape[0]} treatments; expected {want}")
+        raise ValueError(f"profit oracle returned shape {tuple(out.shape)} for {T.shape[0]} treatments; "
+                         f"expected {want}")
     _check_finite(out, "profit oracle output")
     return out

@@ -65,10 +65,7 @@ def entropic_plan(
     side : optional linear side constraints ``(Wc (N, C), Vk (C, K) or (R, C, K), clo (C,), chi (C,))``:
         clo_c <= N sum_ik P_ik Wc_ic Vk_ck <= chi_c (row i of N P is customer i's randomized assignment;
         +-inf for no bound), enforced by one multiplier lam_c per constraint (and restart):
-        P_ik ∝ exp((U_ik + g_k - sum_c lam_c Wc_ic Vk_ck) / eps). Each lam_c takes a Newton step of its
-        exact block update (project 0 onto {lam : clo <= value(lam) <= chi}; value decreases in lam with
-        slope -Var / eps), capped at 8 eps per unit of the constraint's largest per-customer swing
-        (the value is nearly a step function at small eps, where plain Newton overshoots).
+        P_ik ∝ exp((U_ik + g_k - sum_c lam_c Wc_ic Vk_ck) / eps); each lam_c's update is ``_multiplier_step``.
     lam : optional warm start (C,) or (R, C) multipliers.
 
     Returns
@@ -80,55 +77,33 @@ def entropic_plan(
     lam : (R, C) (or (C,)) multipliers — only when ``side`` is given.
     """
     squeeze = U.ndim == 2
-    if squeeze:
-        U = U[:, None, :]
-        if g is not None and g.ndim == 1:
-            g = g[None, :]
-        if lam is not None and lam.ndim == 1:
-            lam = lam[None, :]
+    if squeeze:  # one problem: a batch of one restart
+        U, g, lam = U[:, None, :], _one_restart(g), _one_restart(lam)
     N, R, K = U.shape
-    if isinstance(eps, torch.Tensor):
-        eps_t = eps.to(U).reshape(1, -1, 1) if eps.numel() > 1 else eps.to(U).reshape(1, 1, 1)
-    else:
-        eps_t = torch.tensor(float(eps), dtype=U.dtype, device=U.device)
+    eps_t = _temperature(eps, U)
     g = torch.zeros(R, K, dtype=U.dtype, device=U.device) if g is None else g.to(U).reshape(R, K).clone()
-    lo_t = torch.as_tensor(lo, dtype=U.dtype, device=U.device)
-    hi_t = torch.as_tensor(hi, dtype=U.dtype, device=U.device)
+    lo_t, hi_t, log_lo, log_hi = _share_box(lo, hi, U)
     free = bool((lo_t <= 0.0).all() and (hi_t >= 1.0).all())
     tiny = torch.finfo(U.dtype).tiny
-    log_lo = torch.where(lo_t > 0, torch.log(lo_t.clamp_min(tiny)), torch.full_like(lo_t, -math.inf))
-    log_hi = torch.where(hi_t < 1, torch.log(hi_t.clamp_min(tiny)), torch.zeros_like(hi_t))
     logN = math.log(max(N, 1))  # a shard of a sharded problem may hold no row of a sample
     eps_rk = eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t  # broadcastable against (R, K)
+    sides = swing = None
     if side is not None:
-        Wc, Vk, clo, chi = (torch.as_tensor(t, device=U.device).to(U.dtype) for t in side)
-        Vk = Vk.expand(R, *Vk.shape[-2:]) if Vk.ndim == 2 else Vk  # (R, C, K)
-        C = Wc.shape[1]
-        lam = torch.zeros(R, C, dtype=U.dtype, device=U.device) if lam is None else lam.to(U).reshape(R, C).clone()
-        cscale = Wc.abs().sum(0) * Vk.abs().amax((0, 2)) + tiny  # (C,)
-        swing = Wc.abs().amax(0)[None, :] * (Vk.amax(2) - Vk.amin(2))  # (R, C) largest per-customer change
+        sides, swing, lam = _side_setup(side, U, lam, tiny)
     err = torch.zeros(R, dtype=U.dtype, device=U.device)
-    # Floor on log-weights relative to each row's best column: entries below it are set to the floor
-    # (a relative weight < 1e-25, far below the dtype's resolution). This keeps every exp() and every
-    # plan entry a *normal* float: subnormal arithmetic is ~100x slower on x86 CPUs.
-    floor = -(math.log(torch.finfo(U.dtype).tiny) * -1.0 - math.log(max(N, 2) * K) - 2.0)
-    floor = max(floor, -700.0)
+    floor = _log_floor(U.dtype, N, K)
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007  (returned: the iterations used)
         logits = U + g
-        if side is not None:
-            logits = logits - torch.einsum("nc,rck->nrk", Wc, lam[:, :, None] * Vk)
+        if sides is not None and lam is not None:  # (lam is set whenever sides is)
+            logits = logits - torch.einsum("nc,rck->nrk", sides[0], lam[:, :, None] * sides[1])
         logits = logits / eps_t
         z = (logits - logits.amax(dim=2, keepdim=True)).clamp_min(floor)
         logP = z - torch.log(torch.exp(z).sum(dim=2, keepdim=True)) - logN
         if free and side is None:
             break
         P = torch.exp(logP)
-        S = P.sum(0)  # (R, K) column shares
-        err = (torch.relu(S - hi_t) + torch.relu(lo_t - S)).sum(1)
-        if side is not None:
-            val, slope = _side_moments(P * N, Wc, Vk)  # (R, C) values and variances
-            err = err + _side_error(val, lam, clo, chi, cscale) + _share_slackness(S, g, lo_t, hi_t)
+        err, S, val, slope = _violation(P, g, lo_t, hi_t, sides, lam)
         if float(err.max()) <= tol:
             break
         if not free:
@@ -136,24 +111,82 @@ def entropic_plan(
             a = g + eps_rk * (log_lo - logS)
             b = g + eps_rk * (log_hi - logS)
             g = torch.maximum(a, torch.minimum(torch.zeros_like(b), b))
-        if side is not None:
-            lam = _multiplier_step(lam, val, slope, clo, chi, swing, eps_t.reshape(-1, 1) if eps_t.ndim == 3 else eps_t)
+        if sides is not None and lam is not None:
+            lam = _multiplier_step(lam, val, slope, sides[2], sides[3], swing, eps_rk)
     P = torch.exp(logP)
     if not free or side is not None:
-        S = P.sum(0)
-        err = (torch.relu(S - hi_t) + torch.relu(lo_t - S)).sum(1)
-        if side is not None:
-            val, _ = _side_moments(P * N, Wc, Vk)
-            err = err + _side_error(val, lam, clo, chi, cscale) + _share_slackness(S, g, lo_t, hi_t)
+        err = _violation(P, g, lo_t, hi_t, sides, lam)[0]
     if squeeze:
         out = (P[:, 0, :], g[0], err[0], n_iter)
-        return out + (lam[0],) if side is not None else out
+        return out + (lam[0],) if side is not None and lam is not None else out
     return (P, g, err, n_iter, lam) if side is not None else (P, g, err, n_iter)
+
+
+
+
+
+def _one_restart(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A (K,) or (C,) warm start as the (1, .) batch of one restart (None and batches unchanged)."""
+    return t[None, :] if t is not None and t.ndim == 1 else t
+
+
+def _temperature(eps, U: torch.Tensor) -> torch.Tensor:
+    """eps as a tensor broadcastable against (N, R, K): a scalar, or one temperature per restart."""
+    if isinstance(eps, torch.Tensor):
+        return eps.to(U).reshape(1, -1, 1) if eps.numel() > 1 else eps.to(U).reshape(1, 1, 1)
+    return torch.tensor(float(eps), dtype=U.dtype, device=U.device)
+
+
+def _share_box(lo, hi, U: torch.Tensor):
+    """(lo, hi, log lo, log hi) of the column-share box as tensors; log lo = -inf where lo = 0 and
+    log hi = 0 where hi = 1 (that side of the box never binds)."""
+    lo_t = torch.as_tensor(lo, dtype=U.dtype, device=U.device)
+    hi_t = torch.as_tensor(hi, dtype=U.dtype, device=U.device)
+    tiny = torch.finfo(U.dtype).tiny
+    log_lo = torch.where(lo_t > 0, torch.log(lo_t.clamp_min(tiny)), torch.full_like(lo_t, -math.inf))
+    log_hi = torch.where(hi_t < 1, torch.log(hi_t.clamp_min(tiny)), torch.zeros_like(hi_t))
+    return lo_t, hi_t, log_lo, log_hi
+
+
+def _log_floor(dtype: torch.dtype, N: int, K: int) -> float:
+    """Floor on log-weights relative to each row's best column: entries below it are set to the floor
+    (a relative weight < 1e-25, far below the dtype's resolution). This keeps every exp() and every
+    plan entry a *normal* float: subnormal arithmetic is ~100x slower on x86 CPUs."""
+    floor = -(math.log(torch.finfo(dtype).tiny) * -1.0 - math.log(max(N, 2) * K) - 2.0)
+    return max(floor, -700.0)
+
+
+def _side_setup(side, U: torch.Tensor, lam: Optional[torch.Tensor], tiny: float):
+    """The side constraints on U's device and dtype: ((Wc (N, C), Vk (R, C, K), clo, chi, cscale (C,)),
+    swing (R, C) the largest per-customer change of each value, lam (R, C) the starting multipliers)."""
+    R = U.shape[1]
+    Wc, Vk, clo, chi = (torch.as_tensor(t, device=U.device).to(U.dtype) for t in side)
+    Vk = Vk.expand(R, *Vk.shape[-2:]) if Vk.ndim == 2 else Vk  # (R, C, K)
+    C = Wc.shape[1]
+    lam = torch.zeros(R, C, dtype=U.dtype, device=U.device) if lam is None else lam.to(U).reshape(R, C).clone()
+    cscale = Wc.abs().sum(0) * Vk.abs().amax((0, 2)) + tiny  # (C,)
+    swing = Wc.abs().amax(0)[None, :] * (Vk.amax(2) - Vk.amin(2))  # (R, C) largest per-customer change
+    return (Wc, Vk, clo, chi, cscale), swing, lam
+
+
+def _violation(P: torch.Tensor, g, lo_t, hi_t, sides, lam):
+    """(err (R,), column shares S (R, K), side values (R, C), their variances (R, C)) of the plan P
+    (N, R, K): the share violation, plus with side constraints their violation and the complementary
+    slackness of the multipliers and potentials (values None without side constraints)."""
+    S = P.sum(0)  # (R, K) column shares
+    err = (torch.relu(S - hi_t) + torch.relu(lo_t - S)).sum(1)
+    if sides is None:
+        return err, S, None, None
+    Wc, Vk, clo, chi, cscale = sides
+    val, slope = _side_moments(P * P.shape[0], Wc, Vk)  # (R, C) values and variances
+    return err + _side_error(val, lam, clo, chi, cscale) + _share_slackness(S, g, lo_t, hi_t), S, val, slope
 
 
 def _multiplier_step(lam, val, slope, clo, chi, swing, eps_r) -> torch.Tensor:
     """One capped Newton step of every multiplier (R, C) toward its exact block update: project 0 onto
-    {lam : clo <= linearized value <= chi}; the value decreases in lam with slope -Var / eps."""
+    {lam : clo <= linearized value <= chi}; the value decreases in lam with slope -Var / eps. The step is
+    capped at 8 eps per unit of the constraint's largest per-customer swing: the value is nearly a step
+    function at small eps, where plain Newton overshoots."""
     tiny = torch.finfo(lam.dtype).tiny
     d = -(slope / eps_r).clamp_min(tiny)  # d value / d lam < 0
     lam_hi = lam + (chi - val) / d  # linearized value = chi

@@ -77,7 +77,9 @@ def config_problems(tree: dict) -> list[str]:
         return []
     out = []
     solver = _get(tree, "discretizer.solver")
-    if solver in ("exact", "mip"):
+    from coarse_gpu.discretize.spec import SOLVER_TABLE  # what each solver takes (this module stays torch-free)
+
+    if solver in SOLVER_TABLE and not SOLVER_TABLE[solver].distributed:
         out.append(f"discretizer.solver={solver} is not supported with distributed=true (it needs the whole N x M "
                    "profit table in one process); use discretizer=lloyd or discretizer=sinkhorn")
     for key, why, fix in _REFUSED:

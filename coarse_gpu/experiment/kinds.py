@@ -85,9 +85,9 @@ def _fmt(space, t: np.ndarray) -> str:
 def check_unseen_model(model_cfg, data: ExperimentData, candidates: np.ndarray) -> None:
     """Unseen combinations among the candidates need a model that predicts off the arms (a dose-response
     model); with a per-arm model the run is refused before training, naming the keys."""
+    from coarse_gpu.experiment.personalize import model_class
     from coarse_gpu.experiment.validate import ConfigValueError
     from coarse_gpu.models.dose import DoseResponseModel
-    from coarse_gpu.experiment.personalize import model_class
 
     unseen = unseen_mask(candidates, data.arms, fixed_dims(data))
     if not unseen.any():

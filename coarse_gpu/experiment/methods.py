@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize import Constraint, discretize
+from coarse_gpu.discretize.constrained import assign_constrained
 from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.discretize.facility import dense_source, greedy
-from coarse_gpu.discretize.profit import profit_columns
 from coarse_gpu.discretize.options import default_options
-from coarse_gpu.discretize.constraints import assign_constrained
+from coarse_gpu.discretize.profit import profit_columns
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
 from coarse_gpu.policy import (
     Policy,

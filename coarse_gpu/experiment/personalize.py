@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize.profit import FactoredProfit
 from coarse_gpu.models import (
+    ArmMeans,
     AutoCATE,
     Blend,
     CrossFitted,
@@ -45,7 +46,6 @@ from coarse_gpu.models import (
     DRLearner,
     GBSLearner,
     GBTLearner,
-    ArmMeans,
     TARNet,
     TwoPart,
 )

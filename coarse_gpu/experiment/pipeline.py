@@ -25,13 +25,19 @@ from tqdm.auto import tqdm
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
 from coarse_gpu.evaluate import oracle_control_value, oracle_value, share_of_full
-from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
+from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.experiment.distributed import results_record
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
-from coarse_gpu.experiment.kinds import allow_unseen, check_unseen_model, resolve_kinds, unseen_mask, unseen_record, \
-    with_unseen_weights
+from coarse_gpu.experiment.kinds import (
+    allow_unseen,
+    check_unseen_model,
+    resolve_kinds,
+    unseen_mask,
+    unseen_record,
+    with_unseen_weights,
+)
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
 from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
 from coarse_gpu.experiment.report import write_results

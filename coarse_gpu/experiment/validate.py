@@ -337,8 +337,11 @@ def constraint_config_problems(tree: dict) -> list[str]:
     if gp.get("treatment") is not None and gp.get("column") is None:
         out.append("discretizer.group_parity.treatment is set without discretizer.group_parity.column")
     constrained = _get(tree, "discretizer.budget", None) is not None or gp.get("column") is not None
-    if constrained and _get(tree, "discretizer.solver", None) == "exact":
-        out.append("discretizer.solver=exact (subset enumeration) takes no budget or group parity; use "
+    from coarse_gpu.discretize.spec import SOLVER_TABLE  # here, not at the top: loading validate.py loads no torch
+
+    spec = SOLVER_TABLE.get(_get(tree, "discretizer.solver", None))
+    if constrained and spec is not None and not spec.constraints:
+        out.append(f"discretizer.solver={spec.name} ({spec.summary}) takes no budget or group parity; use "
                    "discretizer.solver=mip (exact, with constraints) or sinkhorn")
     return out
 

@@ -25,9 +25,9 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from torch import nn
 
-from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
-from coarse_gpu.models.checkpoint import fingerprint
 from coarse_gpu.models.arms import ArmModel, as_array, find_arms
+from coarse_gpu.models.checkpoint import fingerprint
+from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.networks import count_parameters
 from coarse_gpu.models.scaling import TRANSFORMS, apply_scaling, fit_scaling

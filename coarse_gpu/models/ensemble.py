@@ -69,8 +69,8 @@ from torch.optim import adamw
 
 from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
-from coarse_gpu.models.trainer import EVAL_BATCH, TrainResult, Trainer, distributed, training_hook
 from coarse_gpu.models.parallel import one_thread
+from coarse_gpu.models.trainer import EVAL_BATCH, Trainer, TrainResult, distributed, training_hook
 from coarse_gpu.utils.device import resolve_device, usable_cpus
 
 __all__ = ["BatchedTrainer", "TrainJob", "batchable", "fit_batched", "train_jobs"]
@@ -153,7 +153,7 @@ class _BatchedAdamW:
                 keys = [k for k, g in grads.items() if g is not None and self.wd[k] == wd]
                 if not keys:
                     continue
-                pick = ((lambda t: [t]) if everyone and len(groups) == 1 else (lambda t: [t[m] for m in ms]))
+                pick = ((lambda t: [t]) if everyone and len(groups) == 1 else (lambda t, ms=ms: [t[m] for m in ms]))
                 ps = [v for k in keys for v in pick(self.params[k].detach())]
                 dev = ps[0].device
                 # contiguous: vmap's gradients may come in another memory layout than the parameters,
@@ -255,7 +255,6 @@ class BatchedTrainer:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> list[TrainResult]:
         t, jobs = self.trainer, self.jobs
-        dev = t.device
         self.base, self.vloss = self._functional()
         params, _ = stack_module_state([j.net for j in jobs])
         buffers = {k: b.detach() for k, b in jobs[0].net.named_buffers()}  # equal in every member (group key)

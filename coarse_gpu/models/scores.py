@@ -20,7 +20,6 @@ from typing import Optional
 
 import numpy as np
 
-
 __all__ = ["aipw_ate", "aipw_scores", "model_aipw_scores", "pseudo_outcomes"]
 
 

@@ -63,7 +63,8 @@ from coarse_gpu.models.crossfit import CrossFitted, fold_indices
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.scores import pseudo_outcomes
 from coarse_gpu.models.tarnet import TARNet
-from coarse_gpu.models.twopart import BASES as TWO_PART_BASES, TwoPart
+from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
+from coarse_gpu.models.twopart import TwoPart
 
 __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_FLOOR", "SIMPLER",
            "decision_losses", "is_two_part", "make_candidate", "one_se_choice", "param_class", "pseudo_outcomes", "selection_report"]

@@ -1,8 +1,6 @@
 """TARNet (Shalit, Johansson & Sontag 2017): shared representation + one outcome head per arm."""
 from __future__ import annotations
 
-import torch
-
 from coarse_gpu.models.base import PerArmCATEModel
 from coarse_gpu.models.networks import TARNetNetwork
 

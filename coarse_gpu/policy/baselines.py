@@ -119,6 +119,7 @@ class SingleBest(PolicyEstimator):
     """
 
     policy_name = "single_best"
+    saved_rule = "argmax"
 
     def __init__(self) -> None:
         pass
@@ -146,6 +147,7 @@ class FullPersonalization(PolicyEstimator):
     """
 
     policy_name = "full_personalization"
+    saved_rule = None  # the fully personalized policy is the bound, not a policy to deploy
 
     def __init__(self) -> None:
         pass
@@ -196,6 +198,7 @@ class KMeansFeatures(PolicyEstimator):
     """
 
     policy_name = "kmeans_features"
+    saved_rule = "feature_centroid"
     assign_input = "X"
 
     def __init__(self, *, k: int = 5, seed: int = 0, n_init: int = 4, max_fit_rows: Optional[int] = MAX_FIT_ROWS):
@@ -266,6 +269,7 @@ class KMeansPreferences(PolicyEstimator):
     """
 
     policy_name = "kmeans_preferences"
+    saved_rule = "preference_centroid"
 
     def __init__(self, *, k: int = 5, seed: int = 0, scale=None, n_init: int = 4):
         self.k = k
@@ -316,6 +320,7 @@ class KMeansProfiles(PolicyEstimator):
     """
 
     policy_name = "kmeans_profiles"
+    saved_rule = "profile_centroid"
 
     def __init__(self, *, k: int = 5, seed: int = 0, n_components: Optional[int] = 20, n_init: int = 4,
                  max_fit_rows: Optional[int] = MAX_FIT_ROWS):
@@ -402,6 +407,7 @@ class GridSearch(PolicyEstimator):
     """
 
     policy_name = "grid"
+    saved_rule = "argmax"
 
     def __init__(self, *, k: int = 5, seed: int = 0, method: str = "auto", max_exact: int = 20_000,
                  n_restarts: int = 4, max_bytes: int = DEFAULT_BYTES, device: str | torch.device = "auto"):

@@ -8,8 +8,8 @@ seed, then every row to its nearest center.
 """
 from __future__ import annotations
 
-from functools import cached_property
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np

@@ -35,6 +35,16 @@ __all__ = ["PolicyEstimator", "check_candidates", "check_k", "estimated_value", 
            "segment_best_candidates"]
 
 
+#: policy_name -> the baseline estimator class that builds that method's policies (PolicyEstimator).
+BASELINE_CLASSES: dict[str, type] = {}
+
+
+def _rule_names() -> list[str]:
+    from coarse_gpu.policy.rules import RULES  # rules.py imports tree.py, which imports this module
+
+    return list(RULES)
+
+
 class PolicyEstimator(BaseEstimator):
     """Base class of the baseline estimators (module docstring). Subclasses set ``policy_name`` (the
     Policy name, the method key of the runs) and ``assign_input`` ("X" or "profit"), and implement
@@ -42,6 +52,21 @@ class PolicyEstimator(BaseEstimator):
 
     policy_name: ClassVar[str] = ""
     assign_input: ClassVar[str] = "profit"
+    # The rule a saved policy of this baseline assigns new customers by (a name in policy/rules.py's RULES),
+    # or None: its policies are not saved. Every class that sets a policy_name must say which.
+    saved_rule: ClassVar[Optional[str]] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Registers a baseline class under its ``policy_name`` (``BASELINE_CLASSES``); TypeError when it
+        sets a policy_name without declaring ``saved_rule`` (a new baseline cannot be left out of saving
+        by forgetting: it says a rule or, with None, that its policies are not saved)."""
+        super().__init_subclass__(**kwargs)
+        if "policy_name" in cls.__dict__ and cls.policy_name:
+            if "saved_rule" not in cls.__dict__:
+                raise TypeError(f"{cls.__name__} sets policy_name={cls.policy_name!r} but declares no saved_rule: "
+                                "name the rule its saved policies assign new customers by (coarse_gpu.policy.rules: "
+                                f"{sorted(_rule_names())}) or None (its policies are not saved)")
+            BASELINE_CLASSES[cls.policy_name] = cls
 
     def fit(self, profit, candidates, X=None) -> "PolicyEstimator":  # pragma: no cover - abstract
         raise NotImplementedError

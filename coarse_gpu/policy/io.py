@@ -34,10 +34,12 @@ Assignment rules for new customers x (pi_hat = the saved model's estimated profi
                     principal components (if any), to the nearest centroid.
   tree              policy tree: the stored splits (feature index in the model matrix, threshold,
                     children) and each leaf's slot (``coarse_gpu.policy.tree.apply_tree``).
-The centroid and tree rules store the fitted state of the baseline's estimator (``rule_of``; the same
-arrays its ``assign`` uses), so a saved policy is never refitted and gives back the estimator's own
-segments. Methods with no rule here are not saved: ``deployable`` raises NotImplementedError and the run
-records ``policy_path: null``.
+The rules live in ``policy/rules.py`` (``RULES``): each says which fitted arrays of the baseline's
+estimator it stores (``rule_of``: the same arrays its ``assign`` uses), their shapes (checked on load) and
+how it assigns new customers, so a saved policy is never refitted and gives back the estimator's own
+segments, and this module holds no per-method code. A baseline's class names its rule (``saved_rule``);
+one that names None (full personalization) is not saved: ``deployable`` raises NotImplementedError and
+the run records ``policy_path: null``.
 predicted_profit = pi_hat(x, tau_segment), in the outcome's (profit) units.
 """
 from __future__ import annotations
@@ -58,8 +60,9 @@ import torch
 
 from coarse_gpu.data.file import DataSchemaError, FeatureSchema, RowTally
 from coarse_gpu.models.serialize import MODEL_CLASSES
-from coarse_gpu.policy.clustering import nearest_center
+from coarse_gpu.policy.estimator import BASELINE_CLASSES
 from coarse_gpu.policy.policy import Policy
+from coarse_gpu.policy.rules import RULES
 from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["FORMAT", "MAX_POLICY_JSON_BYTES", "MAX_WEIGHTS_BYTES", "MODEL_CLASSES", "DeployedPolicy",
@@ -67,7 +70,6 @@ __all__ = ["FORMAT", "MAX_POLICY_JSON_BYTES", "MAX_WEIGHTS_BYTES", "MODEL_CLASSE
            "rule_of", "save_policy"]
 
 FORMAT = "coarse_gpu.policy/1"
-RULES = ("argmax", "feature_centroid", "preference_centroid", "profile_centroid", "tree")
 #: Methods whose in-sample assignment is each customer's best of the K treatments.
 ARGMAX_METHODS = ("ot", "grid", "single_best")
 #: Rows per block when assigning (memory ~ rows x max(A, M) float64 whatever N is).
@@ -174,32 +176,15 @@ class DeployedPolicy:
         """(segment (N,) int64 in [0, K), predicted profit (N,) float64) for a model matrix X (N, p)."""
         X = np.asarray(X)
         n = X.shape[0]
+        if self.rule not in RULES:
+            raise PolicyFileError(f"unknown assignment rule {self.rule!r}; known: {list(RULES)}")
+        rule = RULES[self.rule]  # policy/rules.py: how this policy's baseline assigns new customers
         seg = np.empty(n, dtype=np.int64)
         prof = np.empty(n, dtype=np.float64)
         for s in range(0, n, chunk_rows):
             xb = X[s: s + chunk_rows]
             p_k = self.model.predict_profit(xb, self.treatments)  # (b, K)
-            if self.rule == "argmax":
-                lab = p_k.argmax(1)
-            elif self.rule == "feature_centroid":
-                z = (xb.astype(np.float64) - self.params["center"]) / self.params["scale"]
-                lab = nearest_center(z, self.params["centroids"])
-            elif self.rule == "profile_centroid":
-                z = (self.model.predict_profit(xb, self.params["candidates"]) - self.params["p_mean"]) / self.params["p_scale"]
-                if "components" in self.params:
-                    z = (z - self.params["pca_mean"]) @ self.params["components"].T
-                lab = nearest_center(z, self.params["centroids"])
-            elif self.rule == "tree":
-                from coarse_gpu.policy.tree import apply_tree
-
-                lab = apply_tree(xb, {key: self.params["tree_" + key]
-                                      for key in ("feature", "threshold", "left", "right", "leaf_slot")})
-            elif self.rule == "preference_centroid":
-                cand = self.params["candidates"]
-                best = self.model.predict_profit(xb, cand).argmax(1)
-                lab = nearest_center(cand[best] / self.params["pref_scale"], self.params["centroids"])
-            else:
-                raise PolicyFileError(f"unknown assignment rule {self.rule!r}; known: {list(RULES)}")
+            lab = rule.assign(self.model, xb, self.params, p_k)
             seg[s: s + chunk_rows] = lab
             prof[s: s + chunk_rows] = p_k[np.arange(lab.shape[0]), lab]
         return seg, prof
@@ -232,46 +217,37 @@ def feature_schema_of(data) -> FeatureSchema:
     return schema
 
 
-#: The methods whose saved rule is the state of the fitted estimator behind the policy (``policy.estimator``).
-ESTIMATOR_RULES = {"kmeans_features": "feature_centroid", "kmeans_preferences": "preference_centroid",
-                   "kmeans_profiles": "profile_centroid", "policy_tree": "tree", "ot_tree": "tree"}
-
-
 def rule_of(estimator) -> tuple[str, dict]:
-    """(rule, rule parameters) of a fitted baseline estimator, read from its fitted attributes: the saved
-    policy assigns new customers exactly as ``estimator.assign`` does, and nothing is refitted."""
-    method = estimator.policy_name
-    rule = ESTIMATOR_RULES[method]
-    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    if rule == "feature_centroid":
-        return rule, {"center": f64(estimator.center_), "scale": f64(estimator.scale_),
-                      "centroids": f64(estimator.centers_)}
-    if rule == "preference_centroid":
-        return rule, {"candidates": f64(estimator.candidates_), "pref_scale": f64(estimator.scale_),
-                      "centroids": f64(estimator.centers_)}
-    if rule == "profile_centroid":
-        params = {"candidates": f64(estimator.candidates_), "p_mean": f64(estimator.p_mean_),
-                  "p_scale": f64(estimator.p_scale_), "centroids": f64(estimator.centers_)}
-        if estimator.components_ is not None:
-            params.update(components=f64(estimator.components_), pca_mean=f64(estimator.pca_mean_))
-        return rule, params
-    return rule, {"tree_" + key: np.asarray(v, dtype=np.float64 if key == "threshold" else np.int64)
-                  for key, v in estimator.tree_.items()}
+    """(rule, rule parameters) of a fitted baseline estimator: the rule its class declares
+    (``saved_rule``, policy/rules.py) and the fitted arrays that rule stores, so the saved policy assigns
+    new customers exactly as ``estimator.assign`` does, and nothing is refitted."""
+    name = getattr(type(estimator), "saved_rule", None)
+    if name is None:
+        raise NotImplementedError(f"no assignment rule for new customers is defined for method "
+                                  f"{estimator.policy_name!r} ({type(estimator).__name__}.saved_rule is None)")
+    if name not in RULES:
+        raise ValueError(f"{type(estimator).__name__}.saved_rule={name!r} is not a registered rule "
+                         f"(coarse_gpu.policy.rules.register_rule); known: {list(RULES)}")
+    rule = RULES[name]
+    return name, (rule.state(estimator) if rule.state is not None else {})
 
 
 def deployable(policy: Policy, model, data, candidates: np.ndarray, X: Optional[np.ndarray] = None,
                profit=None, metrics: Optional[dict] = None) -> DeployedPolicy:
     """A DeployedPolicy from a pipeline Policy and the model that scores new customers.
 
-    ot, grid, single_best: the argmax rule. The baselines with a rule of their own (``ESTIMATOR_RULES``)
-    save the fitted state of the estimator that built the policy (``policy.estimator``, ``rule_of``):
-    k-means centers, standardization, principal components, tree. ``candidates`` (M, d) are those the
+    ot, grid, single_best: the argmax rule. A baseline whose estimator class declares a rule of its own
+    (``saved_rule``, policy/rules.py) saves the fitted state of the estimator that built the policy
+    (``policy.estimator``, ``rule_of``): k-means centers, standardization, principal components, tree. ``candidates`` (M, d) are those the
     policy was built on; X (N, p) and profit (N, M) are not read (nothing is refitted; they stay in the
     signature for existing callers).
     """
     method = policy.name
     params: dict = {}
-    if method in ESTIMATOR_RULES:
+    baseline = BASELINE_CLASSES.get(method)  # the estimator class that builds this method's policies
+    if method in ARGMAX_METHODS:
+        rule = "argmax"
+    elif baseline is not None and baseline.saved_rule is not None:
         est = policy.estimator
         if est is None or getattr(est, "policy_", None) is not policy:
             raise ValueError(f"policy '{method}' carries no fitted estimator (policy.estimator); build it with the "
@@ -280,11 +256,10 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: Optional[
         if "candidates" in params and params["candidates"].shape[0] != len(candidates):
             raise ValueError(f"policy '{method}' was fitted on {params['candidates'].shape[0]} candidates, "
                              f"not the {np.shape(candidates)[0]} given")
-    elif method in ARGMAX_METHODS:
-        rule = "argmax"
     else:
         raise NotImplementedError(f"no assignment rule for new customers is defined for method {method!r}; "
-                                  f"savable methods: {list(ARGMAX_METHODS) + list(ESTIMATOR_RULES)}")
+                                  f"savable: {list(ARGMAX_METHODS)} and the baselines whose estimator class "
+                                  "declares a saved_rule (coarse_gpu.policy.rules)")
     id_col = None
     if "feature_schema" in data.meta and data.meta.get("ids") is not None:
         id_col = data.meta.get("id_column")
@@ -438,26 +413,15 @@ def _trained_names(t: Optional[torch.Tensor], wpath: Path) -> Optional[list[str]
 #: columns; M (candidates), q (profile dimensions) and n (tree nodes) are bound by the first array that
 #: has them. "+" marks arrays that must be positive, "?" optional ones; centroid rows may be all NaN
 #: (empty segments) but not partly.
-RULE_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
-    "argmax": {},
-    "feature_centroid": {"center": ("p",), "scale+": ("p",), "centroids": ("K", "p")},
-    "preference_centroid": {"candidates": ("M", "d"), "pref_scale+": ("d",), "centroids": ("K", "d")},
-    "profile_centroid": {"candidates": ("M", "d"), "p_mean": ("M",), "p_scale+": ("M",), "components?": ("q", "M"),
-                         "pca_mean?": ("M",), "centroids": ("K", "q")},
-    "tree": {"tree_feature": ("n",), "tree_threshold": ("n",), "tree_left": ("n",), "tree_right": ("n",),
-             "tree_leaf_slot": ("n",)},
-}
-
-
 def _rule_params(rule: str, raw: Any, K: int, d: int, p: int, where: str) -> dict[str, np.ndarray]:
-    """Parse and shape-check the rule's arrays (RULE_PARAMS); PolicyFileError naming the first bad one."""
+    """Parse and shape-check the rule's arrays (``AssignRule.params``); PolicyFileError naming the first bad one."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise PolicyFileError(f"{where}: 'rule_params' must be an object, got {type(raw).__name__}")
     dims = {"K": K, "d": d, "p": p}
     out: dict[str, np.ndarray] = {}
-    for spec, shape in RULE_PARAMS[rule].items():
+    for spec, shape in RULES[rule].params.items():
         name = spec.rstrip("+?")
         if name not in raw:
             if spec.endswith("?") and not (name == "components" and "pca_mean" in raw):
@@ -478,24 +442,10 @@ def _rule_params(rule: str, raw: Any, K: int, d: int, p: int, where: str) -> dic
         elif not np.all(np.isfinite(a)) or (spec.endswith("+") and not np.all(a > 0)):
             raise PolicyFileError(f"{where}: rule_params.{name} must be finite{' and positive' if spec.endswith('+') else ''}")
         out[name] = a
-    if rule == "tree":
-        _check_tree(out, K, p, where)
+    problem = RULES[rule].check(out, K, p) if RULES[rule].check is not None else None
+    if problem is not None:
+        raise PolicyFileError(f"{where}: {problem}")
     return out
-
-
-def _check_tree(t: dict[str, np.ndarray], K: int, p: int, where: str) -> None:
-    """Integral node arrays: inner nodes split a model-matrix column in [0, p) and point at nodes; leaves
-    (left == right == -1) name a slot in [0, K)."""
-    n = t["tree_feature"].shape[0]
-    ints = {k: v for k, v in t.items() if k != "tree_threshold"}
-    if n == 0 or any(np.any(v != np.round(v)) for v in ints.values()):
-        raise PolicyFileError(f"{where}: the tree's node arrays must be non-empty and integral")
-    left, right, feat, slot = (t[k].astype(np.int64) for k in ("tree_left", "tree_right", "tree_feature", "tree_leaf_slot"))
-    leaf = left < 0
-    if (np.any(leaf != (right < 0)) or np.any(left >= n) or np.any(right >= n) or np.any((left < -1) | (right < -1))
-            or np.any((feat[~leaf] < 0) | (feat[~leaf] >= p)) or np.any((slot[leaf] < 0) | (slot[leaf] >= K))):
-        raise PolicyFileError(f"{where}: the tree is malformed (children in [-1, {n}), split features in [0, {p}), "
-                              f"leaf slots in [0, {K}))")
 
 
 def _check_fitted_names(meta: dict, tensors: dict[str, torch.Tensor], pj: Path) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from coarse_gpu.policy.clustering import MAX_FIT_ROWS, sample_rows
 from coarse_gpu.policy.estimator import PolicyEstimator
 from coarse_gpu.policy.policy import Policy
-from coarse_gpu.policy.tree import check_tree_inputs, apply_tree
+from coarse_gpu.policy.tree import apply_tree, check_tree_inputs
 
 VARIANTS = ("distill", "policy")
 
@@ -72,6 +72,7 @@ class OTTree(PolicyEstimator):
     """
 
     policy_name = "ot_tree"
+    saved_rule = "tree"
     assign_input = "X"
 
     def __init__(self, *, k: int = 5, variant: str = "distill", depth: Optional[int] = None,
@@ -151,10 +152,10 @@ def _arrays(tr, leaf_slot: np.ndarray) -> dict:
             return
         collapse(left[node])
         collapse(right[node])
-        l, r = left[node], right[node]
-        if left[l] < 0 and left[r] < 0 and slot[l] == slot[r]:
+        lc, rc = left[node], right[node]
+        if left[lc] < 0 and left[rc] < 0 and slot[lc] == slot[rc]:
             left[node] = right[node] = -1
-            feature[node], threshold[node], slot[node] = -2, -2.0, slot[l]
+            feature[node], threshold[node], slot[node] = -2, -2.0, slot[lc]
 
     collapse(0)
     return {"feature": feature.tolist(), "threshold": threshold.tolist(), "left": left.tolist(),

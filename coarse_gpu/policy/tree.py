@@ -52,6 +52,7 @@ class PolicyTree(PolicyEstimator):
     """
 
     policy_name = "policy_tree"
+    saved_rule = "tree"
     assign_input = "X"
 
     def __init__(self, *, k: int = 5, seed: int = 0, min_samples_leaf: int = 50, max_columns: int = 256,
