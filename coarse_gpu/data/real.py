@@ -49,28 +49,34 @@ def _need(package: str, extra: str = "real"):
 # ---------------------------------------------------------------------------------------------
 # Thornton HIV incentives
 # ---------------------------------------------------------------------------------------------
-def thornton_frame(incentive_step: float = 0.5) -> pd.DataFrame:
-    """The Thornton table (analysis rows) with the rounded ``incentive`` treatment column added."""
+def thornton_frame(incentive_step: Optional[float] = 0.5) -> pd.DataFrame:
+    """The Thornton table (analysis rows) with the ``incentive`` treatment column added: ``tinc`` rounded to
+    ``incentive_step``, or the raw ``tinc`` (its randomized values, each an arm) when None."""
     _need("causaldata")
     from causaldata import thornton_hiv
 
     raw = thornton_hiv.load_pandas().data
     df = raw.dropna(subset=["tinc", "got", "distvct", "age", "hiv2004"]).reset_index(drop=True)
-    if not incentive_step > 0:
-        raise ValueError(f"data.incentive_step must be > 0, got {incentive_step}")
-    df["incentive"] = np.round(df["tinc"].to_numpy(dtype=np.float64) / incentive_step) * incentive_step
+    tinc = df["tinc"].to_numpy(dtype=np.float64)
+    if incentive_step is None:
+        df["incentive"] = tinc
+    elif not incentive_step > 0:
+        raise ValueError(f"data.incentive_step must be > 0 or null (the raw incentive), got {incentive_step}")
+    else:
+        df["incentive"] = np.round(tinc / incentive_step) * incentive_step
     df["person"] = np.arange(len(df))
     return df
 
 
 def load_thornton(cfg: Mapping[str, Any]) -> ExperimentData:
     """ExperimentData of the Thornton experiment (see the module docstring); ``cfg`` = the data config."""
-    step = float(cfg.get("incentive_step", 0.5))
+    step = cfg.get("incentive_step", 0.5)
+    step = None if step is None else float(step)
     value = float(cfg.get("value_of_result", 2.0))
     df = thornton_frame(step)
     spec = FileSpec(features=["distvct", "age", "hiv2004"], treatment=["incentive"], outcome="got",
                     id="person", outcome_scale=value, treatment_cost=[1.0],
-                    min_per_arm=int(cfg.get("min_per_arm", 10)))
+                    min_per_arm=int(cfg.get("min_per_arm", 10)), continuous_dose=False)
     data = experiment_from_frame(df, spec, source="causaldata.thornton_hiv")
     data.meta["source"] = "thornton (causaldata.thornton_hiv)"
     return data

@@ -213,16 +213,18 @@ def _selection_lines(results: Mapping[str, Any]) -> list[str]:
     cands = sel.get("candidates") or {}
     if not cands:
         return []
-    out = [f"Step 1 model: {sel.get('winner')} (decision loss on out-of-fold estimates, {sel.get('n_folds')} folds; "
-           "lower is better; DR value of each candidate's per-customer argmax policy)"]
+    what = sel.get("criterion_text") or ("decision loss on out-of-fold estimates, {n} folds; lower is better; DR "
+                                          "value of each candidate's per-customer argmax policy")
+    out = [f"Step 1 model: {sel.get('winner')} ({what.format(n=sel.get('n_folds'))})"]
     width = max(len(c) for c in cands) + 2
     for c, r in sorted(cands.items(), key=lambda kv: kv[1]["decision_loss"]):
         mark = " <- chosen" if c == sel.get("winner") else ""
         if c != sel.get("winner") and c == sel.get("best_by_loss"):
             mark = " <- lowest loss"
+        value = "" if r.get("policy_value") is None else \
+            f"   argmax value {r['policy_value']:.4f} (se {r['policy_value_se']:.2g})"
         out.append(f"  {c:<{width}} loss {r['decision_loss']:.5g} (se {r['se']:.2g}, vs chosen "
-                   f"{r['se_diff_vs_winner']:.2g})   argmax value {r['policy_value']:.4f} "
-                   f"(se {r['policy_value_se']:.2g}){mark}")
+                   f"{r['se_diff_vs_winner']:.2g}){value}{mark}")
     if sel.get("rule"):
         best = sel.get("best_by_loss")
         why = (f"{sel['winner']} is within one standard error of the lowest loss ({best}): nothing to personalize"
