@@ -6,7 +6,10 @@
       treatment   ``incentive`` = the randomized total incentive ``tinc`` rounded to the nearest
                   ``incentive_step`` (default 0.5: arms 0, 0.5, ..., 3.0). The raw ``tinc`` takes 27
                   values, some held by 2 people; a per-arm model needs several people per arm, and
-                  rounding a randomized amount keeps it randomized.
+                  rounding a randomized amount keeps it randomized. ``incentive_step=null``: the raw
+                  ``tinc`` as a continuously randomized dose (no arms: the dose learners, candidates
+                  over the observed amounts, the kernel-smoothed DR value with an estimated density;
+                  coarse_gpu.experiment.dose).
       outcome     ``got`` (1 = went to learn the result); profit = value_of_result * got - incentive
                   (the program's net value, in the incentive's units; ``value_of_result`` defaults to 2).
       features    ``distvct`` (distance to the results centre, km), ``age``, ``hiv2004`` (test result).
@@ -76,7 +79,9 @@ def load_thornton(cfg: Mapping[str, Any]) -> ExperimentData:
     df = thornton_frame(step)
     spec = FileSpec(features=["distvct", "age", "hiv2004"], treatment=["incentive"], outcome="got",
                     id="person", outcome_scale=value, treatment_cost=[1.0],
-                    min_per_arm=int(cfg.get("min_per_arm", 10)), continuous_dose=False)
+                    min_per_arm=int(cfg.get("min_per_arm", 10)),
+                    # the raw incentive: 27 values, some held by 2 people: a dose (kernel DR), not 27 arms
+                    continuous_dose=step is None)
     data = experiment_from_frame(df, spec, source="causaldata.thornton_hiv")
     data.meta["source"] = "thornton (causaldata.thornton_hiv)"
     return data
