@@ -199,7 +199,9 @@ class CoarsePersonalizer(BaseEstimator):
     treatments_labelled_ (K lists: the treatments in the user's labels and types), assignment_ (N,) of the training rows (from their
     out-of-fold estimates), effective_k_ (segments with at least one training row; a warning when
     below k), candidates_ (M, d), policy_ (the DeployedPolicy that assigns new customers), model_
-    (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_.
+    (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_, continuous_dose_
+    (True when every row got her own dose, detected as ``data=file`` does: no arms, the dose learners only,
+    candidates over the observed doses; docs/data.md "Continuously randomized doses").
     """
 
     def __init__(self, *, k: int = 5, model: str = "auto", discretizer: str = "sinkhorn",
