@@ -59,6 +59,18 @@ def test_arm_learners_are_refused_and_auto_keeps_the_dose_learners():
         dose_model_names({"name": "auto", "candidates": ["gb_t"]})
 
 
+def test_auto_hands_the_keys_the_user_set_to_its_dose_learners():
+    from coarse_gpu.experiment.composed import model_config
+    from coarse_gpu.experiment.dose import _config_of
+
+    auto = model_config("auto")
+    auto.max_iter, auto.n_folds = 7, 3
+    gb = _config_of("gb_s", auto, True)
+    assert (gb.name, gb.max_iter, gb.n_folds) == ("gb_s", 7, 3)
+    dl = _config_of("dose_logit", auto, True)
+    assert dl.name == "dose_logit" and list(dl.transforms) == list(model_config("dose_logit").transforms)
+
+
 def test_gbs_dose_predicts_at_any_dose_and_row_wise_equals_the_diagonal():
     d = DoseSimulator(n_customers=600, seed=1).sample()
     m = GBSDose(max_iter=20).fit(d.X, d.treatment, d.outcome)

@@ -123,16 +123,20 @@ def check_dose_model(model_cfg, data: ExperimentData) -> None:
         raise ConfigValueError([str(err)]) from None
 
 
-def _config_of(name: str, model_cfg, dropped_auto: bool) -> DictConfig:
-    """The model config of one dose learner: the run's own, or (model=auto) that learner's YAML with the
-    run's n_folds / checkpoint / seed settings."""
-    if not dropped_auto and model_cfg.get("name") == name:
+def _config_of(name: str, model_cfg, auto: bool) -> DictConfig:
+    """The model config of one dose learner: the run's own, or (model=auto) that learner's YAML with every
+    key the run set away from the schema's default (n_folds, max_epochs, max_iter, ...), as model=auto
+    hands its keys to its candidates."""
+    if not auto:
         return model_cfg
     from coarse_gpu.experiment.composed import model_config
 
+    base = model_config("auto")  # what model=auto sets by itself (candidates, blend) is not the user's
     cfg = model_config(name)
-    for key in ("n_folds", "checkpoint", "batched"):
-        if model_cfg.get(key) is not None and key in cfg:
+    for key in model_cfg:
+        if key in ("name", "_target_", "candidates", "blend") or key not in cfg:
+            continue
+        if model_cfg.get(key) != base.get(key):
             cfg[key] = model_cfg.get(key)
     return cfg
 
