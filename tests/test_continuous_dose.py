@@ -149,3 +149,29 @@ def test_the_api_fits_a_dose_and_its_treatments_lie_in_the_observed_range(tmp_pa
     np.testing.assert_array_equal(back.assign(new), seg)
     with pytest.raises(ValueError, match="continuously randomized dose"):
         cp.evaluate(new, dose_frame(200, 4).discount, dose_frame(200, 4).profit)
+
+
+def test_held_out_scoring_and_a_density_column_feed_the_kernel_dr():
+    """data.eval_fraction > 0: the fitted ensemble scores the held-out customers at their own doses; a
+    data.propensity column on a dose is the density f(t|x) (any positive number) and is used as given."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from coarse_gpu.experiment.dose import DoseScorer, personalize_dose
+    from coarse_gpu.policy import Policy
+
+    df = dose_frame(1200, 5).assign(f=2.0)  # the simulator's uniform design on [0, 0.5]: f = 2
+    data = experiment_from_frame(df, _spec(propensity="f"))
+    assert data.meta["density_column"] and np.all(data.propensity == 2.0)
+    train, scored = data.split((0.7, 0.3), seed=0)
+    cfg = OmegaConf.create({"name": "gb_s", "n_folds": 2, "max_iter": 15, "checkpoint": False})
+    model, est, sel = personalize_dose(cfg, train, scored, False, torch.device("cpu"), 0, False)
+    want = np.mean([m.predict_at(scored.X, scored.treatment) for m in model.members()], axis=0)
+    np.testing.assert_allclose(est.mu_observed, want)
+    assert est.mu_arms.shape == (len(scored), 0) and est.source == "held-out"
+    scorer = DoseScorer(scored, est.mu_observed)
+    assert scorer.source == "density column" and np.all(scorer.f_observed == 2.0)
+    tau = 0.2
+    s = scorer.scores(Policy("one", np.array([[tau]]), np.zeros(len(scored), dtype=np.int64)),
+                      est.profit_at(np.array([[tau]]))[:, 0])
+    assert s.shape == (len(scored),) and np.isfinite(s).all()

@@ -82,7 +82,7 @@ class Evaluator:
         self.dr_full: Optional[float] = None
         # a continuously randomized dose: the kernel-smoothed DR replaces the arms-based AIPW
         self.dose = None
-        if test.meta.get("continuous_dose"):
+        if (getattr(test, "meta", None) or {}).get("continuous_dose"):
             from coarse_gpu.experiment.dose import DoseScorer
 
             self.dose = DoseScorer(test, estimates.mu_observed,
