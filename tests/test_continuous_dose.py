@@ -51,7 +51,9 @@ def test_a_dose_column_is_detected_and_has_no_arms_and_a_declared_false_names_th
 
 def test_arm_learners_are_refused_and_auto_keeps_the_dose_learners():
     with pytest.raises(ValueError, match="model=tarnet needs experimental arms"):
-        dose_model_names({"name": "tarnet"})
+        dose_model_names({"name": "tarnet", "_target_": "coarse_gpu.models.TARNet"})
+    with pytest.raises(ValueError, match="model=mine .*only the built-in dose learners"):
+        dose_model_names({"name": "mine", "_target_": "my.Model"})
     assert dose_model_names({"name": "auto", "candidates": None}) == (
         ["dose_logit", "gb_s"], ["tarnet", "gb_t", "arm_means", "twopart_gb_s"])
     assert dose_model_names({"name": "auto", "candidates": ["gb_t", "dose_vc"]}) == (["dose_vc"], ["gb_t"])

@@ -90,11 +90,11 @@ def dose_model_names(model_cfg) -> tuple[list[str], list[str]]:
     """(the dose learners step 1 fits, the arm-only candidates of model=auto left out); a ValueError naming
     model= for an arm-only learner or an auto list without a dose learner."""
     name = model_cfg.get("name")
-    if model_cfg.get("_target_") and name not in DOSE_MODELS + ("auto",):
-        raise ValueError(f"model._target_={model_cfg.get('_target_')!r} on a continuously randomized dose: only the "
-                         f"built-in dose learners {list(DOSE_MODELS)} fit raw doses")
     if name in DOSE_MODELS:
         return [name], []
+    if name not in ARMS_ONLY_MODELS + ("auto",):
+        raise ValueError(f"model={name} (model._target_={model_cfg.get('_target_')!r}) on a continuously randomized "
+                         f"dose: only the built-in dose learners {list(DOSE_MODELS)} fit raw doses")
     if name != "auto":
         raise ValueError(f"model={name} needs experimental arms (one head or regressor per arm), but every customer "
                          f"received her own dose (a continuously randomized dose): use model=auto or one of "
