@@ -199,7 +199,9 @@ class CoarsePersonalizer(BaseEstimator):
     treatments_labelled_ (K lists: the treatments in the user's labels and types), assignment_ (N,) of the training rows (from their
     out-of-fold estimates), effective_k_ (segments with at least one training row; a warning when
     below k), candidates_ (M, d), policy_ (the DeployedPolicy that assigns new customers), model_
-    (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_.
+    (step 1's ensemble), model_selection_ (dict), treatment_names_, feature_names_in_, continuous_dose_
+    (True when every row got her own dose, detected as ``data=file`` does: no arms, the dose learners only,
+    candidates over the observed doses; docs/data.md "Continuously randomized doses").
     """
 
     def __init__(self, *, k: int = 5, model: str = "auto", discretizer: str = "sinkhorn",
@@ -381,6 +383,7 @@ class CoarsePersonalizer(BaseEstimator):
         from omegaconf import OmegaConf
 
         from coarse_gpu.discretize.exact import share_counts
+        from coarse_gpu.experiment.dose import check_dose_model, dose_space, is_continuous_dose
         from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
         from coarse_gpu.experiment.methods import ot_policy
         from coarse_gpu.experiment.personalize import personalize
@@ -400,6 +403,10 @@ class CoarsePersonalizer(BaseEstimator):
         # categorical dimension keeps its observed values, unseen combinations are not offered
         refine_int = bool(run_cfg.discretizer.get("refine_integer_dims", False))
         data = resolve_kinds(data, refine_integer_dims=refine_int)
+        self.continuous_dose_ = is_continuous_dose(data)
+        if self.continuous_dose_:  # every row its own dose: the dose learners, candidates over the doses seen
+            data = dose_space(data)
+            check_dose_model(model_cfg, data)
         candidates = candidate_treatments(
             data, OmegaConf.create({"candidate_points": None,
                                     "allow_unseen_combinations": bool(self.allow_unseen_combinations)}),
@@ -533,6 +540,10 @@ class CoarsePersonalizer(BaseEstimator):
         self._check_fitted()
         self._check_eval_args(n_boot, ci_level)
         self._policy_in_range()
+        if getattr(self, "continuous_dose_", False):
+            raise ValueError("evaluate: the policy was fitted on a continuously randomized dose (no arms), whose value "
+                             "is the kernel-smoothed DR of the main job (coarse-gpu data=file ...: results.json's "
+                             "dr_value); the arms-based evaluate does not apply")
         X_m, arm, y_f, e = self._eval_rows(X, treatment, y, propensity)
         arms = self._arms()
         seg, mu_pol = self.policy_.assign_matrix(X_m)  # segments and the profit at their treatment

@@ -301,3 +301,33 @@ def test_the_treatments_figure_labels_a_categorical_axis_and_a_discrete_one_by_t
     assert list(ax.get_yticks()) == [0, 1, 2]
     assert list(ax.get_xticks()) == [0.0, 1.0] and [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_treatments_figure_shows_a_categorical_dimension_as_one_panel_per_label(dims, tmp_path, monkeypatch):
+    from coarse_gpu.experiment import report
+
+    labels = ["bold", "calm", "retro"]
+    kinds = [{"name": "depth", "kind": "continuous"}] + ([{"name": "lever", "kind": "discrete"}] if dims == 3 else []) \
+        + [{"name": "creative", "kind": "categorical", "labels": labels}]
+    treatments = [[0.1, 1.0, 0.0], [0.25, 0.0, 2.0], [0.05, 1.0, 2.0]] if dims == 3 else [[0.1, 0.0], [0.25, 2.0]]
+    results = {"treatment_names": [r["name"] for r in kinds], "treatment_kinds": kinds,
+               "arms": [list(t) for t in treatments],
+               "methods": {"ot": {"3": {"treatments": treatments, "segment_sizes": [5, 3, 2][:len(treatments)]}}}}
+    seen = {}
+
+    def capture(fig, path):
+        seen["titles"] = [a.get_title() for a in fig.axes]
+        seen["xticks"] = [[t.get_text() for t in a.get_xticklabels()] for a in fig.axes]
+        seen["offsets"] = [np.vstack([c.get_offsets() for c in a.collections if len(c.get_offsets())] or
+                                     [np.empty((0, 2))]) for a in fig.axes]
+        return Path(path)
+
+    monkeypatch.setattr(report, "_save_figure", capture)
+    assert report.plot_treatments(results, tmp_path / "t.png", 3) is not None
+    assert seen["titles"] == [f"creative = {lab}" for lab in labels]
+    # every treatment is drawn in the panel of its own label, at its depth (never at a creative code)
+    for p, offsets in enumerate(seen["offsets"]):
+        want = sorted(t[0] for t in treatments if t[-1] == p)
+        assert sorted(offsets[:, 0].round(6).tolist()) == pytest.approx(want if dims == 2 else
+                                                                         sorted(want + want))  # arms + ot

@@ -118,6 +118,14 @@ class FileSpec:
     margin: Optional[str] = None
     cost_per_response: Optional[str] = None
     cost_per_customer: Optional[str] = None
+    #: a continuously randomized dose (every customer her own dose, no arms): None = detect it (every
+    #: treatment dimension continuous and at least DOSE_DISTINCT_SHARE of the rows distinct), True /
+    #: False = declared. A dose experiment skips the per-arm checks (min_per_arm) and is evaluated by
+    #: the kernel-smoothed DR (coarse_gpu.evaluate.kernel_dr); ``propensity`` is then the density f(t|x).
+    continuous_dose: Optional[bool] = None
+    #: "uniform": the doses were drawn uniformly on [treatment_low, treatment_high] (the observed range
+    #: when not given), a known generalized propensity score; None: estimated (coarse_gpu.evaluate.gps)
+    dose_design: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "FileSpec":
@@ -140,6 +148,8 @@ class FileSpec:
             treatment_cost=lst(cfg.get("treatment_cost")),
             treatment_kinds={str(k): v for k, v in (cfg.get("treatment_kinds") or {}).items()},
             allow_unseen_combinations=bool(cfg.get("allow_unseen_combinations", False)),
+            continuous_dose=cfg.get("continuous_dose"),
+            dose_design=cfg.get("dose_design"),
             **{k: (None if cfg.get(k) is None else str(cfg.get(k))) for k in STRUCTURE_KEYS},
         )
 
@@ -175,6 +185,14 @@ class FileSpec:
         out += self.kind_problems()
         if self.min_per_arm < 1:
             out.append(f"data.min_per_arm must be >= 1, got {self.min_per_arm}")
+        if self.continuous_dose not in (None, True, False):
+            out.append(f"data.continuous_dose must be true, false or null (detect), got {self.continuous_dose!r}")
+        if self.dose_design not in (None, "uniform"):
+            out.append(f"data.dose_design must be 'uniform' (doses drawn uniformly on [data.treatment_low, "
+                       f"data.treatment_high]) or null (density estimated), got {self.dose_design!r}")
+        elif self.dose_design is not None and self.continuous_dose is False:
+            out.append("data.dose_design is set but data.continuous_dose=false: a dose design describes a "
+                       "continuously randomized dose; drop one of them")
         if not np.isfinite(self.outcome_scale) or self.outcome_scale == 0:
             out.append(f"data.outcome_scale must be a finite nonzero number, got {self.outcome_scale}")
         return out
@@ -428,18 +446,21 @@ def check_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the data") -> l
                         "there is no outcome variation, so every policy would look equally good; check data.outcome")
         y = None
     p = None
+    dose = continuous_dose(df, spec, usable, problems)
     if usable(spec.propensity):
         p = _check_numeric(df[spec.propensity], spec.propensity, "propensity", problems)
         if p is not None:
-            out = (p <= 0) | (p > 1)
+            # a dose's propensity is the density f(t | x) (1 / treatment units): any positive number
+            out = (p <= 0) | (p > 1) if not dose else ~(p > 0)
             if out.any():
-                problems.append(f"propensity column '{spec.propensity}': {int(out.sum())} row(s) outside (0, 1] "
+                problems.append(f"propensity column '{spec.propensity}': {int(out.sum())} row(s) outside "
+                                f"{'(0, 1]' if not dose else '(0, inf) (a density f(t|x) for a continuous dose)'} "
                                 f"({_example(df[spec.propensity], out)})")
                 p = None
     if usable(spec.id):
         _check_ids(df[spec.id], spec.id, problems)
-    arms = _check_treatments(df, spec, usable, problems)
-    if arms is not None:
+    arms = _check_treatments(df, spec, usable, problems, dose)
+    if arms is not None and not dose:
         arm_values, arm = arms
         if y is not None and spec.outcome:
             _check_outcome_by_arm(y, arm, spec, warnings)
@@ -599,9 +620,10 @@ def _check_categorical_treatment(s: pd.Series, j: int, c: str, spec: FileSpec,
     return codes
 
 
-def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
-                      problems: list[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Treatment values, declared range and arms; returns (arms (A, d), arm index (N,)) when usable."""
+def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable, problems: list[str],
+                      dose: bool = False) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Treatment values, declared range and arms; returns (arms (A, d), arm index (N,)) when usable.
+    ``dose``: a continuously randomized dose, which has no arms: data.min_per_arm is not checked."""
     n = int(df.shape[0])
     tvals = {}
     kinds = treatment_kind_list(df, spec)
@@ -632,7 +654,8 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
             if out.any():
                 problems.append(f"treatment column '{c}': {int(out.sum())} row(s) outside the declared range "
                                 f"[{lo}, {hi}] (data.treatment_low/high) ({_example(df[c], out)})")
-        _check_declared_beyond_arms(v, j, c, spec, problems)
+        if not (dose and spec.dose_design):  # a design's support may reach a little beyond the draws
+            _check_declared_beyond_arms(v, j, c, spec, problems)
     if not spec.treatment or len(tvals) != len(spec.treatment):
         return None
     T = np.stack([tvals[c] for c in spec.treatment], axis=1)
@@ -645,14 +668,49 @@ def _check_treatments(df: pd.DataFrame, spec: FileSpec, usable,
         if np.unique(arms[:, j]).size < 2:
             problems.append(f"treatment column '{c}' is constant (value {float(arms[0, j])!r} in all {n} rows); "
                             "drop it from data.treatment")
-    few = np.flatnonzero(counts < spec.min_per_arm)
+    few = np.flatnonzero(counts < spec.min_per_arm) if not dose else np.empty(0, dtype=np.int64)
     if few.size:
         i = few[np.argmin(counts[few])]
+        hint = "" if any(k != "continuous" for k in kinds) else \
+            ("; or, if every customer got her own randomly drawn dose, declare data.continuous_dose=true (no arms: "
+             "dose-response learners and the kernel DR value)")
         problems.append(
             f"{few.size} of the {arms.shape[0]} treatment arms have fewer than data.min_per_arm="
             f"{spec.min_per_arm} customers, e.g. arm {_fmt_arm(spec.treatment, arms[i], labels)} with "
-            f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data")
+            f"{int(counts[i])} row(s); merge arms (round the treatment) or collect more data{hint}")
     return arms, arm.reshape(-1).astype(np.int64)
+
+
+#: Share of the rows whose treatment rows must be distinct for a numeric treatment to be detected as a
+#: continuously randomized dose (``FileSpec.continuous_dose=None``): an arms-based experiment repeats
+#: each arm many times (10 arms over 1,000 rows: 1 %), a dose drawn from a density almost never repeats.
+DOSE_DISTINCT_SHARE = 0.5
+#: Fewest rows for the detection (a handful of rows are all distinct whatever the design).
+DOSE_MIN_ROWS = 40
+
+
+def continuous_dose(df: pd.DataFrame, spec: FileSpec, usable=None, problems: Optional[list] = None) -> bool:
+    """Whether the treatment is a continuously randomized dose: declared (``spec.continuous_dose``), or
+    detected when it is null: every treatment dimension continuous (not declared discrete or categorical,
+    not text) and at least ``DOSE_DISTINCT_SHARE`` of the rows (and DOSE_MIN_ROWS of them) distinct.
+    A declared dose with a discrete or categorical dimension is a problem (appended to ``problems``)."""
+    usable = usable or (lambda c: bool(c) and c in df.columns)
+    if spec.continuous_dose is False or not spec.treatment or not all(usable(c) for c in spec.treatment):
+        return False
+    kinds = treatment_kind_list(df, spec)
+    fixed = [c for c, k in zip(spec.treatment, kinds) if k != "continuous"]
+    if spec.continuous_dose:
+        if fixed and problems is not None:
+            problems.append(f"data.continuous_dose=true, but treatment column(s) {fixed} are discrete or categorical "
+                            "(data.treatment_kinds, or text): a continuously randomized dose is numeric in every "
+                            "dimension")
+        return not fixed
+    if fixed or df.shape[0] < DOSE_MIN_ROWS:
+        return False
+    T = df[spec.treatment].apply(pd.to_numeric, errors="coerce")
+    if T.isna().any().any():
+        return False  # the numeric checks name the bad rows
+    return len(T.drop_duplicates()) >= DOSE_DISTINCT_SHARE * df.shape[0]
 
 
 def _check_declared_beyond_arms(v: np.ndarray, j: int, c: str, spec: FileSpec, problems: list[str]) -> None:
@@ -993,12 +1051,13 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         feats = pd.concat([feats, df[extra].astype(str)], axis=1)
     kinds = treatment_kind_list(df, spec)
     T, labels = _treatment_matrix(df, spec, kinds)
+    dose = continuous_dose(df, spec)
     arms, arm, counts = np.unique(T, axis=0, return_inverse=True, return_counts=True)
     arm = arm.reshape(-1).astype(np.int64)
     n = T.shape[0]
     d = T.shape[1]
-    low = [float(v) for v in spec.treatment_low] if spec.treatment_low is not None else arms.min(0).tolist()
-    high = [float(v) for v in spec.treatment_high] if spec.treatment_high is not None else arms.max(0).tolist()
+    low = [float(v) for v in spec.treatment_low] if spec.treatment_low is not None else T.min(0).tolist()
+    high = [float(v) for v in spec.treatment_high] if spec.treatment_high is not None else T.max(0).tolist()
     control = list(spec.control) if spec.control is not None else T.min(0).tolist()
     for j, lab in enumerate(labels):
         if lab is not None:  # a categorical dimension lives on its codes 0..L-1; its control is a label
@@ -1019,12 +1078,18 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
         y = accounting.profit(response, value, T)
     if spec.propensity:
         prop = pd.to_numeric(df[spec.propensity]).to_numpy(dtype=np.float64)
-        rule = f"column '{spec.propensity}'"
+        rule = f"column '{spec.propensity}'" + (" (the density f(t|x) of the received dose)" if dose else "")
+    elif dose:
+        prop = np.full(n, np.nan)  # the density is the design's or estimated (coarse_gpu.experiment.dose)
+        rule = ("uniform design on [data.treatment_low, data.treatment_high]" if spec.dose_design else
+                "estimated conditional density f(t|x) (coarse_gpu.evaluate.gps.BinnedDoseDensity)")
     else:
         prop = (counts / n)[arm]
         rule = "empirical arm frequency n_a / N (completely randomized experiment)"
     meta = {"source": source, "feature_schema": schema.to_dict(), "propensity_rule": rule,
             "profit_formula": _profit_formula(spec), "warnings": list(warnings)}
+    if dose:
+        arms, arm = _dose_fields(T, spec, low, high, meta)
     if spec.treatment_cost is not None:
         # the per-customer cost of treatment t that the profit formula charges (sum_j cost_j t_j):
         # what a discretizer.budget bounds (coarse_gpu.experiment.methods.constraints_from_config)
@@ -1042,6 +1107,21 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
     return ExperimentData(features=feats, X=X, feature_names=schema.names, treatment=T, arm=arm, arms=arms,
                           outcome=y, propensity=prop, space=space, truth=None, meta=meta,
                           response=response, value=value, accounting=accounting)
+
+
+def _dose_fields(T: np.ndarray, spec: FileSpec, low: list, high: list, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A continuously randomized dose has no arms (coarse_gpu.data.dose_simulator explains the choice):
+    empty (0, d) arms, arm -1 for every row; ``meta`` says so and holds the declared design, if any."""
+    from coarse_gpu.data.dose_design import UniformDoseDesign
+
+    meta.update({"continuous_dose": True, "propensity_kind": "density",
+                 "density_column": bool(spec.propensity)})
+    if spec.dose_design == "uniform":
+        meta["dose_design"] = UniformDoseDesign(tuple(low), tuple(high)).to_meta()
+    _log.info("treatment %s: %d distinct doses in %d rows, a continuously randomized dose (%s): no arms, "
+              "dose-response learners, kernel-DR evaluation", spec.treatment, len(np.unique(T, axis=0)), T.shape[0],
+              "declared" if spec.continuous_dose else "detected; data.continuous_dose=false refuses it")
+    return np.empty((0, T.shape[1])), np.full(T.shape[0], -1, dtype=np.int64)
 
 
 def _treatment_matrix(df: pd.DataFrame, spec: FileSpec, kinds: list[str]) -> tuple[np.ndarray, list]:

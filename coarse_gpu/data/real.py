@@ -6,7 +6,10 @@
       treatment   ``incentive`` = the randomized total incentive ``tinc`` rounded to the nearest
                   ``incentive_step`` (default 0.5: arms 0, 0.5, ..., 3.0). The raw ``tinc`` takes 27
                   values, some held by 2 people; a per-arm model needs several people per arm, and
-                  rounding a randomized amount keeps it randomized.
+                  rounding a randomized amount keeps it randomized. ``incentive_step=null``: the raw
+                  ``tinc`` as a continuously randomized dose (no arms: the dose learners, candidates
+                  over the observed amounts, the kernel-smoothed DR value with an estimated density;
+                  coarse_gpu.experiment.dose).
       outcome     ``got`` (1 = went to learn the result); profit = value_of_result * got - incentive
                   (the program's net value, in the incentive's units; ``value_of_result`` defaults to 2).
       features    ``distvct`` (distance to the results centre, km), ``age``, ``hiv2004`` (test result).
@@ -49,28 +52,36 @@ def _need(package: str, extra: str = "real"):
 # ---------------------------------------------------------------------------------------------
 # Thornton HIV incentives
 # ---------------------------------------------------------------------------------------------
-def thornton_frame(incentive_step: float = 0.5) -> pd.DataFrame:
-    """The Thornton table (analysis rows) with the rounded ``incentive`` treatment column added."""
+def thornton_frame(incentive_step: Optional[float] = 0.5) -> pd.DataFrame:
+    """The Thornton table (analysis rows) with the ``incentive`` treatment column added: ``tinc`` rounded to
+    ``incentive_step``, or the raw ``tinc`` (its randomized values, each an arm) when None."""
     _need("causaldata")
     from causaldata import thornton_hiv
 
     raw = thornton_hiv.load_pandas().data
     df = raw.dropna(subset=["tinc", "got", "distvct", "age", "hiv2004"]).reset_index(drop=True)
-    if not incentive_step > 0:
-        raise ValueError(f"data.incentive_step must be > 0, got {incentive_step}")
-    df["incentive"] = np.round(df["tinc"].to_numpy(dtype=np.float64) / incentive_step) * incentive_step
+    tinc = df["tinc"].to_numpy(dtype=np.float64)
+    if incentive_step is None:
+        df["incentive"] = tinc
+    elif not incentive_step > 0:
+        raise ValueError(f"data.incentive_step must be > 0 or null (the raw incentive), got {incentive_step}")
+    else:
+        df["incentive"] = np.round(tinc / incentive_step) * incentive_step
     df["person"] = np.arange(len(df))
     return df
 
 
 def load_thornton(cfg: Mapping[str, Any]) -> ExperimentData:
     """ExperimentData of the Thornton experiment (see the module docstring); ``cfg`` = the data config."""
-    step = float(cfg.get("incentive_step", 0.5))
+    step = cfg.get("incentive_step", 0.5)
+    step = None if step is None else float(step)
     value = float(cfg.get("value_of_result", 2.0))
     df = thornton_frame(step)
     spec = FileSpec(features=["distvct", "age", "hiv2004"], treatment=["incentive"], outcome="got",
                     id="person", outcome_scale=value, treatment_cost=[1.0],
-                    min_per_arm=int(cfg.get("min_per_arm", 10)))
+                    min_per_arm=int(cfg.get("min_per_arm", 10)),
+                    # the raw incentive: 27 values, some held by 2 people: a dose (kernel DR), not 27 arms
+                    continuous_dose=step is None)
     data = experiment_from_frame(df, spec, source="causaldata.thornton_hiv")
     data.meta["source"] = "thornton (causaldata.thornton_hiv)"
     return data

@@ -62,6 +62,28 @@ class HurdleDataConfig:
 
 
 @dataclass
+class DoseDataConfig:
+    """The continuously randomized discount experiment (coarse_gpu.data.dose_simulator; docs/data.md):
+    every customer her own discount drawn uniformly from [dose_low, dose_high], one purchase occasion,
+    known true profits. No arms: the main job runs it as a continuous dose (coarse_gpu.experiment.dose)."""
+
+    name: str = "dose"
+    _target_: str = "coarse_gpu.data.dose_simulator.DoseSimulator"
+    n_customers: int = 20_000
+    dose_low: float = 0.0
+    dose_high: float = 0.5
+    margin: float = 0.5
+    beta_max: float = 15.0
+    type_sharpness: float = 3.0
+    basket_sigma: float = 0.4
+    n_trips: int = 1
+    n_noise_features: int = 5
+    eval_fraction: float = 0.0
+    # candidate doses: a grid with this many points over the observed doses (null: 41)
+    candidate_points: Optional[List[int]] = None
+
+
+@dataclass
 class FileDataConfig:
     """Your own randomized experiment from a CSV / Parquet file (coarse_gpu.data.file).
 
@@ -104,6 +126,12 @@ class FileDataConfig:
     # true: combinations of the discrete / categorical dimensions that no customer received may be offered
     # (their profits are extrapolations, and results.json / the report say so)
     allow_unseen_combinations: bool = False
+    # a continuously randomized dose (every customer her own dose, no arms; docs/data.md): null = detected
+    # (numeric treatment, at least half the rows distinct), true / false = declared
+    continuous_dose: Optional[bool] = None
+    # uniform: the doses were drawn uniformly on [treatment_low, treatment_high] (a known density for the
+    # kernel DR); null: the density f(t|x) is estimated, or read from data.propensity when given
+    dose_design: Optional[str] = None
 
 
 @dataclass
@@ -111,7 +139,9 @@ class ThorntonDataConfig:
     """Thornton (2008) HIV-results incentives experiment via causaldata (coarse_gpu.data.real)."""
 
     name: str = "thornton"
-    incentive_step: float = 0.5  # the randomized incentive rounded to this step -> arms 0, 0.5, ..., 3
+    # the randomized incentive rounded to this step -> arms 0, 0.5, ..., 3; null: the raw incentive
+    # (its 27 randomized values, each its own arm; docs/data.md)
+    incentive_step: Optional[float] = 0.5
     value_of_result: float = 2.0  # profit = value_of_result * got - incentive
     min_per_arm: int = 10
     eval_fraction: float = 0.0
@@ -327,7 +357,7 @@ class RunConfig:
 
 GROUP_SCHEMAS = {
     "data": [("promotions_schema", SimulatedDataConfig), ("file_schema", FileDataConfig),
-             ("hurdle_schema", HurdleDataConfig),
+             ("hurdle_schema", HurdleDataConfig), ("dose_schema", DoseDataConfig),
              ("thornton_schema", ThorntonDataConfig), ("ihdp_schema", IHDPDataConfig)],
     "model": [("model_schema", ModelConfig)],
     "discretizer": [("discretizer_schema", DiscretizerConfig)],

@@ -80,14 +80,24 @@ class Evaluator:
         self.est_full: Optional[float] = None
         self.dr_control: Optional[float] = None
         self.dr_full: Optional[float] = None
+        # a continuously randomized dose: the kernel-smoothed DR replaces the arms-based AIPW
+        self.dose = None
+        if (getattr(test, "meta", None) or {}).get("continuous_dose"):
+            from coarse_gpu.experiment.dose import DoseScorer
+
+            self.dose = DoseScorer(test, estimates.mu_observed,
+                                   support=(np.asarray(test.space.low), np.asarray(test.space.high)))
 
     def mu_policy(self, policy: Policy) -> np.ndarray:
         rows = np.arange(len(self.test))
         return self.est.profit_at(policy.treatments)[rows, policy.assignment]
 
     def scores(self, policy: Policy, mu_policy: Optional[np.ndarray] = None) -> np.ndarray:
-        """(N,) AIPW scores of ``policy`` (their mean is its doubly robust value)."""
+        """(N,) AIPW scores of ``policy`` (their mean is its doubly robust value); the kernel-DR scores
+        (coarse_gpu.experiment.dose.DoseScorer) on a continuously randomized dose."""
         mu_policy = self.mu_policy(policy) if mu_policy is None else mu_policy
+        if self.dose is not None:
+            return self.dose.scores(policy, mu_policy)
         kappa = self.est.arm_weights(policy.treatments)[policy.assignment]
         return dr_scores(self.test.outcome, self.test.arm, self.test.propensity, self.mu_arms, mu_policy, kappa)
 

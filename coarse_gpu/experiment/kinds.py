@@ -42,7 +42,8 @@ def resolve_kinds(data: ExperimentData, refine_integer_dims: bool = False) -> Ex
     kinds = space.kind_list
     declared = set(data.meta.get("treatment_kinds_declared", []))
     inferred = []
-    if not data.meta.get("continuous_treatments") and not refine_integer_dims:
+    # a continuous dose has no arms to read integer values from: every dimension is a dose
+    if not data.meta.get("continuous_treatments") and not refine_integer_dims and not data.meta.get("continuous_dose"):
         for j, whole in enumerate(_integer_dims(data.arms)):
             if whole and kinds[j] == "continuous" and space.names[j] not in declared:
                 kinds[j] = "discrete"

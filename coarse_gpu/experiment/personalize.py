@@ -185,6 +185,9 @@ class ProfitEstimates:
     oracle: Optional[Callable]
     source: str
     weights: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    # a continuously randomized dose (coarse_gpu.experiment.dose): (N,) the estimate at each customer's
+    # own dose, what the kernel DR corrects; mu_arms is then (N, 0) (no arms)
+    mu_observed: Optional[np.ndarray] = None
 
     def at_candidates(self, candidates: np.ndarray, max_dense: int = DENSE_PROFIT_ENTRIES):
         """The estimated profit at the candidates (M, d): a dense (N, M) array, or ``FactoredProfit``
@@ -283,6 +286,10 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
     same_customers : ``scored`` is ``train`` (cross-fitting gives the scored customers out-of-fold
         estimates); else ``scored`` is held out and the fitted ensemble scores it.
     """
+    if train.meta.get("continuous_dose"):  # no arms: the dose learners only (coarse_gpu.experiment.dose)
+        from coarse_gpu.experiment.dose import personalize_dose
+
+        return personalize_dose(model_cfg, train, scored, same_customers, device, seed, verbose, checkpoint_dir)
     model = build_model(model_cfg, device, seed, verbose, checkpoint_dir=checkpoint_dir)
     n_folds = int(model_cfg.get("n_folds") or 1)
     if not isinstance(model, AutoCATE) and n_folds >= 2:

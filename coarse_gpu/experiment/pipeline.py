@@ -29,6 +29,7 @@ from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.experiment.distributed import results_record
+from coarse_gpu.experiment.dose import check_dose_model, dose_space, is_continuous_dose, results_note
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
 from coarse_gpu.experiment.kinds import (
     allow_unseen,
@@ -56,9 +57,9 @@ def progress_enabled(cfg: DictConfig) -> bool:
     return not (cfg.get("quiet", False) or os.environ.get("CI"))
 
 
-DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle")
+DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle", "dose")
 #: The simulated sources (scale= multiplies their n_customers).
-SIMULATED = ("promotions", "hurdle")
+SIMULATED = ("promotions", "hurdle", "dose")
 
 
 def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
@@ -132,6 +133,10 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_intege
     from coarse_gpu.experiment.kinds import allow_unseen, resolve_kinds, restrict_to_observed
     from coarse_gpu.models.interpolate import ArmGrid
 
+    if data.meta.get("continuous_dose"):  # no arms: a grid over the observed doses (experiment.dose)
+        from coarse_gpu.experiment.dose import dose_candidates, dose_space
+
+        return dose_candidates(dose_space(data), data_cfg)
     data = resolve_kinds(data, refine_integer_dims=not keep_integer_dims)
     allowed = allow_unseen(data, data_cfg)
     points = data_cfg.get("candidate_points")
@@ -448,9 +453,13 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
     # every dimension's kind settled once: the split halves, the methods and the saved policies share it
     data = resolve_kinds(data, refine_integer_dims=bool(cfg.discretizer.get("refine_integer_dims", False)))
+    dose = is_continuous_dose(data)
+    if dose:  # the box of the observed doses, the dose learners only (coarse_gpu.experiment.dose)
+        data = dose_space(data)
+        check_dose_model(cfg.model, data)
     frac = float(cfg.data.eval_fraction)
     train, scored = (data, data) if frac == 0 else data.split((1.0 - frac, frac), seed=seed)
-    if frac > 0:
+    if frac > 0 and not dose:
         _check_training_share(data, train, frac, int(cfg.model.get("n_folds") or 1))
     keep = not bool(cfg.discretizer.get("refine_integer_dims", False))
     candidates = candidate_treatments(data, cfg.data, keep_integer_dims=keep)
@@ -459,9 +468,9 @@ def _load(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     check_k_values(k_values, len(candidates), len(scored))
     _check_constraint_keys(cfg, data, candidates)
     _check_mip_size(cfg, len(scored), len(candidates))
-    log.info("data: %d customers (%s), %d arms, %d candidate treatments", len(data),
+    log.info("data: %d customers (%s), %s, %d candidate treatments", len(data),
              "all cross-fitted and scored out-of-fold" if frac == 0 else f"{len(train)} train, {len(scored)} held out",
-             data.n_arms, len(candidates))
+             "a continuously randomized dose (no arms)" if dose else f"{data.n_arms} arms", len(candidates))
     return data, train, scored, candidates
 
 
@@ -543,7 +552,13 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
 
     with stage(timings, "data"):
         data, train, scored, candidates = _load(cfg, seed, k_values, {})
+    note = results_note(methods) if is_continuous_dose(data) else None
+    if note:  # the arms-based baseline has nothing to search over
+        methods = [m for m in methods if m != "grid"]
+        log.warning(note)
     results = _skeleton(cfg, seed, data, train, scored, k_values, methods, timings, device)
+    if note:
+        results["warnings"].append(note)
     results["unseen_combinations"] = unseen_record(data, candidates, allow_unseen(data, cfg.data))
     out_path = run_dir / "results.json"
     try:
@@ -569,10 +584,13 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
             profit = est.at_candidates(candidates)  # dense, or factored at millions of customers
             view = ProfitView(profit)  # its row maxima serve the references and the baselines (computed once)
             results["model"].update(_references(evaluator, est, view, candidates, data, results))
+            if evaluator.dose is not None:
+                results["continuous_dose"] = evaluator.dose.record()
         log.info("model %s (%s) trained in %.1fs%s", cfg.model.name, results["model"]["selected"], timings["train"],
                  "" if results["model"]["rmse_profit_grid"] is None
                  else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
-        ctx = MethodContext(scored, est, profit, candidates, np.asarray(model.arms_), cfg, device, seed,
+        arms = np.asarray(data.arms if is_continuous_dose(data) else model.arms_)
+        ctx = MethodContext(scored, est, profit, candidates, arms, cfg, device, seed,
                             cache={"profit_view": view})
         for k in tqdm(k_values, desc="K", disable=not verbose):
             _run_k(k, methods, ctx, evaluator, model, data, cfg, run_dir, results, timings, tracker)

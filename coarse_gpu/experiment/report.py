@@ -213,16 +213,18 @@ def _selection_lines(results: Mapping[str, Any]) -> list[str]:
     cands = sel.get("candidates") or {}
     if not cands:
         return []
-    out = [f"Step 1 model: {sel.get('winner')} (decision loss on out-of-fold estimates, {sel.get('n_folds')} folds; "
-           "lower is better; DR value of each candidate's per-customer argmax policy)"]
+    what = sel.get("criterion_text") or ("decision loss on out-of-fold estimates, {n} folds; lower is better; DR "
+                                          "value of each candidate's per-customer argmax policy")
+    out = [f"Step 1 model: {sel.get('winner')} ({what.format(n=sel.get('n_folds'))})"]
     width = max(len(c) for c in cands) + 2
     for c, r in sorted(cands.items(), key=lambda kv: kv[1]["decision_loss"]):
         mark = " <- chosen" if c == sel.get("winner") else ""
         if c != sel.get("winner") and c == sel.get("best_by_loss"):
             mark = " <- lowest loss"
+        value = "" if r.get("policy_value") is None else \
+            f"   argmax value {r['policy_value']:.4f} (se {r['policy_value_se']:.2g})"
         out.append(f"  {c:<{width}} loss {r['decision_loss']:.5g} (se {r['se']:.2g}, vs chosen "
-                   f"{r['se_diff_vs_winner']:.2g})   argmax value {r['policy_value']:.4f} "
-                   f"(se {r['policy_value_se']:.2g}){mark}")
+                   f"{r['se_diff_vs_winner']:.2g}){value}{mark}")
     if sel.get("rule"):
         best = sel.get("best_by_loss")
         why = (f"{sel['winner']} is within one standard error of the lowest loss ({best}): nothing to personalize"
@@ -317,6 +319,10 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     stacked bars. Returns None when the treatment space is not 2-D or no method has that K.
     """
     names = results.get("treatment_names") or []
+    kinds = results.get("treatment_kinds") or []
+    cat = [j for j, r in enumerate(kinds) if r.get("kind") == "categorical" and r.get("labels")]
+    if cat and len(names) in (2, 3):  # labels are no axis: one panel per label
+        return plot_treatment_panels(results, path, k, cat[0])
     if len(names) != 2:
         return None
     rows = []
@@ -377,6 +383,58 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
     axb.set_xlabel("share of customers per segment (largest first, %)")
     axb.set_title(f"Segment sizes at K={k}", fontsize=9)
     fig.tight_layout()
+    out = _save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_treatment_panels(results: Mapping[str, Any], path: str | os.PathLike, k: int, c: int) -> Path | None:
+    """PNG: the K treatments at K of OT and the strongest baselines, one panel per label of the categorical
+    dimension ``c`` (a label is no axis: never a creative "1.37"); inside a panel the other one or two
+    dimensions are the axes (with one, the methods are the rows), the experiment's arms with that label
+    are grey crosses, marker area = segment share. None when no drawn method has that K."""
+    names = list(results.get("treatment_names") or [])
+    labels = results["treatment_kinds"][c]["labels"]
+    rest = [j for j in range(len(names)) if j != c]
+    rows = [(m, results["methods"][m][str(k)]) for m in _TREATMENT_STYLES
+            if m in results.get("methods", {}) and results["methods"][m].get(str(k))]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels) + 0.6, 3.8), sharex=True, sharey=True,
+                             squeeze=False)
+    arms = np.asarray(results.get("arms") or np.empty((0, len(names))), dtype=float).reshape(-1, len(names))
+    for p_, (ax, lab) in enumerate(zip(axes[0], labels)):
+        here = arms[np.isclose(arms[:, c], p_)] if arms.size else arms
+        if len(rest) == 2 and len(here):
+            ax.scatter(here[:, rest[0]], here[:, rest[1]], marker="+", color="tab:grey", s=30,
+                       label="experimental arms" if p_ == 0 else None, zorder=2)
+        for i, (m, r) in enumerate(rows):
+            t = np.asarray(r["treatments"], dtype=float).reshape(-1, len(names))
+            sizes = np.asarray(r.get("segment_sizes") or [1] * len(t), dtype=float)
+            keep = np.isclose(t[:, c], p_)
+            mk, col, scale = _TREATMENT_STYLES[m]
+            ys = t[keep, rest[1]] if len(rest) == 2 else np.full(int(keep.sum()), i)
+            ax.scatter(t[keep, rest[0]], ys, s=scale * (25 + 700 * sizes[keep] / max(sizes.sum(), 1.0)), marker=mk,
+                       facecolors="none", edgecolors=col, linewidths=1.6, zorder=3,
+                       label=METHOD_LABELS.get(m, m) if p_ == 0 else None, clip_on=False)
+        ax.set_title(f"{names[c]} = {lab}", fontsize=9)
+        ax.set_xlabel(names[rest[0]])
+        sub = {"treatment_kinds": [results["treatment_kinds"][j] for j in rest],
+               "arms": arms[:, rest].tolist() if arms.size else []}
+        _label_fixed_axes(ax, sub if len(rest) == 2 else {**sub, "treatment_kinds": sub["treatment_kinds"][:1]})
+        ax.margins(0.12)
+    if len(rest) == 2:
+        axes[0][0].set_ylabel(names[rest[1]])
+    else:
+        axes[0][0].set_yticks(range(len(rows)), [METHOD_LABELS.get(m, m) for m, _ in rows], fontsize=7)
+    fig.legend(loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Treatments at K={k}, one panel per {names[c]} (marker area = segment share)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out = _save_figure(fig, path)
     plt.close(fig)
     return out

@@ -115,7 +115,7 @@ RULES: dict[str, Rule] = {
     "data.outcome_scale": FINITE,
     "data.treatment_low": Rule("numbers", null=True),
     "data.treatment_high": Rule("numbers", null=True),
-    "data.incentive_step": POSITIVE,
+    "data.incentive_step": _num(0.0, lo_open=True, null=True),  # null: the raw incentive (a dose)
     "data.value_of_result": FINITE,
     # model (every model's numeric keys; a model without a key is not checked for it)
     "model.hidden": _int(1),

@@ -15,6 +15,7 @@ from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.crossfit import CrossFitted
 from coarse_gpu.models.dose import DoseLogit, DoseResponseModel, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
+from coarse_gpu.models.gb_dose import GBSDose
 from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.scores import aipw_scores, model_aipw_scores
 from coarse_gpu.models.select import AutoCATE, Blend
@@ -23,8 +24,8 @@ from coarse_gpu.models.tarnet import TARNet
 from coarse_gpu.models.twopart import TwoPart
 
 register(TARNet, DragonNet, DoseLogit, DoseVC, GBSLearner, GBTLearner, DRLearner, CrossFitted, AutoCATE, Blend,
-         ArmMeans, TwoPart)
+         ArmMeans, TwoPart, GBSDose)
 
 __all__ = ["ArmGrid", "ArmMeans", "AutoCATE", "TwoPart", "Blend", "CrossFitted", "DRLearner", "DoseLogit", "DoseResponseModel", "DoseVC", "DragonNet",
-           "GBSLearner", "GBTLearner", "PerArmCATEModel",
+           "GBSDose", "GBSLearner", "GBTLearner", "PerArmCATEModel",
            "TARNet", "aipw_scores", "model_aipw_scores"]
