@@ -302,16 +302,21 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and OpenMP (boosting) threads; 1 on a shared machine, where OpenMP threads "
+                        "waiting on busy cores made the hurdle family's gb_s fits take 43-108 s")
     p.add_argument("--hurdle-n", type=int, default=HURDLE_N, help="customers of the hurdle family")
     p.add_argument("--table", action="store_true", help="print the table of --out and exit")
     a = p.parse_args(argv)
     if a.table:
         print(table(a.out))
         return 0
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(a.threads)
     FAMILIES["hurdle"] = lambda r: hurdle(r, a.hurdle_n)
-    run(a.families, a.models, range(a.reps), a.out)
+    with threadpool_limits(a.threads):
+        run(a.families, a.models, range(a.reps), a.out)
     print(table(a.out))
     return 0
 
