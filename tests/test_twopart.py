@@ -272,3 +272,38 @@ def test_api_takes_the_declared_structure():
     y_bad[3] += 5.0
     with pytest.raises(ValueError, match="row 3: accounting"):
         CoarsePersonalizer(k=2, model="twopart", n_folds=2).fit(X, t, y_bad, response=r, value=v, accounting=acc)
+
+
+@pytest.mark.parametrize("base", ["dose_logit", "dose_vc"])
+def test_saved_two_part_dose_policy_reloads_and_scores_new_customers(tmp_path, base):
+    # a TwoPart whose parts are dose heads: both networks travel in the saved policy, and
+    # coarse-gpu-assign scores new customers exactly as the fitted model does
+    from coarse_gpu import CoarsePersonalizer
+    from coarse_gpu.assign_cli import run_assign
+
+    rng = np.random.default_rng(6)
+    n = 1500
+    X = rng.standard_normal((n, 4))
+    t = rng.integers(0, 2, n).astype(float)
+    r = (rng.random(n) < _sigmoid(-0.5 + 2.0 * t * X[:, 0])).astype(float)  # the offer helps half, hurts half
+    v = np.where(r > 0, 30.0 * rng.lognormal(-0.125, 0.5, n), np.nan)
+    acc = Accounting(margin=0.5, cost_per_customer="1*d", names=["d"])
+    cols = [f"x{j}" for j in range(4)]
+    params = {"base": base, "max_epochs": 3, "hidden": 16, "n_ensemble": 1, "n_repr_layers": 1}
+    cp = CoarsePersonalizer(k=2, model="twopart", model_params=params, n_folds=2, seed=0, device="cpu").fit(
+        pd.DataFrame(X, columns=cols), pd.DataFrame({"d": t}), acc.profit(r, v, t[:, None]), response=r, value=v,
+        accounting=acc)
+    members = cp.model_.members()
+    assert all(isinstance(m, TwoPart) and type(m.members_[0]).__name__ == {"dose_logit": "DoseLogit",
+                                                                           "dose_vc": "DoseVC"}[base]
+               for m in members)
+    folder = cp.save(tmp_path / "pol")
+    new = pd.DataFrame(np.random.default_rng(7).standard_normal((300, 4)), columns=cols)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    got = pd.read_csv(run_assign({"policy": str(folder), "data.path": str(tmp_path / "new.csv"),
+                                  "out": str(tmp_path / "a.csv")}))
+    p = cp.predict_profit(new, cp.treatments_)  # (300, 2) the fitted model's profits at the K treatments
+    np.testing.assert_array_equal(got["segment"].to_numpy(), cp.assign(new))
+    np.testing.assert_allclose(got["predicted_profit"].to_numpy(), p.max(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(CoarsePersonalizer.load(folder).predict_profit(new, cp.treatments_), p,
+                               rtol=1e-5, atol=1e-6)
