@@ -148,6 +148,27 @@ def test_two_part_learner_recovers_the_purchase_effect(base, params):
     np.testing.assert_allclose(m.predict_arms(X[:50]), R[:50] * (V[:50] * [0.4, 0.3] - 2.0) - [0.0, 0.5])
 
 
+def test_two_part_picks_each_parts_tree_size_by_held_out_deviance():
+    # an additive logit and a smooth log-basket: default-sized trees (31 leaves) fit noise, the held-out
+    # deviance of each part picks smaller trees, and the chosen purchase model predicts new customers better
+    from sklearn.metrics import log_loss
+
+    X, t, r, v, acc, y = _purchase_data(4000, seed=3)
+    tuned = TwoPart(base="gb_s", accounting=acc).fit(X, t, y, response=r, value=v)
+    plain = TwoPart(base="gb_s", accounting=acc, complexity="default").fit(X, t, y, response=r, value=v)
+    assert plain.leaf_nodes_.tolist() == [31, 31]
+    assert tuned.leaf_nodes_[0] < 31 and tuned.leaf_nodes_[1] < 31
+    Xn, tn, rn, *_ = _purchase_data(20000, seed=4)
+    own = np.arange(len(tn)), tn.astype(int)
+    p_tuned, p_plain = tuned.predict_parts(Xn)[0][own], plain.predict_parts(Xn)[0][own]
+    assert log_loss(rn, p_tuned) < log_loss(rn, p_plain)
+    # tree sizes given by the user are kept as given
+    fixed = TwoPart(base="gb_s", accounting=acc, base_params={"max_leaf_nodes": 15}).fit(X, t, y, response=r, value=v)
+    assert fixed.leaf_nodes_.tolist() == [15, 15]
+    with pytest.raises(ValueError, match="complexity"):
+        TwoPart(base="gb_s", complexity="small").fit(X, t, y, response=r, value=v)
+
+
 def test_two_part_travels_through_crossfitting_and_saves():
     X, t, r, v, acc, y = _purchase_data(1200)
     cf = CrossFitted(TwoPart(base="gb_s", accounting=acc), n_folds=3).fit(X, t, y, response=r, value=v)
