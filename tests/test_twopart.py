@@ -233,6 +233,22 @@ def test_auto_chooses_a_two_part_model_where_the_basket_noise_hides_the_response
     assert "twopart_gb_s" not in auto1.model_selection_["candidates"]
 
 
+def test_auto_weighs_the_dose_head_only_for_a_numeric_treatment():
+    rng = np.random.default_rng(3)
+    n = 1200
+    X = rng.standard_normal((n, 3))
+    t = rng.integers(0, 3, n).astype(float)
+    y = X[:, 0] * t + rng.standard_normal(n)
+    kw = dict(candidates=("gb_s", "dose_logit"), candidate_params={"dose_logit": FAST_NN}, n_folds=2, blend=False,
+              device="cpu")
+    numeric = AutoCATE(**kw).fit(X, t, y)
+    assert set(numeric.model_selection_["candidates"]) == {"gb_s", "dose_logit"}
+    coded = AutoCATE(**kw).fit(X, t, y, numeric_treatment=False)  # t holds codes of labels
+    assert set(coded.model_selection_["candidates"]) == {"gb_s"} and coded.selected_ == "gb_s"
+    with pytest.raises(ValueError, match="every candidate is a dose model"):
+        AutoCATE(candidates=("dose_logit",), n_folds=2).fit(X, t, y, numeric_treatment=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # the CLI on a CSV with a declared structure
 # ---------------------------------------------------------------------------------------------
