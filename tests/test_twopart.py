@@ -135,7 +135,7 @@ FAST_NN = {"max_epochs": 4, "hidden": 32, "n_ensemble": 1, "n_repr_layers": 2}
 
 
 @pytest.mark.parametrize("base, params", [("gb_s", None), ("gb_t", None), ("tarnet", FAST_NN),
-                                          ("dragonnet", FAST_NN), ("dose_vc", FAST_NN)])
+                                          ("dragonnet", FAST_NN), ("dose_vc", FAST_NN), ("dose_logit", FAST_NN)])
 def test_two_part_learner_recovers_the_purchase_effect(base, params):
     X, t, r, v, acc, y = _purchase_data()
     m = TwoPart(base=base, accounting=acc, base_params=params, device="cpu").fit(X, t, y, response=r, value=v)
