@@ -23,7 +23,7 @@ One-part vs two-part: ``twopart_<family>`` (coarse_gpu.models.twopart) models pu
 apart and applies the accounting; it runs only on families that declare the profit structure (the
 promotions simulators and hurdle). ``arm_means`` is the no-heterogeneity model; ``auto`` is
 ``model=auto`` with its current default candidates (two-part ones where the structure is declared,
-arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
+dose_logit, arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
 on the realized profit only).
 
 Metrics on the held-out customers: binary families sqrt(PEHE); multi-arm families the RMSE of the
