@@ -23,7 +23,7 @@ One-part vs two-part: ``twopart_<family>`` (coarse_gpu.models.twopart) models pu
 apart and applies the accounting; it runs only on families that declare the profit structure (the
 promotions simulators and hurdle). ``arm_means`` is the no-heterogeneity model; ``auto`` is
 ``model=auto`` with its current default candidates (two-part ones where the structure is declared,
-arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
+dose_logit, arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
 on the realized profit only).
 
 Metrics on the held-out customers: binary families sqrt(PEHE); multi-arm families the RMSE of the
@@ -302,16 +302,21 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and OpenMP (boosting) threads; 1 on a shared machine, where OpenMP threads "
+                        "waiting on busy cores made the hurdle family's gb_s fits take 43-108 s")
     p.add_argument("--hurdle-n", type=int, default=HURDLE_N, help="customers of the hurdle family")
     p.add_argument("--table", action="store_true", help="print the table of --out and exit")
     a = p.parse_args(argv)
     if a.table:
         print(table(a.out))
         return 0
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(a.threads)
     FAMILIES["hurdle"] = lambda r: hurdle(r, a.hurdle_n)
-    run(a.families, a.models, range(a.reps), a.out)
+    with threadpool_limits(a.threads):
+        run(a.families, a.models, range(a.reps), a.out)
     print(table(a.out))
     return 0
 

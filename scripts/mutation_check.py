@@ -315,6 +315,12 @@ MUTATIONS: list[Mutation] = [
     M("a4", "coarse_gpu/api.py", "    a = v.to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else np.asarray(v)",
       "    a = v.sort_index().to_numpy() if isinstance(v, (pd.Series, pd.DataFrame)) else np.asarray(v)",
       ("tests/test_properties_api.py",), "an outcome Series paired with X by index label"),
+    M("tp1", "coarse_gpu/models/twopart.py", "        size = COMPLEXITY_GRID[int(np.argmin(scores))]",
+      "        size = COMPLEXITY_GRID[int(np.argmax(scores))]", ("tests/test_twopart.py",),
+      "a two-part model keeps the tree size with the WORST held-out deviance"),
+    M("tp2", "coarse_gpu/models/select.py", "            names = [c for c in names if not _uses_dose(c)]",
+      "            names = list(names)", ("tests/test_twopart.py",),
+      "auto fits a dose curve along the codes of a categorical treatment"),
 ]
 
 

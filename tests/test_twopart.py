@@ -135,7 +135,7 @@ FAST_NN = {"max_epochs": 4, "hidden": 32, "n_ensemble": 1, "n_repr_layers": 2}
 
 
 @pytest.mark.parametrize("base, params", [("gb_s", None), ("gb_t", None), ("tarnet", FAST_NN),
-                                          ("dragonnet", FAST_NN), ("dose_vc", FAST_NN)])
+                                          ("dragonnet", FAST_NN), ("dose_vc", FAST_NN), ("dose_logit", FAST_NN)])
 def test_two_part_learner_recovers_the_purchase_effect(base, params):
     X, t, r, v, acc, y = _purchase_data()
     m = TwoPart(base=base, accounting=acc, base_params=params, device="cpu").fit(X, t, y, response=r, value=v)
@@ -146,6 +146,27 @@ def test_two_part_learner_recovers_the_purchase_effect(base, params):
     assert abs(np.mean(V) / np.mean(np.exp(3 + 0.3 * X[:, 1])) - 1) < 0.15
     # the accounting combines the parts exactly
     np.testing.assert_allclose(m.predict_arms(X[:50]), R[:50] * (V[:50] * [0.4, 0.3] - 2.0) - [0.0, 0.5])
+
+
+def test_two_part_picks_each_parts_tree_size_by_held_out_deviance():
+    # an additive logit and a smooth log-basket: default-sized trees (31 leaves) fit noise, the held-out
+    # deviance of each part picks smaller trees, and the chosen purchase model predicts new customers better
+    from sklearn.metrics import log_loss
+
+    X, t, r, v, acc, y = _purchase_data(4000, seed=3)
+    tuned = TwoPart(base="gb_s", accounting=acc).fit(X, t, y, response=r, value=v)
+    plain = TwoPart(base="gb_s", accounting=acc, complexity="default").fit(X, t, y, response=r, value=v)
+    assert plain.leaf_nodes_.tolist() == [31, 31]
+    assert tuned.leaf_nodes_[0] < 31 and tuned.leaf_nodes_[1] < 31
+    Xn, tn, rn, *_ = _purchase_data(20000, seed=4)
+    own = np.arange(len(tn)), tn.astype(int)
+    p_tuned, p_plain = tuned.predict_parts(Xn)[0][own], plain.predict_parts(Xn)[0][own]
+    assert log_loss(rn, p_tuned) < log_loss(rn, p_plain)
+    # tree sizes given by the user are kept as given
+    fixed = TwoPart(base="gb_s", accounting=acc, base_params={"max_leaf_nodes": 15}).fit(X, t, y, response=r, value=v)
+    assert fixed.leaf_nodes_.tolist() == [15, 15]
+    with pytest.raises(ValueError, match="complexity"):
+        TwoPart(base="gb_s", complexity="small").fit(X, t, y, response=r, value=v)
 
 
 def test_two_part_travels_through_crossfitting_and_saves():
@@ -212,6 +233,22 @@ def test_auto_chooses_a_two_part_model_where_the_basket_noise_hides_the_response
     assert "twopart_gb_s" not in auto1.model_selection_["candidates"]
 
 
+def test_auto_weighs_the_dose_head_only_for_a_numeric_treatment():
+    rng = np.random.default_rng(3)
+    n = 1200
+    X = rng.standard_normal((n, 3))
+    t = rng.integers(0, 3, n).astype(float)
+    y = X[:, 0] * t + rng.standard_normal(n)
+    kw = dict(candidates=("gb_s", "dose_logit"), candidate_params={"dose_logit": FAST_NN}, n_folds=2, blend=False,
+              device="cpu")
+    numeric = AutoCATE(**kw).fit(X, t, y)
+    assert set(numeric.model_selection_["candidates"]) == {"gb_s", "dose_logit"}
+    coded = AutoCATE(**kw).fit(X, t, y, numeric_treatment=False)  # t holds codes of labels
+    assert set(coded.model_selection_["candidates"]) == {"gb_s"} and coded.selected_ == "gb_s"
+    with pytest.raises(ValueError, match="every candidate is a dose model"):
+        AutoCATE(candidates=("dose_logit",), n_folds=2).fit(X, t, y, numeric_treatment=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # the CLI on a CSV with a declared structure
 # ---------------------------------------------------------------------------------------------
@@ -272,3 +309,38 @@ def test_api_takes_the_declared_structure():
     y_bad[3] += 5.0
     with pytest.raises(ValueError, match="row 3: accounting"):
         CoarsePersonalizer(k=2, model="twopart", n_folds=2).fit(X, t, y_bad, response=r, value=v, accounting=acc)
+
+
+@pytest.mark.parametrize("base", ["dose_logit", "dose_vc"])
+def test_saved_two_part_dose_policy_reloads_and_scores_new_customers(tmp_path, base):
+    # a TwoPart whose parts are dose heads: both networks travel in the saved policy, and
+    # coarse-gpu-assign scores new customers exactly as the fitted model does
+    from coarse_gpu import CoarsePersonalizer
+    from coarse_gpu.assign_cli import run_assign
+
+    rng = np.random.default_rng(6)
+    n = 1500
+    X = rng.standard_normal((n, 4))
+    t = rng.integers(0, 2, n).astype(float)
+    r = (rng.random(n) < _sigmoid(-0.5 + 2.0 * t * X[:, 0])).astype(float)  # the offer helps half, hurts half
+    v = np.where(r > 0, 30.0 * rng.lognormal(-0.125, 0.5, n), np.nan)
+    acc = Accounting(margin=0.5, cost_per_customer="1*d", names=["d"])
+    cols = [f"x{j}" for j in range(4)]
+    params = {"base": base, "max_epochs": 3, "hidden": 16, "n_ensemble": 1, "n_repr_layers": 1}
+    cp = CoarsePersonalizer(k=2, model="twopart", model_params=params, n_folds=2, seed=0, device="cpu").fit(
+        pd.DataFrame(X, columns=cols), pd.DataFrame({"d": t}), acc.profit(r, v, t[:, None]), response=r, value=v,
+        accounting=acc)
+    members = cp.model_.members()
+    assert all(isinstance(m, TwoPart) and type(m.members_[0]).__name__ == {"dose_logit": "DoseLogit",
+                                                                           "dose_vc": "DoseVC"}[base]
+               for m in members)
+    folder = cp.save(tmp_path / "pol")
+    new = pd.DataFrame(np.random.default_rng(7).standard_normal((300, 4)), columns=cols)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    got = pd.read_csv(run_assign({"policy": str(folder), "data.path": str(tmp_path / "new.csv"),
+                                  "out": str(tmp_path / "a.csv")}))
+    p = cp.predict_profit(new, cp.treatments_)  # (300, 2) the fitted model's profits at the K treatments
+    np.testing.assert_array_equal(got["segment"].to_numpy(), cp.assign(new))
+    np.testing.assert_allclose(got["predicted_profit"].to_numpy(), p.max(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(CoarsePersonalizer.load(folder).predict_profit(new, cp.treatments_), p,
+                               rtol=1e-5, atol=1e-6)

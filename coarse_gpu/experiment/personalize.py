@@ -334,7 +334,8 @@ def _fit(model, train: ExperimentData) -> None:
     lets its two-part candidates take part and model=twopart gets its behaviour and the accounting."""
     args = (train.X, train.treatment, train.outcome)
     if isinstance(model, AutoCATE):
-        model.fit(*args, propensity=train.propensity, **train.structure_kwargs())
+        model.fit(*args, propensity=train.propensity, numeric_treatment="categorical" not in (train.space.kinds or ()),
+                  **train.structure_kwargs())
         return
     two = _two_part(model)
     if two is None:

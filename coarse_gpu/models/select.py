@@ -60,6 +60,7 @@ from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.crossfit import CrossFitted, fold_indices
+from coarse_gpu.models.dose import DoseLogit, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.scores import pseudo_outcomes
 from coarse_gpu.models.tarnet import TARNet
@@ -73,15 +74,24 @@ __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_
 #: one-part learners of the realized profit, the no-heterogeneity ``arm_means`` and the two-part
 #: learners ``twopart_<family>`` (used only with a declared profit structure).
 CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner,
-              "arm_means": ArmMeans, **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}}
-#: model=auto's default candidates (the two-part ones take part only with a declared structure).
-DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "twopart_gb_s")
+              "arm_means": ArmMeans, "dose_logit": DoseLogit, "dose_vc": DoseVC,
+              **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}}
+#: model=auto's default candidates (the two-part ones take part only with a declared structure, the
+#: dose heads only with a numeric treatment).
+DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s")
+#: Candidates that read the treatment as numbers (a dose response): skipped when a treatment dimension
+#: is categorical (codes of labels have no order to fit a curve along).
+DOSE = ("dose_logit", "dose_vc")
 #: Candidates simpler than every other learner, preferred by the one-standard-error rule.
 SIMPLER = ("arm_means",)
 PROPENSITY_FLOOR = 0.02
 
 log = logging.getLogger("coarse_gpu")
-_NEURAL = ("tarnet", "dragonnet")
+_NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc")
+
+
+def _uses_dose(name: str) -> bool:
+    return name in DOSE or name in tuple(f"twopart_{d}" for d in DOSE)
 
 
 def is_two_part(name: str) -> bool:
@@ -265,11 +275,20 @@ class AutoCATE(ArmModel, BaseEstimator):
             raise ValueError(f"AutoCATE: n_folds must be an integer >= 2, got {self.n_folds!r}")
         return names
 
-    def fit(self, X, t, y, propensity=None, *, response=None, value=None, accounting=None) -> "AutoCATE":
+    def fit(self, X, t, y, propensity=None, *, response=None, value=None, accounting=None,
+            numeric_treatment: bool = True) -> "AutoCATE":
         """Cross-fit every candidate and choose (module docstring). response / value (N,) and accounting
         (a ``coarse_gpu.data.Accounting`` bound to the treatment column names): the declared profit
-        structure, which lets the two-part candidates take part."""
+        structure, which lets the two-part candidates take part. numeric_treatment=False (a categorical
+        treatment dimension): the dose candidates (DOSE) are skipped."""
         names = self._validate_params()
+        if not numeric_treatment:
+            skipped = [c for c in names if _uses_dose(c)]
+            names = [c for c in names if not _uses_dose(c)]
+            if skipped:
+                log.info("auto: a categorical treatment dimension: %s skipped", skipped)
+            if not names:
+                raise ValueError("AutoCATE: every candidate is a dose model, but the treatment is categorical")
         X, T, y, e = check_inputs(X, t, y, propensity)
         structured = response is not None and value is not None and accounting is not None
         if not structured:

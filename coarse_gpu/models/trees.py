@@ -22,7 +22,17 @@ import numpy as np
 
 __all__ = ["BoostedTrees", "FIELDS"]
 
-_N_THREADS = max(1, min(8, os.cpu_count() or 1))  # rows are independent: any count gives the same numbers
+
+
+def _n_threads() -> int:
+    """Prediction threads: OpenMP's effective count (honours OMP_NUM_THREADS and threadpoolctl limits,
+    so a caller that pins one thread is not oversubscribed), at most 8. Rows are independent: any
+    count gives the same numbers."""
+    try:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+        return max(1, min(8, int(_openmp_effective_n_threads())))
+    except ImportError:  # pragma: no cover - scikit-learn moved its private helper
+        return max(1, min(8, os.cpu_count() or 1))
 
 #: Per-node arrays kept from scikit-learn's PREDICTOR_RECORD_DTYPE (left/right are tree-local).
 FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
@@ -123,10 +133,11 @@ class BoostedTrees:
         out = np.full(X.shape[0], self.baseline, dtype=np.float64)
         preds = self._sklearn_predictors() if use_sklearn else None
         if preds is not None:
+            n_threads = _n_threads()
             known = np.zeros((0, 8), dtype=np.uint32)
             f_idx = np.zeros(self.n_features, dtype=np.uint32)
             for p in preds:
-                out += p.predict(X, known, f_idx, _N_THREADS)
+                out += p.predict(X, known, f_idx, n_threads)
             return out
         for j in range(self.n_trees):
             out += self._traverse(X, j)
