@@ -133,6 +133,23 @@ def test_the_simulated_dose_value_is_within_its_ci_of_the_truth_and_beats_no_dis
         assert cell["dr_ci"][0] <= cell["oracle_profit"] <= cell["dr_ci"][1], (k, cell)
     # the truth says personalized discounts pay: K=3's true profit beats no discount for anyone
     assert res["methods"]["ot"]["3"]["oracle_profit"] > control
+    # the saved policy remembers the declared design: the API's evaluate on a fresh draw uses its density
+    # f = 2 and its interval covers the policy's true value on those customers (one draw, seed 11)
+    from coarse_gpu.api import CoarsePersonalizer
+    from coarse_gpu.evaluate.oracle import oracle_value
+    from coarse_gpu.policy import Policy
+
+    cp = CoarsePersonalizer.load(run / "policies" / "ot_k3")
+    assert cp.policy_.dose["design"] == {"kind": "uniform", "low": [0.0], "high": [0.5]}
+    new = DoseSimulator(n_customers=4000, seed=11).sample()
+    out = cp.evaluate(new.features, new.treatment, new.outcome, n_boot=200)
+    assert out["kernel_dr"]["density"] == "declared uniform design"
+    truth = oracle_value(new.truth, Policy("ot", cp.treatments_, cp.assign(new.features)))
+    assert out["dr_ci"][0] <= truth <= out["dr_ci"][1], (out, truth)
+    beyond = new.treatment.copy()
+    beyond[5, 0] = 0.7
+    with pytest.raises(DataSchemaError, match="outside the declared range"):
+        cp.evaluate(new.features, beyond, new.outcome)
 
 
 def test_the_api_fits_a_dose_and_its_treatments_lie_in_the_observed_range(tmp_path):
