@@ -8,6 +8,7 @@
     cp.assign(X_new)                            # (N',) segment ids; cp.treatments_[ids] are the treatments
     cp.predict_profit(X_new, T)                 # (N', M) estimated profit at treatments T (M, d)
     cp.evaluate(X, treatment, y)                # doubly robust value of the policy on (new) data, with CI
+                                                # (the kernel DR on a continuous dose, as the main job)
     cp.save("policies/my_k5"); CoarsePersonalizer.load("policies/my_k5")
 
 It runs the main job's steps on the caller's arrays, with the CLI's own functions, so the same data,
