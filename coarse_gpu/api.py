@@ -8,6 +8,7 @@
     cp.assign(X_new)                            # (N',) segment ids; cp.treatments_[ids] are the treatments
     cp.predict_profit(X_new, T)                 # (N', M) estimated profit at treatments T (M, d)
     cp.evaluate(X, treatment, y)                # doubly robust value of the policy on (new) data, with CI
+                                                # (the kernel DR on a continuous dose, as the main job)
     cp.save("policies/my_k5"); CoarsePersonalizer.load("policies/my_k5")
 
 It runs the main job's steps on the caller's arrays, with the CLI's own functions, so the same data,
@@ -492,9 +493,11 @@ class CoarsePersonalizer(BaseEstimator):
         if not _is_num(ci_level) or not 0 < ci_level < 1:
             raise ValueError(f"ci_level must be a number in (0, 1), e.g. 0.95, got {ci_level!r}")
 
-    def _eval_rows(self, X, treatment, y, propensity):
-        """(X matrix (N, p), arm index (N,), y (N,), propensity (N,)) of held-out rows, by position, checked
-        by the data checks of ``data=file`` (one arm only is refused there as in the CLI)."""
+    def _checked_rows(self, X, treatment, y, propensity):
+        """(X matrix (N, p), treatment (N, d) float, y (N,), propensity (N,) or None) of held-out rows, by
+        position, checked by the data checks of ``data=file`` (one arm only is refused there as in the CLI;
+        on a dose policy the propensity is a density and, with a declared design, every dose must lie in
+        its box)."""
         from coarse_gpu.data.file import FileSpec, check_frame
 
         feats = _frame(X)
@@ -509,19 +512,30 @@ class CoarsePersonalizer(BaseEstimator):
         out, prop = ("y", "propensity") if not {"y", "propensity"} & set(names) else ("__outcome__", "__propensity__")
         df = pd.DataFrame(t, columns=names).assign(**{out: yv, "__row__": np.arange(n, dtype=np.float64)})
         spec = FileSpec(features=["__row__"], treatment=names, outcome=out, min_per_arm=1)
+        dose = self.policy_.dose
+        if dose:
+            design = dose.get("design")
+            spec.continuous_dose, spec.dose_design = True, "uniform" if design else None
+            spec.treatment_low, spec.treatment_high = (design["low"], design["high"]) if design else (None, None)
         if pv is not None:
             df[prop] = pv
             spec.propensity = prop
         check_frame(df, spec, source="the rows passed to CoarsePersonalizer.evaluate")
-        X_m = self._matrix(feats)
+        return self._matrix(feats), t, np.asarray(yv, dtype=np.float64), \
+            None if pv is None else np.asarray(pv, dtype=np.float64)
+
+    def _eval_rows(self, X, treatment, y, propensity):
+        """(X matrix (N, p), arm index (N,), y (N,), propensity (N,)) of held-out rows (``_checked_rows``),
+        each row's treatment one of the experiment's arms."""
+        X_m, t, y_f, pv = self._checked_rows(X, treatment, y, propensity)
+        n = len(y_f)
         arms = self._arms()
         match = np.all(t[:, None, :] == arms[None, :, :], axis=2)
         if not match.any(1).all():
             bad = int(np.flatnonzero(~match.any(1))[0])
             raise ValueError(f"treatment row {bad}: {t[bad].tolist()} is not one of the experiment's arms")
         arm = match.argmax(1)
-        y_f = np.asarray(yv, dtype=np.float64)
-        e = np.asarray(pv, dtype=np.float64) if pv is not None else (np.bincount(arm, minlength=len(arms)) / n)[arm]
+        e = pv if pv is not None else (np.bincount(arm, minlength=len(arms)) / n)[arm]
         return X_m, arm, y_f, e
 
     def evaluate(self, X, treatment, y, propensity=None, n_boot: int = 1000, ci_level: float = 0.95) -> dict:
@@ -534,16 +548,22 @@ class CoarsePersonalizer(BaseEstimator):
         treatment rests only on arms none of the rows received (its value would be pure extrapolation).
         Returns dr_value, dr_ci [lo, hi], se, n, segment_sizes (K,) of these rows and effective_k (the
         number of non-empty segments among them).
+
+        A policy fitted on a continuously randomized dose (``continuous_dose_``, also after ``load``) gets
+        the main job's kernel-smoothed doubly robust value (coarse_gpu.experiment.dose.evaluate_dose_policy:
+        Epanechnikov kernel, the "undersmooth" bandwidth on these rows' doses, each row's estimate at her
+        own dose from the ensemble) with the GPS f(t | x) of the declared design, else ``propensity`` as
+        the density column (any positive number, 1 / treatment units^d), else estimated on these rows; the
+        same keys, plus kernel_dr (bandwidth, density source, support). Overlap problems are logged warnings
+        (the coarse_gpu logger), as in the job.
         """
         from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
 
         self._check_fitted()
         self._check_eval_args(n_boot, ci_level)
         self._policy_in_range()
-        if getattr(self, "continuous_dose_", False):
-            raise ValueError("evaluate: the policy was fitted on a continuously randomized dose (no arms), whose value "
-                             "is the kernel-smoothed DR of the main job (coarse-gpu data=file ...: results.json's "
-                             "dr_value); the arms-based evaluate does not apply")
+        if self.policy_.dose:
+            return self._evaluate_dose(X, treatment, y, propensity, int(n_boot), float(ci_level))
         X_m, arm, y_f, e = self._eval_rows(X, treatment, y, propensity)
         arms = self._arms()
         seg, mu_pol = self.policy_.assign_matrix(X_m)  # segments and the profit at their treatment
@@ -555,6 +575,18 @@ class CoarsePersonalizer(BaseEstimator):
         sizes = np.bincount(seg, minlength=len(self.treatments_))
         return {"dr_value": res.value, "dr_ci": list(res.ci), "se": res.se, "n": res.n,
                 "segment_sizes": sizes.tolist(), "effective_k": int(np.count_nonzero(sizes))}
+
+    def _evaluate_dose(self, X, treatment, y, propensity, n_boot: int, ci_level: float) -> dict:
+        """``evaluate`` on a continuous-dose policy: the kernel DR of the main job (its docstring)."""
+        from coarse_gpu.experiment.dose import evaluate_dose_policy
+
+        X_m, t, y_f, density = self._checked_rows(X, treatment, y, propensity)
+        res, seg, scorer = evaluate_dose_policy(self.policy_, X_m, t, y_f, density, n_boot=n_boot,
+                                                alpha=1 - ci_level, seed=int(self.seed))
+        sizes = np.bincount(seg, minlength=len(self.treatments_))
+        return {"dr_value": res.value, "dr_ci": list(res.ci), "se": res.se, "n": res.n,
+                "segment_sizes": sizes.tolist(), "effective_k": int(np.count_nonzero(sizes)),
+                "kernel_dr": scorer.record()}
 
     def save(self, path) -> Path:
         """Write the policy folder (the CLI's ``policies/<method>_k<K>`` format; ``coarse-gpu-assign`` reads it)."""
@@ -576,6 +608,7 @@ class CoarsePersonalizer(BaseEstimator):
         cp.treatment_names_ = list(pol.treatment_names)
         cp.treatments_labelled_ = pol.treatments_labelled
         cp.feature_names_in_ = list(pol.feature_schema.columns)
+        cp.continuous_dose_ = bool(pol.dose)  # evaluate takes the kernel-DR path
         cp._policy_in_range()
         return cp
 

@@ -133,6 +133,23 @@ def test_the_simulated_dose_value_is_within_its_ci_of_the_truth_and_beats_no_dis
         assert cell["dr_ci"][0] <= cell["oracle_profit"] <= cell["dr_ci"][1], (k, cell)
     # the truth says personalized discounts pay: K=3's true profit beats no discount for anyone
     assert res["methods"]["ot"]["3"]["oracle_profit"] > control
+    # the saved policy remembers the declared design: the API's evaluate on a fresh draw uses its density
+    # f = 2 and its interval covers the policy's true value on those customers (one draw, seed 11)
+    from coarse_gpu.api import CoarsePersonalizer
+    from coarse_gpu.evaluate.oracle import oracle_value
+    from coarse_gpu.policy import Policy
+
+    cp = CoarsePersonalizer.load(run / "policies" / "ot_k3")
+    assert cp.policy_.dose["design"] == {"kind": "uniform", "low": [0.0], "high": [0.5]}
+    new = DoseSimulator(n_customers=4000, seed=11).sample()
+    out = cp.evaluate(new.features, new.treatment, new.outcome, n_boot=200)
+    assert out["kernel_dr"]["density"] == "declared uniform design"
+    truth = oracle_value(new.truth, Policy("ot", cp.treatments_, cp.assign(new.features)))
+    assert out["dr_ci"][0] <= truth <= out["dr_ci"][1], (out, truth)
+    beyond = new.treatment.copy()
+    beyond[5, 0] = 0.7
+    with pytest.raises(DataSchemaError, match="outside the declared range"):
+        cp.evaluate(new.features, beyond, new.outcome)
 
 
 def test_the_api_fits_a_dose_and_its_treatments_lie_in_the_observed_range(tmp_path):
@@ -149,8 +166,62 @@ def test_the_api_fits_a_dose_and_its_treatments_lie_in_the_observed_range(tmp_pa
     assert seg.shape == (200,) and set(seg) <= set(range(3))
     back = CoarsePersonalizer.load(cp.save(tmp_path / "pol"))
     np.testing.assert_array_equal(back.assign(new), seg)
-    with pytest.raises(ValueError, match="continuously randomized dose"):
-        cp.evaluate(new, dose_frame(200, 4).discount, dose_frame(200, 4).profit)
+
+
+def test_the_api_evaluates_a_dose_policy_as_the_job_scores_held_out_rows_and_so_does_the_loaded_one(tmp_path):
+    """evaluate on a dose policy: the main job's kernel DR (Evaluator with held-out estimates) on the
+    same rows, the same value; a saved and loaded policy remembers the dose and evaluates identically;
+    a policy.json from before the field loads as an arms policy."""
+    import dataclasses
+
+    import torch
+
+    from coarse_gpu.api import CoarsePersonalizer
+    from coarse_gpu.experiment.dose import _no_arms, _observed, _oracle
+    from coarse_gpu.experiment.evaluation import Evaluator
+    from coarse_gpu.experiment.personalize import ProfitEstimates
+    from coarse_gpu.policy import Policy
+
+    df, new = dose_frame(2000, 3), dose_frame(800, 4)
+    cp = CoarsePersonalizer(k=3, model="gb_s", n_folds=2, model_params={"max_iter": 30}, device="cpu", seed=0)
+    cp.fit(df[FEATURES], df[["discount"]], df.profit)
+    assert cp.policy_.dose["low"] == [df.discount.min()] and cp.policy_.dose["design"] is None
+    res = cp.evaluate(new[FEATURES], new[["discount"]], new.profit, n_boot=200)
+    assert res["kernel_dr"]["density"].startswith("estimated") and res["n"] == 800
+    assert sum(res["segment_sizes"]) == 800 and res["dr_ci"][0] < res["dr_value"] < res["dr_ci"][1]
+    # the job's scoring of the same rows: held-out ensemble estimates, DoseScorer over the dose range
+    scored = experiment_from_frame(new, _spec())
+    low = np.minimum(cp.policy_.dose["low"], new.discount.min())
+    high = np.maximum(cp.policy_.dose["high"], new.discount.max())
+    scored = dataclasses.replace(scored, X=cp._matrix(new[FEATURES]),
+                                 space=dataclasses.replace(scored.space, low=tuple(low), high=tuple(high)))
+    oracle = _oracle(cp.model_, scored, False, torch.device("cpu"))
+    profit_at = lambda T: oracle(np.atleast_2d(T)).cpu().numpy()  # noqa: E731
+    est = ProfitEstimates(np.empty((800, 0)), profit_at, _no_arms, oracle, "held-out", None,
+                          mu_observed=_observed(cp.model_, scored, False))
+    value, ci = Evaluator(scored, est, 200, 0.95, 0).dr(Policy("ot", cp.treatments_, cp.assign(new[FEATURES])))
+    assert res["dr_value"] == pytest.approx(value, rel=1e-6, abs=1e-6)
+    assert res["dr_ci"][0] <= value <= res["dr_ci"][1] and ci[0] <= res["dr_value"] <= ci[1]
+    # the kernel DR, not the plug-in: it moves with the realized profits (+1 each adds exactly
+    # mean(K_h / f), a positive number) while the model's part stays
+    shifted = cp.evaluate(new[FEATURES], new[["discount"]], new.profit + 1.0, n_boot=0)
+    assert shifted["dr_value"] > res["dr_value"]
+    back = CoarsePersonalizer.load(cp.save(tmp_path / "pol"))
+    assert back.continuous_dose_ and back.policy_.dose == cp.policy_.dose
+    assert back.evaluate(new[FEATURES], new[["discount"]], new.profit, n_boot=200) == res
+    # a density column: used as the GPS (the simulator's uniform design on [0, 0.5] has f = 2)
+    dens = cp.evaluate(new[FEATURES], new.discount, new.profit, propensity=np.full(800, 2.0), n_boot=0)
+    assert dens["kernel_dr"]["density"] == "density column" and dens["dr_value"] != res["dr_value"]
+    with pytest.raises(Exception, match="propensity"):
+        cp.evaluate(new[FEATURES], new.discount, new.profit, propensity=np.zeros(800))
+    # a policy saved before the field: no "dose" key, loads as an arms policy
+    pj = tmp_path / "pol" / "policy.json"
+    doc = json.loads(pj.read_text())
+    assert doc["dose"]["high"] == [df.discount.max()]
+    del doc["dose"]
+    pj.write_text(json.dumps(doc))
+    old = CoarsePersonalizer.load(tmp_path / "pol")
+    assert old.policy_.dose == {} and not old.continuous_dose_
 
 
 def test_held_out_scoring_and_a_density_column_feed_the_kernel_dr():

@@ -22,6 +22,8 @@ the same steps as an arms-based experiment, with four differences, all here:
   the scored customers); bandwidth by ``bandwidth_rule`` ("undersmooth", for CIs), Epanechnikov kernel
   with the boundary correction; overlap problems are warnings (the run goes on, the log says which).
   The bootstrap CIs, paired comparisons and choose-K of the job use these scores unchanged.
+  ``evaluate_dose_policy`` scores a saved / fitted policy on new rows the same way (the Python API's
+  ``CoarsePersonalizer.evaluate``).
 * Baselines that need arms (``grid``: the best K-subset of the experiment's arms) are skipped, with a
   note in results.json; every other method works on the candidate grid.
 """
@@ -42,7 +44,7 @@ from coarse_gpu.evaluate.gps import BinnedDoseDensity
 from coarse_gpu.evaluate.kernel_dr import bandwidth_rule, kernel_dr_scores
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
-           "dose_model_names", "dose_space", "is_continuous_dose", "personalize_dose"]
+           "dose_model_names", "dose_space", "evaluate_dose_policy", "is_continuous_dose", "personalize_dose"]
 
 log = logging.getLogger("coarse_gpu")
 
@@ -302,6 +304,42 @@ class DoseScorer:
         for w in caught:
             log.warning("policy %s: %s", policy.name, w.message)
         return s
+
+
+def evaluate_dose_policy(policy, X: np.ndarray, treatment: np.ndarray, outcome: np.ndarray,
+                         density: Optional[np.ndarray] = None, n_boot: int = 1000, alpha: float = 0.05,
+                         seed: int = 0):
+    """The kernel-DR value of a deployed dose policy (``coarse_gpu.policy.io.DeployedPolicy`` with its
+    ``dose`` record) on rows new to its model, as the main job scores held-out customers.
+
+    X : (N, p) model matrix; treatment : (N, d) received doses; outcome : (N,) realized profit (currency
+    units); density : optional (N,) f(t_i | x_i) (1 / treatment units^d), a density column. The GPS, as
+    in the job: the declared design (``policy.dose["design"]``), else ``density``, else estimated on these
+    rows (``DoseScorer``). Each row's estimate at her own dose is the ensemble's (no member saw her, as the job's held-out scoring); the
+    support is the trained dose range widened to these rows' doses (the policy's doses lie in the former,
+    the kernel windows may reach the latter). Returns (DRResult of ``kernel_dr_value``, segment (N,) int64,
+    the DoseScorer).
+    """
+    from types import SimpleNamespace
+
+    from coarse_gpu.evaluate.kernel_dr import kernel_dr_value
+    from coarse_gpu.policy import Policy
+
+    rec = policy.dose
+    T = np.asarray(treatment, dtype=np.float64)
+    meta = {"continuous_dose": True, "density_column": density is not None}
+    if rec.get("design") is not None:  # the declared design first, as the job's DoseScorer
+        meta["dose_design"] = rec["design"]
+    # DoseScorer reads only these fields of the scored ExperimentData
+    rows = SimpleNamespace(X=X, treatment=T, outcome=np.asarray(outcome, dtype=np.float64), meta=meta,
+                           propensity=None if density is None else np.asarray(density, dtype=np.float64))
+    support = (np.minimum(np.asarray(rec["low"]), T.min(0)), np.maximum(np.asarray(rec["high"]), T.max(0)))
+    members = policy.model.members() if hasattr(policy.model, "members") else [policy.model]
+    mu_observed = np.mean([predict_rows(m, X, T) for m in members], axis=0)
+    seg, mu_policy = policy.assign_matrix(X)
+    scorer = DoseScorer(rows, mu_observed, support=support)
+    scores = scorer.scores(Policy(policy.method, np.asarray(policy.treatments), seg), mu_policy)
+    return kernel_dr_value(scores, n_boot=n_boot, alpha=alpha, seed=seed), seg, scorer
 
 
 def results_note(methods: list[str]) -> Optional[str]:

@@ -11,7 +11,9 @@ On-disk format (``FORMAT = "coarse_gpu.policy/1"``): a folder, e.g. ``policies/o
       one's value, bounds and dual multiplier; {} without any), treatment_kinds (per dimension its
       name, kind and, for a categorical one, its labels: the treatments hold codes into them; absent in
       older policies = every dimension continuous), treatments_labelled (the treatments in the user's
-      labels and types, for a reader), created.
+      labels and types, for a reader), dose (a policy fitted on a continuously randomized dose: the
+      trained dose range "low" / "high" (d,) and the declared "design" or null, what the kernel-DR
+      evaluation of new rows needs; null or absent in arms-based and older policies), created.
   model-<sha16>.safetensors   the CATE model: network weights ("network.<name>") and fitted arrays
                               ("fitted.<name>": arms, feature means / scales, ...). safetensors holds
                               raw tensors only: loading it executes no code.
@@ -142,6 +144,9 @@ class DeployedPolicy:
     # per treatment dimension {"name", "kind", "labels" (categorical only)} (TreatmentSpace.describe);
     # empty: every dimension continuous (policies saved before kinds existed)
     treatment_kinds: list = field(default_factory=list)
+    # a continuously randomized dose: {"low": (d,), "high": (d,) the trained dose range, "design": the
+    # declared design's meta (coarse_gpu.data.dose_design) or None}; empty: an arms-based policy
+    dose: dict = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -266,7 +271,16 @@ def deployable(policy: Policy, model, data, candidates: np.ndarray, X: Optional[
     return DeployedPolicy(method, np.asarray(policy.treatments, dtype=np.float64), list(data.space.names), rule,
                           model, feature_schema_of(data), params, id_col, dict(metrics or {}),
                           dict(policy.info.get("constraints") or {}),
-                          data.space.describe() if data.space.kinds is not None else [])
+                          data.space.describe() if data.space.kinds is not None else [], _dose_of(data))
+
+
+def _dose_of(data) -> dict:
+    """DeployedPolicy.dose of the data a policy was fitted on: {} unless a continuously randomized dose."""
+    meta = getattr(data, "meta", None) or {}
+    if not meta.get("continuous_dose"):
+        return {}
+    return {"low": [float(v) for v in data.space.low], "high": [float(v) for v in data.space.high],
+            "design": meta.get("dose_design")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +343,7 @@ def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
         "metrics": policy.metrics,
         "constraints": policy.constraints,
         "treatment_kinds": policy.treatment_kinds,
+        "dose": policy.dose or None,
         "treatments_labelled": policy.treatments_labelled,  # for a reader; the loader reads "treatments"
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -511,7 +526,31 @@ def _policy_fields(doc: dict, pj: Path) -> dict:
     return {"method": doc["method"], "treatments": treatments, "treatment_names": list(names), "rule": doc["rule"],
             "feature_schema": schema, "params": params, "id_column": doc.get("id_column"),
             "metrics": metrics if isinstance(metrics, dict) else {}, "constraints": constraints,
-            "treatment_kinds": _treatment_kinds(doc.get("treatment_kinds"), names, treatments, where)}
+            "treatment_kinds": _treatment_kinds(doc.get("treatment_kinds"), names, treatments, where),
+            "dose": _dose_record(doc.get("dose"), len(names), where)}
+
+
+def _dose_record(raw: Any, d: int, where: str) -> dict:
+    """policy.json's "dose": absent or null (arms-based and older policies) = {}; else the trained dose
+    range low <= high, d finite numbers each, and the declared design (an object) or null."""
+    if not raw:
+        return {}
+    try:
+        low, high = (np.asarray(raw[key], dtype=np.float64) for key in ("low", "high"))
+    except (KeyError, TypeError, ValueError):
+        raise PolicyFileError(f"{where}: 'dose' must be {{\"low\": [{d} numbers], \"high\": [{d} numbers], "
+                              f"\"design\": object or null}}, got {raw!r}") from None
+    if low.shape != (d,) or high.shape != (d,) or not np.all(np.isfinite(low) & np.isfinite(high) & (low <= high)):
+        raise PolicyFileError(f"{where}: 'dose' needs finite low <= high with {d} entries each, got {raw!r}")
+    design = raw.get("design")
+    if design is not None:
+        from coarse_gpu.data.dose_design import UniformDoseDesign
+
+        try:
+            UniformDoseDesign.from_meta(design)
+        except (ValueError, KeyError, TypeError) as err:
+            raise PolicyFileError(f"{where}: 'dose'.'design' is not a dose design: {err}") from None
+    return {"low": low.tolist(), "high": high.tolist(), "design": design}
 
 
 def _treatment_kinds(raw: Any, names: list[str], treatments: np.ndarray, where: str) -> list:
@@ -595,7 +634,8 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
                               f"{f['treatments'].shape[1]} treatment dimensions {f['treatment_names']}")
     _check_treatment_range(f["treatments"], f["treatment_names"], arms, pj)
     return DeployedPolicy(f["method"], f["treatments"], f["treatment_names"], f["rule"], model, schema,
-                          f["params"], f["id_column"], f["metrics"], f["constraints"], f["treatment_kinds"])
+                          f["params"], f["id_column"], f["metrics"], f["constraints"], f["treatment_kinds"],
+                          f["dose"])
 
 
 def _check_treatment_range(treatments: np.ndarray, names: list[str], arms: np.ndarray, pj: Path) -> None:
