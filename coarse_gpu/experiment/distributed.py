@@ -139,7 +139,7 @@ class Job:
     launcher: str
     own_dir: Optional[Path] = None
     folder: Optional[dict] = None
-    link: Any = None  # the OT solves' protocol (coarse_gpu.experiment.followers.Link)
+    link: Any = None  # the OT solves' protocol (coarse_gpu.experiment.link.Link)
 
     @property
     def is_main(self) -> bool:
@@ -239,7 +239,7 @@ def _start(cfg, own_dir: Optional[Path], in_process_sweep: bool) -> Optional[Job
     device = init_distributed(backend="gloo" if cpu else None, timeout_s=TIMEOUT_S)
     import torch.distributed as dist
 
-    from coarse_gpu.experiment.followers import Link
+    from coarse_gpu.experiment.link import Link  # here: the protocol loads torch, and this module stays torch-free
 
     job = Job(dist.get_rank(), dist.get_world_size(), where["local_rank"], dist.get_backend(), device,
               where["launcher"], own_dir=own_dir)

@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.evaluate.gps import BinnedDoseDensity
 from coarse_gpu.evaluate.kernel_dr import bandwidth_rule, kernel_dr_scores
+from coarse_gpu.experiment.errors import ConfigValueError
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
            "dose_model_names", "dose_space", "evaluate_dose_policy", "is_continuous_dose", "personalize_dose"]
@@ -117,7 +118,6 @@ def check_dose_model(model_cfg, data: ExperimentData) -> None:
     """Before any training: the model can fit a continuous dose (``dose_model_names``); ConfigValueError."""
     if not is_continuous_dose(data):
         return
-    from coarse_gpu.experiment.validate import ConfigValueError
 
     try:
         dose_model_names(model_cfg)

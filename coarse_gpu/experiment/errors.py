@@ -25,6 +25,14 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
+class ConfigValueError(ValueError):
+    """Config values out of range or inconsistent. ``problems`` lists each one, naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("config error: " + "; ".join(self.problems))
+
+
 class JobFailed(Exception):
     """A job's error as the line to print and the exit code; the original is its ``__cause__``.
 
@@ -131,4 +139,4 @@ def log_traceback(err: BaseException, where: str = "") -> None:
             h.handle(record)
 
 
-__all__ = ["DEBUG_ENV", "JobExit", "JobFailed", "debug_requested", "exit_code", "log_traceback", "one_line"]
+__all__ = ["ConfigValueError", "DEBUG_ENV", "JobExit", "JobFailed", "debug_requested", "exit_code", "log_traceback", "one_line"]

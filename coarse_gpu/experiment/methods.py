@@ -28,6 +28,7 @@ from coarse_gpu.discretize.facility import dense_source, greedy
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.profit import profit_columns
 from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
+from coarse_gpu.experiment.validate import METHODS  # the names, kept where the config check reads them without torch
 from coarse_gpu.policy import (
     Policy,
     grid_search,
@@ -45,8 +46,6 @@ __all__ = ["METHODS", "MethodContext", "constraints_from_config", "ensemble_spre
 
 log = logging.getLogger("coarse_gpu")
 
-METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid",
-           "single_best")
 #: Customers on which the spread re-runs the discretizer per fold model (a uniform subsample).
 SPREAD_ROWS = 5_000
 #: Above this many scored customers the spread is measured on a uniform sample of this many: every fold

@@ -23,13 +23,13 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+# ConfigValueError lives with the other errors (errors.py) so that modules below validate raise it too
+from coarse_gpu.experiment.errors import ConfigValueError
 
-class ConfigValueError(ValueError):
-    """Config values out of range or inconsistent. ``problems`` lists each one, naming its key."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("config error: " + "; ".join(self.problems))
+#: The methods ``evaluation.methods`` may list (coarse_gpu.experiment.methods implements each): here, in
+#: the torch-free config check, so that checking a config loads neither torch nor the methods.
+METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid",
+           "single_best")
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,6 @@ def list_problems(tree: dict) -> list[str]:
             out.append(f"evaluation.k_values={ks} repeats a K; list each K once")
     methods = _get(tree, "evaluation.methods", missing)
     if methods is not missing:
-        from coarse_gpu.experiment.methods import METHODS
-
         if not methods:
             out.append(f"evaluation.methods=[] is empty: give at least one of {', '.join(METHODS)}")
         elif len(set(methods)) != len(methods):
@@ -476,5 +474,5 @@ def validate_config(cfg: Any) -> None:
         raise ConfigValueError(problems)
 
 
-__all__ = ["ConfigValueError", "RULES", "Rule", "config_problems", "data_constraint_problems", "unknown_key_problems",
+__all__ = ["ConfigValueError", "METHODS", "RULES", "Rule", "config_problems", "data_constraint_problems", "unknown_key_problems",
            "validate_config"]
