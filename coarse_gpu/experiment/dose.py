@@ -42,7 +42,10 @@ from omegaconf import DictConfig
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.evaluate.gps import BinnedDoseDensity
 from coarse_gpu.evaluate.kernel_dr import bandwidth_rule, kernel_dr_scores
+from coarse_gpu.experiment.composed import model_config
 from coarse_gpu.experiment.errors import ConfigValueError
+from coarse_gpu.experiment.estimates import ProfitEstimates, _oof_dose_oracle
+from coarse_gpu.experiment.model_build import build_model
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
            "dose_model_names", "dose_space", "evaluate_dose_policy", "is_continuous_dose", "personalize_dose"]
@@ -131,8 +134,6 @@ def _config_of(name: str, model_cfg, auto: bool) -> DictConfig:
     hands its keys to its candidates."""
     if not auto:
         return model_cfg
-    from coarse_gpu.experiment.composed import model_config
-
     base = model_config("auto")  # what model=auto sets by itself (candidates, blend) is not the user's
     cfg = model_config(name)
     for key in model_cfg:
@@ -150,8 +151,6 @@ def _fit_transforms(cfg, d: int):
     tf = cfg.get("transforms")
     if cfg.get("name") != "dose_logit" or tf is None or isinstance(tf, str) or len(tf) == d:
         return cfg
-    from coarse_gpu.experiment.composed import model_config
-
     if list(tf) == list(model_config("dose_logit").get("transforms")):
         cfg = cfg.copy()
         cfg.transforms = ["identity"] * d
@@ -160,7 +159,6 @@ def _fit_transforms(cfg, d: int):
 
 
 def _build(name: str, cfg, device, seed: int, verbose: bool, checkpoint_dir, d: int = 1):
-    from coarse_gpu.experiment.personalize import build_model
     from coarse_gpu.models import CrossFitted, GBSDose, GBSLearner
 
     model = build_model(_fit_transforms(cfg, d), device, seed, verbose, checkpoint_dir=checkpoint_dir)
@@ -197,8 +195,6 @@ def _observed(cf, scored: ExperimentData, same_customers: bool) -> np.ndarray:
 
 
 def _oracle(cf, scored: ExperimentData, same_customers: bool, device: torch.device) -> Callable:
-    from coarse_gpu.experiment.personalize import _oof_dose_oracle
-
     if same_customers:
         return _oof_dose_oracle(cf, device)
     oracles = [m.profit_oracle(scored.X, device=device) for m in cf.members()]
@@ -215,8 +211,6 @@ def personalize_dose(model_cfg, train: ExperimentData, scored: ExperimentData, s
     """Step 1 on a continuous dose (module docstring). Returns (model, ProfitEstimates, model_selection):
     the estimates' ``mu_arms`` is (N, 0) (no arms) and ``mu_observed`` (N,) the estimate at each scored
     customer's own dose."""
-    from coarse_gpu.experiment.personalize import ProfitEstimates
-
     names, dropped = dose_model_names(model_cfg)
     if dropped:
         log.info("model=auto on a continuous dose: candidates %s need arms and are left out; comparing %s",

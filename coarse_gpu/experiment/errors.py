@@ -93,6 +93,7 @@ def _origin(err: BaseException) -> str:
 def _known(err: BaseException) -> bool:
     from omegaconf.errors import OmegaConfBaseException
 
+    # here: rundir.py loads torch (utils), and errors.py is imported by the torch-free config check
     from coarse_gpu.experiment.rundir import RunFolderError
 
     try:

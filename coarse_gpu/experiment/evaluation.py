@@ -23,7 +23,8 @@ from coarse_gpu.evaluate import (
     share_of_full,
 )
 from coarse_gpu.evaluate.bootstrap import SharedBootstrap, percentile_ci
-from coarse_gpu.experiment.personalize import ProfitEstimates
+from coarse_gpu.experiment.dose import DoseScorer
+from coarse_gpu.experiment.estimates import ProfitEstimates
 from coarse_gpu.policy import Policy
 
 __all__ = ["Evaluator", "Scored", "oracle_points"]
@@ -83,8 +84,6 @@ class Evaluator:
         # a continuously randomized dose: the kernel-smoothed DR replaces the arms-based AIPW
         self.dose = None
         if (getattr(test, "meta", None) or {}).get("continuous_dose"):
-            from coarse_gpu.experiment.dose import DoseScorer
-
             self.dose = DoseScorer(test, estimates.mu_observed,
                                    support=(np.asarray(test.space.low), np.asarray(test.space.high)))
 

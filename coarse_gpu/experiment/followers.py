@@ -14,7 +14,7 @@ from pathlib import Path
 from coarse_gpu.experiment.distributed import NO_LAUNCHER, DistributedSetupError, Job, current_job
 from coarse_gpu.experiment.errors import JobExit
 from coarse_gpu.experiment.link import CHUNK_BYTES, Link, row_offsets  # noqa: F401  (their old home: kept importable)
-from coarse_gpu.experiment.loading import load_experiment
+from coarse_gpu.experiment.loading import prepare_data
 from coarse_gpu.experiment.personalize import personalize
 from coarse_gpu.experiment.validate import validate_config
 from coarse_gpu.utils import resolve_device, seed_everything
@@ -46,7 +46,7 @@ def follow(cfg, job: Job) -> None:
     device = resolve_device(cfg.device)
     d_k = cfg.discretizer.k
     k_values = [int(d_k)] if d_k is not None else [int(k) for k in cfg.evaluation.k_values]
-    data, train, scored, candidates = load_experiment(cfg, seed, k_values, {})
+    data, train, scored, candidates = prepare_data(cfg, seed, k_values, {})
     del data
     # run_experiment's own call (pipeline.py), from the same run folder: a resumed training resumes here too
     _, est, _ = personalize(cfg.model, train, scored, train is scored, device, seed, False,

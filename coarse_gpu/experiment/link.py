@@ -40,7 +40,7 @@ import torch.distributed as dist
 
 from coarse_gpu.discretize import FactoredProfit, discretize
 from coarse_gpu.experiment.errors import JobExit, one_line
-from coarse_gpu.experiment.personalize import oracle_rows
+from coarse_gpu.experiment.estimates import oracle_rows
 
 if TYPE_CHECKING:  # annotations only: distributed.py builds the Link of each Job it starts
     from coarse_gpu.experiment.distributed import Job

@@ -1,7 +1,7 @@
 """The data step of the main job: the experiment a config names, who trains and who is scored, the
 candidate treatments, and the checks of the config against the loaded data (before any training).
 
-``load_experiment`` is what ``run_experiment`` (pipeline.py) and the distributed job's ranks > 0
+``prepare_data`` is what ``run_experiment`` (pipeline.py) and the distributed job's ranks > 0
 (followers.py) both call first, so that every rank holds the same data, split and candidates.
 """
 from __future__ import annotations
@@ -16,10 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
-from coarse_gpu.experiment.dose import check_dose_model, dose_space, is_continuous_dose
+from coarse_gpu.experiment.dose import check_dose_model, dose_candidates, dose_space, is_continuous_dose
 from coarse_gpu.experiment.kinds import (
+    allow_unseen,
     check_unseen_model,
     resolve_kinds,
+    restrict_to_observed,
 )
 from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_problems
 from coarse_gpu.utils.imports import class_path, locate_class
@@ -82,8 +84,6 @@ def discrete_dims(data: ExperimentData) -> np.ndarray:
     text-given kind (``data.space.kinds``), and the undeclared ones whose observed values are all
     integers (a coded category, a count, an on/off lever), unless the data source declares its
     treatments continuous (``meta["continuous_treatments"]``, the simulator's weeks 0/2/4)."""
-    from coarse_gpu.experiment.kinds import resolve_kinds
-
     return resolve_kinds(data).space.fixed_dims
 
 
@@ -100,12 +100,9 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_intege
     dropped unless ``data.allow_unseen_combinations=true`` (coarse_gpu.experiment.kinds).
     """
     from coarse_gpu.data.treatments import product_grid
-    from coarse_gpu.experiment.kinds import allow_unseen, resolve_kinds, restrict_to_observed
     from coarse_gpu.models.interpolate import ArmGrid
 
     if data.meta.get("continuous_dose"):  # no arms: a grid over the observed doses (experiment.dose)
-        from coarse_gpu.experiment.dose import dose_candidates, dose_space
-
         return dose_candidates(dose_space(data), data_cfg)
     data = resolve_kinds(data, refine_integer_dims=not keep_integer_dims)
     allowed = allow_unseen(data, data_cfg)
@@ -154,7 +151,7 @@ def check_k_values(k_values: list[int], n_candidates: int, n_customers: int, key
                          "use a smaller K or more data")
 
 
-def load_experiment(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
+def prepare_data(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     """The data step: the experiment, who trains and who is scored, the candidate treatments."""
     parity = (cfg.discretizer.get("group_parity") or {}).get("column")
     data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())

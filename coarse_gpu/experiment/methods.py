@@ -27,7 +27,8 @@ from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.discretize.facility import dense_source, greedy
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.profit import profit_columns
-from coarse_gpu.experiment.personalize import ProfitEstimates, fold_predictors
+from coarse_gpu.experiment.estimates import ProfitEstimates, fold_predictors
+from coarse_gpu.experiment.followers import sharded_discretize
 from coarse_gpu.experiment.validate import METHODS  # the names, kept where the config check reads them without torch
 from coarse_gpu.policy import (
     Policy,
@@ -164,8 +165,6 @@ def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, c
     kwargs = dict(candidates=candidates, min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon,
                   device=str(device), seed=seed, constraints=constraints or None, **options)
     if cfg.get("distributed", False):  # rank 0 of a distributed job: solved with every rank (experiment/followers.py)
-        from coarse_gpu.experiment.followers import sharded_discretize
-
         return sharded_discretize(profit, k, **kwargs)
     return discretize(profit, k, **kwargs)
 

@@ -2,7 +2,7 @@
 
 ``run_experiment(cfg, run_dir)`` is what ``coarse-gpu`` calls; it is plain Python on an OmegaConf
 config, so tests and notebooks can call it without Hydra's command line. It only wires the steps:
-``load_experiment`` (coarse_gpu.experiment.loading: the data and who is scored), ``personalize`` (coarse_gpu.experiment.personalize: the
+``prepare_data`` (coarse_gpu.experiment.loading: the data and who is scored), ``personalize`` (coarse_gpu.experiment.personalize: the
 cross-fitted model and the scored customers' held-out estimates), ``_references`` (no treatment and
 full personalization), then per K ``method_policy`` (coarse_gpu.experiment.methods: the OT
 discretizer and the baselines) and ``_score_k`` (coarse_gpu.experiment.evaluation: true profits
@@ -27,6 +27,7 @@ from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.experiment.distributed import results_record
 from coarse_gpu.experiment.dose import is_continuous_dose, results_note
+from coarse_gpu.experiment.estimates import ProfitEstimates, _first
 from coarse_gpu.experiment.evaluation import Evaluator, oracle_points
 from coarse_gpu.experiment.kinds import (
     allow_unseen,
@@ -41,10 +42,10 @@ from coarse_gpu.experiment.loading import (  # noqa: F401
     build_data,
     candidate_treatments,
     check_k_values,
-    load_experiment,
+    prepare_data,
 )
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
-from coarse_gpu.experiment.personalize import ProfitEstimates, _first, personalize
+from coarse_gpu.experiment.personalize import personalize
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.stages import stage
 from coarse_gpu.experiment.tracking import Tracker
@@ -344,7 +345,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         raise ValueError(f"evaluation.k_values must hold at least one K >= 1, got {k_values}")
 
     with stage(timings, "data"):
-        data, train, scored, candidates = load_experiment(cfg, seed, k_values, {})
+        data, train, scored, candidates = prepare_data(cfg, seed, k_values, {})
     note = results_note(methods) if is_continuous_dose(data) else None
     if note:  # the arms-based baseline has nothing to search over
         methods = [m for m in methods if m != "grid"]

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from coarse_gpu.experiment.distributed import config_problems as distributed_problems
+
 # ConfigValueError lives with the other errors (errors.py) so that modules below validate raise it too
 from coarse_gpu.experiment.errors import ConfigValueError
 
@@ -408,7 +410,7 @@ def solver_option_problems(tree: dict) -> list[str]:
 def target_problems(tree: dict) -> list[str]:
     """The model group's keys against its estimator (``personalize.model_key_problems``); the
     simulator's ``data._target_`` importable."""
-    from coarse_gpu.experiment.personalize import model_key_problems
+    from coarse_gpu.experiment.model_build import model_key_problems  # here: it loads torch, validate.py does not
 
     model = _get(tree, "model", None)
     out = model_key_problems(model) if isinstance(model, dict) and "name" in model else []
@@ -456,8 +458,6 @@ def unknown_key_problems(cfg: Any) -> list[str]:
 
 def config_problems(cfg: Any) -> list[str]:
     """Every problem of ``cfg`` (an OmegaConf config or a plain dict), each a sentence naming its key."""
-    from coarse_gpu.experiment.distributed import config_problems as distributed_problems
-
     unknown = unknown_key_problems(cfg)
     if unknown:  # the other rules read the known keys; an extra key is reported alone
         return unknown
