@@ -209,12 +209,12 @@ MUTATIONS: list[Mutation] = [
     M("e6", "coarse_gpu/evaluate/choose_k.py", "float(v) - c * int(k)", "float(v) - c * (int(k) - 1)",
       ("tests/test_choose_k.py",), "fixed cost charged for one treatment fewer"),
     # ---- experiment ---------------------------------------------------------------------------
-    M("r1", "coarse_gpu/experiment/pipeline.py", "bad = [k for k in k_values if k < 1]",
+    M("r1", "coarse_gpu/experiment/loading.py", "bad = [k for k in k_values if k < 1]",
       "bad = [k for k in k_values if k < 0]", ("tests/test_bad_input.py",), "K = 0 accepted"),
     M("r2", "coarse_gpu/experiment/report.py", 'return f"{100 * v:7.2f}%" if v is not None',
       'return f"{v:7.2f}%" if v is not None', ("tests/test_mutations_caught.py", "tests/test_report.py"),
       "table shows fractions as percent"),
-    M("r3", "coarse_gpu/experiment/pipeline.py", "too_many = [k for k in k_values if k > n_candidates]",
+    M("r3", "coarse_gpu/experiment/loading.py", "too_many = [k for k in k_values if k > n_candidates]",
       "too_many = [k for k in k_values if k > n_candidates + 1]", ("tests/test_bad_input.py",),
       "K above the number of candidates accepted"),
     # ==== issue 25: plausible bugs the suite missed, and more in every layer, each caught by a property ====
