@@ -140,3 +140,6 @@ def oracle_rows(oracle: Callable, lo: int, hi: int) -> Callable:
     if hasattr(oracle, "rows"):
         return oracle.rows(lo, hi)
     return lambda T: oracle(T)[lo:hi]
+
+
+__all__ = ["DENSE_PROFIT_ENTRIES", "ArmsOracle", "ProfitEstimates", "fold_predictors", "oracle_rows"]

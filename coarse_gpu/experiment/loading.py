@@ -232,3 +232,7 @@ def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np
                                         data.meta.get("treatment_unit_cost"), candidates, groups)
     if problems:
         raise ConfigValueError(problems)
+
+
+__all__ = ["DATA_SOURCES", "SIMULATED", "build_data", "candidate_treatments", "check_k_values", "discrete_dims",
+           "prepare_data"]

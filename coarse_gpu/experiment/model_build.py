@@ -134,3 +134,6 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
     kwargs.update({k: v for k, v in (("device", str(device)), ("seed", seed), ("verbose", verbose),
                                      ("checkpoint_dir", ckpt)) if k in accepted and v is not None})
     return instantiate({"_target_": class_path(cls)}, **kwargs, _convert_="all")
+
+
+__all__ = ["MODELS", "build_model", "model_class", "model_key_problems"]

@@ -46,9 +46,11 @@ from coarse_gpu.models import (
 )
 from coarse_gpu.models.select import pseudo_outcomes, selection_report
 
-__all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ArmsOracle", "oracle_rows", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "personalize"]
+__all__ = ["DENSE_PROFIT_ENTRIES", "MODELS", "ArmsOracle", "oracle_rows", "ProfitEstimates", "build_model", "fold_predictors", "model_class", "model_key_problems",
+           "personalize"]
 
 log = logging.getLogger("coarse_gpu")
+
 
 def personalize(model_cfg: DictConfig, train: ExperimentData, scored: ExperimentData, same_customers: bool,
                 device: torch.device, seed: int, verbose: bool, checkpoint_dir=None):
