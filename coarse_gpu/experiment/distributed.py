@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import logging
 import os
 import random
@@ -149,7 +150,7 @@ class Job:
         """``cfg`` for this rank: on CUDA the device is cuda:<local rank> (DDP needs the index)."""
         if not self.device.startswith("cuda"):
             return cfg
-        from omegaconf import OmegaConf
+        from omegaconf import OmegaConf  # here: the config check imports this module, and stays light
 
         cfg = copy.deepcopy(cfg)
         OmegaConf.update(cfg, "device", self.device)
@@ -158,7 +159,7 @@ class Job:
     def share_folder(self, plan=None, error: Optional[str] = None) -> dict:
         """Rank 0: send where the job writes (``plan``: the RunPlan) or why it did not start; ranks > 0:
         receive it. Returns {"run_dir", "out_dir", "error"} on every rank."""
-        import torch.distributed as dist
+        import torch.distributed as dist  # here: torch loads only in a distributed job (this module stays torch-free)
 
         msg = [{"run_dir": str(plan.run_dir), "out_dir": str(plan.out_dir), "error": None} if plan is not None
                else {"run_dir": None, "out_dir": None, "error": error}] if self.is_main else [None]
@@ -217,8 +218,10 @@ def results_record(cfg) -> dict:
 
 def _start(cfg, own_dir: Optional[Path], in_process_sweep: bool) -> Optional[Job]:
     """Join the process group the launcher describes (module docstring); None when not distributed."""
-    from coarse_gpu.models.distributed import init_distributed
-    from coarse_gpu.utils import resolve_device
+    from coarse_gpu.models.distributed import (
+        init_distributed,  # here: torch loads only in a distributed job (this module stays torch-free)
+    )
+    from coarse_gpu.utils import resolve_device  # here: coarse_gpu.utils loads torch
 
     where = launch_env()
     if not cfg.get("distributed", False):
@@ -237,7 +240,7 @@ def _start(cfg, own_dir: Optional[Path], in_process_sweep: bool) -> Optional[Job
     os.environ.update(where["env"])
     cpu = resolve_device(cfg.device).type == "cpu"
     device = init_distributed(backend="gloo" if cpu else None, timeout_s=TIMEOUT_S)
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: torch loads only in a distributed job (this module stays torch-free)
 
     from coarse_gpu.experiment.link import Link  # here: the protocol loads torch, and this module stays torch-free
 
@@ -257,9 +260,7 @@ def _meet_before_teardown(timeout_s: float = 60.0) -> None:
     died at exit with SIGABRT ("terminate called without an active exception") after complete results
     (1 run in ~8 of tests/test_distributed_job.py). Bounded, because a rank that failed alone never
     arrives: the others then warn and tear down anyway."""
-    import datetime
-
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: torch loads only in a distributed job (this module stays torch-free)
 
     try:
         dist.barrier(async_op=True).wait(timeout=datetime.timedelta(seconds=timeout_s))
@@ -278,7 +279,7 @@ def distributed_job(cfg, own_dir: Optional[Path] = None, in_process_sweep: bool 
     if job is None:
         yield None
         return
-    import torch.distributed as dist
+    import torch.distributed as dist  # here: torch loads only in a distributed job (this module stays torch-free)
 
     _JOB = job
     try:

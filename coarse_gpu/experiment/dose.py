@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import time
 import warnings
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -40,12 +41,15 @@ import torch
 from omegaconf import DictConfig
 
 from coarse_gpu.data import ExperimentData
+from coarse_gpu.data.dose_design import UniformDoseDesign
 from coarse_gpu.evaluate.gps import BinnedDoseDensity
-from coarse_gpu.evaluate.kernel_dr import bandwidth_rule, kernel_dr_scores
+from coarse_gpu.evaluate.kernel_dr import bandwidth_rule, kernel_dr_scores, kernel_dr_value
 from coarse_gpu.experiment.composed import model_config
 from coarse_gpu.experiment.errors import ConfigValueError
 from coarse_gpu.experiment.estimates import ProfitEstimates, _oof_dose_oracle
 from coarse_gpu.experiment.model_build import build_model
+from coarse_gpu.models import AutoCATE, CrossFitted, GBSDose, GBSLearner
+from coarse_gpu.policy import Policy
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
            "dose_model_names", "dose_space", "evaluate_dose_policy", "is_continuous_dose", "personalize_dose"]
@@ -105,8 +109,6 @@ def dose_model_names(model_cfg) -> tuple[list[str], list[str]]:
         raise ValueError(f"model={name} needs experimental arms (one head or regressor per arm), but every customer "
                          f"received her own dose (a continuously randomized dose): use model=auto or one of "
                          f"{list(DOSE_MODELS)}")
-    from coarse_gpu.models import AutoCATE
-
     cands = list(model_cfg.get("candidates") or AutoCATE().candidates)
     if cands == list(AutoCATE().candidates):  # the default list: its dose learners are DOSE_AUTO
         return list(DOSE_AUTO), [c for c in cands if c not in DOSE_AUTO]
@@ -159,8 +161,6 @@ def _fit_transforms(cfg, d: int):
 
 
 def _build(name: str, cfg, device, seed: int, verbose: bool, checkpoint_dir, d: int = 1):
-    from coarse_gpu.models import CrossFitted, GBSDose, GBSLearner
-
     model = build_model(_fit_transforms(cfg, d), device, seed, verbose, checkpoint_dir=checkpoint_dir)
     if isinstance(model, GBSLearner):  # the same trees, predicting at any dose (models.gb_dose)
         model = GBSDose(**model.get_params())
@@ -257,8 +257,6 @@ class DoseScorer:
     """
 
     def __init__(self, test: ExperimentData, mu_observed: np.ndarray, support: Optional[tuple] = None) -> None:
-        from coarse_gpu.data.dose_design import UniformDoseDesign
-
         self.test, self.mu_observed = test, np.asarray(mu_observed, dtype=np.float64)
         design = test.meta.get("dose_design")
         t = np.asarray(test.treatment, dtype=np.float64)
@@ -314,11 +312,6 @@ def evaluate_dose_policy(policy, X: np.ndarray, treatment: np.ndarray, outcome: 
     the kernel windows may reach the latter). Returns (DRResult of ``kernel_dr_value``, segment (N,) int64,
     the DoseScorer).
     """
-    from types import SimpleNamespace
-
-    from coarse_gpu.evaluate.kernel_dr import kernel_dr_value
-    from coarse_gpu.policy import Policy
-
     rec = policy.dose
     T = np.asarray(treatment, dtype=np.float64)
     meta = {"continuous_dose": True, "density_column": density is not None}

@@ -91,7 +91,7 @@ def _origin(err: BaseException) -> str:
 
 
 def _known(err: BaseException) -> bool:
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import OmegaConfBaseException  # here: only when an error is being reported
 
     # here: rundir.py loads torch (utils), and errors.py is imported by the torch-free config check
     from coarse_gpu.experiment.rundir import RunFolderError

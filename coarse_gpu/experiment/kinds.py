@@ -22,8 +22,10 @@ from typing import Optional
 import numpy as np
 
 from coarse_gpu.data import ExperimentData
+from coarse_gpu.discretize.refine import integer_dims
 from coarse_gpu.experiment.errors import ConfigValueError
 from coarse_gpu.experiment.model_build import model_class
+from coarse_gpu.models.dose import DoseResponseModel
 
 __all__ = ["check_unseen_model", "fixed_dims", "restrict_to_observed", "resolve_kinds", "unseen_mask",
            "unseen_record", "with_unseen_weights"]
@@ -32,8 +34,6 @@ log = logging.getLogger("coarse_gpu")
 
 
 def _integer_dims(arms: np.ndarray) -> np.ndarray:
-    from coarse_gpu.discretize.refine import integer_dims
-
     return integer_dims(arms)
 
 
@@ -88,8 +88,6 @@ def _fmt(space, t: np.ndarray) -> str:
 def check_unseen_model(model_cfg, data: ExperimentData, candidates: np.ndarray) -> None:
     """Unseen combinations among the candidates need a model that predicts off the arms (a dose-response
     model); with a per-arm model the run is refused before training, naming the keys."""
-    from coarse_gpu.models.dose import DoseResponseModel
-
     unseen = unseen_mask(candidates, data.arms, fixed_dims(data))
     if not unseen.any():
         return

@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.data import ExperimentData, PromotionsSimulator
+from coarse_gpu.data.treatments import product_grid
+from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
 from coarse_gpu.experiment.dose import check_dose_model, dose_candidates, dose_space, is_continuous_dose
 from coarse_gpu.experiment.kinds import (
     allow_unseen,
@@ -24,6 +26,7 @@ from coarse_gpu.experiment.kinds import (
     restrict_to_observed,
 )
 from coarse_gpu.experiment.validate import ConfigValueError, data_constraint_problems
+from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.utils.imports import class_path, locate_class
 
 log = logging.getLogger("coarse_gpu")
@@ -50,6 +53,7 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
         raise ValueError(f"scale={scale} only applies to simulated data (data=promotions); data={data_cfg.name} "
                          "has a fixed number of customers: leave scale=1")
     if data_cfg.name == "file":
+        # here: a file source's reader (and the real datasets' loaders below) load only when named
         from coarse_gpu.data.file import DataSchemaError, FileSpec, load_experiment
 
         if not data_cfg.get("path"):
@@ -99,9 +103,6 @@ def candidate_treatments(data: ExperimentData, data_cfg: DictConfig, keep_intege
     Either way, a candidate whose discrete / categorical coordinates no customer received together is
     dropped unless ``data.allow_unseen_combinations=true`` (coarse_gpu.experiment.kinds).
     """
-    from coarse_gpu.data.treatments import product_grid
-    from coarse_gpu.models.interpolate import ArmGrid
-
     if data.meta.get("continuous_dose"):  # no arms: a grid over the observed doses (experiment.dose)
         return dose_candidates(dose_space(data), data_cfg)
     data = resolve_kinds(data, refine_integer_dims=not keep_integer_dims)
@@ -208,8 +209,6 @@ def _warn_discrete_dims(data: ExperimentData) -> None:
 def _check_mip_size(cfg: DictConfig, n_scored: int, n_candidates: int) -> None:
     """discretizer=mip on a problem beyond discretizer.mip_max_entries: refused before training (the
     MIP itself would refuse it only after the model is fitted)."""
-    from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
-
     if cfg.discretizer.get("solver") != "mip":
         return
     limit = int(cfg.discretizer.get("mip_max_entries") or MAX_ENTRIES)

@@ -139,7 +139,7 @@ def _training_record(model, cfg: DictConfig, run_dir: Path, tracker: Tracker) ->
         tracker.log({f"train/{k}": v for k, v in rec.items()})
     if history:
         try:  # training curves next to results.json; a plotting problem never fails the run
-            from coarse_gpu.models.history import plot_history
+            from coarse_gpu.models.history import plot_history  # here: matplotlib loads only to draw curves
 
             n_fold = _n_fold_models(model)
             where = f", fold model 1 of {n_fold}" if n_fold else ""
@@ -275,7 +275,7 @@ def _price_of_constraints(evaluator: Evaluator, policy: Policy, free: Policy, ce
 
 
 def _save_policies(run_dir: Path, policies: dict, cells: dict, model, data, ctx, k: int) -> None:
-    from coarse_gpu.policy.io import deployable, save_policy
+    from coarse_gpu.policy.io import deployable, save_policy  # here: the policy writers load only to save policies
 
     for m, policy in policies.items():
         try:

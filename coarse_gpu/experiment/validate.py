@@ -16,11 +16,14 @@ loading the data, still before training.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from coarse_gpu.experiment.distributed import config_problems as distributed_problems
@@ -286,7 +289,7 @@ def list_problems(tree: dict) -> list[str]:
 def _kind_problems(tree: dict, treatment) -> list[str]:
     """data.control (numbers, or labels of categorical columns) and data.treatment_kinds (every key a
     treatment column, every value a kind), each naming the key."""
-    from coarse_gpu.data.treatments import KINDS
+    from coarse_gpu.data.treatments import KINDS  # here: coarse_gpu.data loads torch, validate.py does not
 
     out = []
     control = _get(tree, "data.control", None)
@@ -366,8 +369,6 @@ def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, uni
             out.append(f"discretizer.budget_unit_cost={list(unit)} needs one value per treatment dimension "
                        f"{list(treatment_names)}")
         else:
-            import numpy as np
-
             cost = np.asarray(candidates, dtype=float) @ np.asarray(unit, dtype=float)
             if cost.min() > d["budget"]:
                 out.append(f"discretizer.budget={d['budget']} is below the cheapest candidate treatment's cost "
@@ -394,7 +395,7 @@ def data_constraint_problems(cfg: Any, columns: list, treatment_names: list, uni
 def solver_option_problems(tree: dict) -> list[str]:
     """Each ``discretizer.<option>`` of ``discretize``'s ``SolverOptions`` checked by the solver's own
     rules (one at a time, so every bad option is named)."""
-    from coarse_gpu.discretize.options import OPTION_NAMES, check_solver_options, default_options
+    from coarse_gpu.discretize.options import OPTION_NAMES, check_solver_options, default_options  # here: loads torch
 
     given = _get(tree, "discretizer", None) or {}
     problems = []
@@ -416,7 +417,7 @@ def target_problems(tree: dict) -> list[str]:
     out = model_key_problems(model) if isinstance(model, dict) and "name" in model else []
     target = _get(tree, "data._target_", None)
     if target:
-        from coarse_gpu.utils.imports import locate_class
+        from coarse_gpu.utils.imports import locate_class  # here: coarse_gpu.utils loads torch
 
         try:
             locate_class(target, "data._target_")
@@ -430,9 +431,6 @@ def unknown_key_problems(cfg: Any) -> list[str]:
     appends a key even to a structured config (``+discretizer.min_shares=0.3`` would be accepted and
     never read); every node typed by a schema is walked, and each extra key is named with the
     schema's closest key. A plain dict (no schema) has nothing to check."""
-    import dataclasses
-    import difflib
-
     out: list[str] = []
 
     def walk(node: DictConfig, path: str) -> None:
