@@ -467,7 +467,7 @@ def test_error_lines_flatten_multi_problem_messages_and_locate_unexpected_errors
         pipeline.check_k_values(None, 3, 3)  # a TypeError from inside the package: a bug, located
     except TypeError as err:
         text = line_of(err)
-    assert text.startswith("TypeError: ") and "(at coarse_gpu/experiment/pipeline.py:" in text
+    assert text.startswith("TypeError: ") and "(at coarse_gpu/experiment/loading.py:" in text
     assert "in check_k_values)" in text
     assert debug_requested({"COARSE_GPU_DEBUG": "1"}) and debug_requested({}, ["debug=true"])
     assert not debug_requested({}, ["model.debug_x=1"]) and not debug_requested({"HYDRA_FULL_ERROR": "0"})
