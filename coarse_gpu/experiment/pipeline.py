@@ -38,10 +38,13 @@ from coarse_gpu.experiment.kinds import (
 
 # the data step moved to loading.py; its public names stay importable from here (tests, api, experiments/)
 from coarse_gpu.experiment.loading import (  # noqa: F401
+    DATA_SOURCES,
+    SIMULATED,
     _check_mip_size,
     build_data,
     candidate_treatments,
     check_k_values,
+    discrete_dims,
     prepare_data,
 )
 from coarse_gpu.experiment.methods import METHODS, MethodContext, ensemble_spread, method_policy
