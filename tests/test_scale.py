@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from coarse_gpu.cli import config_dir
 from coarse_gpu.data import PromotionsSimulator
 from coarse_gpu.discretize.profit import FactoredProfit, profit_columns, profit_row_blocks
-from coarse_gpu.experiment import personalize as personalize_mod
+from coarse_gpu.experiment import estimates as estimates_mod
 from coarse_gpu.experiment import pipeline
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.personalize import ProfitEstimates
@@ -90,10 +90,10 @@ def _cells(res):
 def dense_and_factored(tmp_path_factory):
     dense = pipeline.run_experiment(_cfg(), tmp_path_factory.mktemp("dense"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(personalize_mod, "DENSE_PROFIT_ENTRIES", 1000)  # every run above it: factored
+        mp.setattr(estimates_mod, "DENSE_PROFIT_ENTRIES", 1000)  # every run above it: factored
         seen = []
         orig = ProfitEstimates.at_candidates
-        mp.setattr(ProfitEstimates, "at_candidates", lambda self, c, max_dense=1000: seen.append(
+        mp.setattr(ProfitEstimates, "at_candidates", lambda self, c, max_dense=None: seen.append(
             orig(self, c, max_dense)) or seen[-1])
         factored = pipeline.run_experiment(_cfg(), tmp_path_factory.mktemp("factored"))
     assert seen and isinstance(seen[0], FactoredProfit)

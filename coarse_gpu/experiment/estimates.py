@@ -52,9 +52,11 @@ class ProfitEstimates:
     # own dose, what the kernel DR corrects; mu_arms is then (N, 0) (no arms)
     mu_observed: Optional[np.ndarray] = None
 
-    def at_candidates(self, candidates: np.ndarray, max_dense: int = DENSE_PROFIT_ENTRIES):
+    def at_candidates(self, candidates: np.ndarray, max_dense: Optional[int] = None):
         """The estimated profit at the candidates (M, d): a dense (N, M) array, or ``FactoredProfit``
-        (mu_arms (N, A), weights (M, A)) for a per-arm model above ``max_dense`` entries."""
+        (mu_arms (N, A), weights (M, A)) for a per-arm model above ``max_dense`` entries (None: the
+        module's ``DENSE_PROFIT_ENTRIES``, read at the call so that a patched limit takes effect)."""
+        max_dense = DENSE_PROFIT_ENTRIES if max_dense is None else max_dense
         n, m = self.mu_arms.shape[0], len(candidates)
         if self.weights is None or n * m <= max_dense:
             return self.profit_at(candidates)
