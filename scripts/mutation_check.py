@@ -186,7 +186,7 @@ MUTATIONS: list[Mutation] = [
     M("p6", "coarse_gpu/policy/io.py", 'pd.Series(np.arange(offset, offset + len(df)), name="row")',
       'pd.Series(np.arange(len(df)), name="row")', ("tests/test_policy_io.py", "tests/test_scorer_safety.py"),
       "row ids restart in every chunk"),
-    M("p7", "coarse_gpu/policy/io.py", "    if real.parent != folder.resolve():", "    if False:",
+    M("p7", "coarse_gpu/policy/load_checks.py", "    if real.parent != folder.resolve():", "    if False:",
       ("tests/test_scorer_safety.py",), "weights symlinked out of the policy folder are followed"),
     M("p8", "coarse_gpu/assign_cli.py",
       "    if real == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source)):",
