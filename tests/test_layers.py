@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "coarse_gpu"
 LAYER = {"utils": 0, "data": 1, "models": 2, "discretize": 2, "policy": 3, "evaluate": 4, "experiment": 5,
-         "cli": 6, "assign_cli": 6, "api": 6, "__init__": 6}
+         "api_inputs": 6, "cli": 7, "assign_cli": 7, "api": 7, "__init__": 7}
 
 
 def _part(module: str) -> str:

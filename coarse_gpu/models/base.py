@@ -281,7 +281,10 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         self.loss = loss
 
     #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
-    _network_cls: type = None  # set by subclasses
+    _network_cls: Optional[type] = None  # set by subclasses
+    # fitted state set by fit (declared for the type checker only: no class attribute is created)
+    best_val_loss_: float
+    n_parameters_: int
 
     def _hp(self, name: str):
         """A hyperparameter as used in this fit: the value resolved from the data (``<name>_``, see
@@ -298,6 +301,8 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         return int(self.hidden) if self._hp("arm_heads") == "conditioned" else max(1, int(self.hidden) // 2)
 
     def _build_network(self, n_features: int, n_arms: int, generator: torch.Generator) -> nn.Module:
+        if self._network_cls is None:
+            raise TypeError(f"{type(self).__name__} sets no _network_cls: a subclass must name its torch module")
         return self._network_cls(
             n_features,
             n_arms,
@@ -403,7 +408,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
             setattr(self, key + "_", v)
         if int(getattr(self, "n_ensemble_", 1)) > 1:
             return self._fit_ensemble(X, T, y, propensity)
-        self.members_ = None
+        self.members_: Optional[list[PerArmCATEModel]] = None
         self._fit_one(X, T, y, propensity)
         return self
 
@@ -411,17 +416,18 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
         """``n_ensemble_`` members, seeds ``seed + j``, each with its own initialization, minibatch order
         and early-stopping split; predictions are their average (member 0 is the single model)."""
         self.__dict__.pop("network_", None)  # a refit: no stale single network next to the members
-        self.members_ = []
+        members: list[PerArmCATEModel] = []
+        self.members_ = members
         t0 = time.perf_counter()
         for j in range(int(self.n_ensemble_)):
             member = clone(self).set_params(n_ensemble=1, seed=int(self.seed) + j)
-            self.members_.append(member.fit(X, T, y, propensity=propensity))
-        first = self.members_[0]
+            members.append(member.fit(X, T, y, propensity=propensity))
+        first = members[0]
         for key, v in vars(first).items():  # arms, grids, scaling, resolved hyperparameters: shared
             if key.endswith("_") and not key.startswith("_") and key not in ("network_", "members_", "n_ensemble_"):
                 setattr(self, key, v)
-        self.best_val_loss_ = float(np.mean([m.best_val_loss_ for m in self.members_]))
-        self.n_parameters_ = int(sum(m.n_parameters_ for m in self.members_))
+        self.best_val_loss_ = float(np.mean([m.best_val_loss_ for m in members]))
+        self.n_parameters_ = int(sum(m.n_parameters_ for m in members))
         self.fit_time_s_ = time.perf_counter() - t0
         return self
 
@@ -541,8 +547,9 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
     @torch.no_grad()
     def _forward_numpy(self, X, key: str) -> np.ndarray:
         self._check_fitted()
-        if getattr(self, "members_", None):  # an ensemble: the average of its members' outputs
-            return np.mean([m._forward_numpy(X, key) for m in self.members_], axis=0)
+        members = getattr(self, "members_", None)
+        if members:  # an ensemble: the average of its members' outputs
+            return np.mean([m._forward_numpy(X, key) for m in members], axis=0)
         x = self._standardize(check_X(X, self.n_features_in_))
         self.network_.eval()
         outs = []
