@@ -31,6 +31,7 @@ from coarse_gpu.models import (
 from coarse_gpu.models.select import CANDIDATES, param_class
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
 from coarse_gpu.utils.imports import class_path, locate_class
+from coarse_gpu.utils.params import constraints_of, param_problems
 
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
           "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
@@ -77,32 +78,50 @@ def _unused_keys(classes: list[type], cfg: dict) -> list[str]:
     return sorted(k for k, v in cfg.items() if k not in taken and k in defaults and v != defaults[k])
 
 
-def model_key_problems(model_cfg) -> list[str]:
-    """Why a model config cannot build its model (an unimportable ``_target_``, unknown candidates, a key
-    set that the model does not take), each naming the key; [] when it can. Run before any work
-    (``validate.config_problems``) and again by ``build_model``."""
-    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    try:
-        cls = model_class(cfg)
-    except ValueError as err:
-        return [str(err)]
+def _config_classes(cfg: dict) -> tuple[list[type], str]:
+    """(the classes whose parameters a model config sets, how to name them in a message): the model's
+    class; for model=auto its candidates' (and TwoPart's); for a two-part model TwoPart and its family's.
+    ValueError naming the key when the config names no such class."""
+    cls = model_class(cfg)
     if issubclass(cls, AutoCATE):
         cands = list(cfg.get("candidates") or AutoCATE().candidates)
         bad = [c for c in cands if c not in CANDIDATES]
         if bad:
-            return [f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}"]
-        unused = _unused_keys([param_class(c) for c in cands] + [TwoPart], cfg)
-        owner = f"any candidate {cands} of model=auto"
-    elif issubclass(cls, TwoPart):
+            raise ValueError(f"model.candidates has unknown model(s) {bad}; available: {sorted(CANDIDATES)}")
+        return [param_class(c) for c in cands] + [TwoPart], f"any candidate {cands} of model=auto"
+    if issubclass(cls, TwoPart):
         base = cfg.get("base") or "gb_s"
-        if base not in TWO_PART_BASES:
-            return [f"model.base={base!r} is not a two-part family; available: {sorted(TWO_PART_BASES)}"]
-        unused = _unused_keys([cls, TWO_PART_BASES[base]], cfg)
-        owner = f"model={cfg.get('name')} (TwoPart of {base})"
-    else:
-        unused = _unused_keys([cls], cfg)
-        owner = f"model={cfg.get('name')} ({cls.__name__})"
-    return [f"model key(s) {['model.' + k for k in unused]} are not parameters of {owner}"] if unused else []
+        bad = param_problems(constraints_of(TwoPart), {"base": base}, prefix="model.")  # TwoPart's families
+        if bad:
+            raise ValueError(bad[0])
+        return [cls, TWO_PART_BASES[base]], f"model={cfg.get('name')} (TwoPart of {base})"
+    return [cls], f"model={cfg.get('name')} ({cls.__name__})"
+
+
+def _range_problems(classes: list[type], cfg: dict) -> list[str]:
+    """Values outside the range their class declares (``_parameter_constraints``, coarse_gpu.utils.params),
+    each naming ``model.<key>``; null is the class's own default (``_model_kwargs`` skips it)."""
+    out = []
+    for key, v in cfg.items():
+        rule = next((r for c in classes if (r := constraints_of(c).get(key)) is not None), None)
+        if v is not None and rule is not None:
+            out += param_problems({key: rule}, {key: v}, prefix="model.")
+    return out
+
+
+def model_key_problems(model_cfg) -> list[str]:
+    """Why a model config cannot build its model (an unimportable ``_target_``, unknown candidates, a key
+    set that the model does not take, a value outside the range its class declares), each naming the
+    key; [] when it can. Run before any work (``validate.config_problems``) and again by ``build_model``."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    try:
+        classes, owner = _config_classes(cfg)
+    except ValueError as err:
+        return [str(err)]
+    unused = _unused_keys(classes, cfg)
+    if unused:
+        return [f"model key(s) {['model.' + k for k in unused]} are not parameters of {owner}"]
+    return _range_problems(classes, cfg)
 
 
 def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose: bool,

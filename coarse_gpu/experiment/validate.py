@@ -20,7 +20,6 @@ import dataclasses
 import difflib
 import importlib.util
 import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -30,6 +29,8 @@ from coarse_gpu.experiment.distributed import config_problems as distributed_pro
 
 # ConfigValueError lives with the other errors (errors.py) so that modules below validate raise it too
 from coarse_gpu.experiment.errors import ConfigValueError
+from coarse_gpu.utils.params import FINITE, FRACTION, NONNEG, POSITIVE, Rule, integer, number
+from coarse_gpu.utils.params import fmt_number as _fmt
 
 #: The methods ``evaluation.methods`` may list (coarse_gpu.experiment.methods implements each): here, in
 #: the torch-free config check, so that checking a config loads neither torch nor the methods.
@@ -37,68 +38,10 @@ METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_pro
            "single_best")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One key's allowed values: ``kind`` int | number | ints (list) | numbers (list)."""
+# The rule type lives with the classes' own parameter declarations (coarse_gpu.utils.params); the keys
+# below are the ones no estimator class owns (data sources, the discretizer, evaluation, the launcher).
+_int, _num = integer, number
 
-    kind: str
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    lo_open: bool = False
-    hi_open: bool = False
-    null: bool = False  # None allowed
-
-    def describe(self) -> str:
-        what = {"int": "an integer", "number": "a number", "ints": "a list of integers",
-                "numbers": "a list of numbers"}[self.kind]
-        each = " each" if self.kind in ("ints", "numbers") else ""
-        if self.lo is not None and self.hi is not None:
-            rng = f"{'(' if self.lo_open else '['}{_fmt(self.lo)}, {_fmt(self.hi)}{')' if self.hi_open else ']'}"
-            out = f"{what}{each} in {rng}"
-        elif self.lo is not None:
-            out = f"{what}{each} {'>' if self.lo_open else '>='} {_fmt(self.lo)}"
-        else:
-            out = f"{what}{' (finite)' if self.kind in ('number', 'numbers') else ''}"
-        return out + (" or null" if self.null else "")
-
-    def ok(self, value: Any) -> bool:
-        if value is None:
-            return self.null
-        if self.kind in ("ints", "numbers"):
-            return isinstance(value, (list, tuple)) and all(self._scalar_ok(v) for v in value)
-        return self._scalar_ok(value)
-
-    def _scalar_ok(self, v: Any) -> bool:
-        if isinstance(v, bool):
-            return False
-        if self.kind in ("int", "ints"):
-            if not isinstance(v, int):
-                return False
-        elif not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
-            return False
-        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
-            return False
-        return True
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
-def _int(lo=None, hi=None, null=False) -> Rule:
-    return Rule("int", lo, hi, null=null)
-
-
-def _num(lo=None, hi=None, lo_open=False, hi_open=False, null=False) -> Rule:
-    return Rule("number", lo, hi, lo_open, hi_open, null)
-
-
-FRACTION = _num(0.0, 1.0, hi_open=True)  # [0, 1)
-NONNEG = _num(0.0)
-POSITIVE = _num(0.0, lo_open=True)
-FINITE = _num()
 
 #: Range rules per dotted key; keys a config does not have are skipped.
 RULES: dict[str, Rule] = {
@@ -122,30 +65,10 @@ RULES: dict[str, Rule] = {
     "data.treatment_high": Rule("numbers", null=True),
     "data.incentive_step": _num(0.0, lo_open=True, null=True),  # null: the raw incentive (a dose)
     "data.value_of_result": FINITE,
-    # model (every model's numeric keys; a model without a key is not checked for it)
-    "model.hidden": _int(1),
-    "model.n_repr_layers": _int(1),
-    "model.n_head_layers": _int(0),
-    "model.head_hidden": _int(1, null=True),
-    "model.ema": FRACTION,
-    "model.dropout": FRACTION,
-    "model.lr": POSITIVE,
-    "model.weight_decay": _num(0.0, null=True),
-    "model.batch_size": _int(1, null=True),
-    "model.max_epochs": _int(1, null=True),
-    "model.patience": _int(1, null=True),
+    # model: the ranges of the estimators' parameters are declared on their classes (``_parameter_constraints``)
+    # and checked with the class the config names (model_build.model_key_problems, via target_problems);
+    # these two are the pipeline's (folds) and a list the class checks against the data's dimensions
     "model.n_folds": _int(1),
-    "model.n_ensemble": _int(1, null=True),
-    "model.learning_rate": POSITIVE,
-    "model.max_iter": _int(1),
-    "model.max_leaf_nodes": _int(2),
-    "model.min_samples_leaf": _int(1),
-    "model.l2_regularization": NONNEG,
-    "model.val_fraction": FRACTION,
-    "model.alpha": NONNEG,
-    "model.beta": NONNEG,
-    "model.degree": _int(0),
-    "model.smoothness": NONNEG,
     "model.n_basis": Rule("ints", 2, null=True),
     # discretizer
     "discretizer.k": _int(1, null=True),

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.interpolate import METHODS
+from coarse_gpu.utils.params import NONNEG, check_params, choice
 
 __all__ = ["ArmMeans"]
 
@@ -31,16 +32,15 @@ class ArmMeans(ArmModel, BaseEstimator):
     intercepts_ (A,).
     """
 
+    _parameter_constraints = {"alpha": NONNEG, "interpolation": choice(*METHODS)}
+
     def __init__(self, *, alpha: float = 1.0, interpolation: str = "linear", seed: int = 0) -> None:
         self.alpha = alpha
         self.interpolation = interpolation
         self.seed = seed
 
     def fit(self, X, t, y, propensity=None) -> "ArmMeans":
-        if not self.alpha >= 0:
-            raise ValueError(f"ArmMeans: alpha must be >= 0, got {self.alpha}")
-        if self.interpolation not in METHODS:
-            raise ValueError(f"ArmMeans: interpolation must be one of {METHODS}, got {self.interpolation!r}")
+        check_params(self)
         X, T, y, _ = check_inputs(X, t, y, propensity)
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])

@@ -27,12 +27,13 @@ from torch import nn
 
 from coarse_gpu.models.arms import ArmModel, as_array, find_arms
 from coarse_gpu.models.checkpoint import fingerprint
-from coarse_gpu.models.defaults import AUTO_PARAMS, resolve
+from coarse_gpu.models.defaults import resolve
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.networks import count_parameters
 from coarse_gpu.models.scaling import TRANSFORMS, apply_scaling, fit_scaling
 from coarse_gpu.models.trainer import AMP_MODES, Trainer, distributed
 from coarse_gpu.utils.device import resolve_device
+from coarse_gpu.utils.params import FRACTION, POSITIVE, check_params, choice, integer, number
 
 #: Rows per forward pass when predicting (memory bound only; results do not depend on it).
 PREDICT_BATCH = 16384
@@ -282,6 +283,18 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
 
     #: torch module class built by ``_build_network`` (TARNetNetwork or a subclass).
     _network_cls: Optional[type] = None  # set by subclasses
+    #: Each parameter's allowed values, stated once: ``fit`` checks them and so does the config check of
+    #: ``model.*`` (coarse_gpu.experiment.validate); None means "adapt to the data" where the parameter
+    #: is in AUTO_PARAMS.
+    _parameter_constraints = {
+        "hidden": integer(1), "n_repr_layers": integer(1), "n_head_layers": integer(0),
+        "head_hidden": integer(1, null=True), "batch_size": integer(1, null=True),
+        "max_epochs": integer(1, null=True), "patience": integer(1, null=True),
+        "n_ensemble": integer(1, options=("auto",)), "dropout": FRACTION, "lr": POSITIVE,
+        "weight_decay": number(0.0, null=True), "val_fraction": FRACTION, "ema": FRACTION,
+        "arm_heads": choice(*ARM_HEADS, "auto"), "x_transform": choice(*TRANSFORMS),
+        "interpolation": choice(*METHODS), "amp": choice(*AMP_MODES), "loss": choice(*LOSSES),
+    }
     # fitted state set by fit (declared for the type checker only: no class attribute is created)
     best_val_loss_: float
     n_parameters_: int
@@ -329,39 +342,7 @@ class PerArmCATEModel(ArmModel, BaseEstimator):
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        ints = {"hidden": 1, "n_repr_layers": 1, "n_head_layers": 0, "batch_size": 1, "max_epochs": 1, "patience": 1}
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if v is None and name in AUTO_PARAMS:
-                continue  # adapts to the data at fit time (coarse_gpu.models.defaults)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{type(self).__name__}: {name} must be an integer >= {lo}, got {v!r}")
-        ens = self.n_ensemble
-        if ens != "auto" and (not isinstance(ens, (int, np.integer)) or isinstance(ens, bool) or ens < 1):
-            raise ValueError(f"{type(self).__name__}: n_ensemble must be 'auto' or an integer >= 1, got {ens!r}")
-        if getattr(self, "loss", "mse") not in LOSSES:
-            raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.x_transform not in TRANSFORMS:
-            raise ValueError(f"{type(self).__name__}: x_transform must be one of {TRANSFORMS}, got {self.x_transform!r}")
-        if self.head_hidden is not None and (not isinstance(self.head_hidden, (int, np.integer)) or self.head_hidden < 1):
-            raise ValueError(f"{type(self).__name__}: head_hidden must be None or an integer >= 1, got {self.head_hidden!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"{type(self).__name__}: dropout must lie in [0, 1), got {self.dropout}")
-        if not self.lr > 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {self.lr}")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"{type(self).__name__}: val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"{type(self).__name__}: ema must lie in [0, 1), got {self.ema}")
-        if self.arm_heads not in ARM_HEADS + ("auto",):
-            raise ValueError(f"{type(self).__name__}: arm_heads must be 'auto' or one of {ARM_HEADS}, got "
-                             f"{self.arm_heads!r}")
-        if self.interpolation not in METHODS:
-            raise ValueError(f"{type(self).__name__}: interpolation must be one of {METHODS}, got {self.interpolation!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"{type(self).__name__}: amp must be one of {AMP_MODES}, got {self.amp!r}")
+        check_params(self)  # the ranges in _parameter_constraints (coarse_gpu.utils.params)
 
     def _arm_coords(self) -> Optional[torch.Tensor]:
         """(A, d + A) arm features for ``arm_heads="conditioned"`` (None for separate heads).

@@ -36,6 +36,7 @@ from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_loss_outcome, check_X
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.trees import BoostedTrees
+from coarse_gpu.utils.params import NONNEG, POSITIVE, check_params, choice, integer
 
 __all__ = ["BOOSTING_LOSSES", "DRLearner", "GBSLearner", "GBTLearner"]
 
@@ -73,6 +74,11 @@ class _Boosted(ArmModel, BaseEstimator):
     seed : random_state of every regressor (and of the DR-learner's folds).
     """
 
+    #: Each parameter's allowed values, stated once (``fit`` and the config check of ``model.*`` read them).
+    _parameter_constraints = {"learning_rate": POSITIVE, "max_iter": integer(1), "max_leaf_nodes": integer(2),
+                              "min_samples_leaf": integer(1), "l2_regularization": NONNEG,
+                              "interpolation": choice(*METHODS), "loss": choice(*BOOSTING_LOSSES)}
+
     def __init__(self, *, learning_rate: float = 0.1, max_iter: int = 100, max_leaf_nodes: int = 31,
                  min_samples_leaf: int = 20, l2_regularization: float = 0.0, early_stopping="auto",
                  interpolation: str = "linear", seed: int = 0, loss: str = "mse") -> None:
@@ -107,18 +113,7 @@ class _Boosted(ArmModel, BaseEstimator):
 
     def _validate(self, X, t, y, propensity):
         name = type(self).__name__
-        if self.interpolation not in METHODS:
-            raise ValueError(f"{name}: interpolation must be one of {METHODS}, got {self.interpolation!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}")
-        for key, lo in (("max_iter", 1), ("max_leaf_nodes", 2), ("min_samples_leaf", 1)):
-            v = getattr(self, key)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name}: {key} must be an integer >= {lo}, got {v!r}")
-        if not self.l2_regularization >= 0:
-            raise ValueError(f"{name}: l2_regularization must be >= 0, got {self.l2_regularization}")
-        if self.loss not in BOOSTING_LOSSES:
-            raise ValueError(f"{name}: loss must be one of {sorted(BOOSTING_LOSSES)}, got {self.loss!r}")
+        check_params(self)  # the ranges in _parameter_constraints (coarse_gpu.utils.params)
         X, T, y, e = check_inputs(X, t, y, propensity)
         check_loss_outcome(y, self.loss, name)
         arm = self._set_arms(T)

@@ -63,6 +63,7 @@ from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.networks import MLP, _uniform_fan_in_
 from coarse_gpu.models.splines import SplineBasis1D, TensorSplineBasis  # also importable from here
 from coarse_gpu.utils.device import resolve_device
+from coarse_gpu.utils.params import NONNEG, choice, integer
 
 TRANSFORMS = ("identity", "log1p", "sqrt", "log")
 KNOTS = ("uniform", "quantile")
@@ -464,14 +465,8 @@ class DoseVC(DoseResponseModel):
         self.knots = knots
         self.smoothness = smoothness
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
-            raise ValueError(f"DoseVC: degree must be an integer >= 0, got {self.degree!r}")
-        if self.knots not in KNOTS:
-            raise ValueError(f"DoseVC: knots must be one of {KNOTS}, got {self.knots!r}")
-        if not self.smoothness >= 0:
-            raise ValueError(f"DoseVC: smoothness must be >= 0, got {self.smoothness}")
+    # n_basis (an int or one per dimension) is checked against the data's dimensions in _setup_treatments
+    _parameter_constraints = {"degree": integer(0), "knots": choice(*KNOTS), "smoothness": NONNEG}
 
     def _setup_treatments(self, T: np.ndarray) -> None:
         d = T.shape[1]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from coarse_gpu.models.base import PerArmCATEModel
 from coarse_gpu.models.networks import DragonNetNetwork
+from coarse_gpu.utils.params import NONNEG, number
 
 
 class DragonNet(PerArmCATEModel):
@@ -96,12 +97,8 @@ class DragonNet(PerArmCATEModel):
         self.propensity_clip = propensity_clip
         self.targeted_predictions = targeted_predictions
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if not self.alpha >= 0 or not self.beta >= 0:
-            raise ValueError(f"DragonNet: alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}")
-        if not 0 < self.propensity_clip < 1:
-            raise ValueError(f"DragonNet: propensity_clip must lie in (0, 1), got {self.propensity_clip}")
+    _parameter_constraints = {"alpha": NONNEG, "beta": NONNEG,
+                              "propensity_clip": number(0.0, 1.0, lo_open=True, hi_open=True)}
 
     _network_cls = DragonNetNetwork
 

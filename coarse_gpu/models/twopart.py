@@ -68,6 +68,7 @@ from coarse_gpu.models.dose import DoseLogit, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.tarnet import TARNet
+from coarse_gpu.utils.params import check_params, choice
 
 __all__ = ["BASES", "TwoPart", "stack_outcome", "unstack_outcome"]
 
@@ -147,6 +148,11 @@ class TwoPart(ArmModel, BaseEstimator):
     neural family).
     """
 
+    #: Each parameter's allowed values, stated once (``fit`` and the config check of ``model.*`` read them).
+    _parameter_constraints = {"base": choice(*sorted(BASES)), "response_loss": choice(*RESPONSE_LOSSES),
+                              "value_loss": choice(*VALUE_LOSSES), "complexity": choice(*COMPLEXITIES),
+                              "interpolation": choice(*METHODS)}
+
     def __init__(self, *, base: str = "gb_s", accounting=None, treatment_names=None, response_loss: str = "auto",
                  value_loss: str = "poisson", complexity: str = "auto", base_params: Optional[dict] = None, interpolation: str = "linear",
                  device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
@@ -165,16 +171,7 @@ class TwoPart(ArmModel, BaseEstimator):
         self.verbose = verbose
 
     def _check_params(self) -> None:
-        if self.base not in BASES:
-            raise ValueError(f"TwoPart: base must be one of {sorted(BASES)}, got {self.base!r}")
-        if self.response_loss not in RESPONSE_LOSSES:
-            raise ValueError(f"TwoPart: response_loss must be one of {RESPONSE_LOSSES}, got {self.response_loss!r}")
-        if self.value_loss not in VALUE_LOSSES:
-            raise ValueError(f"TwoPart: value_loss must be one of {VALUE_LOSSES}, got {self.value_loss!r}")
-        if self.complexity not in COMPLEXITIES:
-            raise ValueError(f"TwoPart: complexity must be one of {COMPLEXITIES}, got {self.complexity!r}")
-        if self.interpolation not in METHODS:
-            raise ValueError(f"TwoPart: interpolation must be one of {METHODS}, got {self.interpolation!r}")
+        check_params(self)  # the ranges in _parameter_constraints (coarse_gpu.utils.params)
 
     def _part(self, loss: str, salt: int, size: Optional[tuple] = None):
         """An unfitted learner of the base family with this outcome loss (and tree size ``size`` =
