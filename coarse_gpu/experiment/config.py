@@ -2,17 +2,22 @@
 
 Each YAML file under ``configs/<group>/`` lists its schema in its defaults list, so a wrong key or a
 wrong type fails when the config is composed, with Hydra naming the key (e.g. ``Key 'n_custmers' not
-in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra's ConfigStore.
+in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra's ConfigStore, and with
+them a ``model/<name>`` node for every registered learner (coarse_gpu.models.registry) that has no
+``configs/model/<name>.yaml``: ``model_node``, the ``ModelConfig`` defaults with its name and class.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from coarse_gpu.discretize.options import SolverOptions
+from coarse_gpu.models.registry import model_entries
 
 
 @dataclass
@@ -372,10 +377,35 @@ GROUP_SCHEMAS = {
 }
 
 _registered = False
+#: The registered learners whose ``model/<name>`` node is in the ConfigStore.
+_stored_models: set[str] = set()
 #: Mapping-valued keys whose entries the user names (``data.treatment_kinds={creative:categorical}``):
 #: their node accepts new keys, else Hydra's struct mode would refuse every column name as an unknown key
 #: (the values are still typed, and validate.py names a wrong column or kind).
 OPEN_MAPPINGS = {FileDataConfig: ("treatment_kinds",)}
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout.
+    FileNotFoundError (saying how to fix it) when it has no config.yaml."""
+    env = os.environ.get("COARSE_GPU_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"no config.yaml in {path}. Install from a source checkout with `pip install -e .` "
+            "or point COARSE_GPU_CONFIG_DIR at a copy of the repository's configs/ folder.")
+    return path
+
+
+def model_node(name: str) -> DictConfig:
+    """The ``model=<name>`` config of a learner without a YAML file: the ``ModelConfig`` defaults, ``name``
+    and, when ``name`` is registered, its class as ``_target_`` (what ``register_configs`` stores)."""
+    cfg = OmegaConf.structured(ModelConfig)
+    cfg.name = name
+    entry = next((e for e in model_entries() if e.name == name), None)
+    if entry is not None:
+        cfg._target_ = entry.target
+    return cfg
 
 
 def _open_mappings(node):
@@ -389,12 +419,28 @@ def _open_mappings(node):
     return cfg
 
 
+def _store_model_nodes(cs: ConfigStore) -> None:
+    """A ``model/<name>`` node for each registered learner without ``configs/model/<name>.yaml`` (a
+    learner registered since the last call included)."""
+    try:
+        folder = config_dir() / "model"
+    except FileNotFoundError:
+        return  # no config folder: the command line says so when it looks for config.yaml
+    for entry in model_entries():
+        if entry.name in _stored_models or (folder / f"{entry.name}.yaml").is_file():
+            continue
+        cs.store(group="model", name=entry.name, node=model_node(entry.name))
+        _stored_models.add(entry.name)
+
+
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    """Store the schemas and the registered learners' model nodes in Hydra's ConfigStore (idempotent;
+    a learner registered after an earlier call is added by the next)."""
     global _registered
+    cs = ConfigStore.instance()
+    _store_model_nodes(cs)
     if _registered:
         return
-    cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for group, entries in GROUP_SCHEMAS.items():
         for name, node in entries:
