@@ -21,8 +21,8 @@ from coarse_gpu.models.dose import DoseLogit, DoseResponseModel, DoseVC
 from coarse_gpu.models.dragonnet import DragonNet
 from coarse_gpu.models.gb_dose import GBSDose
 from coarse_gpu.models.interpolate import ArmGrid
-from coarse_gpu.models.scores import aipw_scores, model_aipw_scores
 from coarse_gpu.models.registry import register_model
+from coarse_gpu.models.scores import aipw_scores, model_aipw_scores
 from coarse_gpu.models.select import AutoCATE, Blend
 from coarse_gpu.models.serialize import register
 from coarse_gpu.models.tarnet import TARNet
