@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from coarse_gpu import CoarsePersonalizer
 
@@ -32,8 +34,8 @@ PLUGIN = textwrap.dedent('''
     class ArmRidge(ArmModel, BaseEstimator):
         """Per-arm ridge regression of profit on x: mu_a(x) = b_a0 + z(x) . b_a."""
 
-        def __init__(self, *, alpha: float = 1.0, interpolation: str = "linear", seed: int = 0):
-            self.alpha = alpha
+        def __init__(self, *, ridge: float = 1.0, interpolation: str = "linear", seed: int = 0):
+            self.ridge = ridge  # not a ModelConfig key: the registration adds it to model=toy's config
             self.interpolation = interpolation
             self.seed = seed  # unused (a closed form); model=auto's cross-fitting sets it
 
@@ -44,7 +46,7 @@ PLUGIN = textwrap.dedent('''
             self.x_mean_, sd = X.mean(0), X.std(0)
             self.x_scale_ = np.where(sd > 1e-12, sd, 1.0)
             z = np.c_[np.ones(len(X)), (X - self.x_mean_) / self.x_scale_]
-            pen = float(self.alpha) * np.diag([0.0] + [1.0] * X.shape[1])  # the intercept is not penalized
+            pen = float(self.ridge) * np.diag([0.0] + [1.0] * X.shape[1])  # the intercept is not penalized
             self.coef_ = np.stack([np.linalg.solve(z[arm == a].T @ z[arm == a] + pen, z[arm == a].T @ y[arm == a])
                                    for a in range(self.n_arms_)])  # (A, 1 + p)
             return self
@@ -80,6 +82,7 @@ def toy(tmp_path_factory):
         if entry is not None:
             serialize.MODEL_CLASSES.pop(entry.target, None)
         config._stored_models.discard("toy")
+        config._SCHEMAS.pop("toy", None)
         sys.modules.pop("toy_learner", None)
 
 
@@ -105,10 +108,16 @@ def test_the_one_registration_reaches_every_list(toy):
     assert "| `toy` | `ArmRidge` | Per-arm ridge regression of profit on x" in model_table()
     from coarse_gpu.experiment.composed import model_config
 
-    cfg = model_config("toy")  # the API's config: the schema's defaults, the name, the class
-    assert cfg._target_ == "toy_learner.ArmRidge" and cfg.n_folds == 5
+    cfg = model_config("toy")  # the API's config: the schema's defaults, the name, the class, its own key
+    assert cfg._target_ == "toy_learner.ArmRidge" and cfg.n_folds == 5 and cfg.ridge == 1.0
+    cfg.ridge = 0.25
+    with pytest.raises(Exception, match="Key 'ridge_' not in 'ModelConfig_toy'"):
+        cfg.ridge_ = 1.0
+    assert pickle.loads(pickle.dumps(cfg)) == cfg  # a SLURM launcher pickles the composed config
     model = build_model(cfg, "cpu", seed=3, verbose=False)
-    assert type(model) is cls and model.get_params() == {"alpha": 1.0, "interpolation": "linear", "seed": 3}
+    assert type(model) is cls and model.get_params() == {"ridge": 0.25, "interpolation": "linear", "seed": 3}
+    with pytest.raises(ValueError, match=r"model key\(s\) \['model.alpha'\] are not parameters of model=toy"):
+        build_model(OmegaConf.merge(cfg, {"alpha": 2.0}), "cpu", seed=3, verbose=False)
 
 
 def test_a_name_and_a_class_are_checked_when_registered(toy):
@@ -127,12 +136,12 @@ def test_a_name_and_a_class_are_checked_when_registered(toy):
 
 def test_the_api_fits_saves_and_loads_a_registered_learner(toy, tmp_path):
     X, t, y = _linear_effects(1200, 0, effect=2.0)
-    cp = CoarsePersonalizer(k=2, model="toy", n_folds=2, seed=0, model_params={"alpha": 0.5})
+    cp = CoarsePersonalizer(k=2, model="toy", n_folds=2, seed=0, model_params={"ridge": 0.5})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         cp.fit(X, t, y)
     members = cp.model_.members()
-    assert {type(m) for m in members} == {toy[1].ArmRidge} and {m.alpha for m in members} == {0.5}
+    assert {type(m) for m in members} == {toy[1].ArmRidge} and {m.ridge for m in members} == {0.5}
     new, _, _ = _linear_effects(500, 1, effect=2.0)
     seg = cp.assign(new)
     # the effect of the discount has the sign of x1: the two segments split on it (the toy's fit decides)
@@ -151,17 +160,17 @@ def test_the_cli_runs_the_plugin_and_gives_the_apis_policy(toy, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "coarse_gpu.cli", "data=file", f"data.path={tmp_path / 'data.csv'}",
            "data.features=[x0,x1,x2]", "data.treatment=[discount]", "data.outcome=profit", "model=toy",
-           "model.n_folds=2", "model.alpha=0.5", "discretizer.k=2", "evaluation.methods=[ot]", "evaluation.n_boot=0",
+           "model.n_folds=2", "model.ridge=0.5", "discretizer.k=2", "evaluation.methods=[ot]", "evaluation.n_boot=0",
            "logger=none", "quiet=true", "seed=0", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(toy[0])]), "COARSE_GPU_PLUGINS": "toy_learner"}
     cli = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
-    cp = CoarsePersonalizer(k=2, model="toy", n_folds=2, seed=0, model_params={"alpha": 0.5})
+    cp = CoarsePersonalizer(k=2, model="toy", n_folds=2, seed=0, model_params={"ridge": 0.5})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         cp.fit(X, t, y)
     theirs = CoarsePersonalizer.load(run_dir / "policies" / "ot_k2")
-    assert type(theirs.model_.members()[0]) is toy[1].ArmRidge
+    assert {(type(m), m.ridge) for m in theirs.model_.members()} == {(toy[1].ArmRidge, 0.5)}
     np.testing.assert_allclose(cp.treatments_, theirs.treatments_, rtol=0, atol=1e-6)
     new, _, _ = _linear_effects(500, 1, effect=2.0)
     np.testing.assert_array_equal(cp.assign(new), theirs.assign(new))

@@ -8,6 +8,8 @@ them a ``model/<name>`` node for every registered learner (coarse_gpu.models.reg
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,12 +173,13 @@ class ModelConfig:
     A null value means "adapt to the data" (coarse_gpu.models.defaults) or the model's own default.
     """
 
-    # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | auto (cross-validated choice among
-    # ``candidates`` by decision loss, coarse_gpu.models.select): the model's label in the outputs
+    # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | arm_means | twopart | a learner registered
+    # with coarse_gpu.models.register_model | auto (cross-validated choice among ``candidates`` by decision
+    # loss, coarse_gpu.models.select): the model's label in the outputs
     name: str = "tarnet"
     # The estimator class, built by hydra.utils.instantiate with the keys below that its __init__ takes
     # (each configs/model/<name>.yaml sets it; your own class with the same fit/predict_arms interface
-    # works too). null = the built-in class of ``name``.
+    # works too). null = the registered class of ``name``.
     _target_: Optional[str] = None
     # Cross-fitting folds: every customer's estimates come from the fold model that never saw it, and
     # new customers are scored by the ensemble of all fold models. 1 = one model (needs
@@ -397,12 +400,64 @@ def config_dir() -> Path:
     return path
 
 
+#: Constructor parameters the job sets itself (build_model), never config keys.
+_JOB_PARAMS = ("self", "seed", "device", "verbose", "checkpoint_dir")
+
+
+def _own_params(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, type, field) of the keyword parameters of ``cls.__init__`` that ``ModelConfig`` lacks and
+    that have a plain default (a number, a string, a bool, None or a list of those): the learner's own
+    config keys, typed by their default."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in known or p.name in _JOB_PARAMS or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        d = p.default
+        if isinstance(d, (bool, int, float, str)):
+            out.append((p.name, type(d), field(default=d)))
+        elif d is None:
+            out.append((p.name, Optional[Any], field(default=None)))
+        elif isinstance(d, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in d):
+            out.append((p.name, List[Any], field(default_factory=lambda d=d: list(d))))
+    return out
+
+
+#: The schemas of registered learners with parameters of their own, by model name (``_model_schema``).
+_SCHEMAS: dict[str, type] = {}
+_SCHEMA_PREFIX = "ModelConfig_"
+
+
+def _model_schema(name: str) -> type:
+    """``ModelConfig``, or for a registered learner with parameters of its own (``_own_params``) a
+    subclass with them, named ``ModelConfig_<name>`` in this module so that a composed config pickles
+    (a SLURM launcher sends it to its jobs; ``__getattr__`` below rebuilds it there)."""
+    if name not in _SCHEMAS:
+        entry = next((e for e in model_entries() if e.name == name), None)
+        own = _own_params(entry.cls) if entry is not None else []
+        if not own:
+            return ModelConfig
+        schema = dataclasses.make_dataclass(_SCHEMA_PREFIX + name, own, bases=(ModelConfig,), namespace={
+            "__doc__": f"model={name}: ModelConfig and the parameters of {entry.target}."})
+        schema.__module__ = __name__
+        _SCHEMAS[name] = schema
+    return _SCHEMAS[name]
+
+
+def __getattr__(attr: str):
+    """``ModelConfig_<name>``: a registered learner's schema, built on first use (module docstring)."""
+    if attr.startswith(_SCHEMA_PREFIX) and attr[len(_SCHEMA_PREFIX):] in {e.name for e in model_entries()}:
+        return _model_schema(attr[len(_SCHEMA_PREFIX):])
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
 def model_node(name: str) -> DictConfig:
     """The ``model=<name>`` config of a learner without a YAML file: the ``ModelConfig`` defaults, ``name``
-    and, when ``name`` is registered, its class as ``_target_`` (what ``register_configs`` stores)."""
-    cfg = OmegaConf.structured(ModelConfig)
-    cfg.name = name
+    and, when ``name`` is registered, its class as ``_target_`` and its own parameters as further keys
+    (``_model_schema``); what ``register_configs`` stores."""
     entry = next((e for e in model_entries() if e.name == name), None)
+    cfg = OmegaConf.structured(_model_schema(name))
+    cfg.name = name
     if entry is not None:
         cfg._target_ = entry.target
     return cfg

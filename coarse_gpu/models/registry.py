@@ -9,7 +9,7 @@ One call makes a class known everywhere a learner is looked up by name:
   from the ``ModelConfig`` schema, ``experiment.config.register_configs``),
 * ``model=auto``'s candidates (``coarse_gpu.models.select.CANDIDATES``, a view; ``candidate=True``),
 * the continuous-dose learners (``dose=True``: fits raw doses, ``coarse_gpu.experiment.dose``),
-* the docs' list of learners (``model_table``: name, class and the first line of its docstring).
+* the docs' list of learners (``model_table``: name, class and its docstring's first paragraph).
 
 Plugins: a learner outside this package registers when its module is imported. Every lookup here first
 imports the modules named in ``$COARSE_GPU_PLUGINS`` and in installed packages' ``coarse_gpu.plugins``
@@ -51,9 +51,9 @@ class ModelEntry:
 
     @property
     def summary(self) -> str:
-        """The first line of the class's docstring (the docs' list)."""
-        doc = inspect.getdoc(self.cls) or ""
-        return doc.splitlines()[0].strip() if doc else ""
+        """The first paragraph of the class's docstring on one line (the docs' list)."""
+        doc = (inspect.getdoc(self.cls) or "").split("\n\n")[0]
+        return " ".join(doc.split()).rstrip(":")
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
@@ -119,7 +119,7 @@ def get_model(name: str) -> type:
 
 
 def model_table() -> str:
-    """A markdown table of the registered learners: ``model=`` name, class, first docstring line."""
+    """A markdown table of the registered learners: ``model=`` name, class, its docstring's summary."""
     rows = [f"| `{e.name}` | `{e.cls.__name__}` | {e.summary} |" for e in model_entries()]
     return "\n".join(["| `model=` | class | what it is |", "| --- | --- | --- |", *rows])
 
