@@ -174,6 +174,14 @@ def test_the_cli_runs_the_plugin_and_gives_the_apis_policy(toy, tmp_path):
     np.testing.assert_allclose(cp.treatments_, theirs.treatments_, rtol=0, atol=1e-6)
     new, _, _ = _linear_effects(500, 1, effect=2.0)
     np.testing.assert_array_equal(cp.assign(new), theirs.assign(new))
+    # a fresh process loads the CLI's saved policy: the plugin variable registers the class before it is built
+    new.to_csv(tmp_path / "new.csv", index=False)
+    load = ("import sys, pandas as pd; from coarse_gpu import CoarsePersonalizer; "
+            "print(CoarsePersonalizer.load(sys.argv[1]).assign(pd.read_csv(sys.argv[2])).tolist())")
+    out = subprocess.run([sys.executable, "-c", load, str(run_dir / "policies" / "ot_k2"), str(tmp_path / "new.csv")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [int(v) for v in out.stdout.strip()[1:-1].split(",")] == cp.assign(new).tolist()
     # without the plugin the name is unknown: one line naming it and the registered models
     bad = subprocess.run(cmd[:-1] + [f"hydra.run.dir={tmp_path / 'run2'}"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -202,3 +210,25 @@ def test_docs_models_table_names_every_builtin_learner():
     builtin = [e for e in model_entries() if e.cls.__module__.startswith("coarse_gpu.")]
     missing = [e.name for e in builtin if f"| `{e.name}`" not in table or f"`{e.cls.__name__}`" not in table]
     assert not missing, f"docs/models.md's table of model= names lacks {missing}"
+
+
+def test_an_installed_packages_entry_point_is_imported(tmp_path, monkeypatch):
+    """What ``pip install`` of a package with ``[project.entry-points."coarse_gpu.plugins"]`` leaves on the path."""
+    from coarse_gpu.utils import plugins
+
+    (tmp_path / "ep_plugin.py").write_text("LOADED = True\n")
+    info = tmp_path / "ep_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[coarse_gpu.plugins]\nmine = ep_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.delitem(sys.modules, "ep_plugin", raising=False)
+    monkeypatch.setenv(plugins.PLUGIN_ENV, "")
+    assert ("ep_plugin", "entry point 'mine' of group 'coarse_gpu.plugins'") in plugins.plugin_modules()
+    plugins.load_plugins()
+    assert sys.modules["ep_plugin"].LOADED
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setenv(plugins.PLUGIN_ENV, "ep_plugin, no_such_plugin")
+    with pytest.raises(ImportError, match=r"plugin module 'no_such_plugin' \(listed in \$COARSE_GPU_PLUGINS\)"):
+        plugins.load_plugins()
