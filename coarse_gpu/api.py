@@ -56,7 +56,9 @@ class CoarsePersonalizer(BaseEstimator):
     ----------
     k : number of distinct treatments, an integer >= 1.
     model : step 1, a ``model=`` name of the CLI ("auto", "tarnet", "dragonnet", "gb_s", "gb_t", "dr",
-        "dose_logit", "dose_vc"): its hyperparameters are those of ``configs/model/<model>.yaml``.
+        "dose_logit", "dose_vc", "arm_means", "twopart", or a learner registered with
+        ``coarse_gpu.models.register_model``): its hyperparameters are those of
+        ``configs/model/<model>.yaml`` (a registered learner without one: the ``ModelConfig`` defaults).
     discretizer : step 2 solver, "sinkhorn" (entropic OT), "lloyd" (the paper's alternation), "exact"
         or "mip"; its options are those of ``configs/discretizer/<discretizer>.yaml``.
     min_share, max_share : optional bounds on each treatment's share of customers, in [0, 1].

@@ -301,7 +301,10 @@ def run(cfg: DictConfig) -> Any:
 def main() -> None:
     """``coarse-gpu``: Hydra's command line; every error ends as one line on stderr (errors module)."""
     global _DEBUG
-    register_configs()
+    try:
+        register_configs()  # imports the plugins ($COARSE_GPU_PLUGINS): a broken one is one line
+    except ImportError as err:
+        raise SystemExit(f"coarse-gpu: {err}") from None
     debug = _DEBUG = debug_requested(argv=sys.argv[1:])
     # Let errors reach this function instead of Hydra's own multi-line report; restored afterwards so
     # that a process calling main() does not pass it on to its children as if the user had set it.

@@ -10,27 +10,13 @@ Hydra's own composition.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from coarse_gpu.experiment.config import GROUP_SCHEMAS, DiscretizerConfig, ModelConfig
+from coarse_gpu.experiment.config import GROUP_SCHEMAS, DiscretizerConfig, config_dir, model_node
 
 __all__ = ["config_dir", "discretizer_config", "group_config", "model_config"]
-
-
-def config_dir() -> Path:
-    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout.
-    FileNotFoundError (saying how to fix it) when it has no config.yaml."""
-    env = os.environ.get("COARSE_GPU_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
-    if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(
-            f"no config.yaml in {path}. Install from a source checkout with `pip install -e .` "
-            "or point COARSE_GPU_CONFIG_DIR at a copy of the repository's configs/ folder.")
-    return path
 
 
 def group_config(group: str, name: str) -> Optional[DictConfig]:
@@ -50,12 +36,10 @@ def group_config(group: str, name: str) -> Optional[DictConfig]:
 
 def model_config(name: str) -> DictConfig:
     """The CLI's ``model=<name>`` group: configs/model/<name>.yaml over ``ModelConfig``; a model name
-    without a file gets the schema's defaults with that name (the built-in class of ``name``)."""
+    without a file gets the node the CLI composes for it (``config.model_node``: the schema's defaults,
+    the name and, for a registered learner, its class as ``_target_``)."""
     cfg = group_config("model", name)
-    if cfg is None:
-        cfg = OmegaConf.structured(ModelConfig)
-        cfg.name = name
-    return cfg
+    return model_node(name) if cfg is None else cfg
 
 
 def discretizer_config(solver: str) -> DictConfig:

@@ -2,17 +2,24 @@
 
 Each YAML file under ``configs/<group>/`` lists its schema in its defaults list, so a wrong key or a
 wrong type fails when the config is composed, with Hydra naming the key (e.g. ``Key 'n_custmers' not
-in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra's ConfigStore.
+in 'SimulatedDataConfig'``). ``register_configs()`` puts the schemas into Hydra's ConfigStore, and with
+them a ``model/<name>`` node for every registered learner (coarse_gpu.models.registry) that has no
+``configs/model/<name>.yaml``: ``model_node``, the ``ModelConfig`` defaults with its name and class.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from coarse_gpu.discretize.options import SolverOptions
+from coarse_gpu.models.registry import model_entries
 
 
 @dataclass
@@ -166,12 +173,13 @@ class ModelConfig:
     A null value means "adapt to the data" (coarse_gpu.models.defaults) or the model's own default.
     """
 
-    # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | auto (cross-validated choice among
-    # ``candidates`` by decision loss, coarse_gpu.models.select): the model's label in the outputs
+    # tarnet | dragonnet | dose_logit | dose_vc | gb_s | gb_t | dr | arm_means | twopart | a learner registered
+    # with coarse_gpu.models.register_model | auto (cross-validated choice among ``candidates`` by decision
+    # loss, coarse_gpu.models.select): the model's label in the outputs
     name: str = "tarnet"
     # The estimator class, built by hydra.utils.instantiate with the keys below that its __init__ takes
     # (each configs/model/<name>.yaml sets it; your own class with the same fit/predict_arms interface
-    # works too). null = the built-in class of ``name``.
+    # works too). null = the registered class of ``name``.
     _target_: Optional[str] = None
     # Cross-fitting folds: every customer's estimates come from the fold model that never saw it, and
     # new customers are scored by the ensemble of all fold models. 1 = one model (needs
@@ -372,10 +380,87 @@ GROUP_SCHEMAS = {
 }
 
 _registered = False
+#: The registered learners whose ``model/<name>`` node is in the ConfigStore.
+_stored_models: set[str] = set()
 #: Mapping-valued keys whose entries the user names (``data.treatment_kinds={creative:categorical}``):
 #: their node accepts new keys, else Hydra's struct mode would refuse every column name as an unknown key
 #: (the values are still typed, and validate.py names a wrong column or kind).
 OPEN_MAPPINGS = {FileDataConfig: ("treatment_kinds",)}
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout.
+    FileNotFoundError (saying how to fix it) when it has no config.yaml."""
+    env = os.environ.get("COARSE_GPU_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"no config.yaml in {path}. Install from a source checkout with `pip install -e .` "
+            "or point COARSE_GPU_CONFIG_DIR at a copy of the repository's configs/ folder.")
+    return path
+
+
+#: Constructor parameters the job sets itself (build_model), never config keys.
+_JOB_PARAMS = ("self", "seed", "device", "verbose", "checkpoint_dir")
+
+
+def _own_params(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, type, field) of the keyword parameters of ``cls.__init__`` that ``ModelConfig`` lacks and
+    that have a plain default (a number, a string, a bool, None or a list of those): the learner's own
+    config keys, typed by their default."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in known or p.name in _JOB_PARAMS or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        d = p.default
+        if isinstance(d, (bool, int, float, str)):
+            out.append((p.name, type(d), field(default=d)))
+        elif d is None:
+            out.append((p.name, Optional[Any], field(default=None)))
+        elif isinstance(d, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in d):
+            out.append((p.name, List[Any], field(default_factory=lambda d=d: list(d))))
+    return out
+
+
+#: The schemas of registered learners with parameters of their own, by model name (``_model_schema``).
+_SCHEMAS: dict[str, type] = {}
+_SCHEMA_PREFIX = "ModelConfig_"
+
+
+def _model_schema(name: str) -> type:
+    """``ModelConfig``, or for a registered learner with parameters of its own (``_own_params``) a
+    subclass with them, named ``ModelConfig_<name>`` in this module so that a composed config pickles
+    (a SLURM launcher sends it to its jobs; ``__getattr__`` below rebuilds it there)."""
+    if name not in _SCHEMAS:
+        entry = next((e for e in model_entries() if e.name == name), None)
+        own = _own_params(entry.cls) if entry is not None else []
+        if not own:
+            return ModelConfig
+        schema = dataclasses.make_dataclass(_SCHEMA_PREFIX + name, own, bases=(ModelConfig,), namespace={
+            "__doc__": f"model={name}: ModelConfig and the parameters of {entry.target}."})
+        schema.__module__ = __name__
+        _SCHEMAS[name] = schema
+    return _SCHEMAS[name]
+
+
+def __getattr__(attr: str):
+    """``ModelConfig_<name>``: a registered learner's schema, built on first use (module docstring)."""
+    if attr.startswith(_SCHEMA_PREFIX) and attr[len(_SCHEMA_PREFIX):] in {e.name for e in model_entries()}:
+        return _model_schema(attr[len(_SCHEMA_PREFIX):])
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def model_node(name: str) -> DictConfig:
+    """The ``model=<name>`` config of a learner without a YAML file: the ``ModelConfig`` defaults, ``name``
+    and, when ``name`` is registered, its class as ``_target_`` and its own parameters as further keys
+    (``_model_schema``); what ``register_configs`` stores."""
+    entry = next((e for e in model_entries() if e.name == name), None)
+    cfg = OmegaConf.structured(_model_schema(name))
+    cfg.name = name
+    if entry is not None:
+        cfg._target_ = entry.target
+    return cfg
 
 
 def _open_mappings(node):
@@ -389,12 +474,28 @@ def _open_mappings(node):
     return cfg
 
 
+def _store_model_nodes(cs: ConfigStore) -> None:
+    """A ``model/<name>`` node for each registered learner without ``configs/model/<name>.yaml`` (a
+    learner registered since the last call included)."""
+    try:
+        folder = config_dir() / "model"
+    except FileNotFoundError:
+        return  # no config folder: the command line says so when it looks for config.yaml
+    for entry in model_entries():
+        if entry.name in _stored_models or (folder / f"{entry.name}.yaml").is_file():
+            continue
+        cs.store(group="model", name=entry.name, node=model_node(entry.name))
+        _stored_models.add(entry.name)
+
+
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    """Store the schemas and the registered learners' model nodes in Hydra's ConfigStore (idempotent;
+    a learner registered after an earlier call is added by the next)."""
     global _registered
+    cs = ConfigStore.instance()
+    _store_model_nodes(cs)
     if _registered:
         return
-    cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     for group, entries in GROUP_SCHEMAS.items():
         for name, node in entries:

@@ -49,6 +49,7 @@ from coarse_gpu.experiment.errors import ConfigValueError
 from coarse_gpu.experiment.estimates import ProfitEstimates, _oof_dose_oracle
 from coarse_gpu.experiment.model_build import build_model
 from coarse_gpu.models import AutoCATE, CrossFitted, GBSDose, GBSLearner
+from coarse_gpu.models.registry import RegistryView
 from coarse_gpu.policy import Policy
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
@@ -56,10 +57,11 @@ __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "chec
 
 log = logging.getLogger("coarse_gpu")
 
-#: The ``model=`` names that fit raw doses (gb_s runs as coarse_gpu.models.gb_dose.GBSDose).
-DOSE_MODELS = ("dose_logit", "dose_vc", "gb_s")
+#: The ``model=`` names that fit raw doses: the learners registered with ``dose=True``
+#: (coarse_gpu.models.registry; gb_s runs as coarse_gpu.models.gb_dose.GBSDose).
+DOSE_MODELS = RegistryView(lambda e: (e.name,) if e.dose else ())
 #: The learners that need arms (one head / regressor / mean per arm): refused on a continuous dose.
-ARMS_ONLY_MODELS = ("tarnet", "dragonnet", "gb_t", "dr", "arm_means", "twopart")
+ARMS_ONLY_MODELS = RegistryView(lambda e: (e.name,) if not e.dose and e.name != "auto" else ())
 #: model=auto's learners on a continuous dose when model.candidates is the default list (which holds one
 #: dose learner, gb_s): the structured dose network and the boosting S-learner.
 DOSE_AUTO = ("dose_logit", "gb_s")
@@ -102,9 +104,9 @@ def dose_model_names(model_cfg) -> tuple[list[str], list[str]]:
     name = model_cfg.get("name")
     if name in DOSE_MODELS:
         return [name], []
-    if name not in ARMS_ONLY_MODELS + ("auto",):
+    if name != "auto" and name not in ARMS_ONLY_MODELS:
         raise ValueError(f"model={name} (model._target_={model_cfg.get('_target_')!r}) on a continuously randomized "
-                         f"dose: only the built-in dose learners {list(DOSE_MODELS)} fit raw doses")
+                         f"dose: only the built-in dose learners {list(DOSE_MODELS)} fit raw doses (and those registered with dose=True)")
     if name != "auto":
         raise ValueError(f"model={name} needs experimental arms (one head or regressor per arm), but every customer "
                          f"received her own dose (a continuously randomized dose): use model=auto or one of "

@@ -16,32 +16,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.experiment.config import ModelConfig
-from coarse_gpu.models import (
-    ArmMeans,
-    AutoCATE,
-    DoseLogit,
-    DoseVC,
-    DragonNet,
-    DRLearner,
-    GBSLearner,
-    GBTLearner,
-    TARNet,
-    TwoPart,
-)
+from coarse_gpu.models import AutoCATE, TwoPart
+from coarse_gpu.models.registry import RegistryView
 from coarse_gpu.models.select import CANDIDATES, param_class
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
 from coarse_gpu.utils.imports import class_path, locate_class
 from coarse_gpu.utils.params import constraints_of, param_problems
 
-MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
-          "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
-          "twopart": TwoPart}
+#: ``model=<name>`` -> class: a live view of the model registry (coarse_gpu.models.registry), so a
+#: learner registered by a plugin is a CLI model too.
+MODELS = RegistryView(lambda e: (e.name,))
 #: ModelConfig keys that are not model parameters (handled here).
 _PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend", "batched")
 
 
 def model_class(model_cfg) -> type:
-    """The estimator class of a model config: ``_target_`` (imported by Hydra), else the built-in
+    """The estimator class of a model config: ``_target_`` (imported by Hydra), else the registered
     class of ``name``; ValueError naming the key otherwise."""
     target = model_cfg.get("_target_")
     if target:

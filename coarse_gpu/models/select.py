@@ -48,6 +48,7 @@ probabilities (the pipeline does).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Optional, Sequence
@@ -55,15 +56,11 @@ from typing import Optional, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from coarse_gpu.models.arm_means import ArmMeans
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_X
-from coarse_gpu.models.boosting import DRLearner, GBSLearner, GBTLearner
 from coarse_gpu.models.crossfit import CrossFitted, fold_indices
-from coarse_gpu.models.dose import DoseLogit, DoseVC
-from coarse_gpu.models.dragonnet import DragonNet
+from coarse_gpu.models.registry import RegistryView
 from coarse_gpu.models.scores import pseudo_outcomes
-from coarse_gpu.models.tarnet import TARNet
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
 from coarse_gpu.models.twopart import TwoPart
 
@@ -72,10 +69,9 @@ __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_
 
 #: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them):
 #: one-part learners of the realized profit, the no-heterogeneity ``arm_means`` and the two-part
-#: learners ``twopart_<family>`` (used only with a declared profit structure).
-CANDIDATES = {"tarnet": TARNet, "dragonnet": DragonNet, "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner,
-              "arm_means": ArmMeans, "dose_logit": DoseLogit, "dose_vc": DoseVC,
-              **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}}
+#: learners ``twopart_<family>`` (used only with a declared profit structure). A live view of the
+#: model registry: every ``register_model(..., candidate=True)`` learner (coarse_gpu.models.registry).
+CANDIDATES = RegistryView(lambda e: ((e.name,) if e.candidate else ()) + e.variants)
 #: model=auto's default candidates (the two-part ones take part only with a declared structure, the
 #: dose heads only with a numeric treatment).
 DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s")
@@ -87,7 +83,6 @@ SIMPLER = ("arm_means",)
 PROPENSITY_FLOOR = 0.02
 
 log = logging.getLogger("coarse_gpu")
-_NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc")
 
 
 def _uses_dose(name: str) -> bool:
@@ -116,11 +111,13 @@ def make_candidate(name: str, seed: int, device: str = "auto", checkpoint_dir: O
     if is_two_part(name):
         return TwoPart(base=name[len("twopart_"):], accounting=accounting, base_params=kw or None,
                        device=device, checkpoint_dir=checkpoint_dir, seed=int(seed))
-    if name in _NEURAL:
+    cls = CANDIDATES[name]
+    accepted = inspect.signature(cls.__init__).parameters  # the networks' (a registered learner's too)
+    if "device" in accepted:
         kw.setdefault("device", device)
-        if checkpoint_dir is not None:
-            kw.setdefault("checkpoint_dir", checkpoint_dir)
-    return CANDIDATES[name](seed=int(seed), **kw)
+    if checkpoint_dir is not None and "checkpoint_dir" in accepted:
+        kw.setdefault("checkpoint_dir", checkpoint_dir)
+    return cls(seed=int(seed), **kw)
 
 
 def decision_losses(gamma: np.ndarray, mu_hat: np.ndarray) -> np.ndarray:

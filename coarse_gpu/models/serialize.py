@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from coarse_gpu.models.trees import BoostedTrees
+from coarse_gpu.utils.plugins import load_plugins
 
 __all__ = ["MODEL_CLASSES", "ModelStateError", "from_state", "register", "to_state"]
 
@@ -35,7 +36,8 @@ class ModelStateError(ValueError):
     malformed arrays, weights that do not fit the architecture)."""
 
 
-#: Class path -> class: the only classes ``from_state`` instantiates (filled by ``register``).
+#: Class path -> class: the only classes ``from_state`` instantiates (filled by ``register``, which
+#: ``coarse_gpu.models.registry.register_model`` calls for every learner).
 MODEL_CLASSES: dict[str, type] = {}
 
 #: Fitted attributes that are training-time state or rebuilt on load.
@@ -163,6 +165,8 @@ def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = "")
     if not isinstance(meta, dict):
         raise ModelStateError("model metadata is not a JSON object")
     path = str(meta.get("class", ""))
+    if path not in MODEL_CLASSES:
+        load_plugins()  # a plugin's learner, saved by another process: its module registers it
     cls = MODEL_CLASSES.get(path)
     if cls is None:
         raise ModelStateError(f"model class {path!r} is not one this version of coarse_gpu loads "
