@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
+from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
 
@@ -254,6 +255,16 @@ def _user_debug() -> bool:
     return _DEBUG if _DEBUG is not None else debug_requested(argv=sys.argv[1:])
 
 
+def _plugin_errors(cfg: DictConfig) -> list[str]:
+    """Import the config's ``plugins`` modules (coarse_gpu.utils.plugins); a module that is not there is a
+    config problem."""
+    try:
+        load_plugins(cfg.get("plugins") or ())
+    except ValueError as err:
+        return [str(err)]
+    return []
+
+
 def run(cfg: DictConfig) -> Any:
     """One job inside Hydra: validate, take the run folder, run the job; errors become one line."""
     from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
@@ -268,7 +279,8 @@ def run(cfg: DictConfig) -> Any:
         with stop_on_signals():
             # Every config problem at once, before the run folder is touched. A config error stops a
             # sweep (its other jobs would fail the same way); any other error fails only its job.
-            problems = choice_errors(cfg) + config_problems(cfg)
+            problems = _plugin_errors(cfg)  # the user's registrations first: the checks below know them
+            problems += choice_errors(cfg) + config_problems(cfg)
             if problems:
                 raise ConfigValueError(problems)
             run_dir = Path(hc.runtime.output_dir)
@@ -303,6 +315,10 @@ def main() -> None:
     global _DEBUG
     register_configs()
     debug = _DEBUG = debug_requested(argv=sys.argv[1:])
+    try:  # COARSE_GPU_PLUGINS: the user's registrations, before the config is composed
+        load_plugins()
+    except ValueError as err:
+        raise SystemExit(f"coarse-gpu: {err}") from None
     # Let errors reach this function instead of Hydra's own multi-line report; restored afterwards so
     # that a process calling main() does not pass it on to its children as if the user had set it.
     saved = os.environ.get("HYDRA_FULL_ERROR")
