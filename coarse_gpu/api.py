@@ -489,8 +489,9 @@ class CoarsePersonalizer(BaseEstimator):
     def _check_eval_args(self, n_boot, ci_level, metrics) -> None:
         from coarse_gpu.evaluate.metrics import metric_name_problems
 
-        for problem in metric_name_problems(metrics, "metrics") if metrics is not None else ():
-            raise ValueError(problem)
+        problems = metric_name_problems(metrics, "metrics") if metrics is not None else []
+        if problems:
+            raise ValueError(problems[0])
         if not _is_int(n_boot) or n_boot < 0:
             raise ValueError(f"n_boot must be an integer >= 0 (bootstrap resamples; 0 = normal approximation), "
                              f"got {n_boot!r}")

@@ -83,7 +83,7 @@ def _hand_mean_discount(treatments, segments) -> float:
 def test_the_job_evaluator_and_the_api_give_the_same_numbers_from_the_same_rows(fitted):
     """The main job's Evaluator on held-out rows, with the API's fitted model as its estimates, and
     ``cp.evaluate`` on the same rows: the same DR value, the same bootstrap CI and segments, bit for bit."""
-    from coarse_gpu.evaluate import arm_weights
+    from coarse_gpu.evaluate import arm_weights, dr_value
     from coarse_gpu.experiment.estimates import ProfitEstimates
     from coarse_gpu.experiment.evaluation import Evaluator
 
@@ -108,6 +108,7 @@ def test_the_job_evaluator_and_the_api_give_the_same_numbers_from_the_same_rows(
     assert api["expected_profit"] == pytest.approx(
         float(cp.predict_profit(test.features, cp.treatments_)[np.arange(2000), policy.assignment].mean()), abs=1e-12)
     assert api["dr_ci"][0] < api["dr_value"] < api["dr_ci"][1]
+    assert tuple(api["dr_ci"]) == dr_value(s, n_boot=300, alpha=0.1, seed=cp.seed).ci  # the library's DR interval
     # the job's cell has the true profit too (a simulator); the API's default keys are today's
     assert cell["oracle_profit"] is not None and 0 < cell["share_of_full"] <= 1
     assert set(cp.evaluate(test.features, t, test.outcome, n_boot=0)) == {"dr_value", "dr_ci", "segment_sizes",
