@@ -143,6 +143,10 @@ def test_metric_values_cis_missing_needs_and_registration_errors():
         register_metric(Metric("dr", lambda e: 0.0))
     with pytest.raises(ValueError, match=r"writes key\(s\) \['dr_value'\] that metric 'dr' writes already"):
         register_metric(Metric("mine", lambda e: {"dr_value": 0.0}, keys=("dr_value",)))
+    with pytest.raises(ValueError, match=r"would write key\(s\) \['treatments'\], which results hold"):
+        register_metric(Metric("treatments", lambda e: 0.0))
+    with pytest.raises(ValueError, match=r"metric 'half' returned float; with ci=True it returns a MetricValue"):
+        Metric("half", lambda e: 1.0, ci=True)(ev)
     with pytest.raises(ValueError, match="Metric name must be an identifier"):
         Metric("my metric", lambda e: 0.0)
     wrong = Metric("two", lambda e: {"a": 1.0}, keys=("a", "b"))

@@ -138,11 +138,16 @@ class Metric:
             if tuple(out) != self.keys:
                 raise ValueError(f"metric {self.name!r} returned keys {list(out)}, it declares {list(self.keys)}")
             return dict(out)
+        if isinstance(out, MetricValue) != self.ci:
+            raise ValueError(f"metric {self.name!r} returned {type(out).__name__}; with ci={self.ci} it returns "
+                             + ("a MetricValue(value, (lo, hi))" if self.ci else "a number, None or a mapping"))
         if isinstance(out, MetricValue):
             return {self.keys[0]: float(out.value), self.keys[1]: [float(out.ci[0]), float(out.ci[1])]}
         return {self.keys[0]: None if out is None else float(out)}
 
 
+#: Keys a result cell (results.json) or ``evaluate``'s dict holds besides the metrics' (no metric writes them).
+RESERVED_KEYS = ("treatments", "treatments_labelled", "extrapolated", "policy_path", "se", "n", "kernel_dr")
 #: The registry: name -> Metric (``register_metric``), in registration order.
 METRICS: dict[str, Metric] = {}
 
@@ -155,6 +160,9 @@ def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
         raise ValueError(f"register_metric takes a coarse_gpu.evaluate.metrics.Metric, got {type(metric).__name__}")
     if metric.name in METRICS and not replace:
         raise ValueError(f"a metric named {metric.name!r} is registered already (pass replace=True to replace it)")
+    taken = sorted(set(metric.keys) & set(RESERVED_KEYS))
+    if taken:
+        raise ValueError(f"metric {metric.name!r} would write key(s) {taken}, which results hold for other things")
     for other in METRICS.values():
         clash = set(other.keys) & set(metric.keys)
         if other.name != metric.name and clash:
