@@ -42,7 +42,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
-from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
 
@@ -256,11 +255,13 @@ def _user_debug() -> bool:
 
 
 def _plugin_errors(cfg: DictConfig) -> list[str]:
-    """Import the config's ``plugins`` modules (coarse_gpu.utils.plugins); a module that is not there is a
-    config problem."""
+    """Import the plugins ($COARSE_GPU_PLUGINS, entry points, the config's ``plugins``: coarse_gpu.utils.plugins);
+    a module that cannot be imported is a config problem."""
+    from coarse_gpu.utils.plugins import load_plugins  # here, as run()'s other imports
+
     try:
         load_plugins(cfg.get("plugins") or ())
-    except ValueError as err:
+    except ImportError as err:
         return [str(err)]
     return []
 
@@ -315,10 +316,6 @@ def main() -> None:
     global _DEBUG
     register_configs()
     debug = _DEBUG = debug_requested(argv=sys.argv[1:])
-    try:  # COARSE_GPU_PLUGINS: the user's registrations, before the config is composed
-        load_plugins()
-    except ValueError as err:
-        raise SystemExit(f"coarse-gpu: {err}") from None
     # Let errors reach this function instead of Hydra's own multi-line report; restored afterwards so
     # that a process calling main() does not pass it on to its children as if the user had set it.
     saved = os.environ.get("HYDRA_FULL_ERROR")

@@ -168,16 +168,23 @@ def test_the_config_names_a_wrong_metric_before_any_work():
         dropped[0] and "evaluation.metrics=[true_profit,dr,dr_share,expected,segments]" in dropped[0]
 
 
-def test_plugins_come_from_the_environment_and_the_config_and_a_missing_one_is_named(toy_module):
-    from coarse_gpu.utils.plugins import load_plugins, plugin_names
+def test_plugins_come_from_the_environment_and_the_config_and_a_missing_one_is_named(toy_module, monkeypatch):
+    from coarse_gpu.utils import plugins
 
-    assert plugin_names(["b", "a"], environ={"COARSE_GPU_PLUGINS": "a, c"}) == \
-        [("a", "COARSE_GPU_PLUGINS"), ("c", "COARSE_GPU_PLUGINS"), ("b", "plugins")]
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setenv(plugins.PLUGIN_ENV, f" {toy_module} ")
+    assert (toy_module, "$COARSE_GPU_PLUGINS") in plugins.plugin_modules()
     assert "mean_discount" not in METRICS
-    assert load_plugins(environ={"COARSE_GPU_PLUGINS": toy_module}) == [toy_module]
+    plugins.load_plugins()
     assert "mean_discount" in METRICS
-    with pytest.raises(ValueError, match=r"plugins: cannot import plugin module 'no_such_plugin_xyz'"):
-        load_plugins(["no_such_plugin_xyz"], environ={})
+    METRICS.pop("mean_discount")
+    sys.modules.pop(toy_module)
+    monkeypatch.setenv(plugins.PLUGIN_ENV, "")
+    plugins.load_plugins([toy_module])  # the config key's modules are imported on every call
+    assert "mean_discount" in METRICS
+    with pytest.raises(ImportError, match=r"plugin module 'no_such_plugin_xyz' \(listed in the config key "
+                                          r"plugins\) cannot be imported"):
+        plugins.load_plugins(["no_such_plugin_xyz"])
 
 
 def test_a_toy_metric_runs_through_the_cli_into_results_json_and_the_table(tmp_path, toy_module):

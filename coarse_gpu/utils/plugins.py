@@ -1,53 +1,56 @@
-"""Plugins: the user's own modules imported before a run, so their registrations (a metric, ...) exist.
+"""Plugins: modules outside coarse_gpu that register their own classes (a CATE learner, a metric, ...) on import.
 
-A plugin is any importable module whose import registers something, e.g. ``register_metric(Metric(...))``
-(coarse_gpu.evaluate.metrics). The command line imports the modules named in the environment variable
-``COARSE_GPU_PLUGINS`` (comma-separated, before the config is composed) and in the config key
-``plugins=[...]`` (before the config is validated); a module must be importable (on ``PYTHONPATH``,
-or installed). In Python, import the module yourself.
-
-    COARSE_GPU_PLUGINS=my_metrics coarse-gpu evaluation.metrics=[true_profit,dr,dr_share,expected,segments,mine]
-    coarse-gpu plugins=[my_metrics] evaluation.metrics=[...]
+``load_plugins()`` imports, once per process, the modules named in ``$COARSE_GPU_PLUGINS``
+(comma-separated) and those installed packages list under the entry-point group ``coarse_gpu.plugins``
+(``[project.entry-points."coarse_gpu.plugins"] my_learner = "my_package.learner"``). The registries call it
+before a lookup by name, so the command line, ``model=auto`` and the loading of a saved policy (in a
+fresh process) see a plugin's classes without any other step (docs/extending.md). ``load_plugins(names)``
+also imports the modules of the config key ``plugins=[...]`` (the command line does so before it checks
+the config, so that ``evaluation.metrics`` knows a plugin's metric).
 """
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Iterable, Optional
+from importlib.metadata import entry_points
+from typing import Iterable
 
-__all__ = ["ENV", "load_plugins", "plugin_names"]
+__all__ = ["PLUGIN_ENV", "PLUGIN_GROUP", "load_plugins", "plugin_modules"]
 
-#: The environment variable listing plugin modules (comma-separated).
-ENV = "COARSE_GPU_PLUGINS"
+#: Environment variable: comma-separated modules to import.
+PLUGIN_ENV = "COARSE_GPU_PLUGINS"
+#: Entry-point group an installed package lists its registering modules under.
+PLUGIN_GROUP = "coarse_gpu.plugins"
 
-
-def plugin_names(names: Optional[Iterable[str]] = None, environ: Optional[dict] = None) -> list[tuple[str, str]]:
-    """[(module, where it was named)] from ``COARSE_GPU_PLUGINS`` then ``names`` (the config's ``plugins``),
-    each once, in that order."""
-    env = os.environ if environ is None else environ
-    out: list[tuple[str, str]] = []
-    for name in (env.get(ENV) or "").split(","):
-        if name.strip():
-            out.append((name.strip(), ENV))
-    for name in names or ():
-        out.append((str(name).strip(), "plugins"))
-    seen: set[str] = set()
-    return [(n, w) for n, w in out if not (n in seen or seen.add(n))]
+_loaded = False
 
 
-def load_plugins(names: Optional[Iterable[str]] = None, environ: Optional[dict] = None) -> list[str]:
-    """Import every plugin module (``plugin_names``); returns their names. A module that fails to import is
-    a ValueError naming it and where it was listed (an import error inside it keeps its traceback)."""
-    loaded = []
-    for name, where in plugin_names(names, environ):
-        if not name.replace(".", "_").isidentifier():
-            raise ValueError(f"{where}: {name!r} is not a module name (e.g. my_metrics or mypkg.metrics)")
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and (name == err.name or name.startswith(err.name + ".")):  # the plugin itself, not one of its imports
-                raise ValueError(f"{where}: cannot import plugin module {name!r} (put its folder on PYTHONPATH "
-                                 "or install it)") from None
-            raise
-        loaded.append(name)
-    return loaded
+def plugin_modules() -> list[tuple[str, str]]:
+    """(module, where it is listed) for every plugin, the environment variable's first."""
+    listed = [(m.strip(), f"${PLUGIN_ENV}") for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()]
+    for ep in entry_points(group=PLUGIN_GROUP):
+        listed.append((ep.value.split(":")[0].strip(), f"entry point {ep.name!r} of group {PLUGIN_GROUP!r}"))
+    return listed
+
+
+def _import(module: str, where: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"plugin module {module!r} (listed in {where}) cannot be imported: {err}") from err
+
+
+def load_plugins(names: Iterable[str] = ()) -> None:
+    """Import the plugin modules (``plugin_modules``, once) and the modules ``names`` (the config key
+    ``plugins``; importing one again is a no-op); an ImportError names the module and where it was listed."""
+    global _loaded
+    if not _loaded:
+        _loaded = True  # first: a plugin's own registrations look names up, which must not re-enter
+        for module, where in plugin_modules():
+            try:
+                _import(module, where)
+            except ImportError:
+                _loaded = False  # a fixed environment may try again
+                raise
+    for module in names:
+        _import(str(module).strip(), "the config key plugins")
