@@ -374,7 +374,12 @@ class CoarsePersonalizer(BaseEstimator):
             _check_range(T, self._arms(), names, "T", "; pass extrapolate=True for the model's own continuation")
         return self.policy_.model.predict_profit(self._matrix(X), T)
 
-    def _check_eval_args(self, n_boot, ci_level) -> None:
+    def _check_eval_args(self, n_boot, ci_level, metrics) -> None:
+        from coarse_gpu.evaluate.metrics import metric_name_problems
+
+        problems = metric_name_problems(metrics, "metrics") if metrics is not None else []
+        if problems:
+            raise ValueError(problems[0])
         if not _is_int(n_boot) or n_boot < 0:
             raise ValueError(f"n_boot must be an integer >= 0 (bootstrap resamples; 0 = normal approximation), "
                              f"got {n_boot!r}")
@@ -412,21 +417,36 @@ class CoarsePersonalizer(BaseEstimator):
         return self._matrix(feats), t, np.asarray(yv, dtype=np.float64), \
             None if pv is None else np.asarray(pv, dtype=np.float64)
 
-    def _eval_rows(self, X, treatment, y, propensity):
-        """(X matrix (N, p), arm index (N,), y (N,), propensity (N,)) of held-out rows (``_checked_rows``),
-        each row's treatment one of the experiment's arms."""
-        X_m, t, y_f, pv = self._checked_rows(X, treatment, y, propensity)
-        n = len(y_f)
+    def _arm_rows(self, X_m, t, y_f, pv) -> dict:
+        """The evidence of checked held-out rows (``_checked_rows``) whose treatments are the experiment's
+        arms: the AIPW scores of the policy's segments (the propensity, when not given, is each arm's share
+        of these rows)."""
+        from coarse_gpu.evaluate import arm_weights, dr_scores
+
         arms = self._arms()
         match = np.all(t[:, None, :] == arms[None, :, :], axis=2)
         if not match.any(1).all():
             bad = int(np.flatnonzero(~match.any(1))[0])
             raise ValueError(f"treatment row {bad}: {t[bad].tolist()} is not one of the experiment's arms")
         arm = match.argmax(1)
-        e = pv if pv is not None else (np.bincount(arm, minlength=len(arms)) / n)[arm]
-        return X_m, arm, y_f, e
+        e = pv if pv is not None else (np.bincount(arm, minlength=len(arms)) / len(y_f))[arm]
+        seg, mu_pol = self.policy_.assign_matrix(X_m)  # segments and the profit at their treatment
+        kappa_k = arm_weights(self.treatments_, arms)
+        _unsupported_segments(kappa_k, seg, arm, self.treatments_, self.treatment_names_)
+        scores = dr_scores(y_f, arm, e, self.policy_.model.predict_arms(X_m), mu_pol, kappa_k[seg])
+        return dict(seg=seg, arm=arm, propensity=e, mu_policy=mu_pol, scores=scores)
 
-    def evaluate(self, X, treatment, y, propensity=None, n_boot: int = 1000, ci_level: float = 0.95) -> dict:
+    def _dose_rows(self, X_m, t, y_f, density) -> dict:
+        """The evidence of checked held-out rows on a continuous-dose policy: the job's kernel-DR scores
+        (coarse_gpu.experiment.dose.dose_policy_scores) and the estimator's record."""
+        from coarse_gpu.experiment.dose import dose_policy_scores
+
+        scores, seg, mu_pol, scorer = dose_policy_scores(self.policy_, X_m, t, y_f, density)
+        return dict(seg=seg, arm=None, propensity=scorer.f_observed, mu_policy=mu_pol, scores=scores,
+                    extra={"kernel_dr": scorer.record()})
+
+    def evaluate(self, X, treatment, y, propensity=None, n_boot: int = 1000, ci_level: float = 0.95,
+                 metrics: Optional[Sequence[str]] = None) -> dict:
         """Doubly robust value per customer of the policy on randomized data (X, treatment, y), with a
         percentile-bootstrap CI at ``ci_level``. The data must be new to the model for an honest value (a
         held-out experiment); on the training rows the ensemble has seen every customer.
@@ -434,47 +454,39 @@ class CoarsePersonalizer(BaseEstimator):
         Rows pair by position; treatment columns by name (a DataFrame in another order is reordered).
         Refused: rows on one arm only (as the CLI refuses such data), and a policy segment whose
         treatment rests only on arms none of the rows received (its value would be pure extrapolation).
-        Returns dr_value, dr_ci [lo, hi], se, n, segment_sizes (K,) of these rows and effective_k (the
-        number of non-empty segments among them).
+        Returns the keys of ``metrics`` -- registered metric names (coarse_gpu.evaluate.metrics, the
+        main job's ``evaluation.metrics``), by default ("dr", "segments"): dr_value, dr_ci [lo, hi],
+        segment_sizes (K,) of these rows and effective_k (the number of non-empty segments among them);
+        "expected" adds the policy's mean estimated profit, a metric of your own its key -- then se, n.
+        The numbers come from the functions the main job's results.json comes from.
 
         A policy fitted on a continuously randomized dose (``continuous_dose_``, also after ``load``) gets
-        the main job's kernel-smoothed doubly robust value (coarse_gpu.experiment.dose.evaluate_dose_policy:
+        the main job's kernel-smoothed doubly robust value (coarse_gpu.experiment.dose.dose_policy_scores:
         Epanechnikov kernel, the "undersmooth" bandwidth on these rows' doses, each row's estimate at her
         own dose from the ensemble) with the GPS f(t | x) of the declared design, else ``propensity`` as
         the density column (any positive number, 1 / treatment units^d), else estimated on these rows; the
         same keys, plus kernel_dr (bandwidth, density source, support). Overlap problems are logged warnings
         (the coarse_gpu logger), as in the job.
         """
-        from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
+        from coarse_gpu.evaluate import dr_value
+        from coarse_gpu.evaluate.bootstrap import SharedBootstrap
+        from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics
+        from coarse_gpu.policy import Policy
 
         self._check_fitted()
-        self._check_eval_args(n_boot, ci_level)
+        self._check_eval_args(n_boot, ci_level, metrics)
         self._policy_in_range()
-        if self.policy_.dose:
-            return self._evaluate_dose(X, treatment, y, propensity, int(n_boot), float(ci_level))
-        X_m, arm, y_f, e = self._eval_rows(X, treatment, y, propensity)
-        arms = self._arms()
-        seg, mu_pol = self.policy_.assign_matrix(X_m)  # segments and the profit at their treatment
-        kappa_k = arm_weights(self.treatments_, arms)
-        _unsupported_segments(kappa_k, seg, arm, self.treatments_, self.treatment_names_)
-        mu_arms = self.policy_.model.predict_arms(X_m)
-        res = dr_value(dr_scores(y_f, arm, e, mu_arms, mu_pol, kappa_k[seg]),
-                       n_boot=int(n_boot), alpha=1 - float(ci_level), seed=int(self.seed))
-        sizes = np.bincount(seg, minlength=len(self.treatments_))
-        return {"dr_value": res.value, "dr_ci": list(res.ci), "se": res.se, "n": res.n,
-                "segment_sizes": sizes.tolist(), "effective_k": int(np.count_nonzero(sizes))}
-
-    def _evaluate_dose(self, X, treatment, y, propensity, n_boot: int, ci_level: float) -> dict:
-        """``evaluate`` on a continuous-dose policy: the kernel DR of the main job (its docstring)."""
-        from coarse_gpu.experiment.dose import evaluate_dose_policy
-
-        X_m, t, y_f, density = self._checked_rows(X, treatment, y, propensity)
-        res, seg, scorer = evaluate_dose_policy(self.policy_, X_m, t, y_f, density, n_boot=n_boot,
-                                                alpha=1 - ci_level, seed=int(self.seed))
-        sizes = np.bincount(seg, minlength=len(self.treatments_))
-        return {"dr_value": res.value, "dr_ci": list(res.ci), "se": res.se, "n": res.n,
-                "segment_sizes": sizes.tolist(), "effective_k": int(np.count_nonzero(sizes)),
-                "kernel_dr": scorer.record()}
+        X_m, t, y_f, pv = self._checked_rows(X, treatment, y, propensity)
+        rows = (self._dose_rows if self.policy_.dose else self._arm_rows)(X_m, t, y_f, pv)
+        s, extra, seg = rows.pop("scores"), rows.pop("extra", {}), rows.pop("seg")
+        plain = dr_value(s, n_boot=0, alpha=1 - float(ci_level))  # checks the scores; se and n
+        # the resamples of dr_value / the job's SharedBootstrap, so the CI is the one the job would give
+        draws = SharedBootstrap(len(s), int(n_boot), int(self.seed)).means(s) if n_boot > 0 else None
+        ev = PolicyEvidence(policy=Policy(self.policy_.method, self.treatments_, seg), outcome=y_f, treatment=t,
+                            scores=s, draws=draws, alpha=1 - float(ci_level),
+                            profit_at=lambda T: self.policy_.model.predict_profit(X_m, T), **rows)
+        out = evaluate_metrics(ev, DEFAULT_API_METRICS if metrics is None else list(metrics))
+        return {**out, "se": plain.se, "n": plain.n, **extra}
 
     def save(self, path) -> Path:
         """Write the policy folder (the CLI's ``policies/<method>_k<K>`` format; ``coarse-gpu-assign`` reads it)."""

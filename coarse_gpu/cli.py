@@ -254,6 +254,18 @@ def _user_debug() -> bool:
     return _DEBUG if _DEBUG is not None else debug_requested(argv=sys.argv[1:])
 
 
+def _plugin_errors(cfg: DictConfig) -> list[str]:
+    """Import the plugins ($COARSE_GPU_PLUGINS, entry points, the config's ``plugins``: coarse_gpu.utils.plugins);
+    a module that cannot be imported is a config problem."""
+    from coarse_gpu.utils.plugins import load_plugins  # here, as run()'s other imports
+
+    try:
+        load_plugins(cfg.get("plugins") or ())
+    except ImportError as err:
+        return [str(err)]
+    return []
+
+
 def run(cfg: DictConfig) -> Any:
     """One job inside Hydra: validate, take the run folder, run the job; errors become one line."""
     from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
@@ -268,7 +280,8 @@ def run(cfg: DictConfig) -> Any:
         with stop_on_signals():
             # Every config problem at once, before the run folder is touched. A config error stops a
             # sweep (its other jobs would fail the same way); any other error fails only its job.
-            problems = choice_errors(cfg) + config_problems(cfg)
+            problems = _plugin_errors(cfg)  # the user's registrations first: the checks below know them
+            problems += choice_errors(cfg) + config_problems(cfg)
             if problems:
                 raise ConfigValueError(problems)
             run_dir = Path(hc.runtime.output_dir)

@@ -303,6 +303,12 @@ MUTATIONS: list[Mutation] = [
       "config keys that merely start like an ignored key (logger_level) are ignored"),
     M("r7", "coarse_gpu/experiment/evaluation.py", "self.alpha = 1.0 - ci_level", "self.alpha = (1.0 - ci_level) / 2",
       ("tests/test_properties_experiment.py",), "the run's intervals at half the requested alpha"),
+    M("e13", "coarse_gpu/evaluate/metrics.py", "ci = percentile_ci(ev.draws, ev.alpha) if ev.draws",
+      "ci = percentile_ci(ev.draws, ev.alpha / 2) if ev.draws", ("tests/test_metrics.py",),
+      "the dr metric's interval (both doors') at half the requested alpha"),
+    M("e14", "coarse_gpu/evaluate/metrics.py", "        if not all(ev.has(n) for n in self.needs):",
+      "        if False:", ("tests/test_metrics.py",),
+      "a metric that needs a simulator is called without one (the API, your own data)"),
     M("r8", "coarse_gpu/experiment/rundir.py", "        if old.name not in items:", "        if False:",
       ("tests/test_properties_experiment.py",), "an earlier config's outputs survive a completed rerun"),
     # ---- api: coarse_gpu/api.py (tests/test_properties_api.py: rows paired by position, never by label)

@@ -299,6 +299,11 @@ class EvaluationConfig:
     # Choosing K: cost of one more distinct treatment, per customer (total cost / customers it is spread
     # over); results.json "choose_k" gives the K maximizing value - cost * K for the ot policy.
     fixed_cost_per_treatment: float = 0.0
+    # The metrics every results.json cell carries (coarse_gpu.evaluate.metrics.METRICS; the five built-ins,
+    # which the report's tables read, then any registered by a plugin): docs/evaluation.md "Metrics".
+    metrics: List[str] = field(
+        default_factory=lambda: ["true_profit", "dr", "dr_share", "expected", "segments"]
+    )
 
 
 @dataclass
@@ -362,6 +367,9 @@ class RunConfig:
     # One job on several processes (torchrun, or launcher=slurm with nodes x tasks_per_node): DDP training,
     # the OT discretizer sharded over the ranks, rank 0 writes (coarse_gpu.experiment.distributed).
     distributed: bool = False
+    # Modules to import before the config is checked, whose import registers a metric (or another
+    # extension): coarse_gpu.utils.plugins; the environment variable COARSE_GPU_PLUGINS does the same.
+    plugins: List[str] = field(default_factory=list)
 
 
 GROUP_SCHEMAS = {

@@ -53,7 +53,8 @@ from coarse_gpu.models.registry import RegistryView
 from coarse_gpu.policy import Policy
 
 __all__ = ["ARMS_ONLY_MODELS", "DOSE_MODELS", "DOSE_POINTS", "DoseScorer", "check_dose_model", "dose_candidates",
-           "dose_model_names", "dose_space", "evaluate_dose_policy", "is_continuous_dose", "personalize_dose"]
+           "dose_model_names", "dose_policy_scores", "dose_space", "evaluate_dose_policy", "is_continuous_dose",
+           "personalize_dose"]
 
 log = logging.getLogger("coarse_gpu")
 
@@ -303,7 +304,15 @@ class DoseScorer:
 def evaluate_dose_policy(policy, X: np.ndarray, treatment: np.ndarray, outcome: np.ndarray,
                          density: Optional[np.ndarray] = None, n_boot: int = 1000, alpha: float = 0.05,
                          seed: int = 0):
-    """The kernel-DR value of a deployed dose policy (``coarse_gpu.policy.io.DeployedPolicy`` with its
+    """(DRResult of ``kernel_dr_value``, segment (N,) int64, the DoseScorer) of a deployed dose policy on
+    rows new to its model: ``dose_policy_scores`` averaged, with the shared-bootstrap CI."""
+    scores, seg, _, scorer = dose_policy_scores(policy, X, treatment, outcome, density)
+    return kernel_dr_value(scores, n_boot=n_boot, alpha=alpha, seed=seed), seg, scorer
+
+
+def dose_policy_scores(policy, X: np.ndarray, treatment: np.ndarray, outcome: np.ndarray,
+                       density: Optional[np.ndarray] = None):
+    """The kernel-DR scores of a deployed dose policy (``coarse_gpu.policy.io.DeployedPolicy`` with its
     ``dose`` record) on rows new to its model, as the main job scores held-out customers.
 
     X : (N, p) model matrix; treatment : (N, d) received doses; outcome : (N,) realized profit (currency
@@ -311,8 +320,8 @@ def evaluate_dose_policy(policy, X: np.ndarray, treatment: np.ndarray, outcome: 
     in the job: the declared design (``policy.dose["design"]``), else ``density``, else estimated on these
     rows (``DoseScorer``). Each row's estimate at her own dose is the ensemble's (no member saw her, as the job's held-out scoring); the
     support is the trained dose range widened to these rows' doses (the policy's doses lie in the former,
-    the kernel windows may reach the latter). Returns (DRResult of ``kernel_dr_value``, segment (N,) int64,
-    the DoseScorer).
+    the kernel windows may reach the latter). Returns (scores (N,), segment (N,) int64, the estimated
+    profit at the assigned dose (N,), the DoseScorer).
     """
     rec = policy.dose
     T = np.asarray(treatment, dtype=np.float64)
@@ -328,7 +337,7 @@ def evaluate_dose_policy(policy, X: np.ndarray, treatment: np.ndarray, outcome: 
     seg, mu_policy = policy.assign_matrix(X)
     scorer = DoseScorer(rows, mu_observed, support=support)
     scores = scorer.scores(Policy(policy.method, np.asarray(policy.treatments), seg), mu_policy)
-    return kernel_dr_value(scores, n_boot=n_boot, alpha=alpha, seed=seed), seg, scorer
+    return scores, seg, mu_policy, scorer
 
 
 def results_note(methods: list[str]) -> Optional[str]:

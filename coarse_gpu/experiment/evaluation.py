@@ -8,8 +8,7 @@ simulated data and from the estimates (the paper's "expected" share) everywhere.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -19,34 +18,19 @@ from coarse_gpu.evaluate import (
     dr_value,
     oracle_control_value,
     oracle_full_personalization,
-    oracle_value,
-    share_of_full,
 )
 from coarse_gpu.evaluate.bootstrap import SharedBootstrap, percentile_ci
+from coarse_gpu.evaluate.metrics import DEFAULT_JOB_METRICS, METRICS, PolicyEvidence, References, evaluate_metrics
 from coarse_gpu.experiment.dose import DoseScorer
 from coarse_gpu.experiment.estimates import ProfitEstimates
 from coarse_gpu.policy import Policy
 
-__all__ = ["Evaluator", "Scored", "oracle_points"]
+__all__ = ["Evaluator", "oracle_points"]
 
 
 def oracle_points(space) -> list[int]:
     """Grid points per dimension for the oracle's full personalization (101 x 81 in 2-D)."""
     return [101, 81] if space.dim == 2 else [101] * space.dim if space.dim == 1 else [41] * space.dim
-
-
-@dataclass
-class Scored:
-    """One policy's evaluation on the scored customers (per-customer profits, currency units)."""
-
-    oracle_profit: Optional[float]
-    share_of_full: Optional[float]
-    dr_value: float
-    dr_ci: tuple[float, float]
-    # The paper's measure ("expected incremental profit"): the model's own estimates throughout, i.e.
-    # (pi_hat(policy) - pi_hat(control)) / (pi_hat(each customer's estimated best) - pi_hat(control)).
-    expected_profit: Optional[float] = None
-    expected_share_of_full: Optional[float] = None
 
 
 class Evaluator:
@@ -56,12 +40,16 @@ class Evaluator:
     held-out estimates): for a treatment off the experimental arms, the residual correction comes
     from the surrounding arms with multilinear interpolation weights (see coarse_gpu.evaluate.dr).
     Every policy's interval comes from the same bootstrap resamples (``SharedBootstrap``), so the
-    intervals of differences between policies are paired.
+    intervals of differences between policies are paired. A policy's results.json numbers are the
+    registered metrics ``metrics`` (coarse_gpu.evaluate.metrics, ``evaluation.metrics``) on its
+    ``evidence``: the same functions ``CoarsePersonalizer.evaluate`` computes through.
     """
 
     def __init__(self, test: ExperimentData, estimates: ProfitEstimates, n_boot: int, ci_level: float, seed: int,
-                 control: Optional[float] = None, full: Optional[tuple] = None) -> None:
+                 control: Optional[float] = None, full: Optional[tuple] = None,
+                 metrics: Sequence[str] = DEFAULT_JOB_METRICS) -> None:
         self.test = test
+        self.metric_names = tuple(metrics)
         self.est = estimates
         self.mu_arms = estimates.mu_arms
         self.alpha = 1.0 - ci_level
@@ -113,23 +101,30 @@ class Evaluator:
         s = self.scores(policy)
         return float(s.mean()), self.intervals(s[:, None])[0]
 
-    def score(self, policy: Policy, scores: np.ndarray, ci: tuple[float, float]) -> Scored:
-        """The policy's Scored from its AIPW ``scores`` (N,) and their interval."""
-        expected = float(self.mu_policy(policy).mean())
-        expected_share = None
-        if self.est_control is not None and self.est_full is not None and self.est_full > self.est_control:
-            expected_share = share_of_full(expected, self.est_control, self.est_full)
-        value = float(scores.mean())
-        if not self.has_truth:
-            return Scored(None, None, value, tuple(ci), expected, expected_share)
-        oracle = oracle_value(self.test.truth, policy)
-        return Scored(oracle, share_of_full(oracle, self.control, self.full), value, tuple(ci), expected,
-                      expected_share)
+    def extra_metrics(self) -> dict:
+        """results.json's "extra_metrics": {name: {keys, description}} of the run's metrics beyond the
+        built-ins ({} on the default run, which then writes no such key)."""
+        extra = {m: {"keys": list(METRICS[m].keys), "description": METRICS[m].description}
+                 for m in self.metric_names if m not in DEFAULT_JOB_METRICS}
+        return {"extra_metrics": extra} if extra else {}
 
-    def dr_share(self, value: float) -> Optional[float]:
-        """DR value as a share of full personalization's increment: true V_0 / V_full on simulated data,
-        else the DR values of everyone-at-control and the estimated per-customer best (None if not larger)."""
-        control, full = (self.control, self.full) if self.control is not None else (self.dr_control, self.dr_full)
-        if control is None or full is None or not full > control:
-            return None
-        return share_of_full(value, control, full)
+    def references(self) -> References:
+        """The shares' reference points as they stand (the pipeline sets the estimated and DR ones)."""
+        return References(self.control, self.full, self.est_control, self.est_full, self.dr_control, self.dr_full)
+
+    def evidence(self, policy: Policy, scores: np.ndarray, draws: Optional[np.ndarray] = None,
+                 mu_policy: Optional[np.ndarray] = None) -> PolicyEvidence:
+        """What the metrics read about ``policy``: its AIPW ``scores`` (N,), their bootstrap means ``draws``
+        (n_boot,) from the shared resamples (None: the normal approximation) and its estimates."""
+        test = self.test
+        return PolicyEvidence(
+            policy=policy, outcome=test.outcome, treatment=test.treatment,
+            arm=None if self.dose is not None else test.arm, propensity=test.propensity,
+            mu_policy=self.mu_policy(policy) if mu_policy is None else mu_policy, scores=np.asarray(scores),
+            draws=draws, alpha=self.alpha, profit_at=self.est.profit_at,
+            truth=test.truth if self.has_truth else None, references=self.references())
+
+    def metrics(self, policy: Policy, scores: np.ndarray, draws: Optional[np.ndarray] = None,
+                mu_policy: Optional[np.ndarray] = None) -> dict:
+        """{results.json key: value} of the run's metrics (``evaluation.metrics``) for ``policy``."""
+        return evaluate_metrics(self.evidence(policy, scores, draws, mu_policy), self.metric_names)

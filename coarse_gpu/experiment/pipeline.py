@@ -24,6 +24,7 @@ from coarse_gpu.data import ExperimentData
 from coarse_gpu.evaluate import oracle_control_value, oracle_value, share_of_full
 from coarse_gpu.evaluate.bootstrap import percentile_ci
 from coarse_gpu.evaluate.choose_k import choose_k
+from coarse_gpu.evaluate.metrics import DEFAULT_JOB_METRICS, evaluate_metrics
 from coarse_gpu.evaluate.oracle import oracle_best_treatments, oracle_ceiling
 from coarse_gpu.experiment.distributed import results_record
 from coarse_gpu.experiment.dose import is_continuous_dose, results_note
@@ -56,6 +57,7 @@ from coarse_gpu.experiment.validate import validate_config
 from coarse_gpu.models import CrossFitted
 from coarse_gpu.policy import Policy, ProfitView, full_personalization, kmeans_features, single_best
 from coarse_gpu.utils import environment_record, resolve_device, seed_everything
+from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
 
@@ -221,26 +223,21 @@ def _squared_errors(est: ProfitEstimates, truth, points: np.ndarray, block: int 
 def _score_k(evaluator: Evaluator, policies: dict, k: int) -> tuple[dict, dict]:
     """Every method's cell at K and the paired comparisons ``ot`` minus each baseline (one bootstrap)."""
     names = list(policies)
-    S = np.column_stack([evaluator.scores(policies[m]) for m in names])
+    mu = [evaluator.mu_policy(policies[m]) for m in names]
+    S = np.column_stack([evaluator.scores(policies[m], mu[j]) for j, m in enumerate(names)])
     draws = evaluator.boot.means(S) if evaluator.boot is not None else None
     cells, comparisons = {}, {}
+    space = evaluator.test.space
     for j, m in enumerate(names):
-        ci = percentile_ci(draws[:, j], evaluator.alpha) if draws is not None else evaluator.intervals(S[:, [j]])[0]
-        sc = evaluator.score(policies[m], S[:, j], ci)
-        sizes = np.asarray(policies[m].segment_sizes).astype(int)
-        space = evaluator.test.space
         cells[m] = {"treatments": np.asarray(policies[m].treatments, dtype=float).tolist(),
                     # the same in the user's values: labels for categorical dimensions, ints for discrete ones
                     "treatments_labelled": space.to_user(policies[m].treatments),
                     # a treatment combining discrete / categorical values no customer received together
                     "extrapolated": bool(unseen_mask(policies[m].treatments, evaluator.test.arms,
                                                      space.fixed_dims).any()),
-                    "oracle_profit": sc.oracle_profit, "share_of_full": sc.share_of_full, "dr_value": sc.dr_value,
-                    "dr_ci": list(sc.dr_ci), "dr_share_of_full": evaluator.dr_share(sc.dr_value),
-                    "expected_profit": sc.expected_profit, "expected_share_of_full": sc.expected_share_of_full,
-                    "segment_sizes": sizes.tolist(),
-                    # segments that serve someone: below K when a policy leaves segments empty
-                    "effective_k": int(np.count_nonzero(sizes))}
+                    # the run's metrics (evaluation.metrics; coarse_gpu.evaluate.metrics): oracle_profit,
+                    # share_of_full, dr_value, dr_ci, dr_share_of_full, expected_*, segment_sizes, effective_k
+                    **evaluator.metrics(policies[m], S[:, j], None if draws is None else draws[:, j], mu[j])}
     if "ot" in names:
         o = names.index("ot")
         for j, m in enumerate(names):
@@ -267,11 +264,11 @@ def _price_of_constraints(evaluator: Evaluator, policy: Policy, free: Policy, ce
     profits, their difference ("cost"), and per constraint its value, bounds and dual multiplier, total
     ("dual": estimated profit one more unit of the bound buys) and per customer (dual / N)."""
     s = evaluator.scores(free)
-    sc = evaluator.score(free, s, evaluator.intervals(s[:, None])[0])
-    unc = {"oracle_profit": sc.oracle_profit, "expected_profit": sc.expected_profit, "dr_value": sc.dr_value,
-           "share_of_full": sc.share_of_full, "treatments": np.asarray(free.treatments).tolist(),
-           "segment_sizes": free.segment_sizes.astype(int).tolist(),
-           "effective_k": int(np.count_nonzero(free.segment_sizes))}
+    sc = evaluate_metrics(evaluator.evidence(free, s), ("true_profit", "expected", "segments"))
+    unc = {"oracle_profit": sc["oracle_profit"], "expected_profit": sc["expected_profit"],
+           "dr_value": float(s.mean()), "share_of_full": sc["share_of_full"],
+           "treatments": np.asarray(free.treatments).tolist(), "segment_sizes": sc["segment_sizes"],
+           "effective_k": sc["effective_k"]}
     con = {m: cell.get(m) for m in PROFITS + ("share_of_full",)}
     rows = [{**r, "dual_per_customer": r["dual"] / policy.n} for r in policy.info["constraints"]["rows"]]
     return {"constrained": con, "unconstrained": unc, "cost": _cost_vs(unc, con), "constraints": rows}
@@ -329,6 +326,7 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
 
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
     """Run the whole job and write its outputs into ``run_dir``. Returns the results dict."""
+    load_plugins(cfg.get("plugins") or ())  # the user's registrations (a metric): the checks below know them
     validate_config(cfg)  # every value and cross-field rule, naming the key, before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +375,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
         results["model_selection"] = selection
         results["model"] = _training_record(model, cfg, run_dir, tracker)
         with stage(timings, "predict", device):
-            evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full)
+            evaluator = Evaluator(scored, est, cfg.evaluation.n_boot, cfg.evaluation.ci_level, seed, control, full,
+                                  metrics=list(cfg.evaluation.get("metrics") or DEFAULT_JOB_METRICS))
+            results.update(evaluator.extra_metrics())  # the metrics beyond the built-ins, for the report
             profit = est.at_candidates(candidates)  # dense, or factored at millions of customers
             view = ProfitView(profit)  # its row maxima serve the references and the baselines (computed once)
             results["model"].update(_references(evaluator, est, view, candidates, data, results))

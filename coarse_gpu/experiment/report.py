@@ -3,7 +3,9 @@
 results.json keys that later tooling reads (keep stable):
 ``config, n_customers, k_values, full_personalization.oracle_profit,
 methods.<method>.<K>.{treatments, oracle_profit, share_of_full, dr_value, dr_ci, segment_sizes, effective_k},
-timings_s.{train, discretize, ...}, device, versions``.
+timings_s.{train, discretize, ...}, device, versions``. A cell's numbers are the run's metrics
+(``evaluation.metrics``, coarse_gpu.evaluate.metrics); a metric beyond the built-ins adds its keys to each
+cell, is listed under ``extra_metrics`` and gets a table of its own.
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines.append(f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values))
     lines.extend(_method_rows(results, methods, k_values, width, _dr_cell))
     lines.extend(_effective_k_lines(results, methods, k_values))
+    lines.extend(_extra_metric_lines(results, methods, k_values, width))
     lines.extend(_labelled_lines(results, methods, k_values))
     lines.extend(_comparison_lines(results, k_values, width))
     lines.extend(_price_lines(results, k_values))
@@ -104,6 +107,25 @@ def _dr_cell(r) -> str:
         lo, hi = r["dr_ci"]
         return f"{r['dr_value']:7.3f} [{lo:6.3f},{hi:6.3f}]"
     return f"{'-':>22}"
+
+
+def _extra_metric_lines(results: Mapping[str, Any], methods: list, k_values: list[str], width: int) -> list[str]:
+    """A table per metric beyond the built-ins (``evaluation.metrics``; results.json "extra_metrics" names
+    each one's keys): its value per method and K, with its CI where it has one."""
+    out: list[str] = []
+    for name, rec in (results.get("extra_metrics") or {}).items():
+        key, ci_key = rec["keys"][0], rec["keys"][1] if len(rec["keys"]) > 1 else None
+
+        def cell(r, key=key, ci_key=ci_key) -> str:
+            v = r.get(key) if r else None
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                return f"{'-':>22}"
+            ci = r.get(ci_key) if ci_key else None
+            return f"{v:7.3f} [{ci[0]:6.3f},{ci[1]:6.3f}]" if ci else f"{v:22.4f}"
+        out += ["", f"Metric {name}" + (f": {rec['description']}" if rec.get("description") else ""),
+                f"{'method':<{width}} " + " ".join(f"{'K=' + k:>22}" for k in k_values)]
+        out.extend(_method_rows(results, methods, k_values, width, cell))
+    return out
 
 
 def _method_rows(results: Mapping[str, Any], methods: list, k_values: list, width: int, cell) -> list[str]:

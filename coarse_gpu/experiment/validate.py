@@ -191,6 +191,7 @@ def list_problems(tree: dict) -> list[str]:
             elif "policy_tree" in methods and importlib.util.find_spec("econml") is None:
                 out.append("evaluation.methods lists policy_tree, which needs econml: pip install "
                            "'coarse_gpu[real]' (or econml), or leave policy_tree out")
+    out += _metric_problems(_get(tree, "evaluation.metrics", missing), missing)
     treatment = _get(tree, "data.treatment", None)
     low, high = _get(tree, "data.treatment_low", None), _get(tree, "data.treatment_high", None)
     for key, v in (("data.treatment_low", low), ("data.treatment_high", high), ("data.control", _get(tree, "data.control", None))):
@@ -206,6 +207,24 @@ def list_problems(tree: dict) -> list[str]:
     n, scale = _get(tree, "data.n_customers", None), _get(tree, "scale", 1.0)
     if RULES["data.n_customers"].ok(n) and POSITIVE.ok(scale) and round(n * scale) < 2:
         out.append(f"scale={scale} x data.n_customers={n} leaves {round(n * scale)} customers; need at least 2")
+    return out
+
+
+def _metric_problems(names, missing) -> list[str]:
+    """evaluation.metrics: registered names (coarse_gpu.evaluate.metrics; plugins are imported before this
+    check), each once, the built-ins the report's tables read among them."""
+    if names is missing:
+        return []
+    # here: the registry imports the oracle (coarse_gpu.discretize, torch), validate.py does not
+    from coarse_gpu.evaluate.metrics import DEFAULT_JOB_METRICS, metric_name_problems
+
+    out = metric_name_problems(names, "evaluation.metrics")
+    if not out:
+        dropped = [m for m in DEFAULT_JOB_METRICS if m not in names]
+        if dropped:
+            keep = list(DEFAULT_JOB_METRICS) + [m for m in names if m not in DEFAULT_JOB_METRICS]
+            out.append(f"evaluation.metrics={list(names)} leaves out the built-in metric(s) {dropped}, which the "
+                       f"report's tables read; keep them and add yours: evaluation.metrics=[{','.join(keep)}]")
     return out
 
 
