@@ -324,6 +324,18 @@ def _run_k(k: int, methods: list[str], ctx: MethodContext, evaluator: Evaluator,
         tracker.log_trace(f"ot_trace_k{k}", extras["ot"]["trace"])
 
 
+def _run_settings(cfg: DictConfig) -> tuple[list[int], list[str]]:
+    """(the K to evaluate: ``discretizer.k`` if set, else ``evaluation.k_values``; the methods), checked."""
+    k_values = [int(cfg.discretizer.k)] if cfg.discretizer.k is not None else [int(k) for k in cfg.evaluation.k_values]
+    methods = list(cfg.evaluation.methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"evaluation.methods has unknown method(s) {unknown}; available: {list(METHODS)}")
+    if not k_values or any(k < 1 for k in k_values):
+        raise ValueError(f"evaluation.k_values must hold at least one K >= 1, got {k_values}")
+    return k_values, methods
+
+
 def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Tracker] = None) -> dict:
     """Run the whole job and write its outputs into ``run_dir``. Returns the results dict."""
     load_plugins(cfg.get("plugins") or ())  # the user's registrations (a metric): the checks below know them
@@ -337,14 +349,7 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, tracker: Optional[Track
     device = resolve_device(cfg.device)
     verbose = progress_enabled(cfg)
     tracker = tracker or Tracker.disabled()
-    k_values = [int(cfg.discretizer.k)] if cfg.discretizer.k is not None else [int(k) for k in cfg.evaluation.k_values]
-    methods = list(cfg.evaluation.methods)
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"evaluation.methods has unknown method(s) {unknown}; available: {list(METHODS)}")
-    if not k_values or any(k < 1 for k in k_values):
-        raise ValueError(f"evaluation.k_values must hold at least one K >= 1, got {k_values}")
-
+    k_values, methods = _run_settings(cfg)
     with stage(timings, "data"):
         data, train, scored, candidates = prepare_data(cfg, seed, k_values, {})
     note = results_note(methods) if is_continuous_dose(data) else None
