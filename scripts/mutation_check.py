@@ -324,7 +324,8 @@ MUTATIONS: list[Mutation] = [
     M("tp1", "coarse_gpu/models/twopart.py", "        size = COMPLEXITY_GRID[int(np.argmin(scores))]",
       "        size = COMPLEXITY_GRID[int(np.argmax(scores))]", ("tests/test_twopart.py",),
       "a two-part model keeps the tree size with the WORST held-out deviance"),
-    M("tp2", "coarse_gpu/models/select.py", "            names = [c for c in names if not _uses_dose(c)]",
+    M("tp2", "coarse_gpu/models/select.py",
+      "            names = _drop(names, _uses_dose, \"the treatment is categorical\", what=\"a dose model\")",
       "            names = list(names)", ("tests/test_twopart.py",),
       "auto fits a dose curve along the codes of a categorical treatment"),
 ]

@@ -231,6 +231,8 @@ def test_auto_chooses_a_two_part_model_where_the_basket_noise_hides_the_response
     # without the declared structure the two-part candidate does not take part
     auto1 = AutoCATE(candidates=("gb_s", "arm_means", "twopart_gb_s"), n_folds=3, blend=False).fit(X, t, y)
     assert "twopart_gb_s" not in auto1.model_selection_["candidates"]
+    with pytest.raises(ValueError, match="every candidate is a two-part learner, but fit got no response"):
+        AutoCATE(candidates=("twopart_gb_s",), n_folds=3).fit(X, t, y)
 
 
 def test_auto_weighs_the_dose_head_only_for_a_numeric_treatment():

@@ -93,6 +93,19 @@ def is_two_part(name: str) -> bool:
     return name.startswith("twopart_")
 
 
+def _drop(names: list, predicate, why: str, *, what: str) -> list:
+    """The candidate names for which predicate(name) is false (``what`` names those it removes, e.g. "a
+    dose model"); logs the skipped ones with the reason ``why`` and raises a ValueError saying both when
+    no candidate is left."""
+    kept = [c for c in names if not predicate(c)]
+    skipped = [c for c in names if predicate(c)]
+    if skipped:
+        log.info("auto: %s: %s skipped", why, skipped)
+    if not kept:
+        raise ValueError(f"AutoCATE: every candidate is {what}, but {why}")
+    return kept
+
+
 def param_class(name: str) -> type:
     """The class whose constructor parameters a candidate takes from the model config: a two-part
     candidate's both parts are learners of its family (``twopart_gb_s`` -> GBSLearner)."""
@@ -280,22 +293,11 @@ class AutoCATE(ArmModel, BaseEstimator):
         treatment dimension): the dose candidates (DOSE) are skipped."""
         names = self._validate_params()
         if not numeric_treatment:
-            skipped = [c for c in names if _uses_dose(c)]
-            names = [c for c in names if not _uses_dose(c)]
-            if skipped:
-                log.info("auto: a categorical treatment dimension: %s skipped", skipped)
-            if not names:
-                raise ValueError("AutoCATE: every candidate is a dose model, but the treatment is categorical")
+            names = _drop(names, _uses_dose, "the treatment is categorical", what="a dose model")
         X, T, y, e = check_inputs(X, t, y, propensity)
-        structured = response is not None and value is not None and accounting is not None
-        if not structured:
-            skipped = [c for c in names if is_two_part(c)]
-            names = [c for c in names if not is_two_part(c)]
-            if skipped:
-                log.info("auto: no declared profit structure (response, value, accounting): %s skipped", skipped)
-            if not names:
-                raise ValueError("AutoCATE: every candidate is a two-part learner, but fit got no response, value "
-                                 "and accounting")
+        if response is None or value is None or accounting is None:
+            names = _drop(names, is_two_part, "fit got no response, value and accounting",
+                          what="a two-part learner")
         n = X.shape[0]
         arm = self._set_arms(T)
         self.n_features_in_ = int(X.shape[1])
