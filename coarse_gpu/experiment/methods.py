@@ -27,7 +27,7 @@ from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.discretize.facility import dense_source, greedy
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.profit import profit_columns
-from coarse_gpu.experiment.estimates import ProfitEstimates, fold_predictors
+from coarse_gpu.policy.estimates import ProfitEstimates, fold_predictors
 from coarse_gpu.experiment.followers import sharded_discretize
 from coarse_gpu.experiment.validate import METHODS  # the names, kept where the config check reads them without torch
 from coarse_gpu.policy import (

@@ -2,6 +2,10 @@
 the arms and at any treatments) and the profit oracles the discretizer's off-grid refinement calls
 (``ArmsOracle`` for the per-arm models, an out-of-fold one for the dose-response models).
 
+It is the contract between step 1 (coarse_gpu.models) and step 2 (coarse_gpu.discretize, the baselines
+here in policy/), so it lives in the lowest layer that sees both: the main job (coarse_gpu.experiment,
+which re-exports these names from ``coarse_gpu.experiment.estimates``) and the Python API use it alike.
+
 ``ProfitEstimates.at_candidates`` is the profit matrix the discretizer and the baselines receive. For the
 per-arm models it is exactly mu_arms @ W.T (W (M, A) the arms-to-treatment weights), so above
 ``DENSE_PROFIT_ENTRIES`` N x M entries (2^26: 512 MiB in float64) it stays in that factored form
@@ -55,7 +59,8 @@ class ProfitEstimates:
     def at_candidates(self, candidates: np.ndarray, max_dense: Optional[int] = None):
         """The estimated profit at the candidates (M, d): a dense (N, M) array, or ``FactoredProfit``
         (mu_arms (N, A), weights (M, A)) for a per-arm model above ``max_dense`` entries (None: the
-        module's ``DENSE_PROFIT_ENTRIES``, read at the call so that a patched limit takes effect)."""
+        module's ``DENSE_PROFIT_ENTRIES``, read at the call so that a patched limit takes effect: patch it
+        here, ``coarse_gpu.policy.estimates``, not the re-export in coarse_gpu.experiment.estimates)."""
         max_dense = DENSE_PROFIT_ENTRIES if max_dense is None else max_dense
         n, m = self.mu_arms.shape[0], len(candidates)
         if self.weights is None or n * m <= max_dense:
@@ -63,7 +68,7 @@ class ProfitEstimates:
         return FactoredProfit(self.mu_arms, np.asarray(self.weights(candidates), dtype=np.float64))
 
 
-def _first(model):
+def first_model(model):
     """The first fitted network-or-trees model inside an ensemble (for histories and scalars); a two-part
     model is its own (its parts are not profit models)."""
     if isinstance(model, TwoPart):
@@ -71,21 +76,22 @@ def _first(model):
     for attr in ("model_", "members_"):
         inner = getattr(model, attr, None)
         if inner:
-            return _first(inner if attr == "model_" else inner[0])
+            return first_model(inner if attr == "model_" else inner[0])
     if isinstance(model, CrossFitted):
-        return _first(model.members()[0])
+        return first_model(model.members()[0])
     return model
 
 
-def _is_dose(model) -> bool:
-    return hasattr(_first(model), "profit_oracle")
+def is_dose_model(model) -> bool:
+    """True for the dose-response models (they score any treatment through their own oracle, not the arms)."""
+    return hasattr(first_model(model), "profit_oracle")
 
 
 def fold_predictors(model) -> list[Callable]:
     """One ``X -> (N, A)`` per-arm predictor per fold model of a cross-fitted ensemble of per-arm
     models (a blend of cross-fitted candidates: the blend of their j-th fold models); a single model
     gives itself; [] for the dose-response models (they do not predict through the arms)."""
-    if _is_dose(model):
+    if is_dose_model(model):
         return []
     if isinstance(model, AutoCATE):
         return fold_predictors(model.model_)
@@ -98,7 +104,7 @@ def fold_predictors(model) -> list[Callable]:
     return [model.predict_arms]
 
 
-def _oof_dose_oracle(cf: CrossFitted, device: torch.device) -> Callable:
+def oof_dose_oracle(cf: CrossFitted, device: torch.device) -> Callable:
     """Out-of-fold torch oracle of a cross-fitted dose model: fold k's model scores fold k's rows."""
     parts = []
     for k, members in enumerate(cf.models_):
@@ -144,4 +150,5 @@ def oracle_rows(oracle: Callable, lo: int, hi: int) -> Callable:
     return lambda T: oracle(T)[lo:hi]
 
 
-__all__ = ["DENSE_PROFIT_ENTRIES", "ArmsOracle", "ProfitEstimates", "fold_predictors", "oracle_rows"]
+__all__ = ["DENSE_PROFIT_ENTRIES", "ArmsOracle", "ProfitEstimates", "first_model", "fold_predictors", "is_dose_model",
+           "oof_dose_oracle", "oracle_rows"]
