@@ -15,6 +15,7 @@ passes them to ``discretize(constraints=...)`` or ``CoarsePersonalizer(constrain
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional
 
@@ -26,7 +27,7 @@ __all__ = ["budget_constraint", "group_codes", "parity_constraints", "treatment_
 
 
 def _number(x, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not np.isfinite(x):
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(float(x)):
         raise ValueError(f"{what} must be a finite number, got {x!r}")
     return float(x)
 
