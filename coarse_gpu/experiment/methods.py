@@ -118,12 +118,13 @@ def constraints_from_config(d_cfg, data: ExperimentData, candidates: np.ndarray)
     """
     out: list[Constraint] = []
     if d_cfg.get("budget") is not None:
-        out.append(budget_constraint(treatment_costs(d_cfg, data, candidates), d_cfg.budget, len(data)))
+        out.append(budget_constraint(treatment_costs(d_cfg, data, candidates), float(d_cfg.budget), len(data)))
     gp = d_cfg.get("group_parity") or {}
     if gp.get("column") is not None:
         names = list(data.space.names)
         j = 0 if gp.get("treatment") is None else names.index(gp["treatment"])
-        out += parity_constraints(_group_labels(gp["column"], data), np.asarray(candidates, dtype=np.float64)[:, j], gp["max_gap"],
+        level = np.asarray(candidates, dtype=np.float64)[:, j]  # (M,) the parity's treatment dimension
+        out += parity_constraints(_group_labels(gp["column"], data), level, float(gp["max_gap"]),
                                   group_name=str(gp["column"]), value_name=names[j])
     return out
 
