@@ -24,17 +24,28 @@ Rows are paired by POSITION: row i of X goes with row i of treatment, y and prop
 pandas index labels say. Treatment columns are matched by NAME wherever they have names (DataFrames, a
 named Series): ``evaluate`` and ``predict_profit`` reorder columns given in another order and refuse
 other names. Every argument is checked before any work, and an error names it.
+
+The domain types come from their layers (``Constraint`` and the budget / parity builders from
+coarse_gpu.discretize, ``ProfitEstimates`` from coarse_gpu.policy.estimates via step 1); what this module
+still takes from coarse_gpu.experiment is the main job's own steps, so that both doors run the same code:
+the composed ``configs/model``/``configs/discretizer`` YAMLs and their checks (composed, validate,
+model_build), the treatment kinds and the continuous-dose path (kinds, dose), step 1 (personalize), the
+candidate grid and the k checks (pipeline) and the ``ot`` method (methods.ot_policy).
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from sklearn.base import BaseEstimator
 
+import coarse_gpu.experiment.personalize as step_one  # called through the module: tests patch step 1 there
 from coarse_gpu.api_inputs import (  # the arguments' coercion and checks
     _by_name,
     _check_range,
@@ -45,6 +56,24 @@ from coarse_gpu.api_inputs import (  # the arguments' coercion and checks
     _treatment_frame,
     _unsupported_segments,
 )
+from coarse_gpu.data.file import FileSpec, check_frame, experiment_from_frame, is_time_column
+from coarse_gpu.discretize import SOLVERS, Constraint
+from coarse_gpu.discretize.constraints import check_constraints
+from coarse_gpu.discretize.exact import share_counts
+from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
+from coarse_gpu.evaluate.bootstrap import SharedBootstrap
+from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics, metric_name_problems
+from coarse_gpu.experiment.composed import discretizer_config, model_config
+from coarse_gpu.experiment.dose import check_dose_model, dose_policy_scores, dose_space, is_continuous_dose
+from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
+from coarse_gpu.experiment.methods import ot_policy
+from coarse_gpu.experiment.model_build import MODELS, model_key_problems
+from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
+from coarse_gpu.experiment.validate import range_problems, solver_option_problems
+from coarse_gpu.models.twopart import unstack_outcome
+from coarse_gpu.policy import Policy
+from coarse_gpu.policy.io import deployable, load_policy, save_policy
+from coarse_gpu.utils import resolve_device, seed_everything
 
 __all__ = ["CoarsePersonalizer"]
 
@@ -66,7 +95,8 @@ class CoarsePersonalizer(BaseEstimator):
         training rows (weights (N,) in the order of X's rows, values (M,) over the candidate
         treatments ``candidates_``; docs/constraints.md), or a function of the (M, d) candidate
         treatments that returns them (the candidates are known once the data is): a budget, group
-        parity, ... The K treatments and the training rows' assignment satisfy them exactly (the
+        parity (built as the CLI builds ``discretizer.budget`` / ``group_parity``:
+        ``coarse_gpu.discretize.budget_constraint``, ``treatment_costs``, ``parity_constraints``), ... The K treatments and the training rows' assignment satisfy them exactly (the
         treatments stay on the candidate grid); new customers are assigned by their best of the K
         treatments, so the saved policy records the constraints but does not enforce them.
     n_folds : cross-fitting folds of step 1, an integer >= 2 (every training row is scored by a model
@@ -119,9 +149,6 @@ class CoarsePersonalizer(BaseEstimator):
     # -- the arguments ---------------------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor's arguments, each named, before any data is read."""
-        from coarse_gpu.discretize import SOLVERS
-        from coarse_gpu.experiment.personalize import MODELS
-
         if not _is_int(self.k) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1 (the number of distinct treatments), got {self.k!r}")
         if not _is_int(self.n_folds) or self.n_folds < 2:
@@ -145,13 +172,6 @@ class CoarsePersonalizer(BaseEstimator):
     def _model_cfg(self):
         """configs/model/<model>.yaml as the CLI composes it, n_folds, then ``model_params``, each checked by
         the CLI's own rules (experiment.validate) and named."""
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        from coarse_gpu.experiment.composed import model_config
-        from coarse_gpu.experiment.personalize import model_key_problems
-        from coarse_gpu.experiment.validate import range_problems
-
         cfg = model_config(self.model)
         cfg.n_folds = int(self.n_folds)
         cfg.checkpoint = False
@@ -176,12 +196,6 @@ class CoarsePersonalizer(BaseEstimator):
     def _discretizer_cfg(self):
         """configs/discretizer/<discretizer>.yaml as the CLI composes it, k and the shares, then
         ``discretizer_params``, checked by the CLI's rules; the ``cfg`` that methods.ot_policy reads."""
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        from coarse_gpu.experiment.composed import discretizer_config
-        from coarse_gpu.experiment.validate import range_problems, solver_option_problems
-
         d = discretizer_config(self.discretizer)
         params = self.discretizer_params or {}
         if not isinstance(params, dict):
@@ -210,8 +224,6 @@ class CoarsePersonalizer(BaseEstimator):
     # -- fit -------------------------------------------------------------------------------------
     def _experiment(self, X, treatment, y, propensity):
         """The ExperimentData of the arrays, by position, through the data checks of ``data=file``."""
-        from coarse_gpu.data.file import FileSpec, experiment_from_frame, is_time_column
-
         feats = _frame(X)
         n = len(feats)
         t, _ = _treatment_frame(treatment, n)
@@ -248,9 +260,6 @@ class CoarsePersonalizer(BaseEstimator):
     def _constraints(self, data, candidates: np.ndarray) -> list:
         """The side constraints (a list, called with the candidates when a function), checked against the
         data's N rows, the M candidates and k before any training."""
-        from coarse_gpu.discretize import Constraint
-        from coarse_gpu.discretize.constraints import check_constraints
-
         given = self.constraints(candidates) if callable(self.constraints) else self.constraints
         given = [] if given is None else given
         check_constraints(given, len(data), len(candidates), int(self.k))
@@ -269,17 +278,6 @@ class CoarsePersonalizer(BaseEstimator):
         by row. With it model="auto" also weighs the two-part learners and model="twopart" can run.
         Every argument is checked before any training.
         """
-        from omegaconf import OmegaConf
-
-        from coarse_gpu.discretize.exact import share_counts
-        from coarse_gpu.experiment.dose import check_dose_model, dose_space, is_continuous_dose
-        from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
-        from coarse_gpu.experiment.methods import ot_policy
-        from coarse_gpu.experiment.personalize import personalize
-        from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
-        from coarse_gpu.policy.io import deployable
-        from coarse_gpu.utils import resolve_device, seed_everything
-
         self._check_params()
         model_cfg, run_cfg = self._model_cfg(), self._discretizer_cfg()
         seed = int(self.seed)
@@ -304,7 +302,7 @@ class CoarsePersonalizer(BaseEstimator):
         check_k_values([int(self.k)], len(candidates), len(data), key="k")
         share_counts(len(data), int(self.k), self.min_share, self.max_share)
         constraints = self._constraints(data, candidates)
-        model, est, selection = personalize(model_cfg, data, data, True, device, seed, bool(self.verbose))
+        model, est, selection = step_one.personalize(model_cfg, data, data, True, device, seed, bool(self.verbose))
         profit = est.at_candidates(candidates)  # dense, or factored at millions of customers (as the CLI)
         spec = {"n_constraints": len(constraints), "source": "python"} if constraints else None
         # the CLI's ot method at one K (no smaller K to warm-start from): same solver, options, refinement
@@ -375,8 +373,6 @@ class CoarsePersonalizer(BaseEstimator):
         return self.policy_.model.predict_profit(self._matrix(X), T)
 
     def _check_eval_args(self, n_boot, ci_level, metrics) -> None:
-        from coarse_gpu.evaluate.metrics import metric_name_problems
-
         problems = metric_name_problems(metrics, "metrics") if metrics is not None else []
         if problems:
             raise ValueError(problems[0])
@@ -391,8 +387,6 @@ class CoarsePersonalizer(BaseEstimator):
         position, checked by the data checks of ``data=file`` (one arm only is refused there as in the CLI;
         on a dose policy the propensity is a density and, with a declared design, every dose must lie in
         its box)."""
-        from coarse_gpu.data.file import FileSpec, check_frame
-
         feats = _frame(X)
         n = len(feats)
         frame, named = _treatment_frame(treatment, n)
@@ -421,8 +415,6 @@ class CoarsePersonalizer(BaseEstimator):
         """The evidence of checked held-out rows (``_checked_rows``) whose treatments are the experiment's
         arms: the AIPW scores of the policy's segments (the propensity, when not given, is each arm's share
         of these rows)."""
-        from coarse_gpu.evaluate import arm_weights, dr_scores
-
         arms = self._arms()
         match = np.all(t[:, None, :] == arms[None, :, :], axis=2)
         if not match.any(1).all():
@@ -439,8 +431,6 @@ class CoarsePersonalizer(BaseEstimator):
     def _dose_rows(self, X_m, t, y_f, density) -> dict:
         """The evidence of checked held-out rows on a continuous-dose policy: the job's kernel-DR scores
         (coarse_gpu.experiment.dose.dose_policy_scores) and the estimator's record."""
-        from coarse_gpu.experiment.dose import dose_policy_scores
-
         scores, seg, mu_pol, scorer = dose_policy_scores(self.policy_, X_m, t, y_f, density)
         return dict(seg=seg, arm=None, propensity=scorer.f_observed, mu_policy=mu_pol, scores=scores,
                     extra={"kernel_dr": scorer.record()})
@@ -468,11 +458,6 @@ class CoarsePersonalizer(BaseEstimator):
         same keys, plus kernel_dr (bandwidth, density source, support). Overlap problems are logged warnings
         (the coarse_gpu logger), as in the job.
         """
-        from coarse_gpu.evaluate import dr_value
-        from coarse_gpu.evaluate.bootstrap import SharedBootstrap
-        from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics
-        from coarse_gpu.policy import Policy
-
         self._check_fitted()
         self._check_eval_args(n_boot, ci_level, metrics)
         self._policy_in_range()
@@ -490,16 +475,12 @@ class CoarsePersonalizer(BaseEstimator):
 
     def save(self, path) -> Path:
         """Write the policy folder (the CLI's ``policies/<method>_k<K>`` format; ``coarse-gpu-assign`` reads it)."""
-        from coarse_gpu.policy.io import save_policy
-
         self._check_fitted()
         return save_policy(path, self.policy_)
 
     @classmethod
     def load(cls, path, device: str = "cpu") -> "CoarsePersonalizer":
         """A fitted CoarsePersonalizer from a saved policy folder (its own or the CLI's)."""
-        from coarse_gpu.policy.io import load_policy
-
         pol = load_policy(path, device=device)
         cp = cls(k=pol.k, device=device)
         cp.policy_ = pol
@@ -516,10 +497,6 @@ class CoarsePersonalizer(BaseEstimator):
 def _with_structure(data, response, value, accounting):
     """``data`` with the declared profit structure, checked: all three given, the accounting bound to the
     treatment names, and reproducing y row by row (the first disagreeing rows named)."""
-    import dataclasses
-
-    from coarse_gpu.models.twopart import unstack_outcome
-
     if response is None or value is None or accounting is None:
         raise ValueError("response, value and accounting go together: pass all three (or none)")
     r, v = unstack_outcome(None, response, value, len(data))

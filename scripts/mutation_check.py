@@ -260,6 +260,11 @@ MUTATIONS: list[Mutation] = [
     M("x12", "coarse_gpu/discretize/finish.py", "objective = float(src.reduce_sum(U64.gather(1, a_t[:, None]).sum()))",
       "objective = float(src.reduce_sum(U64.max(1).values.sum()))", ("tests/test_properties_discretize.py",),
       "objective of each customer's best of K, not the (share-constrained) assignment"),
+    M("x13", "coarse_gpu/discretize/builders.py", "w = np.where(codes == g, 1.0 / size[g], 0.0)",
+      "w = np.where(codes == g, 1.0 / size[h], 0.0)", ("tests/test_constraint_builders.py",),
+      "a parity band weighs group g by the other group's size"),
+    M("x14", "coarse_gpu/discretize/builders.py", "np.full(int(n), 1.0 / n)", "np.full(int(n), 1.0)",
+      ("tests/test_constraint_builders.py",), "a budget bounds the total cost instead of the mean per customer"),
     # ---- policy (tests/test_properties_policy.py: a fixture whose K treatments differ) -----------
     M("p10", "coarse_gpu/policy/io.py", "            prof[s: s + chunk_rows] = p_k[np.arange(lab.shape[0]), lab]",
       "            prof[s: s + chunk_rows] = p_k.max(1)", ("tests/test_properties_policy.py",),
@@ -273,6 +278,9 @@ MUTATIONS: list[Mutation] = [
     M("p13", "coarse_gpu/policy/embeddings.py", "    sd = x.std(axis=0)\n    sd[sd <= 1e-12] = 1.0",
       "    sd = np.ones_like(mu)\n    sd[sd <= 1e-12] = 1.0", ("tests/test_properties_policy.py",),
       "segmenting on characteristics clusters raw (unstandardized) features"),
+    M("p14", "coarse_gpu/policy/estimates.py", "max_dense = DENSE_PROFIT_ENTRIES if max_dense is None else max_dense",
+      "max_dense = 2**26 if max_dense is None else max_dense", ("tests/test_profit_estimates.py",),
+      "the dense-size limit read from a copy, so a patched limit leaves the profit dense"),
     # ---- evaluate (tests/test_properties_evaluate.py: bootstrap balance, closed-form widths) ------
     M("e7", "coarse_gpu/evaluate/bootstrap.py", "rng.integers(0, n, n)", "rng.integers(0, n - 1, n)",
       ("tests/test_properties_evaluate.py", "tests/test_evaluate.py"), "the shared bootstrap never draws the last row"),

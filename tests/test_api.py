@@ -83,15 +83,16 @@ def test_a_saved_auto_policy_reloads_and_assigns_identically(tmp_path):
 
 
 def test_a_budget_through_the_api_holds_exactly_and_costs_what_it_saves(tmp_path):
-    from coarse_gpu.discretize import Constraint
+    from coarse_gpu.discretize import budget_constraint, treatment_costs
 
     X, t, y, _ = _experiment(1500, 4)
     free = CoarsePersonalizer(k=3, model="gb_t", n_folds=2, seed=0).fit(X, t, y)
     spend = free.treatments_[free.assignment_, 0].mean()  # mean discount the unconstrained policy gives
     assert spend > 0.02
     budget = 0.5 * spend
+    # the CLI's discretizer.budget, built from arrays: the cost of a candidate is its discount (unit costs 1, 0)
     cp = CoarsePersonalizer(k=3, model="gb_t", n_folds=2, seed=0, constraints=lambda cand: [
-        Constraint(np.full(len(X), 1.0 / len(X)), cand[:, 0], hi=budget, name="budget")]).fit(X, t, y)
+        budget_constraint(treatment_costs(cand, [1.0, 0.0]), budget, len(X))]).fit(X, t, y)
     assert cp.candidates_.shape[1] == 2 and np.isin(cp.treatments_[:, 0], cp.candidates_[:, 0]).all()
     given = cp.treatments_[cp.assignment_, 0].mean()
     assert given <= budget + 1e-9  # exactly within the budget, on the rows it was fitted on

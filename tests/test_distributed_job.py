@@ -224,12 +224,12 @@ def test_a_rank_removes_only_its_own_empty_folder(tmp_path):
 
 @needs_gloo
 def test_torchrun_job_shards_a_factored_profit_like_the_dense_one(tmp_path):
-    """Above personalize.DENSE_PROFIT_ENTRIES the profit stays factored (V, W): rank 0 then sends the ranks
+    """Above policy.estimates.DENSE_PROFIT_ENTRIES the profit stays factored (V, W): rank 0 then sends the ranks
     their rows of V and W, and the sharded solve must give what the dense single-process job gives."""
     driver = tmp_path / "factored_job.py"
     kinds = tmp_path / "profit_kinds"
     driver.write_text(
-        "import json, os, sys\nfrom coarse_gpu.experiment import estimates\n"
+        "import json, os, sys\nfrom coarse_gpu.policy import estimates\n"
         "estimates.DENSE_PROFIT_ENTRIES = 1000  # every profit matrix of this job: factored\n"
         "seen, orig = [], estimates.ProfitEstimates.at_candidates\n"
         "def spy(self, *a, **k):\n    out = orig(self, *a, **k)\n    seen.append(type(out).__name__)\n    return out\n"

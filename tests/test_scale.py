@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from coarse_gpu.cli import config_dir
 from coarse_gpu.data import PromotionsSimulator
 from coarse_gpu.discretize.profit import FactoredProfit, profit_columns, profit_row_blocks
-from coarse_gpu.experiment import estimates as estimates_mod
+from coarse_gpu.policy import estimates as estimates_mod  # DENSE_PROFIT_ENTRIES is read there
 from coarse_gpu.experiment import pipeline
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.personalize import ProfitEstimates

@@ -22,12 +22,13 @@ from omegaconf import DictConfig
 
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.discretize import Constraint, discretize
+from coarse_gpu.discretize.builders import budget_constraint, group_codes, parity_constraints
+from coarse_gpu.discretize.builders import treatment_costs as discretize_treatment_costs
 from coarse_gpu.discretize.constrained import assign_constrained
 from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.discretize.facility import dense_source, greedy
 from coarse_gpu.discretize.options import default_options
 from coarse_gpu.discretize.profit import profit_columns
-from coarse_gpu.experiment.estimates import ProfitEstimates, fold_predictors
 from coarse_gpu.experiment.followers import sharded_discretize
 from coarse_gpu.experiment.validate import METHODS  # the names, kept where the config check reads them without torch
 from coarse_gpu.policy import (
@@ -39,6 +40,7 @@ from coarse_gpu.policy import (
     single_best,
 )
 from coarse_gpu.policy.baselines import ProfitView, feature_embedding, profile_embedding
+from coarse_gpu.policy.estimates import ProfitEstimates, fold_predictors
 from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
 
@@ -86,50 +88,44 @@ def warm_start(profit: np.ndarray, previous: Optional[list], k: int) -> Optional
 
 
 def treatment_costs(d_cfg, data: ExperimentData, candidates: np.ndarray) -> np.ndarray:
-    """(M,) cost per customer of each candidate treatment (M, d): sum_j unit_cost_j t_j, with the unit
-    costs of ``discretizer.budget_unit_cost`` or, when null, the data's profit definition
+    """(M,) cost per customer of each candidate treatment (M, d) (``discretize.treatment_costs``), with the
+    unit costs of ``discretizer.budget_unit_cost`` or, when null, the data's profit definition
     (``data.meta["treatment_unit_cost"]``, see coarse_gpu.data.simulator / file)."""
     unit = d_cfg.get("budget_unit_cost")
     unit = data.meta.get("treatment_unit_cost") if unit is None else unit
     if unit is None:  # validate.constraint_problems names the key before any work; this guards API callers
         raise ValueError("discretizer.budget needs treatment costs: set discretizer.budget_unit_cost (one per "
                          "treatment dimension)")
-    return np.asarray(candidates, dtype=np.float64) @ np.asarray(list(unit), dtype=np.float64)
+    return discretize_treatment_costs(candidates, unit)
+
+
+def _group_labels(column, data: ExperimentData) -> np.ndarray:
+    """(N,) the raw data column ``column`` as pandas writes its values as strings (the parity groups)."""
+    return data.features[column].astype(str).to_numpy()
 
 
 def parity_groups(column, data: ExperimentData) -> tuple[np.ndarray, list[str]]:
-    """(codes (N,) int64, sorted level names) of the raw data column ``column`` (values as strings)."""
-    vals = data.features[column].astype(str).to_numpy()
-    levels = sorted(set(vals.tolist()))
-    return np.searchsorted(np.asarray(levels, dtype=object), vals).astype(np.int64), levels
+    """(codes (N,) int64, sorted level names) of the raw data column ``column`` (``discretize.group_codes``)."""
+    return group_codes(_group_labels(column, data))
 
 
 def constraints_from_config(d_cfg, data: ExperimentData, candidates: np.ndarray) -> list[Constraint]:
     """The side constraints that ``discretizer.budget`` and ``discretizer.group_parity`` ask for, over the
-    customers of ``data`` (the ones the discretizer assigns) and the candidates (M, d).
-
-    budget B: weights 1/N, values = ``treatment_costs``, hi = B (mean cost per customer <= B).
-    group parity (column, max_gap, treatment dimension j): for every pair of groups g < h, weights
-    +1/|g| on g and -1/|h| on h, values = candidates[:, j], in [-max_gap, max_gap]: the pairwise bands
-    together say max_g mean_g - min_g mean_g <= max_gap (mean_g = group g's mean level of dimension j).
+    customers of ``data`` (the ones the discretizer assigns) and the candidates (M, d): the config read
+    here, their meaning in coarse_gpu.discretize.builders (``budget_constraint`` over
+    ``treatment_costs``; ``parity_constraints`` on the raw column's groups and the level of treatment
+    dimension ``group_parity.treatment``, default the first).
     """
     out: list[Constraint] = []
-    n = len(data)
     if d_cfg.get("budget") is not None:
-        out.append(Constraint(np.full(n, 1.0 / n), treatment_costs(d_cfg, data, candidates), hi=float(d_cfg.budget),
-                              name="budget"))
+        out.append(budget_constraint(treatment_costs(d_cfg, data, candidates), float(d_cfg.budget), len(data)))
     gp = d_cfg.get("group_parity") or {}
     if gp.get("column") is not None:
         names = list(data.space.names)
         j = 0 if gp.get("treatment") is None else names.index(gp["treatment"])
-        codes, levels = parity_groups(gp["column"], data)
-        size = np.bincount(codes, minlength=len(levels)).astype(np.float64)
-        gap = float(gp["max_gap"])
-        for g in range(len(levels)):
-            for h in range(g + 1, len(levels)):
-                w = np.where(codes == g, 1.0 / size[g], 0.0) - np.where(codes == h, 1.0 / size[h], 0.0)
-                out.append(Constraint(w, np.asarray(candidates, dtype=np.float64)[:, j], lo=-gap, hi=gap,
-                                      name=f"parity {gp['column']}={levels[g]} vs {levels[h]} ({names[j]})"))
+        level = np.asarray(candidates, dtype=np.float64)[:, j]  # (M,) the parity's treatment dimension
+        out += parity_constraints(_group_labels(gp["column"], data), level, float(gp["max_gap"]),
+                                  group_name=str(gp["column"]), value_name=names[j])
     return out
 
 
