@@ -12,7 +12,7 @@ __all__ = ["CoarsePersonalizer"]
 
 def __getattr__(name):  # lazy: ``import coarse_gpu`` stays light (no torch until the API is used)
     if name == "CoarsePersonalizer":
-        from coarse_gpu.api import CoarsePersonalizer
+        from coarse_gpu.api import CoarsePersonalizer  # here: the API loads torch, the package does not
 
         return CoarsePersonalizer
     raise AttributeError(f"module 'coarse_gpu' has no attribute {name!r}")

@@ -121,6 +121,7 @@ class _Writer:
 
     def write(self, table) -> None:
         if self.name.endswith((".parquet", ".pq")):
+            # here: pyarrow loads only for a Parquet output (this module imports nothing heavy: --help is quick)
             import pyarrow as pa
             import pyarrow.parquet as pq
 
@@ -158,6 +159,7 @@ class _Writer:
 
 def run_assign(args: dict) -> Path:
     """Score ``data.path`` with ``policy`` into ``out`` (atomically). Returns the output path."""
+    # here: these load torch; this module imports nothing heavy, so --help and a typo answer at once
     from coarse_gpu.data.file import DataSchemaError, RowTally, duplicate_columns, iter_table, raw_header
     from coarse_gpu.policy.io import iter_assignments, load_policy
 
@@ -212,7 +214,7 @@ def run_assign(args: dict) -> Path:
 def _error_lines(err: Exception) -> str:
     """One line per problem: a data error with one problem is one line, with several a header and one
     line each."""
-    from coarse_gpu.data.file import DataSchemaError
+    from coarse_gpu.data.file import DataSchemaError  # here: loads torch (see run_assign)
 
     if isinstance(err, DataSchemaError):
         if len(err.problems) == 1:
@@ -231,6 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as err:
         print(f"coarse-gpu-assign: error: {err}", file=sys.stderr)
         return 2
+    # here, after parse_args: these load torch, and --help and a typo answer before them
     from coarse_gpu.data.file import DataSchemaError
     from coarse_gpu.policy.io import PolicyFileError
 

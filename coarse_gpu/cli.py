@@ -25,6 +25,7 @@ line on stderr, its traceback in cli.log (coarse_gpu.experiment.errors).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -39,9 +40,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from coarse_gpu.experiment.composed import config_dir as folder
 from coarse_gpu.experiment.config import register_configs
+from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
 from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
+from coarse_gpu.experiment.interrupt import stop_on_signals
+from coarse_gpu.experiment.report import format_table, plot_price_of_constraints, plot_share_vs_k, plot_treatments
+from coarse_gpu.experiment.rundir import RunFolderBusy, prepare_run_dir
+from coarse_gpu.experiment.tracking import MODES, Tracker
+from coarse_gpu.experiment.validate import ConfigValueError, config_problems
+from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
+from coarse_gpu.models.interpolate import METHODS
+from coarse_gpu.models.scaling import TRANSFORMS
+from coarse_gpu.utils import atomic_write_json, atomic_write_text, environment_record, resolve_device
+from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
 
@@ -49,8 +63,6 @@ log = logging.getLogger("coarse_gpu")
 def config_dir() -> Path:
     """The Hydra config folder: $COARSE_GPU_CONFIG_DIR, else ``configs/`` of this source checkout
     (coarse_gpu.experiment.composed, which the Python API reads too)."""
-    from coarse_gpu.experiment.composed import config_dir as folder
-
     try:
         return folder()
     except FileNotFoundError as err:
@@ -59,10 +71,6 @@ def config_dir() -> Path:
 
 def explain_config_error(err: BaseException) -> str:
     """A one-paragraph message for a config that does not compose: the key and what is allowed."""
-    import dataclasses
-
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-
     cause: Optional[BaseException] = err
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
@@ -89,11 +97,9 @@ def explain_config_error(err: BaseException) -> str:
 def choice_errors(cfg: DictConfig) -> list[str]:
     """Values outside their allowed set for the string options the schemas type only as ``str`` (the
     discretizer's options are checked by the solver's own rules: validate.solver_option_problems)."""
+    # here: personalize.py and the job's other modules (~0.1-0.3 s of imports) load only once a job runs, so
+    # `coarse-gpu --help`, `--cfg job` and a config that does not compose answer without them
     from coarse_gpu.experiment.personalize import MODELS
-    from coarse_gpu.experiment.tracking import MODES
-    from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
-    from coarse_gpu.models.interpolate import METHODS
-    from coarse_gpu.models.scaling import TRANSFORMS
 
     allowed = {
         "model.name": sorted(MODELS), "model.arm_heads": ARM_HEADS + ("auto",),
@@ -131,8 +137,6 @@ def _job_record(hc) -> dict:
 
 def _write_hydra_files(cfg: DictConfig, hc, out_dir: Path) -> None:
     """What Hydra writes to ``.hydra/`` (configs/config.yaml turns that off), once the folder is ours."""
-    from coarse_gpu.utils import atomic_write_text
-
     hydra_dir = out_dir / ".hydra"
     atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
@@ -141,9 +145,6 @@ def _write_hydra_files(cfg: DictConfig, hc, out_dir: Path) -> None:
 
 def _report(results: dict, out_dir: Path) -> tuple[Path, Optional[Path], int]:
     """table.txt and the figures into ``out_dir``; returns (share png, treatments png or None, K plotted)."""
-    from coarse_gpu.experiment.report import format_table, plot_price_of_constraints, plot_share_vs_k, plot_treatments
-    from coarse_gpu.utils import atomic_write_text
-
     table = format_table(results)
     atomic_write_text(out_dir / "table.txt", table + "\n")
     print("\n" + table + "\n", flush=True)
@@ -155,9 +156,7 @@ def _report(results: dict, out_dir: Path) -> tuple[Path, Optional[Path], int]:
 
 def _job(cfg: DictConfig, hc, plan) -> Any:
     """The job in the folder ``plan`` chose: record, track, run the experiment, report, swap in."""
-    from coarse_gpu.experiment.pipeline import run_experiment
-    from coarse_gpu.experiment.tracking import Tracker
-    from coarse_gpu.utils import atomic_write_json, atomic_write_text, environment_record, resolve_device
+    from coarse_gpu.experiment.pipeline import run_experiment  # here: the job's modules, as in choice_errors
 
     run_dir, out_dir = plan.run_dir, plan.out_dir
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -232,8 +231,6 @@ def _in_process_sweep(hc) -> bool:
 def _take_run_dir(cfg: DictConfig, hc, run_dir: Path, rank):
     """The run folder's plan (coarse_gpu.experiment.rundir); in a distributed job rank 0 then tells the
     other ranks where it writes, or why it did not start."""
-    from coarse_gpu.experiment.rundir import prepare_run_dir
-
     try:
         plan = prepare_run_dir(run_dir, OmegaConf.to_container(cfg, resolve=True),
                                overwrite=bool(cfg.get("overwrite", False)), job=_job_record(hc))
@@ -257,8 +254,6 @@ def _user_debug() -> bool:
 def _plugin_errors(cfg: DictConfig) -> list[str]:
     """Import the plugins ($COARSE_GPU_PLUGINS, entry points, the config's ``plugins``: coarse_gpu.utils.plugins);
     a module that cannot be imported is a config problem."""
-    from coarse_gpu.utils.plugins import load_plugins  # here, as run()'s other imports
-
     try:
         load_plugins(cfg.get("plugins") or ())
     except ImportError as err:
@@ -268,11 +263,7 @@ def _plugin_errors(cfg: DictConfig) -> list[str]:
 
 def run(cfg: DictConfig) -> Any:
     """One job inside Hydra: validate, take the run folder, run the job; errors become one line."""
-    from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
-    from coarse_gpu.experiment.followers import follow
-    from coarse_gpu.experiment.interrupt import stop_on_signals
-    from coarse_gpu.experiment.rundir import RunFolderBusy
-    from coarse_gpu.experiment.validate import ConfigValueError, config_problems
+    from coarse_gpu.experiment.followers import follow  # here: the job's modules, as in choice_errors
 
     hc = HydraConfig.get()
     plan = None

@@ -37,6 +37,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from coarse_gpu.data.dose_design import UniformDoseDesign
 from coarse_gpu.data.experiment import ExperimentData
 from coarse_gpu.data.feature_schema import FAR_OUTSIDE, MAX_LISTED_ROWS, FeatureSchema, RowIssue, RowTally
 from coarse_gpu.data.file_spec import (
@@ -165,8 +166,6 @@ def experiment_from_frame(df: pd.DataFrame, spec: FileSpec, source: str = "the d
 def _dose_fields(T: np.ndarray, spec: FileSpec, low: list, high: list, meta: dict) -> tuple[np.ndarray, np.ndarray]:
     """A continuously randomized dose has no arms (coarse_gpu.data.dose_simulator explains the choice):
     empty (0, d) arms, arm -1 for every row; ``meta`` says so and holds the declared design, if any."""
-    from coarse_gpu.data.dose_design import UniformDoseDesign
-
     meta.update({"continuous_dose": True, "propensity_kind": "density",
                  "density_column": bool(spec.propensity)})
     if spec.dose_design == "uniform":

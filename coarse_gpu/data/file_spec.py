@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from coarse_gpu.data.accounting import Accounting, AccountingError
 from coarse_gpu.data.treatments import KINDS
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt", ".tsv")
@@ -191,16 +192,12 @@ class FileSpec:
 
     def accounting(self):
         """The declared ``Accounting`` bound to the treatment columns (AccountingError if it does not parse)."""
-        from coarse_gpu.data.accounting import Accounting
-
         parts = {k: getattr(self, k) for k in ("margin", "cost_per_response", "cost_per_customer")}
         defaults = {"margin": 1.0, "cost_per_response": 0.0, "cost_per_customer": 0.0}
         return Accounting(**{k: (defaults[k] if v is None else v) for k, v in parts.items()}, names=self.treatment)
 
     def structure_problems(self) -> list[str]:
         """The declared structure's own problems: keys that need each other, expressions that do not parse."""
-        from coarse_gpu.data.accounting import AccountingError
-
         out = []
         acc_keys = [k for k in ("margin", "cost_per_response", "cost_per_customer") if getattr(self, k) is not None]
         if bool(self.response) != bool(self.value):

@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from coarse_gpu.data.accounting import AccountingError
 from coarse_gpu.data.file_spec import (
     ACCOUNTING_ATOL,
     ACCOUNTING_RTOL,
@@ -496,8 +497,6 @@ def _check_structure(df: pd.DataFrame, spec: FileSpec, y: Optional[np.ndarray], 
 
     With an outcome column, the accounting must reproduce it row by row (ACCOUNTING_ATOL / RTOL): else
     one problem names the first rows that disagree with both values."""
-    from coarse_gpu.data.accounting import AccountingError
-
     r = _check_numeric(df[spec.response], spec.response, "response", problems)
     if r is not None and np.any(r < 0):
         problems.append(f"response column '{spec.response}': {int((r < 0).sum())} row(s) are negative "

@@ -56,7 +56,7 @@ def thornton_frame(incentive_step: Optional[float] = 0.5) -> pd.DataFrame:
     """The Thornton table (analysis rows) with the ``incentive`` treatment column added: ``tinc`` rounded to
     ``incentive_step``, or the raw ``tinc`` (its randomized values, each an arm) when None."""
     _need("causaldata")
-    from causaldata import thornton_hiv
+    from causaldata import thornton_hiv  # here: causaldata is an optional extra ([real]); _need names it
 
     raw = thornton_hiv.load_pandas().data
     df = raw.dropna(subset=["tinc", "got", "distvct", "age", "hiv2004"]).reset_index(drop=True)
@@ -124,8 +124,8 @@ class IHDPTruth:
 def load_ihdp(cfg: Mapping[str, Any], seed: int = 0) -> ExperimentData:
     """ExperimentData of IHDP surface B drawn with ``random_state=seed``, with its IHDPTruth."""
     _need("econml")
-    from econml.data import dgps
-    from sklearn.utils import check_random_state
+    from econml.data import dgps  # here: econml is an optional extra ([real]); _need names it
+    from sklearn.utils import check_random_state  # here: coarse_gpu.data loads no scikit-learn; econml does
 
     Y, T, X, true_te = dgps.ihdp_surface_B(random_state=int(seed))
     # The same draws as econml (beta first, then the noise), to recover mu0 / mu1 exactly.

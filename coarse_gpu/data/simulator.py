@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coarse_gpu.data.accounting import Accounting
 from coarse_gpu.data.experiment import ExperimentData
 from coarse_gpu.data.treatments import TreatmentSpace, product_grid
 
@@ -197,8 +198,6 @@ class PromotionsSimulator:
     def accounting(self):
         """The simulator's profit structure: y = purchases x (spend per purchase x (margin - discount) / n_trips)
         - contact_cost x weeks (profit per trip over the window; ``coarse_gpu.data.Accounting``)."""
-        from coarse_gpu.data.accounting import Accounting
-
         return Accounting(margin=f"({self.margin!r} - discount) / {self.n_trips}", cost_per_response=0.0,
                           cost_per_customer=f"{self.contact_cost!r} * duration_weeks", names=self.space.names)
 

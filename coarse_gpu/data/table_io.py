@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from coarse_gpu.data.file_spec import CSV_SUFFIXES, PARQUET_SUFFIXES, DataSchemaError
 
@@ -49,8 +50,6 @@ def raw_header(path: str | Path) -> list[str]:
     kind = _existing_file(path)
     try:
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
             return [str(c) for c in pq.read_schema(path).names]
         head = pd.read_csv(path, sep=_sep(path), header=None, nrows=1, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -79,8 +78,6 @@ def read_table(path: str | Path, columns: Optional[Sequence[str]] = None) -> pd.
     header = raw_header(path)
     try:
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
             have = pq.read_schema(path).names
             cols = [c for c in columns if c in have] if columns is not None else None
             df = pd.read_parquet(path, columns=cols)
@@ -107,8 +104,6 @@ def iter_table(path: str | Path, columns: Optional[Sequence[str]] = None,
     kind = _existing_file(path)
     try:
         if kind == "parquet":
-            import pyarrow.parquet as pq
-
             pf = pq.ParquetFile(path)
             cols = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):

@@ -238,6 +238,7 @@ def _min_value(w: np.ndarray, v: np.ndarray, L: np.ndarray, H: np.ndarray) -> fl
     f_j(b) = v_j W(b) + min_{b - H_j <= b' <= b - L_j} (f_{j-1}(b') - v_j W(b')), W = prefix sums of
     the sorted w; the window minimum is a sliding-window filter, so the DP costs O(K N).
     """
+    # here: scipy.ndimage (~50 ms) loads only for this solve; `import coarse_gpu.discretize` does not load it
     from scipy.ndimage import minimum_filter1d
 
     N = w.shape[0]

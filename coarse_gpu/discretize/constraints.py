@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from scipy.optimize import linprog
 
 _FEAS_RTOL = 1e-9  # constraint values within this fraction of sum_i |w_i| max |v| of a bound count as on it
 
@@ -254,8 +255,6 @@ def _check_ranges(side: SideConstraints, k: int) -> None:
 
 def _check_jointly(side: SideConstraints, max_classes: int = 2000) -> None:
     """All constraints together (no K, no shares): an LP over classes of customers with equal weight rows."""
-    from scipy.optimize import linprog
-
     if side.n_constraints < 2:
         return
     classes, inv = np.unique(side.W, axis=0, return_inverse=True)

@@ -140,7 +140,7 @@ def certify(U: np.ndarray, a: np.ndarray, L: np.ndarray, H: np.ndarray, tol: Opt
 
 def _emd_assign(U: np.ndarray, L: np.ndarray, H: np.ndarray) -> np.ndarray:
     """Exact capacitated assignment of all rows of U by network simplex (see module docstring)."""
-    import ot
+    import ot  # here: importing POT takes ~0.7 s (its backends); only the exact solve needs it
 
     n, K = U.shape
     if n == 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from coarse_gpu.discretize.constraints import Prices
 
@@ -46,8 +48,6 @@ def _make_room(free: np.ndarray, a0: np.ndarray, order: np.ndarray, L: np.ndarra
 def _rows(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.ndarray):
     """Sparse rows of the restricted problem on customers F: (A_eq, A_ub, b_ub, kinds), x_ik i-major;
     side rows are divided by their largest coefficient (HiGHS' tolerances are absolute)."""
-    from scipy import sparse
-
     n, K = F.size, prob.U.shape[1]
     nv = n * K
     ix = np.arange(nv)
@@ -88,8 +88,6 @@ def _rows(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.
 
 def _lp(prob: _Problem, F: np.ndarray, L: np.ndarray, H: np.ndarray, vfix: np.ndarray):
     """LP on the customers F with residual bounds: (x (|F|, K), Prices) or None when infeasible."""
-    from scipy.optimize import linprog
-
     n, K = F.size, prob.U.shape[1]
     if np.any(L > H) or L.sum() > n or H.sum() < n:
         return None
@@ -180,8 +178,6 @@ def _milp(prob: _Problem, F: np.ndarray, a: np.ndarray):
     HiGHS proved it optimal; (None, False) when it found none. A budget with few free customers is a
     knapsack that HiGHS can branch on for minutes (measured: > 2 min on 1,500 x 99 at K = 4), hence the
     time limit: past it the incumbent is returned and the rounding gap says what it may lose."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
     N, K = prob.U.shape
     fixed = np.ones(N, dtype=bool)
     fixed[F] = False

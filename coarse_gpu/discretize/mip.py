@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from coarse_gpu.discretize.spec import Solution
 
@@ -78,8 +80,6 @@ def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
     profit), "mip_objective", "mip_nodes", "mip_s".
     Raises ValueError when N x M exceeds ``max_entries`` or the problem is infeasible.
     """
-    from scipy.optimize import Bounds, LinearConstraint, milp  # scipy's MILP loads only when it is asked for
-
     N, M = X.shape
     check_size(N, M, max_entries)
     t0 = time.perf_counter()
@@ -116,8 +116,6 @@ def solve_mip(X: np.ndarray, k: int, L: int, H: int, side=None, support=None,
 def _rows(N: int, M: int, k: int, L: int, H: int, side, support):
     """The MIP's constraint rows over the variables (x (N M) row-major, y (M)): a sparse A and its
     bounds lb <= A z <= ub (module docstring's formulation)."""
-    from scipy import sparse
-
     nx = N * M
     ix = np.arange(nx)
     cust = ix // M

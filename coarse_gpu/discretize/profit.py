@@ -47,6 +47,7 @@ def keops_available() -> bool:
     global _KEOPS
     if _KEOPS is None:
         try:
+            # here: pykeops is an optional extra ([keops]); this is the check that it imports
             import pykeops  # noqa: F401
             from pykeops.torch import LazyTensor  # noqa: F401
 
@@ -443,7 +444,7 @@ class FactoredSource(ProfitSource):
         return min(self.block, _row_step(self.V, self.m))
 
     def _lazy_pair(self):
-        from pykeops.torch import LazyTensor
+        from pykeops.torch import LazyTensor  # here: an optional extra, used only when use_keops
 
         return LazyTensor(self.V[:, None, :]), LazyTensor(self.W[None, :, :])
 
@@ -465,7 +466,7 @@ class FactoredSource(ProfitSource):
 
     def gains(self, best):
         if self.use_keops:
-            from pykeops.torch import LazyTensor
+            from pykeops.torch import LazyTensor  # here: an optional extra, used only when use_keops
 
             Vi, Wj = self._lazy_pair()
             bi = LazyTensor(best.to(self.dtype).reshape(-1, 1, 1).contiguous())

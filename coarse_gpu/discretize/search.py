@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from coarse_gpu.discretize.anneal import _anneal_and_polish, _eps_schedule
 from coarse_gpu.discretize.constraints import Prices
 from coarse_gpu.discretize.exact import share_counts
+from coarse_gpu.discretize.mip import mip_columns, size_problem
 from coarse_gpu.discretize.priced import PricedSource
 from coarse_gpu.discretize.profit import ProfitSource
 from coarse_gpu.discretize.seeding import _anneal_starts, _feasible_start, _greedy_seed, _seeds, _subsample_size
@@ -277,8 +278,6 @@ def _polish_full(full_run: SearchState, run: SearchState, call: Call, C_best, be
 def _mip_fallback(run: SearchState, call: Call) -> torch.Tensor:
     """No restart found a feasible set: on an instance within ``mip_max_entries`` the exact MIP decides
     (its treatments, or the proof that none exist); beyond it the search's refusal stands."""
-    from coarse_gpu.discretize.mip import mip_columns, size_problem  # mip.py imports this module's callers
-
     if size_problem(run.src.n, run.src.m, int(run.opts["mip_max_entries"])) is not None:
         run.raise_infeasible()
     try:

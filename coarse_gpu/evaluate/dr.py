@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 from coarse_gpu.evaluate.bootstrap import SharedBootstrap, percentile_ci
 
@@ -131,8 +132,6 @@ def dr_value(scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> 
     value = float(s.mean())
     se = float(s.std(ddof=1) / np.sqrt(n))
     if n_boot == 0:
-        from scipy.stats import norm
-
         z = float(norm.ppf(1 - alpha / 2))
         return DRResult(value, (value - z * se, value + z * se), se, n)
     lo, hi = percentile_ci(SharedBootstrap(n, n_boot, seed).means(s), alpha)

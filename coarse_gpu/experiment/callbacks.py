@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any, Optional
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 try:
@@ -38,8 +39,6 @@ def sweep_size(config: DictConfig) -> Optional[int]:
         n = sweeper.get("n_trials")
         return int(n) if n is not None else None
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         params = sweeper.get("params") or {}
         overrides += [f"{k}={v}" for k, v in params.items()]

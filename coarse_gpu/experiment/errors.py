@@ -97,7 +97,7 @@ def _known(err: BaseException) -> bool:
     from coarse_gpu.experiment.rundir import RunFolderError
 
     try:
-        from hydra.errors import HydraException
+        from hydra.errors import HydraException  # here: hydra loads only when an error is being reported
     except ImportError:  # pragma: no cover
         HydraException = ()  # type: ignore[assignment,misc]
     return isinstance(err, (ValueError, OSError, RunFolderError, OmegaConfBaseException, HydraException))

@@ -62,11 +62,11 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
         spec.group_columns = [str(c) for c in group_columns]
         return load_experiment(data_cfg.path, spec)
     if data_cfg.name == "thornton":
-        from coarse_gpu.data.real import load_thornton
+        from coarse_gpu.data.real import load_thornton  # here: as the file reader above
 
         return load_thornton(data_cfg)
     if data_cfg.name == "ihdp":
-        from coarse_gpu.data.real import load_ihdp
+        from coarse_gpu.data.real import load_ihdp  # here: as the file reader above
 
         return load_ihdp(data_cfg, seed)
     n_customers = int(round(data_cfg.n_customers * scale))

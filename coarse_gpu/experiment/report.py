@@ -273,6 +273,16 @@ def _comparison_lines(results: Mapping[str, Any], k_values: list[str], width: in
     return out
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (the figures go to files; no display is needed)."""
+    import matplotlib  # here: matplotlib loads only to draw figures (the results table needs none)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use(): pyplot takes its backend when first imported
+
+    return plt
+
+
 def _save_figure(fig, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
@@ -281,11 +291,7 @@ def _save_figure(fig, path: str | os.PathLike) -> Path:
 
 def plot_share_vs_k(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """PNG: share of full personalization's incremental profit recovered vs K, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.6, 4.2))
     markers = {"ot": "o", "kmeans_features": "s", "kmeans_preferences": "^", "grid": "D"}
     for m in _method_order(results):
@@ -354,18 +360,14 @@ def plot_treatments(results: Mapping[str, Any], path: str | os.PathLike, k: int)
             rows.append((m, r))
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax, axb) = plt.subplots(1, 2, figsize=(11.5, 4.6), gridspec_kw={"width_ratios": [1.35, 1.0]})
     hist = results.get("ideal_treatments")
     if hist:
         counts = np.asarray(hist["counts"], dtype=float)
         share = counts / max(counts.sum(), 1.0)
         masked = np.ma.masked_where(share <= 0, share)
-        from matplotlib.colors import LogNorm
+        from matplotlib.colors import LogNorm  # here: as matplotlib itself, only to draw
 
         # log colours: the mass is usually concentrated on a few cells, and the tails are what matter
         norm = LogNorm(vmin=float(share[share > 0].min()), vmax=float(share.max())) if (share > 0).sum() > 1 else None
@@ -422,11 +424,7 @@ def plot_treatment_panels(results: Mapping[str, Any], path: str | os.PathLike, k
             if m in results.get("methods", {}) and results["methods"][m].get(str(k))]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels) + 0.6, 3.8), sharex=True, sharey=True,
                              squeeze=False)
     arms = np.asarray(results.get("arms") or np.empty((0, len(names))), dtype=float).reshape(-1, len(names))
@@ -519,11 +517,7 @@ def plot_price_of_constraints(results: Mapping[str, Any], path: str | os.PathLik
     price = results.get("price_of_constraints") or {}
     if not price:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ks = sorted(int(k) for k in price)
     m = _measure(price[str(ks[0])]["constrained"])
     fig, (ax, axd) = plt.subplots(1, 2, figsize=(10.5, 4.0))

@@ -92,7 +92,7 @@ class Tracker:
         if kind == "none" or mode == "disabled":
             return cls.disabled()
         try:
-            import wandb
+            import wandb  # here: wandb is an optional extra ([wandb]); without it tracking is off
         except ImportError:
             log.warning("logger=wandb but wandb is not installed (pip install 'coarse_gpu[wandb]'); "
                         "tracking is off for this run, outputs are still written to %s", run_dir)
@@ -144,7 +144,7 @@ class Tracker:
         """Log a solver's convergence trace (list of per-iteration dicts) as a W&B table."""
         if self.run is None or not trace:
             return
-        import wandb
+        import wandb  # here: an optional extra; self.run exists only where it imported
 
         columns = sorted({k for row in trace for k in row})
         rows = [[to_jsonable(row.get(c)) for c in columns] for row in trace]
@@ -153,7 +153,7 @@ class Tracker:
     def log_image(self, name: str, path: str | os.PathLike) -> None:
         if self.run is None or not Path(path).exists():
             return
-        import wandb
+        import wandb  # here: an optional extra; self.run exists only where it imported
 
         self.run.log({name: wandb.Image(str(path))})
 
@@ -161,7 +161,7 @@ class Tracker:
         """The results as a W&B table: one row per (method, K) with profits, shares and DR values."""
         if self.run is None or not results.get("methods"):
             return
-        import wandb
+        import wandb  # here: an optional extra; self.run exists only where it imported
 
         columns = ["method", "K", "oracle_profit", "share_of_full", "dr_value", "dr_ci_low", "dr_ci_high",
                    "dr_share_of_full", "treatments", "segment_sizes"]
@@ -181,7 +181,7 @@ class Tracker:
         path = Path(path)
         if self.run is None or not path.exists() or (path.is_dir() and not any(path.iterdir())):
             return False
-        import wandb
+        import wandb  # here: an optional extra; self.run exists only where it imported
 
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)  # W&B artifact names: letters, digits, - _ .
         art = wandb.Artifact(name=name, type=type, metadata=to_jsonable(dict(metadata or {})))

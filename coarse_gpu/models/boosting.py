@@ -34,6 +34,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_loss_outcome, check_X
+from coarse_gpu.models.crossfit import CrossFitted
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.trees import BoostedTrees
 from coarse_gpu.utils.params import NONNEG, POSITIVE, check_params, choice, integer
@@ -187,8 +188,6 @@ class DRLearner(_Boosted):
         self.n_folds = n_folds
 
     def fit(self, X, t, y, propensity=None) -> "DRLearner":
-        from coarse_gpu.models.crossfit import CrossFitted
-
         if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
             raise ValueError(f"DRLearner: n_folds must be an integer >= 2, got {self.n_folds!r}")
         if self.loss != "mse":

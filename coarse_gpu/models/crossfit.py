@@ -111,6 +111,7 @@ class CrossFitted(BaseEstimator):
         T = check_treatments(t, n)
         y = check_outcome(y, n)
         if response is not None:
+            # here: twopart.py imports boosting.py, which imports this module (a circle at the top)
             from coarse_gpu.models.twopart import stack_outcome
 
             y = stack_outcome(y, response, value)

@@ -67,6 +67,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim import adamw
 
+from coarse_gpu.models.base import PerArmCATEModel
 from coarse_gpu.models.checkpoint import fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from coarse_gpu.models.networks import ArmHeads, no_decay_parameters
 from coarse_gpu.models.parallel import one_thread
@@ -486,8 +487,6 @@ def batchable(models: Sequence) -> bool:
     """Whether ``fit_batched`` can train these unfitted models together: network models
     (``PerArmCATEModel``) of one class, outside torch.distributed, at least two networks in all
     (several models, or one ensemble)."""
-    from coarse_gpu.models.base import PerArmCATEModel
-
     if not models or distributed()[1] > 1:
         return False
     if not all(isinstance(m, PerArmCATEModel) and type(m) is type(models[0]) for m in models):

@@ -13,10 +13,10 @@ def plot_history(history: Sequence[dict], path, title: Optional[str] = None, bes
         such as DragonNet's are drawn as dashed lines). best_epoch : marked with a vertical line.
     Returns the path written.
     """
-    import matplotlib
+    import matplotlib  # here: matplotlib loads only to draw curves (fitting needs none)
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use(): pyplot takes its backend when first imported
 
     if not history:
         raise ValueError("plot_history: empty history (fit the model first)")

@@ -18,8 +18,10 @@ import contextlib
 from typing import Callable, Optional, Sequence
 
 import torch
+from joblib import Parallel, delayed, parallel_config
+from threadpoolctl import threadpool_limits
 
-from coarse_gpu.utils.device import usable_cpus
+from coarse_gpu.utils.device import resolve_device, usable_cpus
 
 __all__ = ["MIN_ROWS_PARALLEL", "auto_jobs", "fit_all", "one_thread"]
 
@@ -31,8 +33,6 @@ MIN_ROWS_PARALLEL = 10_000
 @contextlib.contextmanager
 def one_thread():
     """torch, BLAS and OpenMP limited to one thread inside the block (restored after)."""
-    from threadpoolctl import threadpool_limits
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -46,8 +46,6 @@ def _on_cpu(model) -> bool:
     dev = getattr(model, "device", None)
     if dev is None:  # boosting learners: CPU only
         return True
-    from coarse_gpu.utils.device import resolve_device
-
     return resolve_device(dev).type == "cpu"
 
 
@@ -85,8 +83,6 @@ def fit_all(models: Sequence, data: Sequence[tuple], n_jobs: int = 1,
                 if progress:
                     progress()
         return out
-    from joblib import Parallel, delayed, parallel_config
-
     # max_nbytes=None: the arrays travel pickled, as writable copies (a memmap would hand the models
     # read-only arrays); return_as="generator": results in order as they finish, for the progress bar.
     out = []

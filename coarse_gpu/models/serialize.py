@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from coarse_gpu.models.interpolate import ArmGrid
 from coarse_gpu.models.trees import BoostedTrees
+from coarse_gpu.utils.device import resolve_device
 from coarse_gpu.utils.plugins import load_plugins
 
 __all__ = ["MODEL_CLASSES", "ModelStateError", "from_state", "register", "to_state"]
@@ -160,8 +162,6 @@ def _get_trees(tensors: dict, key: str) -> BoostedTrees:
 
 def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = ""):
     """Rebuild the model ``to_state`` described (registered classes only)."""
-    from coarse_gpu.models.interpolate import ArmGrid
-
     if not isinstance(meta, dict):
         raise ModelStateError("model metadata is not a JSON object")
     path = str(meta.get("class", ""))
@@ -225,8 +225,6 @@ def from_state(tensors: dict, meta: dict, device: str = "cpu", prefix: str = "")
 
 
 def _load_network(model, state: dict, device: str) -> None:
-    from coarse_gpu.utils.device import resolve_device
-
     for need in ("arms_", "n_features_in_", "x_mean_", "x_scale_"):
         if not hasattr(model, need):
             raise ModelStateError(f"model weights lack the fitted attribute '{need}'")

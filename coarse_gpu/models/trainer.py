@@ -44,6 +44,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from coarse_gpu.models.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -278,8 +280,6 @@ class Trainer:
         batch_size = full_batch = int(self.batch_size)
         sampler = None
         if world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
             # Each rank gets a disjoint shard of every epoch's permutation (padded to equal length so
             # every rank takes the same number of steps); the global batch stays ``batch_size``.
             sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True,
@@ -399,7 +399,5 @@ def _data_parallel(net: nn.Module, dev: torch.device, world: int) -> nn.Module:
     """The module the training steps call: ``net`` itself, or wrapped in DDP under torch.distributed."""
     if world <= 1:
         return net
-    from torch.nn.parallel import DistributedDataParallel
-
     on_gpu = dev.type == "cuda" and dev.index is not None
     return DistributedDataParallel(net, device_ids=[dev.index] if on_gpu else None)

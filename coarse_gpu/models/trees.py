@@ -29,6 +29,7 @@ def _n_threads() -> int:
     so a caller that pins one thread is not oversubscribed), at most 8. Rows are independent: any
     count gives the same numbers."""
     try:
+        # here: a private scikit-learn module, guarded: a release that moves it takes the fallback below
         from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
         return max(1, min(8, int(_openmp_effective_n_threads())))
     except ImportError:  # pragma: no cover - scikit-learn moved its private helper
@@ -109,6 +110,7 @@ class BoostedTrees:
     def _sklearn_predictors(self) -> Optional[list]:
         if self._predictors is None:
             try:
+                # here: private scikit-learn modules, guarded: a release that moves them takes the fallback below
                 from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
                 from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
             except ImportError:  # pragma: no cover - scikit-learn moved its private classes

@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from coarse_gpu.discretize.profit import FactoredProfit
 from coarse_gpu.policy.policy import Policy
 from coarse_gpu.policy.profit_view import ProfitView, as_view, to_numpy
 
@@ -164,8 +165,6 @@ def segment_best_candidates(profit, labels: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def _is_factored(profit) -> bool:
-    from coarse_gpu.discretize.profit import FactoredProfit
-
     return isinstance(profit, FactoredProfit)
 
 

@@ -57,9 +57,14 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from coarse_gpu.data.file import DataSchemaError, FeatureSchema, RowTally
-from coarse_gpu.models.serialize import MODEL_CLASSES
+from coarse_gpu.data.simulator import CATEGORICAL
+from coarse_gpu.data.treatments import user_value
+from coarse_gpu.models.serialize import MODEL_CLASSES, ModelStateError, from_state, to_state
 from coarse_gpu.policy.estimator import BASELINE_CLASSES
 from coarse_gpu.policy.load_checks import (
     _NAMES_KEY,
@@ -96,15 +101,11 @@ ASSIGN_CHUNK = 65536
 def model_tensors(model) -> tuple[dict[str, torch.Tensor], dict]:
     """A fitted CATE model (any registered kind: network, boosted trees, ensemble, cross-fitted folds)
     as (tensors, JSON metadata); see coarse_gpu.models.serialize."""
-    from coarse_gpu.models.serialize import to_state
-
     return to_state(model)
 
 
 def load_model(tensors: dict[str, torch.Tensor], meta: dict, device: str = "cpu"):
     """Rebuild a fitted model from ``model_tensors`` output (registered coarse_gpu.models classes only)."""
-    from coarse_gpu.models.serialize import ModelStateError, from_state
-
     try:
         return from_state(tensors, meta, device=device)
     except ModelStateError as err:
@@ -150,8 +151,6 @@ class DeployedPolicy:
     def user_values(self, j: int, values: np.ndarray) -> np.ndarray:
         """Column j of internal treatment values (N,) in the user's labels and types: the labels of a
         categorical dimension (object array), ints for a discrete one, floats otherwise."""
-        from coarse_gpu.data.treatments import user_value
-
         v = np.asarray(values, dtype=np.float64)
         if not self.treatment_kinds or self.treatment_kinds[j]["kind"] == "continuous":
             return v
@@ -209,8 +208,6 @@ def feature_schema_of(data) -> FeatureSchema:
     """The FeatureSchema of an ExperimentData (stored in ``meta`` for file data; rebuilt otherwise)."""
     if "feature_schema" in data.meta:
         return FeatureSchema.from_dict(data.meta["feature_schema"])
-    from coarse_gpu.data.simulator import CATEGORICAL
-
     schema = FeatureSchema.fit(data.features, levels=CATEGORICAL)
     if schema.names != list(data.feature_names):
         raise ValueError(f"cannot rebuild the feature schema: {schema.names} != {data.feature_names}")
@@ -310,8 +307,6 @@ def _write_weights(folder: Path, weights: str, blob: bytes, digest: str) -> None
 
 def save_policy(folder: str | os.PathLike, policy: DeployedPolicy) -> Path:
     """Write ``policy`` into ``folder`` atomically (module docstring); returns the folder."""
-    from safetensors.torch import save as st_save
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors, model_meta = model_tensors(policy.model)
@@ -359,9 +354,6 @@ def load_policy(folder: str | os.PathLike, device: str = "cpu") -> DeployedPolic
     size limits, corrupt/truncated JSON or weights, checksum mismatch, a weights name outside the
     folder, other format, malformed fields, a model class outside ``MODEL_CLASSES``, a feature schema
     that does not match the model's inputs)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
     folder = Path(folder)
     if folder.is_file() and folder.name == "policy.json":
         folder = folder.parent

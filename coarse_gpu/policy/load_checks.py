@@ -15,7 +15,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from coarse_gpu.data.dose_design import UniformDoseDesign
 from coarse_gpu.data.file import FeatureSchema
+from coarse_gpu.data.treatments import KINDS
 from coarse_gpu.policy.rules import RULES
 
 
@@ -219,8 +221,6 @@ def _dose_record(raw: Any, d: int, where: str) -> dict:
         raise PolicyFileError(f"{where}: 'dose' needs finite low <= high with {d} entries each, got {raw!r}")
     design = raw.get("design")
     if design is not None:
-        from coarse_gpu.data.dose_design import UniformDoseDesign
-
         try:
             UniformDoseDesign.from_meta(design)
         except (ValueError, KeyError, TypeError) as err:
@@ -232,8 +232,6 @@ def _treatment_kinds(raw: Any, names: list[str], treatments: np.ndarray, where: 
     """policy.json's "treatment_kinds": absent or empty (older policies) = all continuous; else one
     {name, kind, labels} per treatment dimension, in order; a categorical dimension's treatments must be
     codes of its labels (the range check against the model's arms covers the other kinds)."""
-    from coarse_gpu.data.treatments import KINDS
-
     if not raw:
         return []
     if not isinstance(raw, list) or len(raw) != len(names):

@@ -38,7 +38,9 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+from sklearn.tree import DecisionTreeClassifier
 
+from coarse_gpu.discretize import discretize
 from coarse_gpu.policy.clustering import MAX_FIT_ROWS, sample_rows
 from coarse_gpu.policy.estimator import PolicyEstimator
 from coarse_gpu.policy.policy import Policy
@@ -88,8 +90,6 @@ class OTTree(PolicyEstimator):
         self.discretize_options = discretize_options
 
     def fit(self, profit, candidates, X=None, discretization=None) -> "OTTree":
-        from coarse_gpu.discretize import discretize
-
         if self.variant not in VARIANTS:
             raise ValueError(f"ot_tree: variant must be one of {VARIANTS}, got {self.variant!r}")
         view, x, c = check_tree_inputs("ot_tree", X, profit, candidates)
@@ -175,8 +175,6 @@ def _best_per_leaf(leaves: np.ndarray, U: np.ndarray, n_nodes: int) -> np.ndarra
 def _distilled_tree(x, U, assignment, depth, min_samples_leaf, seed, rows=None) -> dict:
     """Classification tree fitted to the OT assignment (on ``rows`` only, when given), leaves relabelled
     with their best treatment over every customer."""
-    from sklearn.tree import DecisionTreeClassifier
-
     # what putting a customer in the wrong leaf costs, on average over the other treatments
     weight = U[np.arange(U.shape[0]), assignment] - U.mean(1)
     weight = np.maximum(weight, 0.0) + 1e-9 * (np.abs(U).mean() + 1.0)
@@ -191,7 +189,7 @@ def _distilled_tree(x, U, assignment, depth, min_samples_leaf, seed, rows=None) 
 
 def _policy_tree(x, U, depth, min_samples_leaf, seed, rows=None) -> dict:
     try:
-        from econml.policy import PolicyTree
+        from econml.policy import PolicyTree  # here: econml is an optional extra ([real]), said below
     except ImportError as err:  # pragma: no cover - econml is in the [real] and [all] extras
         raise ImportError("ot_tree(variant='policy') needs econml (pip install 'coarse_gpu[real]' or econml)") from err
     tree = PolicyTree(max_depth=depth, min_samples_leaf=min_samples_leaf, honest=False, random_state=seed)
@@ -243,6 +241,7 @@ def tree_rules(tree: dict, treatments=None, feature_names: Optional[Sequence[str
 
 def _measure(n: int = 12000, ks=(2, 3, 4, 5, 6, 8), seed: int = 0) -> dict:
     """The module docstring's table: held-out share of the OT policy's incremental true profit kept."""
+    # here: only this measurement needs the simulator (coarse_gpu.data loads pandas; the policy does not)
     from coarse_gpu.data.simulator import PromotionsSimulator
     from coarse_gpu.data.treatments import product_grid
 

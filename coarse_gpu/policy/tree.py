@@ -133,7 +133,7 @@ def _offered_columns(view: ProfitView, max_columns: int) -> np.ndarray:
 
 def _grow(x: np.ndarray, welfare: np.ndarray, depth: int, min_samples_leaf: int, seed: int):
     try:
-        from econml.policy import PolicyTree as EconPolicyTree
+        from econml.policy import PolicyTree as EconPolicyTree  # here: an optional extra ([real]), said below
     except ImportError as err:  # pragma: no cover - econml is in the [real] and [all] extras
         raise ImportError("policy_tree needs econml (pip install 'coarse_gpu[real]' or econml)") from err
     tree = EconPolicyTree(max_depth=depth, min_samples_leaf=min_samples_leaf, honest=False, random_state=seed)
