@@ -68,13 +68,9 @@ def test_no_module_over_600_lines_and_no_function_over_80():
     assert not too_long, too_long
 
 
-#: Files whose imports inside functions may still lack their reason: the modules other branches of issue 28
-#: rewrite at the same time. Each is removed once its imports say why (the test below fails on a stale entry).
-UNEXPLAINED_IMPORTS_ALLOWED = (
-    "coarse_gpu/api.py",
-    "coarse_gpu/models/select.py",
-    "coarse_gpu/models/twopart.py",
-)
+#: Files whose imports inside functions may still lack their reason (none now; an entry is for a module being
+#: rewritten on another branch, and the test below fails on a stale one).
+UNEXPLAINED_IMPORTS_ALLOWED: tuple[str, ...] = ()
 #: Comments that are tool pragmas, not reasons.
 _PRAGMAS = ("noqa", "type:", "pragma:", "pylint:", "fmt:", "isort:")
 
@@ -168,3 +164,12 @@ def test_the_allow_list_holds_only_files_that_need_it():
     stale = [name for name in UNEXPLAINED_IMPORTS_ALLOWED
              if not (ROOT / name).exists() or not unexplained_imports((ROOT / name).read_text())]
     assert not stale, f"remove from UNEXPLAINED_IMPORTS_ALLOWED (nothing left to explain there): {stale}"
+
+
+@pytest.mark.parametrize("module", ["coarse_gpu", "coarse_gpu.experiment.validate", "coarse_gpu.assign_cli"])
+def test_the_light_entry_points_load_no_torch(module):
+    """``import coarse_gpu``, the config check (run before any work, its messages must come fast) and the
+    scoring CLI's start stay torch-free; a module-level import anywhere under them would load it."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = _run([sys.executable, "-c", code], timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr[-2000:]

@@ -55,6 +55,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
 
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_inputs, check_X
@@ -147,8 +148,6 @@ def _mean_se(v: np.ndarray) -> tuple[float, float]:
 
 def estimate_propensity(X: np.ndarray, arm: np.ndarray, n_arms: int, n_folds: int, seed: int) -> np.ndarray:
     """(N,) cross-fitted probability of each row's received arm (multinomial logistic regression)."""
-    from sklearn.linear_model import LogisticRegression
-
     mu, sd = X.mean(0), X.std(0)
     z = (X - mu) / np.where(sd > 0, sd, 1.0)
     fold = fold_indices(X.shape[0], n_folds, seed, arm)

@@ -60,7 +60,9 @@ from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.metrics import log_loss, mean_gamma_deviance, mean_poisson_deviance
 
+from coarse_gpu.data.accounting import Accounting
 from coarse_gpu.models.arms import ArmModel
 from coarse_gpu.models.base import check_treatments, check_X
 from coarse_gpu.models.boosting import GBSLearner, GBTLearner
@@ -199,8 +201,6 @@ class TwoPart(ArmModel, BaseEstimator):
         return BASES[self.base](**kw)
 
     def _bound_accounting(self, d: int):
-        from coarse_gpu.data.accounting import Accounting
-
         acc = self.accounting if self.accounting is not None else Accounting()
         names = self.treatment_names or acc.names or [f"t{j}" for j in range(d)]
         if len(names) != d:
@@ -307,8 +307,6 @@ def _held_out(arm: np.ndarray, seed: int) -> np.ndarray:
 
 def _deviance(loss: str, y: np.ndarray, mu: np.ndarray) -> float:
     """Mean held-out deviance of predictions mu for outcomes y under a part's loss (its own likelihood)."""
-    from sklearn.metrics import log_loss, mean_gamma_deviance, mean_poisson_deviance
-
     if loss == "bce":
         return float(log_loss(y, np.clip(mu, 1e-6, 1 - 1e-6), labels=[0.0, 1.0]))
     if loss == "poisson":
