@@ -304,7 +304,7 @@ def table(paths) -> str:
     lines = []
     for family in FAMILIES:
         cells = [r for r in rows if r["family"] == family]
-        if cells:
+        if any(r["model"] != CEILING for r in cells):  # a ceiling alone is no table
             lines += _family_table(family, cells)
     return "\n".join(lines)
 
