@@ -40,7 +40,7 @@ treatment's cost, so that about half of the units should be treated and the shar
 
     python experiments/model_table.py --families ihdp_b --reps 10          # appends to --out
     python experiments/model_table.py --table                              # mean +- se table from --out
-    python experiments/model_table.py --table --cells a.jsonl b.jsonl      # several files; later cells win
+    python experiments/model_table.py --table --cells a.jsonl b.jsonl      # several files; later rows win
 Results are appended one line per (family, model, replication) to --out (JSON lines) and cells
 already there are skipped, so a killed run resumes where it stopped.
 """
@@ -284,15 +284,18 @@ def run(families, models, reps, out: Path) -> None:
 
 
 def read_cells(paths) -> list:
-    """The cells of one or more JSON-lines files; a (family, model, rep) cell in a later file replaces
-    the same cell of an earlier one (a re-run with newer code), and the order of first sight is kept."""
-    cells = {}
-    for path in [paths] if isinstance(paths, Path) else paths:
+    """The cells of one or more JSON-lines files. A (family, model) row found in a later file replaces
+    that row of the earlier files as a whole (a re-run with newer code: its replications are not mixed
+    with the old ones); within one file a repeated (family, model, rep) cell keeps its last line."""
+    rows: dict = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        mine: dict = {}
         for line in Path(path).read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                cells[(r["family"], r["model"], r["rep"])] = r
-    return list(cells.values())
+                mine.setdefault((r["family"], r["model"]), {})[r["rep"]] = r
+        rows.update(mine)
+    return [r for row in rows.values() for r in row.values()]
 
 
 def table(paths) -> str:
@@ -304,7 +307,7 @@ def table(paths) -> str:
     lines = []
     for family in FAMILIES:
         cells = [r for r in rows if r["family"] == family]
-        if cells:
+        if any(r["model"] != CEILING for r in cells):  # a ceiling alone is no table
             lines += _family_table(family, cells)
     return "\n".join(lines)
 
@@ -363,8 +366,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON-lines file the cells go to")
     p.add_argument("--cells", type=Path, nargs="+",
-                   help="with --table: the files to tabulate (default --out); a cell of a later file "
-                        "replaces the same cell of an earlier one")
+                   help="with --table: the files to tabulate (default --out); a (family, model) row of a "
+                        "later file replaces that row of the earlier ones")
     p.add_argument("--threads", type=int, default=1,
                    help="torch and OpenMP (boosting) threads; 1 on a shared machine, where OpenMP threads "
                         "waiting on busy cores made the hurdle family's gb_s fits take 43-108 s")
