@@ -31,7 +31,8 @@ def _compose(overrides=()):
 def test_default_config_composes_with_every_group():
     cfg = _compose()
     assert cfg.data.name == "promotions" and cfg.data.n_customers == 50_000
-    assert cfg.model.name == "auto" and list(cfg.model.candidates) == ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s"]
+    assert cfg.model.name == "auto" and list(cfg.model.candidates) == ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s",
+                                                                         "twopart_tarnet"]
     assert cfg.discretizer.solver == "sinkhorn"
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
     assert list(cfg.evaluation.k_values) == [1, 2, 3, 4, 5, 8]

@@ -75,7 +75,7 @@ __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_
 CANDIDATES = RegistryView(lambda e: ((e.name,) if e.candidate else ()) + e.variants)
 #: model=auto's default candidates (the two-part ones take part only with a declared structure, the
 #: dose heads only with a numeric treatment).
-DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s")
+DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s", "twopart_tarnet")
 #: Candidates that read the treatment as numbers (a dose response): skipped when a treatment dimension
 #: is categorical (codes of labels have no order to fit a curve along).
 DOSE = ("dose_logit", "dose_vc")
