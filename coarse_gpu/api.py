@@ -63,13 +63,15 @@ from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
 from coarse_gpu.evaluate.bootstrap import SharedBootstrap
 from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics, metric_name_problems
-from coarse_gpu.experiment.composed import discretizer_config, model_config
+from coarse_gpu.experiment.composed import discretizer_config, job_config, model_config
 from coarse_gpu.experiment.dose import check_dose_model, dose_policy_scores, dose_space, is_continuous_dose
+from coarse_gpu.experiment.job import CoarsePipeline
 from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
 from coarse_gpu.experiment.methods import ot_policy
 from coarse_gpu.experiment.model_build import MODELS, model_key_problems
 from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
-from coarse_gpu.experiment.validate import range_problems, solver_option_problems
+from coarse_gpu.experiment.report import write_report
+from coarse_gpu.experiment.validate import config_problems, range_problems, solver_option_problems
 from coarse_gpu.models.twopart import unstack_outcome
 from coarse_gpu.policy import Policy
 from coarse_gpu.policy.io import deployable, load_policy, save_policy
@@ -325,6 +327,75 @@ class CoarsePersonalizer(BaseEstimator):
                           "any training row (the others' segments are empty); effective_k_ "
                           f"= {self.effective_k_}", UserWarning, stacklevel=2)
         return self
+
+    def run(self, X, treatment, y, propensity=None, *, response=None, value=None, accounting=None,
+            k_values: Optional[Sequence[int]] = None, methods: Optional[Sequence[str]] = None,
+            eval_fraction: float = 0.0, n_boot: int = 1000, ci_level: float = 0.95,
+            metrics: Optional[Sequence[str]] = None, run_dir=None) -> dict:
+        """The whole main job on these rows, as ``coarse-gpu data=file ...`` runs it on a file: step 1,
+        every K's ``ot`` policy and the baselines, their evaluation (doubly robust values with paired
+        bootstrap intervals, choose-K) and the report data. One library object runs both doors
+        (coarse_gpu.experiment.job.CoarsePipeline), so the same rows, seed and options give the CLI's
+        results.json, number for number.
+
+        X, treatment, y, propensity, response, value, accounting : as ``fit``.
+        k_values : the K to run (default: [k], as ``discretizer.k=k``; else ``evaluation.k_values``, where
+            each K's ``ot`` solve is warm-started from the smaller K's, as in the CLI).
+        methods : ``evaluation.methods`` (default configs/evaluation/default.yaml's: ot and the baselines).
+        eval_fraction : ``data.eval_fraction`` (0: every row cross-fitted and scored out-of-fold; else that
+            share held out, scored by the model fitted on the rest).
+        n_boot, ci_level, metrics : ``evaluation.n_boot`` / ``ci_level`` / ``metrics``.
+        run_dir : a folder for results.json, table.txt, the figures and the saved policies
+            (``policies/<method>_k<K>``); None writes nothing.
+        Returns the results dict (results.json's keys: docs/evaluation.md). When ``ot`` ran at K = ``k``
+        the fitted attributes are those ``fit`` sets, from that policy (``assign``, ``save`` work after).
+        """
+        self._check_params()
+        evaluation = {"n_boot": n_boot, "ci_level": ci_level, "k_values": list(k_values or [self.k])}
+        evaluation.update({} if methods is None else {"methods": list(methods)})
+        evaluation.update({} if metrics is None else {"metrics": list(metrics)})
+        disc = self._discretizer_cfg().discretizer
+        disc.k = None if k_values is not None else int(self.k)
+        try:
+            cfg = job_config(self._model_cfg(), disc, evaluation=evaluation, seed=int(self.seed),
+                             device=str(self.device), quiet=not self.verbose,
+                             data={"eval_fraction": eval_fraction,
+                                   "allow_unseen_combinations": bool(self.allow_unseen_combinations)})
+        except OmegaConfBaseException as err:
+            raise ValueError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
+        problems = config_problems(cfg)
+        if problems:
+            raise ValueError(problems[0].replace("evaluation.", "").replace("data.", ""))
+        seed_everything(int(self.seed))
+        data = self._experiment(X, treatment, y, propensity)
+        if response is not None or value is not None or accounting is not None:
+            data = _with_structure(data, response, value, accounting)
+        if eval_fraction and self.constraints:
+            raise ValueError("constraints= are over the training rows; with eval_fraction > 0 the policy assigns "
+                             "the held-out rows: use eval_fraction=0")
+        job = CoarsePipeline(cfg, verbose=bool(self.verbose), constraints=(
+            (lambda prep: self._constraints(prep.scored, prep.candidates)) if self.constraints else None))
+        folder = None if run_dir is None else Path(run_dir)
+        results = job.run(data=data, run_dir=folder)
+        if folder is not None:
+            write_report(results, folder, echo=bool(self.verbose))
+        if ("ot", int(self.k)) in job.state_.ctx.cache:
+            self._fitted(job, job.state_.ctx.cache[("ot", int(self.k))][0])
+        return results
+
+    def _fitted(self, job, policy) -> None:
+        """``fit``'s attributes from a pipeline that ran (its model, data and candidates) and its ot policy."""
+        prep, model = job.prepared_, job.state_.model
+        self.policy_ = deployable(policy, model, prep.data, prep.candidates)
+        self.treatments_ = np.asarray(policy.treatments, dtype=np.float64)
+        self.candidates_ = np.asarray(prep.candidates, dtype=np.float64)
+        self.assignment_ = np.asarray(policy.assignment, dtype=np.int64)
+        self.effective_k_ = int(np.unique(self.assignment_).size)
+        self.model_, self.model_selection_ = model, job.state_.results.get("model_selection")
+        self.treatment_names_ = list(prep.data.space.names)
+        self.treatments_labelled_ = prep.data.space.to_user(self.treatments_)
+        self.feature_names_in_ = list(self.policy_.feature_schema.columns)
+        self.continuous_dose_ = is_continuous_dose(prep.data)
 
     # -- use -------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -39,6 +39,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -47,14 +48,15 @@ from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.distributed import DistributedSetupError, distributed_job
 from coarse_gpu.experiment.errors import JobExit, JobFailed, debug_requested, exit_code, log_traceback, one_line
 from coarse_gpu.experiment.interrupt import stop_on_signals
-from coarse_gpu.experiment.report import format_table, plot_price_of_constraints, plot_share_vs_k, plot_treatments
+from coarse_gpu.experiment.report import write_report
 from coarse_gpu.experiment.rundir import RunFolderBusy, prepare_run_dir
-from coarse_gpu.experiment.tracking import MODES, Tracker
+from coarse_gpu.experiment.tracking import MODES, open_tracker
 from coarse_gpu.experiment.validate import ConfigValueError, config_problems
 from coarse_gpu.models.base import AMP_MODES, ARM_HEADS
 from coarse_gpu.models.interpolate import METHODS
 from coarse_gpu.models.scaling import TRANSFORMS
 from coarse_gpu.utils import atomic_write_json, atomic_write_text, environment_record, resolve_device
+from coarse_gpu.utils.imports import class_path
 from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
@@ -110,6 +112,8 @@ def choice_errors(cfg: DictConfig) -> list[str]:
     errors = []
     if OmegaConf.select(cfg, "model._target_", default=None):
         del allowed["model.name"]  # your own estimator class: its name is only a label
+    if (OmegaConf.select(cfg, "logger._target_", default=None) or class_path(open_tracker)) != class_path(open_tracker):
+        del allowed["logger.name"], allowed["logger.mode"]  # your own tracker: its keys are its own
     for key, values in allowed.items():
         v = OmegaConf.select(cfg, key, default=None)
         if v is not None and v not in values:
@@ -143,17 +147,6 @@ def _write_hydra_files(cfg: DictConfig, hc, out_dir: Path) -> None:
     atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
 
 
-def _report(results: dict, out_dir: Path) -> tuple[Path, Optional[Path], int]:
-    """table.txt and the figures into ``out_dir``; returns (share png, treatments png or None, K plotted)."""
-    table = format_table(results)
-    atomic_write_text(out_dir / "table.txt", table + "\n")
-    print("\n" + table + "\n", flush=True)
-    share_png = plot_share_vs_k(results, out_dir / "share_vs_k.png")
-    plot_price_of_constraints(results, out_dir / "price_of_constraints.png")  # None without constraints
-    k_plot = 5 if 5 in results["k_values"] else max(results["k_values"])
-    return share_png, plot_treatments(results, out_dir / f"treatments_k{k_plot}.png", k_plot), k_plot
-
-
 def _job(cfg: DictConfig, hc, plan) -> Any:
     """The job in the folder ``plan`` chose: record, track, run the experiment, report, swap in."""
     from coarse_gpu.experiment.pipeline import run_experiment  # here: the job's modules, as in choice_errors
@@ -167,14 +160,17 @@ def _job(cfg: DictConfig, hc, plan) -> Any:
     atomic_write_json(out_dir / "run.json", record)
 
     is_sweep = hc.mode == RunMode.MULTIRUN
-    tracker = Tracker.from_config(
-        cfg.logger, run_dir, container,
-        name=run_dir.name if not is_sweep else f"{Path(hc.sweep.dir).name}-{hc.job.num}",
+    # the logger node's factory (coarse_gpu.experiment.tracking.open_tracker unless logger._target_ names yours)
+    tracker = instantiate(
+        {"_target_": OmegaConf.select(cfg, "logger._target_", default=None) or class_path(open_tracker),
+         **{k: v for k, v in container["logger"].items() if k != "_target_"}},
+        run_dir=run_dir, run_config=container, _convert_="all", _recursive_=False,
+        run_name=run_dir.name if not is_sweep else f"{Path(hc.sweep.dir).name}-{hc.job.num}",
         group=Path(hc.sweep.dir).name if is_sweep else None,
     )
     try:
         results = run_experiment(cfg, out_dir, tracker)
-        share_png, treat_png, k_plot = _report(results, out_dir)
+        share_png, treat_png, k_plot = write_report(results, out_dir)
         plan.commit()  # a staged rerun replaces the earlier outputs only now, complete
     except BaseException:
         tracker.finish(exit_code=1)

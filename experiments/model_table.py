@@ -27,7 +27,8 @@ promotions simulators and hurdle). ``arm_means`` is the no-heterogeneity model; 
 ``model=auto`` with its current default candidates (two-part ones where the structure is declared,
 dose_logit, arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
 on the realized profit only); ``auto_twopart_tarnet`` is ``auto`` with ``twopart_tarnet`` added to the
-default candidates (a measurement for the next default, not the default). ``true_ceiling`` is not a
+default candidates (a measurement for the next default, not the default), ``auto_dose_vc`` the same with
+``dose_vc``. ``true_ceiling`` is not a
 learner: its "estimates" are the held-out customers' true profits, so its K=5 share is what K
 treatments can keep with no estimation error, and the table divides every model's share by it per
 replication ("÷ the K=5 ceiling": the share of the ceiling's increment).
@@ -81,9 +82,9 @@ from coarse_gpu.models.twopart import BASES as TWO_PART_BASES  # noqa: E402
 CEILING = "true_ceiling"  # not a learner: the ot K=5 policy on the true profits (share of the ceiling)
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
           "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
-          "auto_onepart": AutoCATE, "auto_twopart_tarnet": AutoCATE,
+          "auto_onepart": AutoCATE, "auto_twopart_tarnet": AutoCATE, "auto_dose_vc": AutoCATE,
           **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}, CEILING: None}
-NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto", "auto_onepart", "auto_twopart_tarnet",
+NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto", "auto_onepart", "auto_twopart_tarnet", "auto_dose_vc",
           *(f"twopart_{b}" for b in TWO_PART_BASES))
 HURDLE_N = 20_000
 HURDLE_FIELD_N = 60_000  # the size of the held-out field experiment of issue 26 (its 80.9 % was at 60,000)
@@ -203,12 +204,14 @@ def fit_predict(name: str, fam: dict, rep: int):
         kw["candidates"] = ("tarnet", "gb_s", "gb_t")
     if name == "auto_twopart_tarnet":
         kw["candidates"] = (*DEFAULT_CANDIDATES, "twopart_tarnet")
+    if name == "auto_dose_vc":
+        kw["candidates"] = (*DEFAULT_CANDIDATES, "dose_vc")
     tr, te = fam["train"], fam["test"]
     fit_kw = {"propensity": fam["propensity"][tr]} if "propensity" in fam else {}
     if name.startswith("twopart_"):
         kw.update(base=name[len("twopart_"):], accounting=fam["accounting"])
         fit_kw.update(response=fam["response"][tr], value=fam["value"][tr])
-    elif name in ("auto", "auto_twopart_tarnet") and "response" in fam:
+    elif name in ("auto", "auto_twopart_tarnet", "auto_dose_vc") and "response" in fam:
         fit_kw.update(response=fam["response"][tr], value=fam["value"][tr], accounting=fam["accounting"])
     model = cls(**kw).fit(fam["X"][tr], fam["t"][tr], fam["y"][tr], **fit_kw)
     p_arms = model.predict_profit(fam["X"][te], fam["arms"])

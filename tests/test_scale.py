@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 from coarse_gpu.cli import config_dir
 from coarse_gpu.data import PromotionsSimulator
 from coarse_gpu.discretize.profit import FactoredProfit, profit_columns, profit_row_blocks
-from coarse_gpu.policy import estimates as estimates_mod  # DENSE_PROFIT_ENTRIES is read there
-from coarse_gpu.experiment import pipeline
+from coarse_gpu.experiment import pipeline, steps
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.personalize import ProfitEstimates
 from coarse_gpu.experiment.stages import stage
+from coarse_gpu.policy import estimates as estimates_mod  # DENSE_PROFIT_ENTRIES is read there
 
 # a fast per-arm model (trees): the paths under test are downstream of step 1
 SMALL = ["model=gb_t", "model.n_folds=2", "data.n_customers=3000", "evaluation.n_boot=50", "discretizer.n_restarts=2",
@@ -115,7 +115,7 @@ def test_the_factored_pipeline_gives_the_dense_pipelines_policies(dense_and_fact
 def test_checks_and_ceiling_run_on_one_sample_above_check_rows(tmp_path, monkeypatch):
     cfg = _cfg(["evaluation.methods=[ot]", "evaluation.k_values=[1,3]"])
     full = pipeline.run_experiment(cfg, tmp_path / "all")
-    monkeypatch.setattr(pipeline, "CHECK_ROWS", 1500)
+    monkeypatch.setattr(steps, "CHECK_ROWS", 1500)
     sampled = pipeline.run_experiment(cfg, tmp_path / "sample")
     assert full["simulator_checks"]["n_customers"] == 3000 and full["true_profit_ceiling"]["n_customers"] == 3000
     assert sampled["simulator_checks"]["n_customers"] == 1500 == sampled["true_profit_ceiling"]["n_customers"]

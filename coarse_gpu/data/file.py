@@ -213,3 +213,26 @@ def load_experiment(path: str | Path, spec: FileSpec) -> ExperimentData:
 # ---------------------------------------------------------------------------------------------
 # the declared profit structure
 # ---------------------------------------------------------------------------------------------
+
+
+class FileSource:
+    """``data=file`` as a data source object: ``configs/data/file.yaml``'s ``_target_``, built by
+    ``hydra.utils.instantiate`` from the data config's keys (``FileDataConfig``; ``FileSpec.from_config``
+    reads them), like the simulators. ``sample()`` reads the file, checks it and returns the
+    ExperimentData.
+
+    path : the CSV / Parquet file; group_columns : columns read beside the features for the constraints
+    (never model inputs); spec : the other ``data.*`` keys (features, treatment, outcome, ...).
+    """
+
+    def __init__(self, path: Optional[str] = None, group_columns: Sequence[str] = (), **spec) -> None:
+        self.path = path
+        self.group_columns = list(group_columns)
+        self.spec = spec
+
+    def sample(self) -> ExperimentData:
+        if not self.path:
+            raise DataSchemaError(["data.path is not set: pass data.path=<your .csv or .parquet file>"], "data=file")
+        spec = FileSpec.from_config(self.spec)
+        spec.group_columns = [str(c) for c in self.group_columns]
+        return load_experiment(self.path, spec)

@@ -151,3 +151,30 @@ def load_ihdp(cfg: Mapping[str, Any], seed: int = 0) -> ExperimentData:
     data.truth = IHDPTruth(mu0, mu1, cost)
     data.meta["source"] = "ihdp surface B (econml.data.dgps.ihdp_surface_B)"
     return data
+
+
+class ThorntonSource:
+    """``data=thornton`` as a data source object (``configs/data/thornton.yaml``'s ``_target_``, built by
+    ``hydra.utils.instantiate``): ``sample()`` is ``load_thornton`` of these keys."""
+
+    def __init__(self, incentive_step: Optional[float] = 0.5, value_of_result: float = 2.0,
+                 min_per_arm: int = 10) -> None:
+        self.incentive_step = incentive_step
+        self.value_of_result = value_of_result
+        self.min_per_arm = min_per_arm
+
+    def sample(self) -> ExperimentData:
+        return load_thornton(vars(self))
+
+
+class IHDPSource:
+    """``data=ihdp`` as a data source object (``configs/data/ihdp.yaml``'s ``_target_``): ``sample()`` is
+    ``load_ihdp`` of these keys, surface B drawn with ``random_state=seed``."""
+
+    def __init__(self, treatment_cost: float = 0.0, min_per_arm: int = 10, seed: int = 0) -> None:
+        self.treatment_cost = treatment_cost
+        self.min_per_arm = min_per_arm
+        self.seed = seed
+
+    def sample(self) -> ExperimentData:
+        return load_ihdp(vars(self), self.seed)

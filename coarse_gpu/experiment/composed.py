@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from coarse_gpu.experiment.config import GROUP_SCHEMAS, DiscretizerConfig, config_dir, model_node
+from coarse_gpu.experiment.config import GROUP_SCHEMAS, DiscretizerConfig, RunConfig, config_dir, model_node
 
-__all__ = ["config_dir", "discretizer_config", "group_config", "model_config"]
+__all__ = ["config_dir", "discretizer_config", "group_config", "job_config", "model_config"]
 
 
 def group_config(group: str, name: str) -> Optional[DictConfig]:
@@ -51,4 +51,25 @@ def discretizer_config(solver: str) -> DictConfig:
         cfg = group_config("discretizer", "sinkhorn")
         cfg = OmegaConf.structured(DiscretizerConfig) if cfg is None else cfg
         cfg.solver = solver
+    return cfg
+
+
+def job_config(model: DictConfig, discretizer: DictConfig, *, data: Optional[dict] = None,
+               evaluation: Optional[dict] = None, **top) -> DictConfig:
+    """The whole job config the CLI composes for ``data=file model=... discretizer=... logger=none``: the
+    run schema (``RunConfig``) with the given ``model`` and ``discretizer`` nodes (``model_config``,
+    ``discretizer_config``), configs/data/file.yaml and configs/evaluation/default.yaml updated with
+    ``data`` / ``evaluation`` (their keys, e.g. {"eval_fraction": 0.3} / {"k_values": [1, 5]}), and
+    top-level keys (seed, device, quiet, ...). An unknown key is an error naming it (the schemas are
+    structured), as on the command line. What ``CoarsePersonalizer.run`` hands the pipeline."""
+    cfg = OmegaConf.structured(RunConfig)
+    with open_dict(cfg):
+        del cfg["defaults"]  # Hydra's defaults list: composition's, not the job's
+    cfg.data, cfg.model, cfg.discretizer = group_config("data", "file"), model, discretizer
+    cfg.evaluation, cfg.logger = group_config("evaluation", "default"), group_config("logger", "none")
+    for node, values in (("data", data), ("evaluation", evaluation)):
+        for key, v in (values or {}).items():
+            cfg[node][key] = v
+    for key, v in top.items():
+        cfg[key] = v
     return cfg

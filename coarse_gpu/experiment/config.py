@@ -100,6 +100,8 @@ class FileDataConfig:
     """
 
     name: str = "file"
+    # the data source class, built by hydra.utils.instantiate with the keys below (sample() -> ExperimentData)
+    _target_: str = "coarse_gpu.data.file.FileSource"
     path: Optional[str] = None  # CSV (.csv, .csv.gz, .tsv) or Parquet (.parquet, .pq)
     features: List[str] = field(default_factory=list)
     treatment: List[str] = field(default_factory=list)
@@ -146,6 +148,7 @@ class ThorntonDataConfig:
     """Thornton (2008) HIV-results incentives experiment via causaldata (coarse_gpu.data.real)."""
 
     name: str = "thornton"
+    _target_: str = "coarse_gpu.data.real.ThorntonSource"  # built by hydra.utils.instantiate, as the others
     # the randomized incentive rounded to this step -> arms 0, 0.5, ..., 3; null: the raw incentive
     # (its 27 randomized values, each its own arm; docs/data.md)
     incentive_step: Optional[float] = 0.5
@@ -160,6 +163,7 @@ class IHDPDataConfig:
     """IHDP semi-synthetic benchmark, response surface B, via econml (coarse_gpu.data.real)."""
 
     name: str = "ihdp"
+    _target_: str = "coarse_gpu.data.real.IHDPSource"  # built by hydra.utils.instantiate, as the others
     treatment_cost: float = 0.0  # profit = y - treatment_cost * treat
     min_per_arm: int = 10
     eval_fraction: float = 0.0
@@ -310,6 +314,9 @@ class EvaluationConfig:
 class LoggerConfig:
     """Weights & Biases. ``offline`` never needs a network or a login (``wandb sync`` later)."""
 
+    # the tracker's factory, built by hydra.utils.instantiate with these keys and the run's folder, config,
+    # run name and group (coarse_gpu.experiment.tracking.open_tracker; yours may return another tracker)
+    _target_: str = "coarse_gpu.experiment.tracking.open_tracker"
     name: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline | online | disabled
     project: str = "coarse_gpu"

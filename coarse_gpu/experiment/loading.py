@@ -15,7 +15,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from coarse_gpu.data import ExperimentData, PromotionsSimulator
+from coarse_gpu.data import ExperimentData
 from coarse_gpu.data.treatments import product_grid
 from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
 from coarse_gpu.experiment.dose import check_dose_model, dose_candidates, dose_space, is_continuous_dose
@@ -35,6 +35,12 @@ log = logging.getLogger("coarse_gpu")
 DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle", "dose")
 #: The simulated sources (scale= multiplies their n_customers).
 SIMULATED = ("promotions", "hurdle", "dose")
+#: Each source's class when its config node names none (a config written before sources had ``_target_``).
+SOURCE_CLASSES = {"promotions": "coarse_gpu.data.simulator.PromotionsSimulator",
+                  "hurdle": "coarse_gpu.data.hurdle.HurdlePromotionsSimulator",
+                  "dose": "coarse_gpu.data.dose_simulator.DoseSimulator",
+                  "file": "coarse_gpu.data.file.FileSource", "thornton": "coarse_gpu.data.real.ThorntonSource",
+                  "ihdp": "coarse_gpu.data.real.IHDPSource"}
 
 
 def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
@@ -52,35 +58,26 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
     if scale != 1.0 and data_cfg.name not in SIMULATED:
         raise ValueError(f"scale={scale} only applies to simulated data (data=promotions); data={data_cfg.name} "
                          "has a fixed number of customers: leave scale=1")
-    if data_cfg.name == "file":
-        # here: a file source's reader (and the real datasets' loaders below) load only when named
-        from coarse_gpu.data.file import DataSchemaError, FileSpec, load_experiment
-
-        if not data_cfg.get("path"):
-            raise DataSchemaError(["data.path is not set: pass data.path=<your .csv or .parquet file>"], "data=file")
-        spec = FileSpec.from_config(data_cfg)
-        spec.group_columns = [str(c) for c in group_columns]
-        return load_experiment(data_cfg.path, spec)
-    if data_cfg.name == "thornton":
-        from coarse_gpu.data.real import load_thornton  # here: as the file reader above
-
-        return load_thornton(data_cfg)
-    if data_cfg.name == "ihdp":
-        from coarse_gpu.data.real import load_ihdp  # here: as the file reader above
-
-        return load_ihdp(data_cfg, seed)
-    n_customers = int(round(data_cfg.n_customers * scale))
-    if n_customers < 2:
-        raise ValueError(f"scale={scale} x data.n_customers={data_cfg.n_customers} leaves {n_customers} customers; "
-                         "need at least 2")
-    # The simulator is built from its config by Hydra: every key of configs/data/promotions.yaml that
-    # its __init__ takes (``_target_``), the others (name, eval_fraction, candidate_points) are the job's.
-    cls = locate_class(data_cfg.get("_target_") or class_path(PromotionsSimulator), "data._target_")
+    cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    # Every source is an object built by Hydra from its config node: ``_target_`` (a simulator, FileSource,
+    # ThorntonSource, IHDPSource, or your own class with sample() -> ExperimentData) with the keys its
+    # __init__ takes (all of them when it takes **kwargs); name, eval_fraction, candidate_points are the job's.
+    cls = locate_class(cfg.get("_target_") or SOURCE_CLASSES[data_cfg.name], "data._target_")
     accepted = inspect.signature(cls.__init__).parameters
-    params = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k in accepted}
-    sim = instantiate({"_target_": class_path(cls), **params, "n_customers": n_customers, "seed": seed},
-                      _convert_="all")
-    return sim.sample()
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    params = {k: v for k, v in cfg.items() if k not in ("_target_", "name") and (takes_all or k in accepted)}
+    if "seed" in accepted:
+        params["seed"] = seed
+    if "group_columns" in accepted:
+        params["group_columns"] = [str(c) for c in group_columns]
+    if data_cfg.name in SIMULATED:
+        n_customers = int(round(data_cfg.n_customers * scale))
+        if n_customers < 2:
+            raise ValueError(f"scale={scale} x data.n_customers={data_cfg.n_customers} leaves {n_customers} "
+                             "customers; need at least 2")
+        params["n_customers"] = n_customers
+    source = instantiate({"_target_": class_path(cls), **params}, _convert_="all")
+    return source.sample()
 
 
 def discrete_dims(data: ExperimentData) -> np.ndarray:
@@ -152,10 +149,21 @@ def check_k_values(k_values: list[int], n_candidates: int, n_customers: int, key
                          "use a smaller K or more data")
 
 
+def source_data(cfg: DictConfig, seed: int) -> ExperimentData:
+    """The experiment ``cfg.data`` names (``build_data``), with the group column the constraints read."""
+    parity = (cfg.discretizer.get("group_parity") or {}).get("column")
+    return build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
+
+
 def prepare_data(cfg: DictConfig, seed: int, k_values: list[int], results_meta: dict):
     """The data step: the experiment, who trains and who is scored, the candidate treatments."""
-    parity = (cfg.discretizer.get("group_parity") or {}).get("column")
-    data = build_data(cfg.data, seed, float(cfg.get("scale", 1.0)), [parity] if parity else ())
+    return prepare_experiment(cfg, source_data(cfg, seed), seed, k_values)
+
+
+def prepare_experiment(cfg: DictConfig, data: ExperimentData, seed: int, k_values: list[int]):
+    """The data step on an experiment already loaded (from ``cfg.data``'s source, or the Python API's
+    arrays): every check of the config against it, before any training. Returns (data with its kinds
+    settled, the training rows, the scored rows, (M, d) candidate treatments)."""
     # every dimension's kind settled once: the split halves, the methods and the saved policies share it
     data = resolve_kinds(data, refine_integer_dims=bool(cfg.discretizer.get("refine_integer_dims", False)))
     dose = is_continuous_dose(data)
@@ -234,4 +242,4 @@ def _check_constraint_keys(cfg: DictConfig, data: ExperimentData, candidates: np
 
 
 __all__ = ["DATA_SOURCES", "SIMULATED", "build_data", "candidate_treatments", "check_k_values", "discrete_dims",
-           "prepare_data"]
+           "prepare_data", "prepare_experiment", "source_data"]

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json
+from coarse_gpu.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 # Display order and labels of the methods (the keys are the results.json contract).
 METHOD_LABELS = {
@@ -37,6 +37,22 @@ CEILING_LABEL = "true-profit ceiling"
 def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
     """Write results.json atomically (a reader or a killed run never sees half a file)."""
     return atomic_write_json(path, results)
+
+
+def write_report(results: Mapping[str, Any], out_dir: str | os.PathLike,
+                 echo: bool = True) -> tuple[Path, Path | None, int]:
+    """table.txt (also printed when ``echo``) and the figures into ``out_dir``: share_vs_k.png,
+    treatments_k<K>.png (K = 5 if run, else the largest) and, with constraints, price_of_constraints.png.
+    Returns (share png, treatments png or None, the K plotted). The CLI and ``CoarsePersonalizer.run``."""
+    out_dir = Path(out_dir)
+    table = format_table(results)
+    atomic_write_text(out_dir / "table.txt", table + "\n")
+    if echo:
+        print("\n" + table + "\n", flush=True)
+    share_png = plot_share_vs_k(results, out_dir / "share_vs_k.png")
+    plot_price_of_constraints(results, out_dir / "price_of_constraints.png")  # None without constraints
+    k_plot = 5 if 5 in results["k_values"] else max(results["k_values"])
+    return share_png, plot_treatments(results, out_dir / f"treatments_k{k_plot}.png", k_plot), k_plot
 
 
 def _method_order(results: Mapping[str, Any]) -> list[str]:

@@ -213,3 +213,12 @@ class Tracker:
             self.run.finish(exit_code=exit_code)
         finally:
             self.run = None
+
+
+def open_tracker(*, run_dir: str | os.PathLike, run_config: Optional[Mapping[str, Any]] = None,
+                 run_name: Optional[str] = None, group: Optional[str] = None, **logger_keys) -> Tracker:
+    """The ``logger`` config node's ``_target_``: ``Tracker.from_config`` of its keys (name, mode, project,
+    entity, tags, init_timeout_s) for the run folder ``run_dir``, the run's config ``run_config``, W&B run name and
+    group. A tracker of your own is a factory with this signature returning an object with Tracker's
+    methods (log, log_image, log_trace, log_results_table, summary, save_file, log_artifact, finish)."""
+    return Tracker.from_config(logger_keys, run_dir, run_config, name=run_name, group=group)
