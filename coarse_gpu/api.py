@@ -379,8 +379,9 @@ class CoarsePersonalizer(BaseEstimator):
         results = job.run(data=data, run_dir=folder)
         if folder is not None:
             write_report(results, folder, echo=bool(self.verbose))
-        if ("ot", int(self.k)) in job.state_.ctx.cache:
-            self._fitted(job, job.state_.ctx.cache[("ot", int(self.k))][0])
+        done = job.state_.ctx.cache if job.state_.ctx is not None else {}  # every K's ot policy, by ("ot", K)
+        if ("ot", int(self.k)) in done:
+            self._fitted(job, done[("ot", int(self.k))][0])
         return results
 
     def _fitted(self, job, policy) -> None:

@@ -101,7 +101,7 @@ def test_auto_picks_the_pooled_learner_where_the_arms_share_one_structure():
     gbt = GBTLearner(seed=0).fit(X, t, y).predict_arms(X)  # in-sample, so only an upper bound on its quality
     assert true_err["chosen"] < float(np.mean(((gbt - gbt.mean(1, keepdims=True)) - (mu - mu.mean(1, keepdims=True))) ** 2))
     np.testing.assert_array_equal(auto.arms_[:, 0], levels)
-    from coarse_gpu.experiment.pipeline import _n_fold_models
+    from coarse_gpu.experiment.steps import n_fold_models as _n_fold_models
 
     assert _n_fold_models(auto) == 3  # results.json model.n_fold_models: the winner's cross-fitted folds
     assert _n_fold_models(GBTLearner(seed=0)) is None
