@@ -199,3 +199,47 @@ def test_a_tracker_of_your_own_is_built_by_instantiate_from_the_logger_node(exam
     names = [c["call"] for c in calls]
     assert names.count("log_image") >= 1 and names[-1] == "finish" and calls[-1]["exit_code"] == 0
     assert any(c["call"] == "log" and "ot/share_of_full" in c["keys"] for c in calls)  # the job's own logging
+
+
+TOY_METHOD = '''
+import numpy as np
+from coarse_gpu.experiment.methods import register_method
+from coarse_gpu.policy import Policy
+
+def top_mean(k, ctx):
+    """The K candidates of highest mean estimated profit; each customer her best of them."""
+    profit = np.asarray(ctx.profit)
+    cols = np.sort(np.argsort(-profit.mean(0), kind="stable")[:k])
+    return Policy("top_mean", ctx.candidates[cols], profit[:, cols].argmax(1)), {}
+
+register_method("top_mean", top_mean)
+'''
+
+
+def test_a_registered_method_runs_through_both_doors_and_is_scored_like_the_baselines(example, monkeypatch):
+    tmp, df, features = example
+    (tmp / "toy_method.py").write_text(TOY_METHOD)
+    cli = _cli(tmp, features, tmp / "method", "plugins=[toy_method]", "evaluation.k_values=[1,3]",
+               "evaluation.methods=[ot,top_mean]", pythonpath=[tmp])
+    monkeypatch.syspath_prepend(str(tmp))
+    from coarse_gpu.experiment import methods, validate
+
+    names, steps = list(validate.METHODS), dict(methods.POLICY_METHODS)
+    try:
+        import toy_method  # noqa: F401  (registers top_mean in this process)
+
+        cp = CoarsePersonalizer(k=3, model="gb_s", n_folds=2, seed=0, treatment_kinds=KINDS)
+        api = cp.run(df[features], df[["discount", "duration_weeks"]], df["profit"], k_values=[1, 3],
+                     methods=["ot", "top_mean"], n_boot=200)
+    finally:  # leave the registry as found
+        validate.METHODS[:] = names
+        methods.POLICY_METHODS.clear()
+        methods.POLICY_METHODS.update(steps)
+    for k in ("1", "3"):
+        mine, theirs = api["methods"]["top_mean"][k], cli["methods"]["top_mean"][k]
+        assert mine["treatments"] == theirs["treatments"] and mine["dr_value"] == theirs["dr_value"]
+        assert len(mine["treatments"]) == int(k)
+        assert "ot_minus_top_mean" in cli["comparisons"][k]  # paired with ot like every baseline
+    # at K = 1 the top mean candidate is the best single treatment by estimated profit: ot's K=1 choice too
+    assert api["methods"]["top_mean"]["1"]["expected_profit"] == pytest.approx(api["methods"]["ot"]["1"]["expected_profit"])
+    assert cli["methods"]["top_mean"]["3"]["policy_path"] is None  # no saved rule: not saved, said in the log

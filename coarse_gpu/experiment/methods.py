@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ from coarse_gpu.policy.estimates import ProfitEstimates, fold_predictors
 from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
 
-__all__ = ["METHODS", "MethodContext", "constraints_from_config", "ensemble_spread", "method_policy", "ot_policy",
-           "treatment_costs", "warm_start"]
+__all__ = ["METHODS", "POLICY_METHODS", "MethodContext", "constraints_from_config", "ensemble_spread", "method_policy",
+           "ot_policy", "register_method", "treatment_costs", "warm_start"]
 
 log = logging.getLogger("coarse_gpu")
 
@@ -239,44 +239,84 @@ def _baseline_input(ctx: MethodContext, key: str):
     return ctx.cache[key]
 
 
+def _single_best(k: int, ctx: MethodContext):
+    return (single_best(_baseline_input(ctx, "profit_view"), ctx.candidates), {}) if k == 1 else None
+
+
+def _grid(k: int, ctx: MethodContext):
+    if k > ctx.arms.shape[0]:
+        log.warning("grid: K=%d exceeds the %d experimental arms; skipped", k, ctx.arms.shape[0])
+        return None
+    return grid_search(ctx.estimates.mu_arms, ctx.arms, k, seed=ctx.seed), {}
+
+
+def _ot(k: int, ctx: MethodContext):
+    if ("ot", k) in ctx.cache:  # ot_tree ran it first at this K
+        return ctx.cache[("ot", k)]
+    init = warm_start(ctx.profit, ctx.ot_previous, k) if ctx.cfg.discretizer.solver != "exact" else None
+    if ctx.constraints is None:  # once per run: they do not depend on K
+        ctx.constraints = constraints_from_config(ctx.cfg.discretizer, ctx.scored, ctx.candidates)
+        ctx.cache["constraint_spec"] = constraint_spec(ctx.cfg.discretizer, ctx.scored, ctx.constraints)
+    policy, extra = ot_policy(ctx.profit, ctx.candidates, k, ctx.cfg, ctx.estimates.oracle, ctx.scored.space,
+                              ctx.device, ctx.seed, init, ctx.constraints, ctx.cache["constraint_spec"])
+    ctx.ot_previous = extra.get("grid_index")
+    if ctx.constraints:
+        extra["unconstrained"] = unconstrained_ot(k, ctx)
+    ctx.cache[("ot", k)] = (policy, extra)
+    return policy, extra
+
+
+def _kmeans_features(k: int, ctx: MethodContext):
+    return kmeans_features(ctx.scored.X, _baseline_input(ctx, "profit_view"), ctx.candidates, k, seed=ctx.seed,
+                           embedding=_baseline_input(ctx, "features")), {}
+
+
+def _kmeans_preferences(k: int, ctx: MethodContext):
+    return kmeans_preferences(_baseline_input(ctx, "profit_view"), ctx.candidates, k, seed=ctx.seed,
+                              scale=ctx.scored.space.span), {}
+
+
+def _kmeans_profiles(k: int, ctx: MethodContext):
+    return kmeans_profiles(_baseline_input(ctx, "profit_view"), ctx.candidates, k, seed=ctx.seed,
+                           embedding=_baseline_input(ctx, "profiles")), {}
+
+
+def _policy_tree(k: int, ctx: MethodContext):
+    return policy_tree(ctx.scored.X, _baseline_input(ctx, "profit_view"), ctx.candidates, k, seed=ctx.seed,
+                       feature_names=getattr(ctx.scored, "feature_names", None)), {}
+
+
+#: ``evaluation.methods`` name -> its step at one K: ``fn(k, ctx) -> (Policy, extra dict)``, or None where
+#: the method does not apply at this K. ``register_method`` adds one (the config check then knows it).
+POLICY_METHODS: dict[str, Callable[[int, MethodContext], Optional[tuple[Policy, dict]]]] = {
+    "ot": _ot, "ot_tree": lambda k, ctx: (_ot_tree(k, ctx), {}), "kmeans_features": _kmeans_features,
+    "kmeans_preferences": _kmeans_preferences, "kmeans_profiles": _kmeans_profiles, "policy_tree": _policy_tree,
+    "grid": _grid, "single_best": _single_best}
+
+
+def register_method(name: str, fn: Callable[[int, MethodContext], Optional[tuple[Policy, dict]]], *,
+                    replace: bool = False) -> Callable:
+    """Make ``name`` an ``evaluation.methods`` entry of the main job (and of ``CoarsePersonalizer.run``):
+    ``fn(k, ctx)`` returns its Policy at K and an extra dict (or None where it does not apply at K), from
+    ``ctx`` (MethodContext: the scored customers, their estimated profit (N, M) at the candidates (M, d),
+    the arms, the config, the seed). Its policies are scored, reported and, when the Policy comes from a
+    baseline estimator with a ``saved_rule``, saved like the built-ins'. Returns ``fn``."""
+    if not name or not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a method name must be an identifier, got {name!r}")
+    if name in POLICY_METHODS and not replace:
+        raise ValueError(f"method {name!r} is registered already; pass replace=True to replace it")
+    POLICY_METHODS[name] = fn
+    if name not in METHODS:
+        METHODS.append(name)  # the torch-free config check's list (validate.METHODS)
+    return fn
+
+
 def method_policy(method: str, k: int, ctx: MethodContext) -> Optional[tuple[Policy, dict]]:
     """(policy, extra) of ``method`` at K, or None where the method does not apply at this K."""
-    p, cand, seed = ctx.profit, ctx.candidates, ctx.seed
-    if method == "single_best":
-        return (single_best(_baseline_input(ctx, "profit_view"), cand), {}) if k == 1 else None
-    if method == "grid":
-        if k > ctx.arms.shape[0]:
-            log.warning("grid: K=%d exceeds the %d experimental arms; skipped", k, ctx.arms.shape[0])
-            return None
-        return grid_search(ctx.estimates.mu_arms, ctx.arms, k, seed=seed), {}
-    if method == "ot":
-        if ("ot", k) in ctx.cache:  # ot_tree ran it first at this K
-            return ctx.cache[("ot", k)]
-        init = warm_start(p, ctx.ot_previous, k) if ctx.cfg.discretizer.solver != "exact" else None
-        if ctx.constraints is None:  # once per run: they do not depend on K
-            ctx.constraints = constraints_from_config(ctx.cfg.discretizer, ctx.scored, cand)
-            ctx.cache["constraint_spec"] = constraint_spec(ctx.cfg.discretizer, ctx.scored, ctx.constraints)
-        policy, extra = ot_policy(p, cand, k, ctx.cfg, ctx.estimates.oracle, ctx.scored.space, ctx.device, seed, init,
-                                  ctx.constraints, ctx.cache["constraint_spec"])
-        ctx.ot_previous = extra.get("grid_index")
-        if ctx.constraints:
-            extra["unconstrained"] = unconstrained_ot(k, ctx)
-        ctx.cache[("ot", k)] = (policy, extra)
-        return policy, extra
-    if method == "ot_tree":
-        return _ot_tree(k, ctx), {}
-    view = _baseline_input(ctx, "profit_view") if method in ("kmeans_features", "kmeans_preferences",
-                                                             "kmeans_profiles", "policy_tree") else None
-    if method == "kmeans_features":
-        return kmeans_features(ctx.scored.X, view, cand, k, seed=seed, embedding=_baseline_input(ctx, "features")), {}
-    if method == "kmeans_preferences":
-        return kmeans_preferences(view, cand, k, seed=seed, scale=ctx.scored.space.span), {}
-    if method == "kmeans_profiles":
-        return kmeans_profiles(view, cand, k, seed=seed, embedding=_baseline_input(ctx, "profiles")), {}
-    if method == "policy_tree":
-        return policy_tree(ctx.scored.X, view, cand, k, seed=seed,
-                           feature_names=getattr(ctx.scored, "feature_names", None)), {}
-    raise ValueError(f"unknown method {method!r}; available: {list(METHODS)}")
+    step = POLICY_METHODS.get(method)
+    if step is None:
+        raise ValueError(f"unknown method {method!r}; available: {list(POLICY_METHODS)}")
+    return step(k, ctx)
 
 
 def _shift(a: np.ndarray, b: np.ndarray, span: np.ndarray) -> float:

@@ -33,9 +33,10 @@ from coarse_gpu.utils.params import FINITE, FRACTION, NONNEG, POSITIVE, Rule, in
 from coarse_gpu.utils.params import fmt_number as _fmt
 
 #: The methods ``evaluation.methods`` may list (coarse_gpu.experiment.methods implements each): here, in
-#: the torch-free config check, so that checking a config loads neither torch nor the methods.
-METHODS = ("ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid",
-           "single_best")
+#: the torch-free config check, so that checking a config loads neither torch nor the methods. A list:
+#: ``methods.register_method`` (a plugin's baseline) appends to it.
+METHODS = ["ot", "ot_tree", "kmeans_features", "kmeans_preferences", "kmeans_profiles", "policy_tree", "grid",
+           "single_best"]
 
 
 # The rule type lives with the classes' own parameter declarations (coarse_gpu.utils.params); the keys
