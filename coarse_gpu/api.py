@@ -45,7 +45,6 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from sklearn.base import BaseEstimator
 
-import coarse_gpu.experiment.personalize as step_one  # called through the module: tests patch step 1 there
 from coarse_gpu.api_inputs import (  # the arguments' coercion and checks
     _by_name,
     _check_range,
@@ -64,12 +63,10 @@ from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
 from coarse_gpu.evaluate.bootstrap import SharedBootstrap
 from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics, metric_name_problems
 from coarse_gpu.experiment.composed import discretizer_config, job_config, model_config
-from coarse_gpu.experiment.dose import check_dose_model, dose_policy_scores, dose_space, is_continuous_dose
+from coarse_gpu.experiment.dose import dose_policy_scores, is_continuous_dose
 from coarse_gpu.experiment.job import CoarsePipeline
-from coarse_gpu.experiment.kinds import check_unseen_model, resolve_kinds
-from coarse_gpu.experiment.methods import ot_policy
+from coarse_gpu.experiment.methods import method_policy
 from coarse_gpu.experiment.model_build import MODELS, model_key_problems
-from coarse_gpu.experiment.pipeline import candidate_treatments, check_k_values
 from coarse_gpu.experiment.report import write_report
 from coarse_gpu.experiment.validate import config_problems, range_problems, solver_option_problems
 from coarse_gpu.models.twopart import unstack_outcome
@@ -281,47 +278,27 @@ class CoarsePersonalizer(BaseEstimator):
         Every argument is checked before any training.
         """
         self._check_params()
-        model_cfg, run_cfg = self._model_cfg(), self._discretizer_cfg()
-        seed = int(self.seed)
-        seed_everything(seed)
-        device = resolve_device(self.device)
+        cfg = self._job_config(None, ["ot"], 0.0, 0, 0.95, None)
+        seed_everything(int(self.seed))
         data = self._experiment(X, treatment, y, propensity)
         if response is not None or value is not None or accounting is not None:
             data = _with_structure(data, response, value, accounting)
-        # every dimension's kind settled as the CLI does (coarse_gpu.experiment.kinds): a discrete or
-        # categorical dimension keeps its observed values, unseen combinations are not offered
-        refine_int = bool(run_cfg.discretizer.get("refine_integer_dims", False))
-        data = resolve_kinds(data, refine_integer_dims=refine_int)
-        self.continuous_dose_ = is_continuous_dose(data)
-        if self.continuous_dose_:  # every row its own dose: the dose learners, candidates over the doses seen
-            data = dose_space(data)
-            check_dose_model(model_cfg, data)
-        candidates = candidate_treatments(
-            data, OmegaConf.create({"candidate_points": None,
-                                    "allow_unseen_combinations": bool(self.allow_unseen_combinations)}),
-            keep_integer_dims=not refine_int)
-        check_unseen_model(model_cfg, data, candidates)
-        check_k_values([int(self.k)], len(candidates), len(data), key="k")
         share_counts(len(data), int(self.k), self.min_share, self.max_share)
-        constraints = self._constraints(data, candidates)
-        model, est, selection = step_one.personalize(model_cfg, data, data, True, device, seed, bool(self.verbose))
-        profit = est.at_candidates(candidates)  # dense, or factored at millions of customers (as the CLI)
-        spec = {"n_constraints": len(constraints), "source": "python"} if constraints else None
-        # the CLI's ot method at one K (no smaller K to warm-start from): same solver, options, refinement
-        policy, _ = ot_policy(profit, candidates, int(self.k), run_cfg, est.oracle, data.space, device, seed,
-                              None, constraints or None, spec)
+        # the main job's own steps (coarse_gpu.experiment.job): its data step (kinds, the dose path,
+        # candidates, every check), step 1, and its ot method at one K (no smaller K to warm-start from)
+        job = CoarsePipeline(cfg, verbose=bool(self.verbose))
+        prep = job.prepare(data, k_key="k")
+        constraints = self._constraints(prep.scored, prep.candidates)
+        model, est, selection = job.personalize(prep)
+        device = resolve_device(self.device)
+        ctx = job.context(prep, model, est, est.at_candidates(prep.candidates), device)
+        if constraints:
+            ctx.constraints = constraints
+            ctx.cache["constraint_spec"] = {"n_constraints": len(constraints), "source": "python"}
+        policy, _ = method_policy("ot", int(self.k), ctx)
         if constraints:
             policy.info["constraints"]["enforced"] = False
-        self.policy_ = deployable(policy, model, data, candidates)
-        self.treatments_ = np.asarray(policy.treatments, dtype=np.float64)
-        self.candidates_ = np.asarray(candidates, dtype=np.float64)
-        self.assignment_ = np.asarray(policy.assignment, dtype=np.int64)
-        self.effective_k_ = int(np.unique(self.assignment_).size)
-        self.model_ = model
-        self.model_selection_ = selection
-        self.treatment_names_ = list(data.space.names)
-        self.treatments_labelled_ = data.space.to_user(self.treatments_)
-        self.feature_names_in_ = list(self.policy_.feature_schema.columns)
+        self._fitted(prep, model, selection, policy)
         if self.effective_k_ < int(self.k):
             warnings.warn(f"CoarsePersonalizer: only {self.effective_k_} of the k={self.k} treatments are given to "
                           "any training row (the others' segments are empty); effective_k_ "
@@ -351,21 +328,7 @@ class CoarsePersonalizer(BaseEstimator):
         the fitted attributes are those ``fit`` sets, from that policy (``assign``, ``save`` work after).
         """
         self._check_params()
-        evaluation = {"n_boot": n_boot, "ci_level": ci_level, "k_values": list(k_values or [self.k])}
-        evaluation.update({} if methods is None else {"methods": list(methods)})
-        evaluation.update({} if metrics is None else {"metrics": list(metrics)})
-        disc = self._discretizer_cfg().discretizer
-        disc.k = None if k_values is not None else int(self.k)
-        try:
-            cfg = job_config(self._model_cfg(), disc, evaluation=evaluation, seed=int(self.seed),
-                             device=str(self.device), quiet=not self.verbose,
-                             data={"eval_fraction": eval_fraction,
-                                   "allow_unseen_combinations": bool(self.allow_unseen_combinations)})
-        except OmegaConfBaseException as err:
-            raise ValueError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
-        problems = config_problems(cfg)
-        if problems:
-            raise ValueError(problems[0].replace("evaluation.", "").replace("data.", ""))
+        cfg = self._job_config(k_values, methods, eval_fraction, n_boot, ci_level, metrics)
         seed_everything(int(self.seed))
         data = self._experiment(X, treatment, y, propensity)
         if response is not None or value is not None or accounting is not None:
@@ -381,22 +344,49 @@ class CoarsePersonalizer(BaseEstimator):
             write_report(results, folder, echo=bool(self.verbose))
         done = job.state_.ctx.cache if job.state_.ctx is not None else {}  # every K's ot policy, by ("ot", K)
         if ("ot", int(self.k)) in done:
-            self._fitted(job, done[("ot", int(self.k))][0])
+            self._fitted(job.prepared_, job.state_.model, results.get("model_selection"),
+                         done[("ot", int(self.k))][0])
         return results
 
-    def _fitted(self, job, policy) -> None:
-        """``fit``'s attributes from a pipeline that ran (its model, data and candidates) and its ot policy."""
-        prep, model = job.prepared_, job.state_.model
+    def _fitted(self, prep, model, selection, policy) -> None:
+        """The fitted attributes from the pipeline's data step ``prep``, its step 1 and an ot ``policy``."""
         self.policy_ = deployable(policy, model, prep.data, prep.candidates)
         self.treatments_ = np.asarray(policy.treatments, dtype=np.float64)
         self.candidates_ = np.asarray(prep.candidates, dtype=np.float64)
         self.assignment_ = np.asarray(policy.assignment, dtype=np.int64)
         self.effective_k_ = int(np.unique(self.assignment_).size)
-        self.model_, self.model_selection_ = model, job.state_.results.get("model_selection")
+        self.model_, self.model_selection_ = model, selection
         self.treatment_names_ = list(prep.data.space.names)
         self.treatments_labelled_ = prep.data.space.to_user(self.treatments_)
         self.feature_names_in_ = list(self.policy_.feature_schema.columns)
         self.continuous_dose_ = is_continuous_dose(prep.data)
+
+    def _job_config(self, k_values, methods, eval_fraction, n_boot, ci_level, metrics):
+        """The main job's config for these arguments, as ``coarse-gpu data=file ...`` composes it (the model
+        and discretizer files, their ``*_params``, the evaluation keys), checked by the CLI's rules; the
+        one K ``k`` as ``discretizer.k`` unless ``k_values`` are given."""
+        def plain(v):  # numpy numbers as Python's, so the schema takes np.int64(3) as it takes 3
+            return v.item() if isinstance(v, np.generic) else v
+
+        ks = [plain(k) for k in (k_values if k_values is not None else [self.k])]
+        evaluation = {"n_boot": plain(n_boot), "ci_level": plain(ci_level), "k_values": ks}
+        evaluation.update({} if methods is None else {"methods": list(methods)})
+        evaluation.update({} if metrics is None else {"metrics": list(metrics)})
+        disc = self._discretizer_cfg().discretizer
+        disc.k = None if k_values is not None else int(self.k)
+        try:
+            cfg = job_config(self._model_cfg(), disc, evaluation=evaluation, seed=int(self.seed),
+                             device=str(self.device), quiet=not self.verbose,
+                             data={"eval_fraction": plain(eval_fraction),
+                                   "allow_unseen_combinations": bool(self.allow_unseen_combinations)})
+        except OmegaConfBaseException as err:
+            raise ValueError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
+        # the shares are arguments here: share_counts names them in the API's words once N is known
+        problems = [p for p in config_problems(cfg) if not p.startswith(("discretizer.min_share",
+                                                                         "discretizer.max_share"))]
+        if problems:
+            raise ValueError(problems[0].replace("evaluation.", "").replace("data.", ""))
+        return cfg
 
     # -- use -------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from coarse_gpu.cli import config_dir
-from coarse_gpu.experiment import job, pipeline
+import coarse_gpu.experiment.personalize as step_one
+from coarse_gpu.experiment import pipeline
 from coarse_gpu.experiment.config import register_configs
 from coarse_gpu.experiment.pipeline import build_data, run_experiment
 from coarse_gpu.experiment.validate import ConfigValueError
@@ -151,7 +152,7 @@ def test_bad_constraint_keys_are_named_before_training(overrides, expected, tmp_
     def no_training(*a, **kw):
         raise AssertionError("trained before the config error")
 
-    monkeypatch.setattr(job, "personalize", no_training)
+    monkeypatch.setattr(step_one, "personalize", no_training)
     with pytest.raises(ConfigValueError) as err:
         run_experiment(_cfg(overrides), tmp_path)
     assert expected in str(err.value)

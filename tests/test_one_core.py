@@ -15,7 +15,7 @@ import pytest
 
 from coarse_gpu import CoarsePersonalizer
 from coarse_gpu.discretize import budget_constraint, treatment_costs
-from coarse_gpu.experiment import job
+import coarse_gpu.experiment.personalize as step_one
 from tests.test_api_reliability import _example_frame
 
 FEATURES_DROP = ("customer_id", "discount", "duration_weeks", "profit")
@@ -119,7 +119,7 @@ def test_runs_bad_arguments_are_one_line_naming_them_before_any_training(example
     def no_training(*a, **kw):
         raise AssertionError("trained before the argument error")
 
-    monkeypatch.setattr(job, "personalize", no_training)
+    monkeypatch.setattr(step_one, "personalize", no_training)
     cp = CoarsePersonalizer(k=2, model="gb_s", n_folds=2, seed=0)
     with pytest.raises(ValueError) as err:
         cp.run(df[features], df[["discount", "duration_weeks"]], df["profit"], **kwargs)

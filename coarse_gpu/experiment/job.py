@@ -25,6 +25,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+import coarse_gpu.experiment.personalize as step_one  # called through the module: tests replace step 1 there
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.evaluate.choose_k import choose_k
 from coarse_gpu.evaluate.metrics import DEFAULT_JOB_METRICS
@@ -35,7 +36,6 @@ from coarse_gpu.experiment.evaluation import Evaluator
 from coarse_gpu.experiment.kinds import allow_unseen, unseen_mask, unseen_record, with_unseen_weights
 from coarse_gpu.experiment.loading import prepare_experiment, source_data
 from coarse_gpu.experiment.methods import METHODS, MethodContext
-from coarse_gpu.experiment.personalize import personalize
 from coarse_gpu.experiment.report import write_results
 from coarse_gpu.experiment.stages import stage
 from coarse_gpu.experiment.steps import JobState, references, run_k, simulator_checks, training_record
@@ -91,18 +91,19 @@ class CoarsePipeline:
         self.verbose = verbose
         self.constraints = constraints
 
-    def prepare(self, data: Optional[ExperimentData] = None) -> Prepared:
-        """The data step: ``data`` (else the config's source), split, candidates, checked against the config."""
+    def prepare(self, data: Optional[ExperimentData] = None, k_key: Optional[str] = None) -> Prepared:
+        """The data step: ``data`` (else the config's source), split, candidates, checked against the config
+        (``k_key``: the name the K check's error gives the one K, e.g. the API's ``k``)."""
         cfg, seed = self.config, int(self.config.seed)
         data = source_data(cfg, seed) if data is None else data
-        return Prepared(*prepare_experiment(cfg, data, seed, run_settings(cfg)[0]))
+        return Prepared(*prepare_experiment(cfg, data, seed, run_settings(cfg)[0], k_key=k_key))
 
     def personalize(self, prep: Prepared, run_dir: Optional[Path] = None):
         """Step 1: (the fitted model, the scored rows' ProfitEstimates, the model-selection record).
         Checkpoints go under ``run_dir/checkpoints`` (a rerun resumes), none without a folder."""
         cfg = self.config
         ckpt = None if run_dir is None else Path(run_dir) / "checkpoints"
-        model, est, selection = personalize(cfg.model, prep.train, prep.scored, prep.train is prep.scored,
+        model, est, selection = step_one.personalize(cfg.model, prep.train, prep.scored, prep.train is prep.scored,
                                             resolve_device(cfg.device), int(cfg.seed), self.verbose,
                                             checkpoint_dir=ckpt)
         if unseen_mask(prep.candidates, prep.data.arms, prep.data.space.fixed_dims).any():
@@ -192,10 +193,15 @@ class CoarsePipeline:
         log.info("model %s (%s) trained in %.1fs%s", cfg.model.name, results["model"]["selected"], timings["train"],
                  "" if results["model"]["rmse_profit_grid"] is None
                  else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
-        arms = np.asarray(prep.data.arms if is_continuous_dose(prep.data) else model.arms_)
-        state.ctx = MethodContext(prep.scored, est, profit, prep.candidates, arms, cfg, device, int(cfg.seed),
-                                  cache={"profit_view": view})
+        state.ctx = self.context(prep, model, est, profit, device, cache={"profit_view": view})
         state.model, state.evaluator = model, evaluator
+
+    def context(self, prep: Prepared, model, est, profit, device, cache: Optional[dict] = None) -> MethodContext:
+        """What every method reads at every K (``methods.MethodContext``): the scored rows, their estimates
+        and (N, M) estimated profit at the candidates, the model's arms (the data's on a continuous dose)."""
+        arms = np.asarray(prep.data.arms if is_continuous_dose(prep.data) else model.arms_)
+        return MethodContext(prep.scored, est, profit, prep.candidates, arms, self.config, device,
+                             int(self.config.seed), cache=dict(cache or {}))
 
 
 def _write(path: Optional[Path], results: dict) -> None:

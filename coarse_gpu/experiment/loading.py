@@ -160,10 +160,12 @@ def prepare_data(cfg: DictConfig, seed: int, k_values: list[int], results_meta: 
     return prepare_experiment(cfg, source_data(cfg, seed), seed, k_values)
 
 
-def prepare_experiment(cfg: DictConfig, data: ExperimentData, seed: int, k_values: list[int]):
+def prepare_experiment(cfg: DictConfig, data: ExperimentData, seed: int, k_values: list[int],
+                       k_key: Optional[str] = None):
     """The data step on an experiment already loaded (from ``cfg.data``'s source, or the Python API's
-    arrays): every check of the config against it, before any training. Returns (data with its kinds
-    settled, the training rows, the scored rows, (M, d) candidate treatments)."""
+    arrays): every check of the config against it, before any training (``k_key``: the argument that
+    holds the one K, named in its error, e.g. the API's ``k``). Returns (data with its kinds settled, the
+    training rows, the scored rows, (M, d) candidate treatments)."""
     # every dimension's kind settled once: the split halves, the methods and the saved policies share it
     data = resolve_kinds(data, refine_integer_dims=bool(cfg.discretizer.get("refine_integer_dims", False)))
     dose = is_continuous_dose(data)
@@ -178,7 +180,7 @@ def prepare_experiment(cfg: DictConfig, data: ExperimentData, seed: int, k_value
     candidates = candidate_treatments(data, cfg.data, keep_integer_dims=keep)
     _warn_discrete_dims(data)
     check_unseen_model(cfg.model, data, candidates)
-    check_k_values(k_values, len(candidates), len(scored))
+    check_k_values(k_values, len(candidates), len(scored), key=k_key)
     _check_constraint_keys(cfg, data, candidates)
     _check_mip_size(cfg, len(scored), len(candidates))
     log.info("data: %d customers (%s), %s, %d candidate treatments", len(data),
