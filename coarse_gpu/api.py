@@ -295,7 +295,10 @@ class CoarsePersonalizer(BaseEstimator):
         if constraints:
             ctx.constraints = constraints
             ctx.cache["constraint_spec"] = {"n_constraints": len(constraints), "source": "python"}
-        policy, _ = method_policy("ot", int(self.k), ctx)
+        out = method_policy("ot", int(self.k), ctx)
+        if out is None:  # pragma: no cover - ot applies at every K
+            raise RuntimeError(f"the ot method gave no policy at k={self.k}")
+        policy = out[0]
         if constraints:
             policy.info["constraints"]["enforced"] = False
         self._fitted(prep, model, selection, policy)

@@ -177,7 +177,7 @@ MUTATIONS: list[Mutation] = [
       "every segment gets the overall best candidate"),
     M("p3", "coarse_gpu/policy/rules.py", '"scale": _f64(est.scale_),', '"scale": np.ones_like(_f64(est.scale_)),',
       ("tests/test_mutations_caught.py", "tests/test_policy_io.py"), "saved feature-centroid policy drops the scaling"),
-    M("p4", "coarse_gpu/policy/tree.py", "go_left = x[np.flatnonzero(inner), f] <= threshold[node[inner]]",
+    M("p4", "coarse_gpu/policy/stored_tree.py", "go_left = x[np.flatnonzero(inner), f] <= threshold[node[inner]]",
       "go_left = x[np.flatnonzero(inner), f] >= threshold[node[inner]]", ("tests/test_policy_tree.py",),
       "policy tree sends customers the wrong way"),
     M("p5", "coarse_gpu/policy/clustering.py", "        for j in live:  # one center",

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from coarse_gpu.models.base import check_outcome, check_treatments, check_X, find_arms
 from coarse_gpu.models.ensemble import batchable, fit_batched
+from coarse_gpu.models.outcome import stack_outcome
 from coarse_gpu.models.parallel import auto_jobs, fit_all
 
 __all__ = ["CrossFitted", "fold_indices"]
@@ -111,8 +112,6 @@ class CrossFitted(BaseEstimator):
         T = check_treatments(t, n)
         y = check_outcome(y, n)
         if response is not None:
-            # here: twopart.py imports boosting.py, which imports this module (a circle at the top)
-            from coarse_gpu.models.twopart import stack_outcome
 
             y = stack_outcome(y, response, value)
         if self.n_folds > n // 2:

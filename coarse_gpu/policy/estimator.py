@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from coarse_gpu.discretize.profit import FactoredProfit
 from coarse_gpu.policy.policy import Policy
 from coarse_gpu.policy.profit_view import ProfitView, as_view, to_numpy
+from coarse_gpu.policy.rules import RULES
 
 __all__ = ["PolicyEstimator", "check_candidates", "check_k", "estimated_value", "policy_from_segments",
            "segment_best_candidates"]
@@ -41,8 +42,6 @@ BASELINE_CLASSES: dict[str, type] = {}
 
 
 def _rule_names() -> list[str]:
-    from coarse_gpu.policy.rules import RULES  # rules.py imports tree.py, which imports this module
-
     return list(RULES)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from coarse_gpu.policy.clustering import nearest_center
-from coarse_gpu.policy.tree import apply_tree
+from coarse_gpu.policy.stored_tree import apply_tree
 
 __all__ = ["RULES", "AssignRule", "register_rule"]
 

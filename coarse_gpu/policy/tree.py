@@ -26,6 +26,7 @@ from coarse_gpu.policy.clustering import MAX_FIT_ROWS, sample_rows
 from coarse_gpu.policy.estimator import PolicyEstimator, check_candidates
 from coarse_gpu.policy.policy import Policy
 from coarse_gpu.policy.profit_view import ProfitView, as_view
+from coarse_gpu.policy.stored_tree import apply_tree
 
 
 def tree_depth_for_k(k: int) -> int:
@@ -177,23 +178,3 @@ def policy_tree(X, profit, candidates, k: int, seed: int = 0, min_samples_leaf: 
     return est.fit(profit, candidates, X).policy_
 
 
-def apply_tree(X, tree: dict) -> np.ndarray:
-    """Slot of each row of X (N, p) under a stored tree (``Policy.info["tree"]``): at node j go left when
-    X[:, feature[j]] <= threshold[j], until a leaf (left == -1); returns leaf_slot of that leaf, (N,) int64."""
-    x = np.asarray(X, dtype=np.float64)
-    feature = np.asarray(tree["feature"], dtype=np.int64)
-    threshold = np.asarray(tree["threshold"], dtype=np.float64)
-    left = np.asarray(tree["left"], dtype=np.int64)
-    right = np.asarray(tree["right"], dtype=np.int64)
-    leaf_slot = np.asarray(tree["leaf_slot"], dtype=np.int64)
-    if x.ndim != 2 or (feature.max(initial=-1) >= x.shape[1]):
-        raise ValueError(f"apply_tree: X must be (N, p) with p > {feature.max(initial=-1)}, got shape {x.shape}")
-    node = np.zeros(x.shape[0], dtype=np.int64)
-    for _ in range(len(feature)):
-        inner = left[node] >= 0
-        if not inner.any():
-            break
-        f = feature[node[inner]]
-        go_left = x[np.flatnonzero(inner), f] <= threshold[node[inner]]
-        node[inner] = np.where(go_left, left[node[inner]], right[node[inner]])
-    return leaf_slot[node]
