@@ -56,7 +56,7 @@ from coarse_gpu.api_inputs import (  # the arguments' coercion and checks
     _unsupported_segments,
 )
 from coarse_gpu.data.file import FileSpec, check_frame, experiment_from_frame, is_time_column
-from coarse_gpu.discretize import SOLVERS, Constraint
+from coarse_gpu.discretize import SOLVER_TABLE, Constraint
 from coarse_gpu.discretize.constraints import check_constraints
 from coarse_gpu.discretize.exact import share_counts
 from coarse_gpu.evaluate import arm_weights, dr_scores, dr_value
@@ -157,8 +157,8 @@ class CoarsePersonalizer(BaseEstimator):
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r} is not one of {sorted(MODELS)}")
-        if self.discretizer not in SOLVERS:
-            raise ValueError(f"discretizer={self.discretizer!r} is not one of {list(SOLVERS)}")
+        if self.discretizer not in SOLVER_TABLE:  # the live table: a registered solver too
+            raise ValueError(f"discretizer={self.discretizer!r} is not one of {list(SOLVER_TABLE)}")
         for name in ("min_share", "max_share"):
             v = getattr(self, name)
             if v is not None and not _is_num(v):

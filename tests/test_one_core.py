@@ -243,3 +243,40 @@ def test_a_registered_method_runs_through_both_doors_and_is_scored_like_the_base
     # at K = 1 the top mean candidate is the best single treatment by estimated profit: ot's K=1 choice too
     assert api["methods"]["top_mean"]["1"]["expected_profit"] == pytest.approx(api["methods"]["ot"]["1"]["expected_profit"])
     assert cli["methods"]["top_mean"]["3"]["policy_path"] is None  # no saved rule: not saved, said in the log
+
+
+TOY_SOLVER = '''
+import torch
+from coarse_gpu.discretize import Solution, SolverSpec, register_solver
+
+def top_means(state, call):
+    """The K candidates with the highest mean profit."""
+    means = state.src.columns64(torch.arange(state.src.m)).mean(0)
+    return Solution(torch.sort(means.topk(state.k).indices).values)
+
+register_solver(SolverSpec("toy_top_means", top_means, "best K column means", shares=False, constraints=False,
+                           support=False, distributed=False, lazy=False))
+'''
+
+
+def test_a_registered_solver_runs_through_both_doors(example, monkeypatch):
+    """docs/extending.md "A new solver", end to end: the CLI with the plugin and the API (discretizer=) give
+    the same K treatments (the solver itself is checked against its definition in test_solver_table.py)."""
+    tmp, df, features = example
+    (tmp / "toy_solver.py").write_text(TOY_SOLVER)
+    cli = _cli(tmp, features, tmp / "solver", "plugins=[toy_solver]", "discretizer.solver=toy_top_means",
+               "discretizer.refine=false", "discretizer.k=3", "evaluation.methods=[ot]", pythonpath=[tmp])
+    monkeypatch.syspath_prepend(str(tmp))
+    from coarse_gpu.discretize import SOLVER_TABLE
+
+    try:
+        import toy_solver  # noqa: F401  (registers the solver in this process)
+
+        cp = CoarsePersonalizer(k=3, model="gb_s", n_folds=2, seed=0, treatment_kinds=KINDS,
+                                discretizer="toy_top_means", discretizer_params={"refine": False})
+        cp.fit(df[features], df[["discount", "duration_weeks"]], df["profit"])
+    finally:
+        SOLVER_TABLE.pop("toy_top_means", None)
+    assert cli["methods"]["ot"]["3"]["treatments"] == cp.treatments_.tolist()
+    on_grid = (cp.treatments_[:, None, :] == cp.candidates_[None]).all(2).any(1)
+    assert on_grid.all() and len({tuple(t) for t in cp.treatments_.tolist()}) == 3  # three distinct candidates
