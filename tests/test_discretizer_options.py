@@ -48,13 +48,23 @@ def test_config_defaults_mirror_the_solver_defaults():
     assert {k: d[k] for k in OPTION_NAMES} == default_options()
 
 
+SEEN: dict = {}
+
+
+def record(profit, k, **kw):
+    """A step-2 entry point that records what it is called with (``discretizer._target_``)."""
+    SEEN.clear()
+    SEEN.update(kw)
+
+
 @pytest.mark.parametrize("name", OPTION_NAMES)
-def test_every_option_reaches_discretize_from_the_command_line(name, monkeypatch):
-    cfg = _compose([_override(name, NON_DEFAULT[name]), "logger=none"])
+def test_every_option_reaches_discretize_from_the_command_line(name):
+    """The discretizer node is built by instantiate: its _target_ (here a recorder) gets every option."""
+    cfg = _compose([_override(name, NON_DEFAULT[name]), "logger=none",
+                    f"discretizer._target_={__name__}.record"])
     assert not config_problems(cfg)
-    seen = {}
-    monkeypatch.setattr(methods, "discretize", lambda profit, k, **kw: seen.update(kw))
     methods._discretize(np.zeros((4, 3)), np.arange(3.0)[:, None], 2, cfg, None, None, "cpu", 0, None, None)
+    seen = dict(SEEN)
     assert seen[name] == NON_DEFAULT[name]
     others = {k: v for k, v in seen.items() if k in OPTION_NAMES and k != name}
     assert others == {k: v for k, v in default_options().items() if k != name}

@@ -270,6 +270,9 @@ class DiscretizerConfig(SolverOptions):
     the main job's own.
     """
 
+    # The step-2 entry point, built by hydra.utils.instantiate (a partial) with the options above and called
+    # with the profits, K and the run's own arguments (candidates, the model's oracle, constraints, device).
+    _target_: str = "coarse_gpu.discretize.discretize"
     # One K for this run (for sweeps: -m discretizer.k=2,3); null = every K in evaluation.k_values.
     k: Optional[int] = None
     epsilon: Optional[float] = None  # target entropic regularization (unit-free); null = solver default

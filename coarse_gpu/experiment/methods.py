@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from coarse_gpu.data import ExperimentData
@@ -43,6 +44,7 @@ from coarse_gpu.policy.baselines import ProfitView, feature_embedding, profile_e
 from coarse_gpu.policy.estimates import ProfitEstimates, fold_predictors
 from coarse_gpu.policy.ot_tree import ot_tree
 from coarse_gpu.policy.tree import policy_tree
+from coarse_gpu.utils.imports import class_path
 
 __all__ = ["METHODS", "POLICY_METHODS", "MethodContext", "constraints_from_config", "ensemble_spread", "method_policy",
            "ot_policy", "register_method", "treatment_costs", "warm_start"]
@@ -158,11 +160,17 @@ def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, c
         options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
         if space.kinds is not None:  # discrete / categorical dimensions stay on their observed values
             options["frozen_dims"] = space.fixed_dims.tolist()
-    kwargs = dict(candidates=candidates, min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon,
-                  device=str(device), seed=seed, constraints=constraints or None, **options)
+    plain = dict(min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon, **options)
+    run = dict(candidates=candidates, device=str(device), seed=seed, constraints=constraints or None)
+    for key in ("init", "refine_oracle", "bounds", "frozen_dims"):  # the run's objects, not config values
+        if key in plain:
+            run[key] = plain.pop(key)
     if cfg.get("distributed", False):  # rank 0 of a distributed job: solved with every rank (experiment/followers.py)
-        return sharded_discretize(profit, k, **kwargs)
-    return discretize(profit, k, **kwargs)
+        return sharded_discretize(profit, k, **plain, **run)
+    # the node's entry point (discretize, or yours: discretizer._target_) as a partial of its options
+    solve = instantiate({"_target_": d.get("_target_") or class_path(discretize), "_partial_": True, **plain},
+                        _convert_="all")
+    return solve(profit, k, **run)
 
 
 def ot_policy(profit: np.ndarray, candidates: np.ndarray, k: int, cfg: DictConfig, oracle, space,
