@@ -10,27 +10,22 @@
     cp.evaluate(X, treatment, y)                # doubly robust value of the policy on (new) data, with CI
                                                 # (the kernel DR on a continuous dose, as the main job)
     cp.save("policies/my_k5"); CoarsePersonalizer.load("policies/my_k5")
+    results = cp.run(X, treatment, y, k_values=[1, 2, 3, 5], run_dir="outputs/mine")   # the whole job
 
-It runs the main job's steps on the caller's arrays, with the CLI's own functions, so the same data,
-seed and options give the same K treatments as ``coarse-gpu data=file ... discretizer.k=K``: the data
-checks of ``data=file`` (coarse_gpu.data.file), step 1 cross-fitted on every row with the model config
-the CLI composes from ``configs/model/<model>.yaml`` (coarse_gpu.experiment.composed, personalize),
-step 2 as the CLI's ``ot`` method (coarse_gpu.experiment.methods.ot_policy on the out-of-fold estimates
-at the grid of the arms' levels, refined off the grid with the model's profit oracle unless side
-constraints are given) and a saved policy in the CLI's format (``policies/<method>_k<K>``), so a policy
-fitted here is scored by ``coarse-gpu-assign`` and vice versa.
+One core, two doors: the main job is one library object, coarse_gpu.experiment.job.CoarsePipeline,
+and both ``coarse-gpu`` and this class run it. ``run`` composes the job config the CLI composes for
+``data=file model=<model> discretizer=<discretizer>`` (coarse_gpu.experiment.composed.job_config: the
+same YAML files, ``model_params`` / ``discretizer_params`` over them, the CLI's checks) and calls
+``CoarsePipeline.run`` on the caller's rows: the data step, step 1, the references, every K's ``ot``
+policy and baselines, their evaluation, choose-K, the report files. ``fit`` runs the same pipeline's
+steps up to the ``ot`` policy at one K (``prepare``, ``personalize``, ``context``, the ``ot`` method).
+So the same rows, seed and options give the CLI's results.json and policies (``policies/<method>_k<K>``,
+scored by ``coarse-gpu-assign``), number for number (tests/test_one_core.py).
 
 Rows are paired by POSITION: row i of X goes with row i of treatment, y and propensity whatever the
 pandas index labels say. Treatment columns are matched by NAME wherever they have names (DataFrames, a
 named Series): ``evaluate`` and ``predict_profit`` reorder columns given in another order and refuse
 other names. Every argument is checked before any work, and an error names it.
-
-The domain types come from their layers (``Constraint`` and the budget / parity builders from
-coarse_gpu.discretize, ``ProfitEstimates`` from coarse_gpu.policy.estimates via step 1); what this module
-still takes from coarse_gpu.experiment is the main job's own steps, so that both doors run the same code:
-the composed ``configs/model``/``configs/discretizer`` YAMLs and their checks (composed, validate,
-model_build), the treatment kinds and the continuous-dose path (kinds, dose), step 1 (personalize), the
-candidate grid and the k checks (pipeline) and the ``ot`` method (methods.ot_policy).
 """
 from __future__ import annotations
 
