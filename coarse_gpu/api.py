@@ -30,6 +30,7 @@ other names. Every argument is checked before any work, and an error names it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -327,6 +328,7 @@ class CoarsePersonalizer(BaseEstimator):
         """
         self._check_params()
         cfg = self._job_config(k_values, methods, eval_fraction, n_boot, ci_level, metrics)
+        folder = None if run_dir is None else _run_folder(run_dir)
         seed_everything(int(self.seed))
         data = self._experiment(X, treatment, y, propensity)
         if response is not None or value is not None or accounting is not None:
@@ -336,7 +338,6 @@ class CoarsePersonalizer(BaseEstimator):
                              "the held-out rows: use eval_fraction=0")
         job = CoarsePipeline(cfg, verbose=bool(self.verbose), constraints=(
             (lambda prep: self._constraints(prep.scored, prep.candidates)) if self.constraints else None))
-        folder = None if run_dir is None else Path(run_dir)
         results = job.run(data=data, run_dir=folder)
         if folder is not None:
             write_report(results, folder, echo=bool(self.verbose))
@@ -552,6 +553,24 @@ class CoarsePersonalizer(BaseEstimator):
         cp.continuous_dose_ = bool(pol.dose)  # evaluate takes the kernel-DR path
         cp._policy_in_range()
         return cp
+
+
+def _run_folder(run_dir) -> Path:
+    """``run``'s folder, checked (and created) before any work: a folder (not a file) that we can write in and
+    that holds no earlier run's results.json, which is never overwritten."""
+    folder = Path(run_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"run_dir={str(folder)!r} is a file, not a folder")
+    if (folder / "results.json").exists():
+        raise ValueError(f"run_dir={str(folder)!r} already holds a run (results.json); pass a new folder (nothing "
+                         "in it was changed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"run_dir={str(folder)!r} cannot be created: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"run_dir={str(folder)!r} is not writable")
+    return folder
 
 
 def _with_structure(data, response, value, accounting):

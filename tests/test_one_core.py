@@ -112,9 +112,18 @@ def test_run_takes_the_apis_constraints_and_prices_them(example):
     ({"k_values": [0, 2]}, "k_values"),
     ({"n_boot": -1}, "n_boot"),
     ({"eval_fraction": 1.5}, "eval_fraction"),
+    ("file", "is a file, not a folder"),
+    ("earlier run", "already holds a run (results.json)"),
 ])
 def test_runs_bad_arguments_are_one_line_naming_them_before_any_training(example, monkeypatch, kwargs, words):
     tmp, df, features = example
+    if kwargs == "file":
+        (tmp / "a_file").write_text("keep me")
+        kwargs = {"run_dir": tmp / "a_file"}
+    elif kwargs == "earlier run":
+        (tmp / "earlier").mkdir(exist_ok=True)
+        (tmp / "earlier" / "results.json").write_text('{"status": "complete"}')
+        kwargs = {"run_dir": tmp / "earlier"}
 
     def no_training(*a, **kw):
         raise AssertionError("trained before the argument error")
@@ -124,6 +133,9 @@ def test_runs_bad_arguments_are_one_line_naming_them_before_any_training(example
     with pytest.raises(ValueError) as err:
         cp.run(df[features], df[["discount", "duration_weeks"]], df["profit"], **kwargs)
     assert words in str(err.value) and "\n" not in str(err.value)
+    assert (tmp / "a_file").read_text() == "keep me" if (tmp / "a_file").exists() else True
+    if (tmp / "earlier").exists():
+        assert (tmp / "earlier" / "results.json").read_text() == '{"status": "complete"}'  # nothing lost
 
 
 TOY_SOURCE = '''
