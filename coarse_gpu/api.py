@@ -30,7 +30,6 @@ other names. Every argument is checked before any work, and an error names it.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -42,12 +41,14 @@ from omegaconf.errors import OmegaConfBaseException
 from sklearn.base import BaseEstimator
 
 from coarse_gpu.api_inputs import (  # the arguments' coercion and checks
+    _api_words,
     _by_name,
     _check_range,
     _column,
     _frame,
     _is_int,
     _is_num,
+    _run_folder,
     _treatment_frame,
     _unsupported_segments,
 )
@@ -60,6 +61,7 @@ from coarse_gpu.evaluate.bootstrap import SharedBootstrap
 from coarse_gpu.evaluate.metrics import DEFAULT_API_METRICS, PolicyEvidence, evaluate_metrics, metric_name_problems
 from coarse_gpu.experiment.composed import discretizer_config, job_config, model_config
 from coarse_gpu.experiment.dose import dose_policy_scores, is_continuous_dose
+from coarse_gpu.experiment.errors import ConfigValueError
 from coarse_gpu.experiment.job import CoarsePipeline
 from coarse_gpu.experiment.methods import method_policy
 from coarse_gpu.experiment.model_build import MODELS, model_key_problems
@@ -283,7 +285,10 @@ class CoarsePersonalizer(BaseEstimator):
         # the main job's own steps (coarse_gpu.experiment.job): its data step (kinds, the dose path,
         # candidates, every check), step 1, and its ot method at one K (no smaller K to warm-start from)
         job = CoarsePipeline(cfg, verbose=bool(self.verbose))
-        prep = job.prepare(data, k_key="k")
+        try:
+            prep = job.prepare(data, k_key="k")
+        except ConfigValueError as err:  # the data step's checks in the API's words
+            raise ValueError(_api_words(str(err))) from None
         constraints = self._constraints(prep.scored, prep.candidates)
         model, est, selection = job.personalize(prep)
         device = resolve_device(self.device)
@@ -338,7 +343,10 @@ class CoarsePersonalizer(BaseEstimator):
                              "the held-out rows: use eval_fraction=0")
         job = CoarsePipeline(cfg, verbose=bool(self.verbose), constraints=(
             (lambda prep: self._constraints(prep.scored, prep.candidates)) if self.constraints else None))
-        results = job.run(data=data, run_dir=folder)
+        try:
+            results = job.run(data=data, run_dir=folder)
+        except ConfigValueError as err:  # the data step's checks, before any training: the API's words
+            raise ValueError(_api_words(str(err))) from None
         if folder is not None:
             write_report(results, folder, echo=bool(self.verbose))
         done = job.state_.ctx.cache if job.state_.ctx is not None else {}  # every K's ot policy, by ("ot", K)
@@ -367,6 +375,10 @@ class CoarsePersonalizer(BaseEstimator):
         def plain(v):  # numpy numbers as Python's, so the schema takes np.int64(3) as it takes 3
             return v.item() if isinstance(v, np.generic) else v
 
+        for name, v in (("k_values", k_values), ("methods", methods), ("metrics", metrics)):
+            if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, "__iter__")):
+                raise ValueError(f"{name} must be a list, e.g. {name}=[{v!r}], got {v!r}")
+
         ks = [plain(k) for k in (k_values if k_values is not None else [self.k])]
         evaluation = {"n_boot": plain(n_boot), "ci_level": plain(ci_level), "k_values": ks}
         evaluation.update({} if methods is None else {"methods": list(methods)})
@@ -379,12 +391,12 @@ class CoarsePersonalizer(BaseEstimator):
                              data={"eval_fraction": plain(eval_fraction),
                                    "allow_unseen_combinations": bool(self.allow_unseen_combinations)})
         except OmegaConfBaseException as err:
-            raise ValueError(f"{err.full_key}: {str(err).splitlines()[0]}") from None
+            raise ValueError(_api_words(f"{err.full_key}: {str(err).splitlines()[0]}")) from None
         # the shares are arguments here: share_counts names them in the API's words once N is known
         problems = [p for p in config_problems(cfg) if not p.startswith(("discretizer.min_share",
                                                                          "discretizer.max_share"))]
         if problems:
-            raise ValueError(problems[0].replace("evaluation.", "").replace("data.", ""))
+            raise ValueError(_api_words(problems[0]))
         return cfg
 
     # -- use -------------------------------------------------------------------------------------
@@ -553,24 +565,6 @@ class CoarsePersonalizer(BaseEstimator):
         cp.continuous_dose_ = bool(pol.dose)  # evaluate takes the kernel-DR path
         cp._policy_in_range()
         return cp
-
-
-def _run_folder(run_dir) -> Path:
-    """``run``'s folder, checked (and created) before any work: a folder (not a file) that we can write in and
-    that holds no earlier run's results.json, which is never overwritten."""
-    folder = Path(run_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"run_dir={str(folder)!r} is a file, not a folder")
-    if (folder / "results.json").exists():
-        raise ValueError(f"run_dir={str(folder)!r} already holds a run (results.json); pass a new folder (nothing "
-                         "in it was changed)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"run_dir={str(folder)!r} cannot be created: {err.strerror or err}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"run_dir={str(folder)!r} is not writable")
-    return folder
 
 
 def _with_structure(data, response, value, accounting):

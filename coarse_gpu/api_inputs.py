@@ -6,6 +6,8 @@ segments an evaluation cannot support. Every failure is a one-line ValueError na
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -134,3 +136,34 @@ def _unsupported_segments(kappa: np.ndarray, seg: np.ndarray, arm: np.ndarray, t
                              f"rows, but none of the rows received the arm(s) {on.tolist()} its value rests on: "
                              "the doubly robust value would be the model's extrapolation alone. Evaluate on a "
                              "randomized sample that received those arms")
+
+
+#: The CLI's keys as the API's arguments name them, in the job's messages (longest first).
+_API_WORDS = (("data.eval_fraction", "eval_fraction"), ("model.n_folds", "n_folds"), ("evaluation.", ""),
+              ("data.", ""))
+
+
+def _api_words(message: str) -> str:
+    """A message of the job's config checks in the API's words: its argument names, no "config error: "."""
+    text = message[len("config error: "):] if message.startswith("config error: ") else message
+    for cli, api in _API_WORDS:
+        text = text.replace(cli, api)
+    return text
+
+
+def _run_folder(run_dir) -> Path:
+    """``run``'s folder, checked (and created) before any work: a folder (not a file) that we can write in and
+    that holds no earlier run's results.json, which is never overwritten."""
+    folder = Path(run_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"run_dir={str(folder)!r} is a file, not a folder")
+    if (folder / "results.json").exists():
+        raise ValueError(f"run_dir={str(folder)!r} already holds a run (results.json); pass a new folder (nothing "
+                         "in it was changed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"run_dir={str(folder)!r} cannot be created: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"run_dir={str(folder)!r} is not writable")
+    return folder

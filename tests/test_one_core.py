@@ -112,6 +112,9 @@ def test_run_takes_the_apis_constraints_and_prices_them(example):
     ({"k_values": [0, 2]}, "k_values"),
     ({"n_boot": -1}, "n_boot"),
     ({"eval_fraction": 1.5}, "eval_fraction"),
+    ({"eval_fraction": 0.99}, "eval_fraction=0.99 leaves 25 of the 2500 customers to train on"),  # API words
+    ({"methods": "ot"}, "methods must be a list, e.g. methods=['ot']"),
+    ({"k_values": [2.5]}, "k_values[0]: Value '2.5'"),
     ("file", "is a file, not a folder"),
     ("earlier run", "already holds a run (results.json)"),
 ])
