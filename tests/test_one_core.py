@@ -160,16 +160,6 @@ class HalfSource:
 '''
 
 
-def test_a_data_source_of_your_own_is_built_by_instantiate_from_the_cli(example):
-    tmp, df, features = example
-    (tmp / "toy_source.py").write_text(TOY_SOURCE)
-    res = _cli(tmp, features, tmp / "toy", "data._target_=toy_source.HalfSource", "data.min_per_arm=5",
-               "evaluation.k_values=[2]", "evaluation.methods=[ot]", pythonpath=[tmp])
-    assert res["status"] == "complete"
-    assert res["n_customers"] == int((df["channel"] == "web").sum()) < len(df)
-    assert res["config"]["data"]["_target_"] == "toy_source.HalfSource"
-
-
 TOY_TRACKER = '''
 import json
 from pathlib import Path
@@ -201,14 +191,20 @@ def open_file_tracker(*, run_dir, run_config, run_name, group, name, mode, proje
 '''
 
 
-def test_a_tracker_of_your_own_is_built_by_instantiate_from_the_logger_node(example):
+def test_a_data_source_and_a_tracker_of_your_own_are_built_by_instantiate_from_their_nodes(example):
+    """docs/extending.md "A new data source" and docs/cluster.md's tracker factory, in one command."""
     tmp, df, features = example
+    (tmp / "toy_source.py").write_text(TOY_SOURCE)
     (tmp / "toy_tracking.py").write_text(TOY_TRACKER)
-    run_dir = tmp / "tracked"
-    res = _cli(tmp, features, run_dir, "logger=wandb", "logger._target_=toy_tracking.open_file_tracker",
-               "logger.mode=whatever", "logger.project=mine", "evaluation.k_values=[1,2]", "evaluation.methods=[ot]",
-               pythonpath=[tmp])
+    run_dir = tmp / "toy"
+    res = _cli(tmp, features, run_dir, "data._target_=toy_source.HalfSource", "data.min_per_arm=5",
+               "logger=wandb", "logger._target_=toy_tracking.open_file_tracker", "logger.mode=whatever",
+               "logger.project=mine", "evaluation.k_values=[1,2]", "evaluation.methods=[ot]", pythonpath=[tmp])
     assert res["status"] == "complete"
+    # the source: only the web channel's customers, its own feature list
+    assert res["n_customers"] == int((df["channel"] == "web").sum()) < len(df)
+    assert res["config"]["data"]["_target_"] == "toy_source.HalfSource"
+    # the tracker: every call of the job and the command, with the logger node's own keys
     calls = [json.loads(line) for line in (run_dir / "toy_tracker.jsonl").read_text().splitlines()]
     assert {c["project"] for c in calls} == {"mine"}
     names = [c["call"] for c in calls]
