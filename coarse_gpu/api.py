@@ -293,9 +293,7 @@ class CoarsePersonalizer(BaseEstimator):
         model, est, selection = job.personalize(prep)
         device = resolve_device(self.device)
         ctx = job.context(prep, model, est, est.at_candidates(prep.candidates), device)
-        if constraints:
-            ctx.constraints = constraints
-            ctx.cache["constraint_spec"] = {"n_constraints": len(constraints), "source": "python"}
+        job.constrain(ctx, constraints)
         out = method_policy("ot", int(self.k), ctx)
         if out is None:  # pragma: no cover - ot applies at every K
             raise RuntimeError(f"the ot method gave no policy at k={self.k}")
@@ -333,14 +331,14 @@ class CoarsePersonalizer(BaseEstimator):
         """
         self._check_params()
         cfg = self._job_config(k_values, methods, eval_fraction, n_boot, ci_level, metrics)
+        if eval_fraction and self.constraints:
+            raise ValueError("constraints= are over the training rows; with eval_fraction > 0 the policy assigns "
+                             "the held-out rows: use eval_fraction=0")
         folder = None if run_dir is None else _run_folder(run_dir)
         seed_everything(int(self.seed))
         data = self._experiment(X, treatment, y, propensity)
         if response is not None or value is not None or accounting is not None:
             data = _with_structure(data, response, value, accounting)
-        if eval_fraction and self.constraints:
-            raise ValueError("constraints= are over the training rows; with eval_fraction > 0 the policy assigns "
-                             "the held-out rows: use eval_fraction=0")
         job = CoarsePipeline(cfg, verbose=bool(self.verbose), constraints=(
             (lambda prep: self._constraints(prep.scored, prep.candidates)) if self.constraints else None))
         try:

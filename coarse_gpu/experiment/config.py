@@ -397,6 +397,9 @@ GROUP_SCHEMAS = {
     "experiment": [("experiment_schema", ExperimentConfig)],
 }
 
+#: ``data.name`` -> the source class its schema names (``_target_``): for a data node written without one.
+SOURCE_TARGETS = {schema.name: schema._target_ for _, schema in GROUP_SCHEMAS["data"]}
+
 _registered = False
 #: The registered learners whose ``model/<name>`` node is in the ConfigStore.
 _stored_models: set[str] = set()

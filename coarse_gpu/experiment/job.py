@@ -136,11 +136,9 @@ class CoarsePipeline:
         self.prepared_, self.state_ = prep, state
         out_path = None if run_dir is None else run_dir / "results.json"
         try:
-            control, full = self._checks(prep, state, str(device))
+            control, full = self._checks(prep, state, str(device), k_values)
             self._step_one(prep, state, control, full, device)
-            if given:  # the caller's constraints instead of the config's (built once: they do not depend on K)
-                state.ctx.constraints = given
-                state.ctx.cache["constraint_spec"] = {"n_constraints": len(given), "source": "python"}
+            self.constrain(state.ctx, given)
             for k in tqdm(k_values, desc="K", disable=not self.verbose):
                 run_k(k, methods, state)
                 timings["total"] = time.perf_counter() - t_start
@@ -158,7 +156,7 @@ class CoarsePipeline:
         _write(out_path, results)
         return results
 
-    def _checks(self, prep: Prepared, state: JobState, device: str):
+    def _checks(self, prep: Prepared, state: JobState, device: str, k_values: list[int]):
         """The simulator's difficulty figures and the true-profit ceiling (true profits; nothing without a
         simulator). Returns (control value, (full value, full treatments)) or (None, None)."""
         cfg, seed, timings, results = self.config, int(self.config.seed), state.timings, state.results
@@ -166,7 +164,6 @@ class CoarsePipeline:
             control, full, ceiling_input = simulator_checks(prep.scored, prep.candidates, seed, results)
         if control is not None and cfg.evaluation.get("true_ceiling", True):
             truth, s_control, s_full, true_cand = ceiling_input
-            k_values = run_settings(cfg)[0]
             with stage(timings, "true_ceiling"):
                 results["true_profit_ceiling"] = oracle_ceiling(truth, prep.scored.space, prep.candidates, k_values,
                                                                 s_control, s_full, profit=true_cand, seed=seed,
@@ -195,6 +192,14 @@ class CoarsePipeline:
                  else f"; RMSE of estimated vs true profit = {results['model']['rmse_profit_grid']:.3f}")
         state.ctx = self.context(prep, model, est, profit, device, cache={"profit_view": view})
         state.model, state.evaluator = model, evaluator
+
+    @staticmethod
+    def constrain(ctx: MethodContext, given: Optional[list]) -> None:
+        """The caller's side constraints (``constraints=``) instead of the config's, on the methods' context:
+        built once, as they do not depend on K; nothing when ``given`` is empty."""
+        if given:
+            ctx.constraints = list(given)
+            ctx.cache["constraint_spec"] = {"n_constraints": len(given), "source": "python"}
 
     def context(self, prep: Prepared, model, est, profit, device, cache: Optional[dict] = None) -> MethodContext:
         """What every method reads at every K (``methods.MethodContext``): the scored rows, their estimates

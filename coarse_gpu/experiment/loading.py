@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from coarse_gpu.data import ExperimentData
 from coarse_gpu.data.treatments import product_grid
 from coarse_gpu.discretize.mip import MAX_ENTRIES, size_problem
+from coarse_gpu.experiment.config import SOURCE_TARGETS
 from coarse_gpu.experiment.dose import check_dose_model, dose_candidates, dose_space, is_continuous_dose
 from coarse_gpu.experiment.kinds import (
     allow_unseen,
@@ -35,12 +36,6 @@ log = logging.getLogger("coarse_gpu")
 DATA_SOURCES = ("promotions", "file", "thornton", "ihdp", "hurdle", "dose")
 #: The simulated sources (scale= multiplies their n_customers).
 SIMULATED = ("promotions", "hurdle", "dose")
-#: Each source's class when its config node names none (a config written before sources had ``_target_``).
-SOURCE_CLASSES = {"promotions": "coarse_gpu.data.simulator.PromotionsSimulator",
-                  "hurdle": "coarse_gpu.data.hurdle.HurdlePromotionsSimulator",
-                  "dose": "coarse_gpu.data.dose_simulator.DoseSimulator",
-                  "file": "coarse_gpu.data.file.FileSource", "thornton": "coarse_gpu.data.real.ThorntonSource",
-                  "ihdp": "coarse_gpu.data.real.IHDPSource"}
 
 
 def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_columns=()) -> ExperimentData:
@@ -62,7 +57,7 @@ def build_data(data_cfg: DictConfig, seed: int, scale: float = 1.0, group_column
     # Every source is an object built by Hydra from its config node: ``_target_`` (a simulator, FileSource,
     # ThorntonSource, IHDPSource, or your own class with sample() -> ExperimentData) with the keys its
     # __init__ takes (all of them when it takes **kwargs); name, eval_fraction, candidate_points are the job's.
-    cls = locate_class(cfg.get("_target_") or SOURCE_CLASSES[data_cfg.name], "data._target_")
+    cls = locate_class(cfg.get("_target_") or SOURCE_TARGETS[data_cfg.name], "data._target_")
     accepted = inspect.signature(cls.__init__).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     params = {k: v for k, v in cfg.items() if k not in ("_target_", "name") and (takes_all or k in accepted)}

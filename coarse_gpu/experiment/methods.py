@@ -154,21 +154,17 @@ def _discretize(profit, candidates, k, cfg, oracle, space, device, seed, init, c
     d = cfg.discretizer
     # every plain-valued option of discretize is a discretizer.<name> key (options.SolverOptions)
     options = {name: d.get(name, default) for name, default in default_options().items()}
-    options["init"] = init
+    options.update(min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon)
+    run = dict(candidates=candidates, device=str(device), seed=seed, constraints=constraints or None, init=init)
     if d.refine and oracle is not None and not constraints:  # no oracle: the model cannot leave the arms;
         # constraints: their values are per candidate, so the treatments stay on the grid
-        options.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
+        run.update(refine_oracle=oracle, bounds=(np.asarray(space.low), np.asarray(space.high)))
         if space.kinds is not None:  # discrete / categorical dimensions stay on their observed values
-            options["frozen_dims"] = space.fixed_dims.tolist()
-    plain = dict(min_share=d.min_share, max_share=d.max_share, epsilon=d.epsilon, **options)
-    run = dict(candidates=candidates, device=str(device), seed=seed, constraints=constraints or None)
-    for key in ("init", "refine_oracle", "bounds", "frozen_dims"):  # the run's objects, not config values
-        if key in plain:
-            run[key] = plain.pop(key)
+            run["frozen_dims"] = space.fixed_dims.tolist()
     if cfg.get("distributed", False):  # rank 0 of a distributed job: solved with every rank (experiment/followers.py)
-        return sharded_discretize(profit, k, **plain, **run)
+        return sharded_discretize(profit, k, **options, **run)
     # the node's entry point (discretize, or yours: discretizer._target_) as a partial of its options
-    solve = instantiate({"_target_": d.get("_target_") or class_path(discretize), "_partial_": True, **plain},
+    solve = instantiate({"_target_": d.get("_target_") or class_path(discretize), "_partial_": True, **options},
                         _convert_="all")
     return solve(profit, k, **run)
 

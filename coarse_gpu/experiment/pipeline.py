@@ -14,7 +14,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from coarse_gpu.experiment.job import CoarsePipeline, run_settings
+from coarse_gpu.experiment.job import CoarsePipeline
 
 # the data step moved to loading.py, the steps to steps.py: their public names stay importable from here
 from coarse_gpu.experiment.loading import (  # noqa: F401
@@ -38,7 +38,6 @@ from coarse_gpu.utils.plugins import load_plugins
 
 log = logging.getLogger("coarse_gpu")
 
-_run_settings = run_settings  # its old name
 
 
 def progress_enabled(cfg: DictConfig) -> bool:
