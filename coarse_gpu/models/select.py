@@ -19,14 +19,21 @@ robust value of its per-customer argmax policy, mean_i Gamma_{i, argmax_a mu_hat
 estimates would earn if every customer got its estimated best arm), each with a standard error
 over customers, and the standard error of the paired loss difference against the winner.
 
-Averages of the best candidates compete too (``blend=True``): the mean of the two best, and of all
-candidates (``arm_means`` is never averaged in). Averaging two learners with different errors (a
-network and boosted trees) often beats both; the criterion says when.
+How the candidates become one model (``combine``):
+
+* ``"stack"`` (the default): the convex combination of the learners with the smallest decision loss
+  (coarse_gpu.models.stack, the super learner), its weights cross-fitted so that its loss is honest.
+  Candidates whose losses differ by less than their standard errors -- the usual case -- then share the
+  decision instead of one of them winning by noise; a useless candidate gets weight ~0.
+* ``"select"``: the single candidate with the smallest loss; with ``blend=True`` the mean of the two
+  best and of all learners compete too (the earlier default).
+
+``arm_means`` is never combined in (it would only shrink the effects).
 
 Nothing to personalize: the candidate ``arm_means`` (coarse_gpu.models.arm_means) has effects that do
 not vary with x. A ONE-STANDARD-ERROR rule picks it whenever its loss is within one standard error
-of the paired difference to the best candidate's loss: heterogeneity must decide measurably better
-than arm means to be used. Simplicity has two levels only: ``arm_means`` < every other learner. A
+of the paired difference to the best candidate's loss (the stack's, under ``combine="stack"``):
+heterogeneity must decide measurably better than arm means to be used. Simplicity has two levels only: ``arm_means`` < every other learner. A
 two-part learner is not "simpler" than a one-part one (it fits two models; the accounting only
 removes what is known), so one-part and two-part candidates compete on the loss alone.
 
@@ -62,10 +69,11 @@ from coarse_gpu.models.base import check_inputs, check_X
 from coarse_gpu.models.crossfit import CrossFitted, fold_indices
 from coarse_gpu.models.registry import RegistryView
 from coarse_gpu.models.scores import pseudo_outcomes
+from coarse_gpu.models.stack import cross_fitted_stack
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES
 from coarse_gpu.models.twopart import TwoPart
 
-__all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_FLOOR", "SIMPLER",
+__all__ = ["AutoCATE", "Blend", "CANDIDATES", "COMBINE", "DEFAULT_CANDIDATES", "PROPENSITY_FLOOR", "SIMPLER",
            "decision_losses", "is_two_part", "make_candidate", "one_se_choice", "param_class", "pseudo_outcomes", "selection_report"]
 
 #: The learners ``AutoCATE`` can choose among (all predict at the arms and interpolate between them):
@@ -75,7 +83,10 @@ __all__ = ["AutoCATE", "Blend", "CANDIDATES", "DEFAULT_CANDIDATES", "PROPENSITY_
 CANDIDATES = RegistryView(lambda e: ((e.name,) if e.candidate else ()) + e.variants)
 #: model=auto's default candidates (the two-part ones take part only with a declared structure, the
 #: dose heads only with a numeric treatment).
-DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s", "twopart_tarnet")
+DEFAULT_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "dose_vc", "twopart_gb_s",
+                      "twopart_tarnet")
+#: How AutoCATE turns its candidates into one model (module docstring).
+COMBINE = ("stack", "select")
 #: Candidates that read the treatment as numbers (a dose response): skipped when a treatment dimension
 #: is categorical (codes of labels have no order to fit a curve along).
 DOSE = ("dose_logit", "dose_vc")
@@ -238,25 +249,29 @@ class AutoCATE(ArmModel, BaseEstimator):
     candidates : names from CANDIDATES, fitted in this order (DEFAULT_CANDIDATES by default; the
         ``twopart_*`` ones only when ``fit`` gets the behaviour and the accounting).
     n_folds : folds of the cross-fitting (>= 2); every candidate uses the same folds.
-    blend : also score the average of the two best candidates and of all of them.
+    combine : "stack" (the cross-fitted convex combination of the learners) or "select" (the best one).
+    blend : with combine="select", also score the average of the two best candidates and of all of them.
     candidate_params : {name: {param: value}} on top of each candidate's own defaults.
     interpolation : "linear" | "spline", from per-arm predictions to any treatment.
     device, checkpoint_dir : for the neural candidates (checkpoints per fold model).
     seed : folds and every candidate's seeds.  verbose : progress bars.
     batched : the neural candidates' folds as one batched module (``CrossFitted``'s parameter).
 
-    Fitted attributes: selected_ (the winner's name, e.g. "gb_t" or "blend(tarnet+gb_t)"), model_
-    (its CrossFitted ensemble, or a Blend of them), oof_arms_ (N, A) its out-of-fold predictions for
-    the training rows, model_selection_ (dict: criterion, candidates with their losses, standard
-    errors, policy values and fit times, winner), arms_, grid_, n_features_in_.
+    Fitted attributes: selected_ (the winner's name, e.g. "stack(tarnet+gb_s)", "gb_t" or "arm_means"),
+    model_ (its CrossFitted ensemble, or a weighted Blend of them), oof_arms_ (N, A) its out-of-fold
+    predictions for the training rows, model_selection_ (dict: criterion, candidates with their losses,
+    standard errors, policy values and fit times, winner; ``stack_weights`` {learner: weight} under
+    combine="stack"), arms_, grid_, n_features_in_.
     """
 
     def __init__(self, *, candidates: Sequence[str] = DEFAULT_CANDIDATES, n_folds: int = 5,
-                 blend: bool = True, candidate_params: Optional[dict] = None, interpolation: str = "linear",
+                 combine: str = "stack", blend: bool = True, candidate_params: Optional[dict] = None,
+                 interpolation: str = "linear",
                  device: str = "auto", checkpoint_dir: Optional[str] = None, seed: int = 0,
                  verbose: bool = False, batched: bool = True) -> None:
         self.candidates = candidates
         self.n_folds = n_folds
+        self.combine = combine
         self.blend = blend
         self.candidate_params = candidate_params
         self.interpolation = interpolation
@@ -280,6 +295,8 @@ class AutoCATE(ArmModel, BaseEstimator):
         extra = sorted(set(self.candidate_params or {}) - set(names))
         if extra:
             raise ValueError(f"AutoCATE: candidate_params for {extra}, which are not among the candidates {names}")
+        if self.combine not in COMBINE:
+            raise ValueError(f"AutoCATE: combine must be one of {list(COMBINE)}, got {self.combine!r}")
         if not isinstance(self.n_folds, (int, np.integer)) or self.n_folds < 2:
             raise ValueError(f"AutoCATE: n_folds must be an integer >= 2, got {self.n_folds!r}")
         return names
@@ -305,6 +322,29 @@ class AutoCATE(ArmModel, BaseEstimator):
         source = "given"
         if e is None:
             e, source = estimate_propensity(X, arm, self.n_arms_, self.n_folds, int(self.seed)), "estimated"
+        fitted, oof, times = self._fit_candidates(names, X, T, y, propensity, response, value, accounting)
+        # The reference mu of the pseudo-outcomes and the combinations: the learners (arm means would only shrink)
+        learners = [c for c in names if c not in SIMPLER] or names
+        gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in learners], axis=0))
+        losses, members, weights, pool = self._combine(gamma, oof, learners, fitted[learners[0]].fold_)
+        losses.update({c: decision_losses(gamma, oof[c]) for c in names if c in SIMPLER})
+        pool += [c for c in names if c in SIMPLER]
+        winner, _ = one_se_choice({c: losses[c] for c in pool})
+        best = min(losses, key=lambda c: float(losses[c].mean()))
+        self.model_selection_ = selection_report(gamma, oof, {c: members.get(c, [c]) for c in oof}, times, winner,
+                                                 int(self.n_folds), source, best_by_loss=best)
+        if "stack" in weights:
+            self.model_selection_["stack_weights"] = dict(zip(learners, map(float, weights["stack"])))
+        self.selected_ = winner
+        group, w = members.get(winner, [winner]), weights.get(winner)
+        self.model_ = fitted[group[0]] if len(group) == 1 else Blend.of([fitted[c] for c in group], w)
+        self.oof_arms_ = oof[winner]
+        log.info("auto: %s", "; ".join(f"{c} {r['decision_loss']:.4g} (se {r['se']:.2g})" for c, r in
+                                       self.model_selection_["candidates"].items()) + f" -> {winner}")
+        return self
+
+    def _fit_candidates(self, names, X, T, y, propensity, response, value, accounting):
+        """({name: fitted CrossFitted}, {name: (N, A) out-of-fold predictions}, {name: seconds})."""
         fitted, oof, times = {}, {}, {}
         for name in names:
             t0 = time.perf_counter()
@@ -317,28 +357,28 @@ class AutoCATE(ArmModel, BaseEstimator):
             oof[name] = cf.predict_arms_oof()
             times[name] = time.perf_counter() - t0
             log.info("auto: %s cross-fitted on %d folds in %.1fs", name, self.n_folds, times[name])
-        # The reference mu of the pseudo-outcomes and the blends: the learners (arm means would only shrink)
-        learners = [c for c in names if c not in SIMPLER] or names
-        gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in learners], axis=0))
-        losses = {c: decision_losses(gamma, oof[c]) for c in names}
-        members = {c: [c] for c in names}
-        if self.blend and len(learners) >= 2:
+        return fitted, oof, times
+
+    def _combine(self, gamma, oof, learners, fold):
+        """The learners' losses and their combinations (``combine``), added to ``oof`` (name -> (N, A)).
+        Returns (losses {name: (N,)}, members {name: [learners]}, weights {name: (len(members),)}, pool: the
+        names that may win)."""
+        losses = {c: decision_losses(gamma, oof[c]) for c in learners}
+        members, weights, pool = {}, {}, list(learners)
+        if self.combine == "stack" and len(learners) >= 2:
+            stacked, w = cross_fitted_stack(gamma, np.stack([oof[c] for c in learners]), fold)
+            keep = sorted((i for i in range(len(learners)) if w[i] > 1e-3), key=lambda i: -w[i])
+            key = f"stack({'+'.join(learners[i] for i in keep)})"
+            oof[key], losses[key] = stacked, decision_losses(gamma, stacked)
+            members[key], weights[key], weights["stack"], pool = [learners[i] for i in keep], w[keep], w, [key]
+        elif self.blend and len(learners) >= 2:
             ranked = sorted(learners, key=lambda c: float(losses[c].mean()))
             for group in ([ranked[:2]] + ([learners] if len(learners) >= 3 else [])):
                 key = f"blend({'+'.join(group)})"
                 oof[key] = np.mean([oof[c] for c in group], axis=0)
-                losses[key] = decision_losses(gamma, oof[key])
-                members[key] = list(group)
-        winner, best = one_se_choice(losses)
-        self.model_selection_ = selection_report(gamma, oof, members, times, winner, int(self.n_folds), source,
-                                                 best_by_loss=best)
-        self.selected_ = winner
-        group = members[winner]
-        self.model_ = fitted[group[0]] if len(group) == 1 else Blend.of([fitted[c] for c in group])
-        self.oof_arms_ = oof[winner]
-        log.info("auto: %s", "; ".join(f"{c} {r['decision_loss']:.4g} (se {r['se']:.2g})" for c, r in
-                                       self.model_selection_["candidates"].items()) + f" -> {winner}")
-        return self
+                losses[key], members[key] = decision_losses(gamma, oof[key]), list(group)
+                pool.append(key)
+        return losses, members, weights, pool
 
     def predict_arms(self, X) -> np.ndarray:
         """(N, A) the selected model's ensemble prediction at every arm ``arms_``."""
