@@ -192,8 +192,10 @@ class ModelConfig:
     # model=auto: the twopart_* candidates take part only when the data declare a profit structure;
     # arm_means (no heterogeneity) wins by a one-standard-error rule (coarse_gpu.models.select)
     candidates: List[str] = field(
-        default_factory=lambda: ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s", "twopart_tarnet"])
-    blend: bool = True  # model=auto: also score the average of the best candidates
+        default_factory=lambda: ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "dose_vc", "twopart_gb_s",
+                                 "twopart_tarnet"])
+    combine: str = "stack"  # model=auto: stack (cross-fitted convex weights) | select (the best candidate)
+    blend: bool = True  # model=auto, combine=select: also score the average of the best candidates
     # -- model=twopart (coarse_gpu.models.twopart): response and value learners of the family ``base``
     base: str = "gb_s"  # tarnet | dragonnet | gb_s | gb_t | dose_vc | dose_logit
     response_loss: str = "auto"  # auto (bce for 0/1, poisson for counts) | bce | poisson

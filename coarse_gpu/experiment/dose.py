@@ -139,10 +139,10 @@ def _config_of(name: str, model_cfg, auto: bool) -> DictConfig:
     hands its keys to its candidates."""
     if not auto:
         return model_cfg
-    base = model_config("auto")  # what model=auto sets by itself (candidates, blend) is not the user's
+    base = model_config("auto")  # what model=auto sets by itself (candidates, combine, blend) is not the user's
     cfg = model_config(name)
     for key in model_cfg:
-        if key in ("name", "_target_", "candidates", "blend") or key not in cfg:
+        if key in ("name", "_target_", "candidates", "combine", "blend") or key not in cfg:
             continue
         if model_cfg.get(key) != base.get(key):
             cfg[key] = model_cfg.get(key)

@@ -27,7 +27,7 @@ from coarse_gpu.utils.params import constraints_of, param_problems
 #: learner registered by a plugin is a CLI model too.
 MODELS = RegistryView(lambda e: (e.name,))
 #: ModelConfig keys that are not model parameters (handled here).
-_PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "blend", "batched")
+_PIPELINE_KEYS = ("name", "_target_", "n_folds", "checkpoint", "candidates", "combine", "blend", "batched")
 
 
 def model_class(model_cfg) -> type:
@@ -130,7 +130,8 @@ def build_model(model_cfg: DictConfig, device: torch.device, seed: int, verbose:
         params = {c: {k: v for k, v in _model_kwargs(param_class(c), cfg).items() if k not in ("seed", "device")}
                   for c in cands}
         return instantiate({"_target_": class_path(cls)}, candidates=cands, n_folds=int(cfg.get("n_folds") or 5),
-                           blend=bool(cfg.get("blend", True)), candidate_params=params,
+                           combine=str(cfg.get("combine", "stack")), blend=bool(cfg.get("blend", True)),
+                           candidate_params=params,
                            interpolation=cfg.get("interpolation", "linear"), device=str(device),
                            checkpoint_dir=ckpt, seed=seed, verbose=verbose, batched=bool(cfg.get("batched", True)),
                            _convert_="all")
