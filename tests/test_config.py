@@ -31,7 +31,7 @@ def _compose(overrides=()):
 def test_default_config_composes_with_every_group():
     cfg = _compose()
     assert cfg.data.name == "promotions" and cfg.data.n_customers == 50_000
-    assert cfg.model.name == "auto" and list(cfg.model.candidates) == ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s",
+    assert cfg.model.name == "auto" and list(cfg.model.candidates) == ["tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "dose_vc", "twopart_gb_s",
                                                                          "twopart_tarnet"]
     assert cfg.discretizer.solver == "sinkhorn"
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
@@ -112,7 +112,8 @@ def test_a_misspelt_or_foreign_model_key_is_an_error_for_every_model(name):
     with pytest.raises(ConfigCompositionException, match="hiden"):
         _compose([f"model={name}", "model.hiden=8"])
     # a real key of another model, set away from its default, that this model does not take
-    foreign = "model.alpha=2.0" if name not in ("dragonnet", "auto", "arm_means") else "model.knots=quantile"
+    foreign = ("model.alpha=2.0" if name not in ("dragonnet", "auto", "arm_means")
+               else "model.beta=2.0" if name == "auto" else "model.knots=quantile")
     problems = config_problems(_compose([f"model={name}", foreign, "logger=none"]))
     assert any(foreign.split("=")[0] in p and "not parameters" in p for p in problems), problems
 

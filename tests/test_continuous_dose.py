@@ -55,7 +55,7 @@ def test_arm_learners_are_refused_and_auto_keeps_the_dose_learners():
     with pytest.raises(ValueError, match="model=mine .*only the built-in dose learners"):
         dose_model_names({"name": "mine", "_target_": "my.Model"})
     assert dose_model_names({"name": "auto", "candidates": None}) == (
-        ["dose_logit", "gb_s"], ["tarnet", "gb_t", "arm_means", "twopart_gb_s", "twopart_tarnet"])
+        ["dose_logit", "gb_s"], ["tarnet", "gb_t", "arm_means", "twopart_gb_s", "twopart_tarnet"])  # dose_vc: DOSE_AUTO
     assert dose_model_names({"name": "auto", "candidates": ["gb_t", "dose_vc"]}) == (["dose_vc"], ["gb_t"])
     with pytest.raises(ValueError, match=r"model.candidates=\['gb_t'\] holds no learner"):
         dose_model_names({"name": "auto", "candidates": ["gb_t"]})

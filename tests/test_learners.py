@@ -91,7 +91,7 @@ def test_auto_picks_the_pooled_learner_where_the_arms_share_one_structure():
     """Eight arms with one shared dose response: the S-learner pools them, the T-learner sees 1/8 of
     the rows per arm. The decision loss must say so, and the true errors agree."""
     X, t, y, mu, levels = dose_arms()
-    auto = AutoCATE(candidates=("gb_t", "gb_s"), blend=False, n_folds=3, seed=0).fit(X, t, y)
+    auto = AutoCATE(candidates=("gb_t", "gb_s"), combine="select", blend=False, n_folds=3, seed=0).fit(X, t, y)
     sel = auto.model_selection_
     assert auto.selected_ == "gb_s" and sel["winner"] == "gb_s" and sel["propensity"] == "estimated"
     gap = sel["candidates"]["gb_t"]["decision_loss"] - sel["candidates"]["gb_s"]["decision_loss"]
@@ -110,7 +110,8 @@ def test_auto_picks_the_pooled_learner_where_the_arms_share_one_structure():
 def test_auto_drops_a_crippled_candidate_and_blends_only_when_it_scores_better():
     X, t, y, tau = binary(3000, seed=3)
     crippled = {"gb_s": {"max_iter": 1, "learning_rate": 0.01}}  # a near-constant model
-    auto = AutoCATE(candidates=("gb_t", "gb_s"), candidate_params=crippled, n_folds=3, seed=0).fit(X, t, y)
+    auto = AutoCATE(candidates=("gb_t", "gb_s"), candidate_params=crippled, n_folds=3, seed=0,
+                    combine="select").fit(X, t, y)
     losses = {c: r["decision_loss"] for c, r in auto.model_selection_["candidates"].items()}
     assert set(losses) == {"gb_t", "gb_s", "blend(gb_t+gb_s)"}
     assert auto.selected_ == min(losses, key=losses.get) == "gb_t"

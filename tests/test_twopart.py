@@ -225,9 +225,13 @@ def test_auto_chooses_a_two_part_model_where_the_basket_noise_hides_the_response
     v = np.where(r > 0, 60.0 * rng.lognormal(-1.125, 1.5, n), np.nan)
     acc = Accounting(margin=0.5, cost_per_customer="2*d", names=["d"])
     y = acc.profit(r, v, t[:, None])
-    auto = AutoCATE(candidates=("gb_s", "arm_means", "twopart_gb_s"), n_folds=3, blend=False).fit(
+    auto = AutoCATE(candidates=("gb_s", "arm_means", "twopart_gb_s"), n_folds=3).fit(
         X, t, y, response=r, value=v, accounting=acc)
-    assert auto.selected_ == "twopart_gb_s"
+    weights = auto.model_selection_["stack_weights"]  # the default combination: the stack leans on the structure
+    assert auto.selected_.startswith("stack(twopart_gb_s") and weights["twopart_gb_s"] > 0.6, weights
+    picked = AutoCATE(candidates=("gb_s", "arm_means", "twopart_gb_s"), n_folds=3, combine="select", blend=False).fit(
+        X, t, y, response=r, value=v, accounting=acc)
+    assert picked.selected_ == "twopart_gb_s"
     # without the declared structure the two-part candidate does not take part
     auto1 = AutoCATE(candidates=("gb_s", "arm_means", "twopart_gb_s"), n_folds=3, blend=False).fit(X, t, y)
     assert "twopart_gb_s" not in auto1.model_selection_["candidates"]
@@ -241,8 +245,8 @@ def test_auto_weighs_the_dose_head_only_for_a_numeric_treatment():
     X = rng.standard_normal((n, 3))
     t = rng.integers(0, 3, n).astype(float)
     y = X[:, 0] * t + rng.standard_normal(n)
-    kw = dict(candidates=("gb_s", "dose_logit"), candidate_params={"dose_logit": FAST_NN}, n_folds=2, blend=False,
-              device="cpu")
+    kw = dict(candidates=("gb_s", "dose_logit"), candidate_params={"dose_logit": FAST_NN}, n_folds=2,
+              combine="select", blend=False, device="cpu")
     numeric = AutoCATE(**kw).fit(X, t, y)
     assert set(numeric.model_selection_["candidates"]) == {"gb_s", "dose_logit"}
     coded = AutoCATE(**kw).fit(X, t, y, numeric_treatment=False)  # t holds codes of labels

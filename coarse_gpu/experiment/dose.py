@@ -63,8 +63,9 @@ log = logging.getLogger("coarse_gpu")
 DOSE_MODELS = RegistryView(lambda e: (e.name,) if e.dose else ())
 #: The learners that need arms (one head / regressor / mean per arm): refused on a continuous dose.
 ARMS_ONLY_MODELS = RegistryView(lambda e: (e.name,) if not e.dose and e.name != "auto" else ())
-#: model=auto's learners on a continuous dose when model.candidates is the default list (which holds one
-#: dose learner, gb_s): the structured dose network and the boosting S-learner.
+#: model=auto's learners on a continuous dose when model.candidates is the default list: the structured dose
+#: network and the boosting S-learner (the list's dose_vc stays out: the continuous-dose selection was
+#: measured with these two; model=dose_vc or an explicit model.candidates list runs it).
 DOSE_AUTO = ("dose_logit", "gb_s")
 #: Candidate grid points per dose dimension when ``data.candidate_points`` is null.
 DOSE_POINTS = 41
@@ -114,7 +115,7 @@ def dose_model_names(model_cfg) -> tuple[list[str], list[str]]:
                          f"{list(DOSE_MODELS)}")
     cands = list(model_cfg.get("candidates") or AutoCATE().candidates)
     if cands == list(AutoCATE().candidates):  # the default list: its dose learners are DOSE_AUTO
-        return list(DOSE_AUTO), [c for c in cands if c not in DOSE_AUTO]
+        return list(DOSE_AUTO), [c for c in cands if c not in DOSE_MODELS]
     keep = [c for c in cands if c in DOSE_MODELS]
     if not keep:
         raise ValueError(f"model.candidates={cands} holds no learner that fits raw doses (a continuously randomized "
