@@ -367,6 +367,8 @@ def main(argv=None) -> int:
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--reps", type=int, default=5, help="replications 0..reps-1")
+    p.add_argument("--rep-from", type=int, default=0,
+                   help="skip the replications below this one (two processes can split one family's replications)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON-lines file the cells go to")
     p.add_argument("--cells", type=Path, nargs="+",
                    help="with --table: the files to tabulate (default --out); a (family, model) row of a "
@@ -385,7 +387,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     FAMILIES["hurdle"] = lambda r: hurdle(r, a.hurdle_n)
     with threadpool_limits(a.threads):
-        run(a.families, a.models, range(a.reps), a.out)
+        run(a.families, a.models, range(a.rep_from, a.reps), a.out)
     print(table(a.out))
     return 0
 

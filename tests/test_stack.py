@@ -82,3 +82,35 @@ def test_auto_deploys_the_stack_with_its_weights_and_reports_them():
 def test_combine_is_checked_before_any_fit():
     with pytest.raises(ValueError, match="combine must be one of"):
         AutoCATE(combine="average").fit(np.zeros((10, 2)), np.zeros(10), np.zeros(10))
+
+
+def test_auto_with_a_dose_winner_or_a_stack_led_by_one_runs_through_step_one(monkeypatch):
+    # model=auto whose winner is a dose model scores through that ensemble's own oracle; a stack whose first
+    # (heaviest) member is a dose model predicts through the arms like any blend (the default run crashed on it)
+    import torch
+
+    import coarse_gpu.models.select as select
+    from coarse_gpu.data.simulator import PromotionsSimulator
+    from coarse_gpu.experiment.composed import model_config
+    from coarse_gpu.experiment.personalize import personalize
+    from coarse_gpu.policy.estimates import is_dose_model
+
+    d = PromotionsSimulator(n_customers=1500, seed=0).sample()
+    cfg = model_config("auto")
+    cfg.candidates, cfg.n_folds, cfg.max_epochs = ["dose_logit"], 2, 2
+    model, est, _ = personalize(cfg, d, d, True, torch.device("cpu"), 0, False)
+    assert model.selected_ == "dose_logit" and is_dose_model(model)
+    np.testing.assert_allclose(est.profit_at(d.arms), est.mu_arms, rtol=1e-5, atol=1e-4)  # its oracle at the arms
+
+    def dose_heavy(target, preds, fold):  # the stack, with the weights of a dose-led mix
+        w = np.array([0.7, 0.3])
+        return np.tensordot(w, preds, axes=1), w
+
+    monkeypatch.setattr(select, "cross_fitted_stack", dose_heavy)
+    cfg.candidates = ["dose_logit", "gb_s"]
+    model, est, _ = personalize(cfg, d, d, True, torch.device("cpu"), 0, False)
+    assert model.selected_ == "stack(dose_logit+gb_s)" and not is_dose_model(model)
+    parts = model.model_.members_
+    np.testing.assert_allclose(model.predict_arms(d.X[:20]),
+                               0.7 * parts[0].predict_arms(d.X[:20]) + 0.3 * parts[1].predict_arms(d.X[:20]))
+    np.testing.assert_allclose(est.profit_at(d.arms), est.mu_arms)

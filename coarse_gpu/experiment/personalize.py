@@ -71,17 +71,18 @@ def personalize(model_cfg: DictConfig, train: ExperimentData, scored: Experiment
                          "estimate: use model.n_folds >= 2 (cross-fitting) or data.eval_fraction > 0 (a held-out share)")
     _fit(model, train)
     dose = _is_dose(model)
+    inner = model.model_ if isinstance(model, AutoCATE) else model  # model=auto's dose winner: its ensemble
     lin = (lambda T: _first(model).treatment_weights(T)) if dose else (lambda T: _arm_weights(model, T))
     if same_customers:
         mu = model.predict_arms_oof()
         if dose:
-            oracle = _oof_dose_oracle(model, device)
+            oracle = _oof_dose_oracle(inner, device)
             profit_at = lambda T: oracle(np.atleast_2d(np.asarray(T, dtype=np.float64))).cpu().numpy()  # noqa: E731
     else:
         mu = model.predict_arms(scored.X)
         if dose:
             oracles = [m.profit_oracle(scored.X, device=device) for m in
-                       (model.members() if isinstance(model, CrossFitted) else [model])]
+                       (inner.members() if isinstance(inner, CrossFitted) else [inner])]
             oracle = lambda T: torch.stack([o(T) for o in oracles], 0).mean(0)  # noqa: E731
             profit_at = lambda T: oracle(np.atleast_2d(np.asarray(T, dtype=np.float64))).cpu().numpy()  # noqa: E731
     weights = None

@@ -83,7 +83,11 @@ def first_model(model):
 
 
 def is_dose_model(model) -> bool:
-    """True for the dose-response models (they score any treatment through their own oracle, not the arms)."""
+    """True for the dose-response models (they score any treatment through their own oracle, not the arms).
+    A blend (model=auto's stack or average) predicts through its members' weighted per-arm predictions,
+    whatever its first member is."""
+    if isinstance(getattr(model, "model_", model), Blend):
+        return False
     return hasattr(first_model(model), "profit_oracle")
 
 
