@@ -24,11 +24,13 @@ Families (each replication draws new data; the models never see the held-out par
 One-part vs two-part: ``twopart_<family>`` (coarse_gpu.models.twopart) models purchase and basket
 apart and applies the accounting; it runs only on families that declare the profit structure (the
 promotions simulators and hurdle). ``arm_means`` is the no-heterogeneity model; ``auto`` is
-``model=auto`` with its current default candidates (two-part ones where the structure is declared,
-dose_logit, arm means, the one-standard-error rule) and ``auto_onepart`` the earlier default (tarnet, gb_s, gb_t
-on the realized profit only); ``auto_twopart_tarnet`` is ``auto`` with ``twopart_tarnet`` added to the
-default candidates (a measurement for the next default, not the default), ``auto_dose_vc`` the same with
-``dose_vc``. ``true_ceiling`` is not a
+``model=auto`` as it is now (its default candidates -- two-part ones where the structure is declared,
+the dose heads, arm means -- stacked, with the one-standard-error rule; cells auto_v5_stack.jsonl);
+``auto_select`` the default before the stack (EARLIER_CANDIDATES, combine="select": the single best or
+an average of the best; its cells are the earlier ``auto`` / ``auto_twopart_tarnet`` ones,
+auto_select_v4.jsonl); ``auto_onepart`` the default before that (tarnet, gb_s, gb_t on the realized
+profit only); ``auto_twopart_tarnet`` and ``auto_dose_vc`` were measurements toward the earlier
+default (EARLIER_CANDIDATES; with dose_vc added). ``true_ceiling`` is not a
 learner: its "estimates" are the held-out customers' true profits, so its K=5 share is what K
 treatments can keep with no estimation error, and the table divides every model's share by it per
 replication ("÷ the K=5 ceiling": the share of the ceiling's increment).
@@ -76,16 +78,18 @@ from coarse_gpu.models import (  # noqa: E402
     TARNet,
     TwoPart,
 )
-from coarse_gpu.models.select import DEFAULT_CANDIDATES  # noqa: E402
 from coarse_gpu.models.twopart import BASES as TWO_PART_BASES  # noqa: E402
 
 CEILING = "true_ceiling"  # not a learner: the ot K=5 policy on the true profits (share of the ceiling)
 MODELS = {"tarnet": TARNet, "dragonnet": DragonNet, "dose_logit": DoseLogit, "dose_vc": DoseVC,
           "gb_s": GBSLearner, "gb_t": GBTLearner, "dr": DRLearner, "auto": AutoCATE, "arm_means": ArmMeans,
-          "auto_onepart": AutoCATE, "auto_twopart_tarnet": AutoCATE, "auto_dose_vc": AutoCATE,
+          "auto_onepart": AutoCATE, "auto_twopart_tarnet": AutoCATE, "auto_dose_vc": AutoCATE, "auto_select": AutoCATE,
           **{f"twopart_{b}": TwoPart for b in TWO_PART_BASES}, CEILING: None}
 NEURAL = ("tarnet", "dragonnet", "dose_logit", "dose_vc", "auto", "auto_onepart", "auto_twopart_tarnet", "auto_dose_vc",
+          "auto_select",
           *(f"twopart_{b}" for b in TWO_PART_BASES))
+#: model=auto's default candidates before the stack (and before dose_vc joined them)
+EARLIER_CANDIDATES = ("tarnet", "gb_s", "gb_t", "arm_means", "dose_logit", "twopart_gb_s", "twopart_tarnet")
 HURDLE_N = 20_000
 HURDLE_FIELD_N = 60_000  # the size of the held-out field experiment of issue 26 (its 80.9 % was at 60,000)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "model_table" / "cells.jsonl"
@@ -203,15 +207,17 @@ def fit_predict(name: str, fam: dict, rep: int):
     if name == "auto_onepart":
         kw["candidates"] = ("tarnet", "gb_s", "gb_t")
     if name == "auto_twopart_tarnet":
-        kw["candidates"] = (*DEFAULT_CANDIDATES, "twopart_tarnet")
+        kw["candidates"] = EARLIER_CANDIDATES
     if name == "auto_dose_vc":
-        kw["candidates"] = (*DEFAULT_CANDIDATES, "dose_vc")
+        kw["candidates"] = (*EARLIER_CANDIDATES, "dose_vc")
+    if name == "auto_select":  # the default before the stack: the single best (or an average of the best)
+        kw.update(candidates=EARLIER_CANDIDATES, combine="select")
     tr, te = fam["train"], fam["test"]
     fit_kw = {"propensity": fam["propensity"][tr]} if "propensity" in fam else {}
     if name.startswith("twopart_"):
         kw.update(base=name[len("twopart_"):], accounting=fam["accounting"])
         fit_kw.update(response=fam["response"][tr], value=fam["value"][tr])
-    elif name in ("auto", "auto_twopart_tarnet", "auto_dose_vc") and "response" in fam:
+    elif name in ("auto", "auto_twopart_tarnet", "auto_dose_vc", "auto_select") and "response" in fam:
         fit_kw.update(response=fam["response"][tr], value=fam["value"][tr], accounting=fam["accounting"])
     model = cls(**kw).fit(fam["X"][tr], fam["t"][tr], fam["y"][tr], **fit_kw)
     p_arms = model.predict_profit(fam["X"][te], fam["arms"])
