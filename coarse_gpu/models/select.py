@@ -33,9 +33,10 @@ How the candidates become one model (``combine``):
 Nothing to personalize: the candidate ``arm_means`` (coarse_gpu.models.arm_means) has effects that do
 not vary with x. A ONE-STANDARD-ERROR rule picks it whenever its loss is within one standard error
 of the paired difference to the best loss (of every learner and combination): heterogeneity must decide
-measurably better than arm means to be used -- and under ``combine="stack"`` the stack then uses it. Simplicity has two levels only: ``arm_means`` < every other learner. A
-two-part learner is not "simpler" than a one-part one (it fits two models; the accounting only
-removes what is known), so one-part and two-part candidates compete on the loss alone.
+measurably better than arm means to be used -- and under ``combine="stack"`` the stack then uses it.
+Simplicity has two levels only: ``arm_means`` < every other learner. A two-part learner is not
+"simpler" than a one-part one (it fits two models; the accounting only removes what is known), so
+one-part and two-part candidates compete on the loss alone.
 
 Two-part candidates (``twopart_<family>``, coarse_gpu.models.twopart) take part only when ``fit``
 receives the behaviour (``response=``, ``value=``) and the firm's ``accounting=``; without them they
@@ -326,15 +327,15 @@ class AutoCATE(ArmModel, BaseEstimator):
         # The reference mu of the pseudo-outcomes and the combinations: the learners (arm means would only shrink)
         learners = [c for c in names if c not in SIMPLER] or names
         gamma = pseudo_outcomes(y, arm, e, np.mean([oof[c] for c in learners], axis=0))
-        losses, members, weights, stacked = self._combine(gamma, oof, learners, fitted[learners[0]].fold_)
+        losses, members, weights, stack = self._combine(gamma, oof, learners, fitted[learners[0]].fold_)
         losses.update({c: decision_losses(gamma, oof[c]) for c in names if c in SIMPLER})
         winner, best = one_se_choice(losses)
-        if stacked is not None and winner not in SIMPLER:
-            winner = stacked  # some learner's heterogeneity decides measurably better: the stack uses it
+        if stack is not None and winner not in SIMPLER:
+            winner = stack[0]  # some learner's heterogeneity decides measurably better: the stack uses it
         self.model_selection_ = selection_report(gamma, oof, {c: members.get(c, [c]) for c in oof}, times, winner,
                                                  int(self.n_folds), source, best_by_loss=best)
-        if "stack" in weights:
-            self.model_selection_["stack_weights"] = dict(zip(learners, map(float, weights["stack"])))
+        if stack is not None:
+            self.model_selection_["stack_weights"] = stack[1]
         self.selected_ = winner
         group, w = members.get(winner, [winner]), weights.get(winner)
         self.model_ = fitted[group[0]] if len(group) == 1 else Blend.of([fitted[c] for c in group], w)
@@ -361,23 +362,24 @@ class AutoCATE(ArmModel, BaseEstimator):
 
     def _combine(self, gamma, oof, learners, fold):
         """The learners' losses and their combinations (``combine``), added to ``oof`` (name -> (N, A)).
-        Returns (losses {name: (N,)}, members {name: [learners]}, weights {name: (len(members),)}, the
-        stack's name or None)."""
+        Returns (losses {name: (N,)}, members {name: [learners]}, weights {name: (len(members),)}, and
+        (the stack's name, {learner: weight}) or None)."""
         losses = {c: decision_losses(gamma, oof[c]) for c in learners}
-        members, weights, stacked = {}, {}, None
+        members, weights, stack = {}, {}, None
         if self.combine == "stack" and len(learners) >= 2:
-            stacked, w = cross_fitted_stack(gamma, np.stack([oof[c] for c in learners]), fold)
+            mu, w = cross_fitted_stack(gamma, np.stack([oof[c] for c in learners]), fold)
             keep = sorted((i for i in range(len(learners)) if w[i] > 1e-3), key=lambda i: -w[i])
             key = f"stack({'+'.join(learners[i] for i in keep)})"
-            oof[key], losses[key] = stacked, decision_losses(gamma, stacked)
-            members[key], weights[key], weights["stack"], stacked = [learners[i] for i in keep], w[keep], w, key
+            oof[key], losses[key] = mu, decision_losses(gamma, mu)
+            members[key], weights[key] = [learners[i] for i in keep], w[keep]
+            stack = key, dict(zip(learners, map(float, w)))
         elif self.blend and len(learners) >= 2:
             ranked = sorted(learners, key=lambda c: float(losses[c].mean()))
             for group in ([ranked[:2]] + ([learners] if len(learners) >= 3 else [])):
                 key = f"blend({'+'.join(group)})"
                 oof[key] = np.mean([oof[c] for c in group], axis=0)
                 losses[key], members[key] = decision_losses(gamma, oof[key]), list(group)
-        return losses, members, weights, stacked
+        return losses, members, weights, stack
 
     def predict_arms(self, X) -> np.ndarray:
         """(N, A) the selected model's ensemble prediction at every arm ``arms_``."""
